@@ -1,0 +1,2 @@
+//! otlp-lb data plane.
+#![forbid(unsafe_code)]
