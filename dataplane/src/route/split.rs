@@ -1,0 +1,478 @@
+//! Split one OTLP export request into one request per backend.
+//!
+//! The request is walked, not decoded: resources, scopes and items (spans, metrics, log records) are located by
+//! their framing, only the fields a routing key needs are read, and each backend's request is written by copying
+//! the original bytes of its resources, scopes and items. Resource and scope headers travel with every item. When
+//! every item goes to one backend the original request is forwarded as it is, without a copy.
+//!
+//! Metrics routed by `streamID` or `attributes` are split per data point: a metric whose points go to several
+//! backends is rebuilt once per backend with that backend's points.
+
+use bytes::Bytes;
+use thiserror::Error;
+
+use super::key::{self, RoutingKey, RoutingPolicy, hash_key};
+use crate::signal::{Signal, fields};
+use crate::wire::{self, WireError};
+
+/// One backend's share of a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Part {
+    /// Index of the backend (the ring member) the part goes to.
+    pub backend: usize,
+    /// The encoded export request for that backend.
+    pub body: Bytes,
+    /// Spans, data points or log records in the part.
+    pub items: u64,
+}
+
+/// A request cut into parts, one per backend that owns some of its items.
+#[derive(Debug, Clone, Default)]
+pub struct Split {
+    pub parts: Vec<Part>,
+    /// Items in the whole request.
+    pub items: u64,
+}
+
+/// The request could not be walked.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("malformed {signal} request: {source}")]
+pub struct SplitError {
+    pub signal: Signal,
+    #[source]
+    pub source: WireError,
+}
+
+const RAW: u32 = u32::MAX;
+
+#[derive(Clone, Copy)]
+struct Item {
+    /// Byte range of the item's whole field in the request, or an index into `owned` when `owned != RAW`.
+    start: usize,
+    end: usize,
+    owned: u32,
+    backend: u32,
+    count: u32,
+}
+
+#[derive(Clone, Copy)]
+struct Group {
+    /// Range in `chunks` of the fields copied unchanged (the resource or scope message, schema URL, unknown fields).
+    fixed: (usize, usize),
+    /// Range of child groups (for a resource) or items (for a scope).
+    children: (usize, usize),
+}
+
+/// Per-resource values that items' keys are derived from; computed once per resource, on demand.
+struct ResourceKeys<'a> {
+    msg: &'a [u8],
+    attrs: Option<Vec<(&'a [u8], &'a [u8])>>,
+    service: Option<u64>,
+    resource: Option<u64>,
+}
+
+impl<'a> ResourceKeys<'a> {
+    fn new(msg: &'a [u8]) -> Self {
+        ResourceKeys { msg, attrs: None, service: None, resource: None }
+    }
+
+    fn attrs(&mut self) -> Result<&[(&'a [u8], &'a [u8])], WireError> {
+        if self.attrs.is_none() {
+            self.attrs = Some(key::attributes(self.msg, fields::RESOURCE_ATTRIBUTES)?);
+        }
+        Ok(self.attrs.as_deref().unwrap_or_default())
+    }
+
+    /// Hash of the resource's `service.name` (of the empty string when it has none).
+    fn service(&mut self) -> Result<u64, WireError> {
+        if let Some(h) = self.service {
+            return Ok(h);
+        }
+        let name = self
+            .attrs()?
+            .iter()
+            .find(|(k, _)| *k == b"service.name")
+            .and_then(|(_, v)| key::any_value_str(v))
+            .unwrap_or_default();
+        let h = hash_key(name);
+        self.service = Some(h);
+        Ok(h)
+    }
+
+    /// Order-independent hash of all resource attributes.
+    fn resource(&mut self) -> Result<u64, WireError> {
+        if let Some(h) = self.resource {
+            return Ok(h);
+        }
+        let mut attrs = self.attrs()?.to_vec();
+        let h = key::hash_attributes(&mut attrs);
+        self.resource = Some(h);
+        Ok(h)
+    }
+}
+
+struct Splitter<'a, F> {
+    signal: Signal,
+    key: RoutingKey,
+    policy: &'a RoutingPolicy,
+    owner: F,
+    base: usize,
+    chunks: Vec<(usize, usize)>,
+    resources: Vec<Group>,
+    scopes: Vec<Group>,
+    items: Vec<Item>,
+    owned: Vec<Vec<u8>>,
+}
+
+/// Splits `body`, an encoded `Export{Trace,Metrics,Logs}ServiceRequest`, by `policy`'s key for `signal`;
+/// `owner` maps a key hash to a backend index.
+pub fn split(
+    signal: Signal,
+    body: &Bytes,
+    policy: &RoutingPolicy,
+    owner: impl FnMut(u64) -> usize,
+) -> Result<Split, SplitError> {
+    let mut s = Splitter {
+        signal,
+        key: policy.key(signal),
+        policy,
+        owner,
+        base: body.as_ptr() as usize,
+        chunks: Vec::new(),
+        resources: Vec::new(),
+        scopes: Vec::new(),
+        items: Vec::new(),
+        owned: Vec::new(),
+    };
+    s.walk(body).map_err(|source| SplitError { signal, source })?;
+    Ok(s.assemble(body))
+}
+
+impl<'a, F: FnMut(u64) -> usize> Splitter<'a, F> {
+    fn range(&self, raw: &[u8]) -> (usize, usize) {
+        let start = raw.as_ptr() as usize - self.base;
+        (start, start + raw.len())
+    }
+
+    fn walk<'b>(&mut self, body: &'b [u8]) -> Result<(), WireError> {
+        let mut scope_fields: Vec<&'b [u8]> = Vec::new();
+        for f in wire::fields(body) {
+            let f = f?;
+            if f.number != fields::REQUEST_RESOURCES {
+                continue;
+            }
+            let mut resource_msg: &[u8] = &[];
+            let fixed_start = self.chunks.len();
+            scope_fields.clear();
+            for rf in wire::fields(f.bytes()?) {
+                let rf = rf?;
+                match rf.number {
+                    fields::RESOURCE_SCOPES => scope_fields.push(rf.bytes()?),
+                    n => {
+                        if n == fields::RESOURCE {
+                            resource_msg = rf.bytes()?;
+                        }
+                        let r = self.range(rf.raw);
+                        self.chunks.push(r);
+                    }
+                }
+            }
+            let fixed = (fixed_start, self.chunks.len());
+            let scopes_start = self.scopes.len();
+            let mut rk = ResourceKeys::new(resource_msg);
+            for scope in &scope_fields {
+                self.walk_scope(scope, &mut rk)?;
+            }
+            self.resources.push(Group { fixed, children: (scopes_start, self.scopes.len()) });
+        }
+        Ok(())
+    }
+
+    fn walk_scope<'b>(&mut self, scope: &'b [u8], rk: &mut ResourceKeys<'b>) -> Result<(), WireError> {
+        let fixed_start = self.chunks.len();
+        let items_start = self.items.len();
+        let mut scope_msg: &[u8] = &[];
+        let mut item_fields: Vec<wire::Field<'_>> = Vec::new();
+        for sf in wire::fields(scope) {
+            let sf = sf?;
+            match sf.number {
+                fields::SCOPE_ITEMS => {
+                    sf.bytes()?;
+                    item_fields.push(sf);
+                }
+                n => {
+                    if n == fields::SCOPE {
+                        scope_msg = sf.bytes()?;
+                    }
+                    let r = self.range(sf.raw);
+                    self.chunks.push(r);
+                }
+            }
+        }
+        let fixed = (fixed_start, self.chunks.len());
+        let mut scope_attrs: Option<Vec<(&[u8], &[u8])>> = None;
+        for item in item_fields {
+            let msg = item.bytes()?;
+            let (start, end) = self.range(item.raw);
+            match (self.signal, self.key) {
+                (Signal::Metrics, RoutingKey::StreamId | RoutingKey::Attributes) => {
+                    if scope_attrs.is_none() {
+                        scope_attrs = Some(key::attributes(scope_msg, fields::SCOPE_ATTRIBUTES)?);
+                    }
+                    let sattrs = scope_attrs.as_deref().unwrap_or_default();
+                    self.walk_metric_points(item.raw, msg, rk, scope_msg, sattrs)?;
+                }
+                _ => {
+                    let hash = match self.key {
+                        RoutingKey::Service => rk.service()?,
+                        RoutingKey::Resource => rk.resource()?,
+                        RoutingKey::Metric => hash_key(first_bytes(msg, fields::METRIC_NAME)?),
+                        RoutingKey::TraceId => self.trace_key(msg, rk)?,
+                        RoutingKey::Attributes | RoutingKey::StreamId => {
+                            if scope_attrs.is_none() {
+                                scope_attrs = Some(key::attributes(scope_msg, fields::SCOPE_ATTRIBUTES)?);
+                            }
+                            let item_attr_field = match self.signal {
+                                Signal::Logs => fields::LOG_ATTRIBUTES,
+                                _ => fields::SPAN_ATTRIBUTES,
+                            };
+                            let iattrs = key::attributes(msg, item_attr_field)?;
+                            let sets = [rk.attrs()?, scope_attrs.as_deref().unwrap_or_default(), &iattrs[..]];
+                            let mut buf = Vec::new();
+                            if key::collect_attribute_values(&self.policy.attributes, &sets, &mut buf) {
+                                hash_key(&buf)
+                            } else {
+                                self.trace_key(msg, rk)?
+                            }
+                        }
+                    };
+                    let count = if self.signal == Signal::Metrics { count_points(msg)? } else { 1 };
+                    let backend = (self.owner)(hash) as u32;
+                    self.items.push(Item { start, end, owned: RAW, backend, count });
+                }
+            }
+        }
+        self.scopes.push(Group { fixed, children: (items_start, self.items.len()) });
+        Ok(())
+    }
+
+    /// Key of a span or log record by trace id; a log record without one goes by its service.
+    fn trace_key(&mut self, msg: &[u8], rk: &mut ResourceKeys<'_>) -> Result<u64, WireError> {
+        let field = if self.signal == Signal::Logs { fields::LOG_TRACE_ID } else { fields::SPAN_TRACE_ID };
+        let id = first_bytes(msg, field)?;
+        if self.signal == Signal::Logs && id.iter().all(|b| *b == 0) {
+            return rk.service();
+        }
+        Ok(hash_key(id))
+    }
+
+    /// Routes each data point of a metric; rebuilds the metric per backend when its points go to several.
+    fn walk_metric_points(
+        &mut self,
+        raw: &[u8],
+        metric: &[u8],
+        rk: &mut ResourceKeys<'_>,
+        scope_msg: &[u8],
+        scope_attrs: &[(&[u8], &[u8])],
+    ) -> Result<(), WireError> {
+        let (start, end) = self.range(raw);
+        let mut ident = Vec::new();
+        let mut kind: Option<wire::Field<'_>> = None;
+        for f in wire::fields(metric) {
+            let f = f?;
+            match f.number {
+                fields::METRIC_NAME | 3 => wire::put_len_field(&mut ident, f.number, f.bytes()?),
+                n if fields::data_point_attributes(n).is_some() => kind = Some(f),
+                _ => {}
+            }
+        }
+        let Some(kind) = kind else {
+            // A metric with no data: it goes with its service.
+            let backend = (self.owner)(rk.service()?) as u32;
+            self.items.push(Item { start, end, owned: RAW, backend, count: 0 });
+            return Ok(());
+        };
+        let attr_field = fields::data_point_attributes(kind.number).unwrap_or(7);
+        let mut points: Vec<(&[u8], u32)> = Vec::new();
+        let mut kind_fixed: Vec<&[u8]> = Vec::new();
+        for f in wire::fields(kind.bytes()?) {
+            let f = f?;
+            if f.number == fields::DATA_POINTS {
+                points.push((f.raw, 0));
+            } else {
+                kind_fixed.push(f.raw);
+            }
+        }
+        ident.extend_from_slice(&kind.number.to_le_bytes());
+        for k in &kind_fixed {
+            ident.extend_from_slice(k);
+        }
+        let stream_prefix = [rk.resource()?, hash_key(scope_msg), hash_key(&ident)];
+        for (raw_point, backend) in points.iter_mut() {
+            let point = wire::fields(raw_point).next().transpose()?.map(|f| f.bytes()).transpose()?.unwrap_or(&[]);
+            let mut attrs = key::attributes(point, attr_field)?;
+            let hash = if self.key == RoutingKey::StreamId {
+                let mut buf = [0u8; 32];
+                for (i, h) in stream_prefix.iter().chain([&key::hash_attributes(&mut attrs)]).enumerate() {
+                    buf[i * 8..i * 8 + 8].copy_from_slice(&h.to_le_bytes());
+                }
+                hash_key(&buf)
+            } else {
+                let mut buf = Vec::new();
+                let sets = [rk.attrs()?, scope_attrs, &attrs[..]];
+                if key::collect_attribute_values(&self.policy.attributes, &sets, &mut buf) {
+                    hash_key(&buf)
+                } else {
+                    rk.service()?
+                }
+            };
+            *backend = (self.owner)(hash) as u32;
+        }
+        let first = points.first().map(|p| p.1);
+        if points.iter().all(|p| Some(p.1) == first) {
+            let backend = first.unwrap_or(0);
+            self.items.push(Item { start, end, owned: RAW, backend, count: points.len() as u32 });
+            return Ok(());
+        }
+        let mut backends: Vec<u32> = points.iter().map(|p| p.1).collect();
+        backends.sort_unstable();
+        backends.dedup();
+        for b in backends {
+            let mine: Vec<&[u8]> = points.iter().filter(|p| p.1 == b).map(|p| p.0).collect();
+            let kind_len: usize = kind_fixed.iter().chain(&mine).map(|r| r.len()).sum();
+            let mut m = Vec::new();
+            for f in wire::fields(metric) {
+                let f = f?;
+                if f.number == kind.number {
+                    wire::put_len_header(&mut m, kind.number, kind_len);
+                    kind_fixed.iter().chain(&mine).for_each(|r| m.extend_from_slice(r));
+                } else {
+                    m.extend_from_slice(f.raw);
+                }
+            }
+            let mut item = Vec::with_capacity(m.len() + 6);
+            wire::put_len_field(&mut item, fields::SCOPE_ITEMS, &m);
+            self.owned.push(item);
+            let owned = (self.owned.len() - 1) as u32;
+            self.items.push(Item { start: 0, end: 0, owned, backend: b, count: mine.len() as u32 });
+        }
+        Ok(())
+    }
+
+    fn item_bytes<'b>(&'b self, body: &'b [u8], item: &Item) -> &'b [u8] {
+        if item.owned == RAW { &body[item.start..item.end] } else { &self.owned[item.owned as usize] }
+    }
+
+    fn fixed_len(&self, fixed: (usize, usize)) -> usize {
+        self.chunks[fixed.0..fixed.1].iter().map(|(s, e)| e - s).sum()
+    }
+
+    fn assemble(self, body: &Bytes) -> Split {
+        let total: u64 = self.items.iter().map(|i| u64::from(i.count)).sum();
+        let mut backends: Vec<u32> = self.items.iter().map(|i| i.backend).collect();
+        backends.sort_unstable();
+        backends.dedup();
+        if backends.len() == 1 && self.owned.is_empty() {
+            let part = Part { backend: backends[0] as usize, body: body.clone(), items: total };
+            return Split { parts: vec![part], items: total };
+        }
+        let parts = backends.iter().map(|&b| self.assemble_part(body, b)).collect();
+        Split { parts, items: total }
+    }
+
+    /// Writes the request for backend `b`: every resource and scope that holds one of its items, with those items.
+    fn assemble_part(&self, body: &Bytes, b: u32) -> Part {
+        let items_len = |scope: &Group| -> usize {
+            self.items[scope.children.0..scope.children.1]
+                .iter()
+                .filter(|i| i.backend == b)
+                .map(|i| self.item_bytes(body, i).len())
+                .sum()
+        };
+        // Sizes first, so that each message's length prefix is known before it is written.
+        let scope_lens: Vec<usize> = self
+            .scopes
+            .iter()
+            .map(|s| match items_len(s) {
+                0 => 0,
+                n => n + self.fixed_len(s.fixed),
+            })
+            .collect();
+        let resource_lens: Vec<usize> = self
+            .resources
+            .iter()
+            .map(|r| {
+                let scopes = &scope_lens[r.children.0..r.children.1];
+                let inner: usize =
+                    scopes.iter().filter(|l| **l > 0).map(|l| wire::len_field_size(fields::RESOURCE_SCOPES, *l)).sum();
+                if inner == 0 { 0 } else { inner + self.fixed_len(r.fixed) }
+            })
+            .collect();
+        let total: usize = resource_lens
+            .iter()
+            .filter(|l| **l > 0)
+            .map(|l| wire::len_field_size(fields::REQUEST_RESOURCES, *l))
+            .sum();
+        let mut out = Vec::with_capacity(total);
+        let mut count = 0u64;
+        for (r, rlen) in self.resources.iter().zip(&resource_lens) {
+            if *rlen == 0 {
+                continue;
+            }
+            wire::put_len_header(&mut out, fields::REQUEST_RESOURCES, *rlen);
+            self.put_chunks(&mut out, body, r.fixed);
+            for si in r.children.0..r.children.1 {
+                let (scope, slen) = (&self.scopes[si], scope_lens[si]);
+                if slen == 0 {
+                    continue;
+                }
+                wire::put_len_header(&mut out, fields::RESOURCE_SCOPES, slen);
+                self.put_chunks(&mut out, body, scope.fixed);
+                for item in self.items[scope.children.0..scope.children.1].iter().filter(|i| i.backend == b) {
+                    out.extend_from_slice(self.item_bytes(body, item));
+                    count += u64::from(item.count);
+                }
+            }
+        }
+        debug_assert_eq!(out.len(), total);
+        Part { backend: b as usize, body: Bytes::from(out), items: count }
+    }
+
+    fn put_chunks(&self, out: &mut Vec<u8>, body: &[u8], fixed: (usize, usize)) {
+        for (s, e) in &self.chunks[fixed.0..fixed.1] {
+            out.extend_from_slice(&body[*s..*e]);
+        }
+    }
+}
+
+/// The first length-delimited field `number` of `msg`, or empty.
+fn first_bytes(msg: &[u8], number: u32) -> Result<&[u8], WireError> {
+    for f in wire::fields(msg) {
+        let f = f?;
+        if f.number == number {
+            return f.bytes();
+        }
+    }
+    Ok(&[])
+}
+
+/// Data points in an encoded `Metric`.
+fn count_points(metric: &[u8]) -> Result<u32, WireError> {
+    for f in wire::fields(metric) {
+        let f = f?;
+        if fields::data_point_attributes(f.number).is_some() {
+            let mut n = 0;
+            for p in wire::fields(f.bytes()?) {
+                if p?.number == fields::DATA_POINTS {
+                    n += 1;
+                }
+            }
+            return Ok(n);
+        }
+    }
+    Ok(0)
+}
+
+#[cfg(test)]
+#[path = "split_tests.rs"]
+mod tests;
