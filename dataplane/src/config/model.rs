@@ -1,0 +1,405 @@
+//! The configuration's shape: one struct per YAML block, with the defaults a block gets when it is left out.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+use super::{ConfigError, Dur, invalid};
+use crate::signal::Signal;
+
+/// An empty key (`grpc:`) means "on, with defaults", as in the Collector.
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de> + Default>(d: D) -> Result<Option<T>, D::Error> {
+    Ok(Some(Option::<T>::deserialize(d)?.unwrap_or_default()))
+}
+
+/// A key accepted for compatibility with the Collector; its value is not used.
+pub type Ignored = serde_json::Value;
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub receivers: Receivers,
+    pub loadbalancing: LoadBalancing,
+    /// Per-signal routing keys; they override `loadbalancing.routing_key`.
+    #[serde(default)]
+    pub routing: Option<Routing>,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub telemetry: Telemetry,
+    /// How long SIGTERM waits for requests in flight before exiting.
+    #[serde(default = "default_drain_timeout")]
+    pub drain_timeout: Dur,
+}
+
+fn default_drain_timeout() -> Dur {
+    Dur::secs(20)
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Receivers {
+    #[serde(default)]
+    pub otlp: OtlpReceiver,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OtlpReceiver {
+    #[serde(default)]
+    pub protocols: Protocols,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Protocols {
+    #[serde(default, deserialize_with = "present")]
+    pub grpc: Option<GrpcReceiver>,
+    #[serde(default, deserialize_with = "present")]
+    pub http: Option<HttpReceiver>,
+}
+
+impl Default for Protocols {
+    fn default() -> Self {
+        Protocols { grpc: Some(GrpcReceiver::default()), http: Some(HttpReceiver::default()) }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GrpcReceiver {
+    pub endpoint: SocketAddr,
+    /// Largest decompressed request, in MiB.
+    pub max_recv_msg_size_mib: u32,
+    /// Close connections older than this (GOAWAY, ±10% jitter) so clients spread over replicas; 0s = never.
+    pub max_connection_age: Dur,
+    /// How long a closing connection may finish its requests.
+    pub max_connection_age_grace: Dur,
+}
+
+impl Default for GrpcReceiver {
+    fn default() -> Self {
+        GrpcReceiver {
+            endpoint: SocketAddr::from(([0, 0, 0, 0], 4317)),
+            max_recv_msg_size_mib: 16,
+            max_connection_age: Dur::secs(0),
+            max_connection_age_grace: Dur::secs(10),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpReceiver {
+    pub endpoint: SocketAddr,
+    /// Largest request body as sent (compressed), in bytes.
+    pub max_request_body_size: usize,
+    /// Largest request body after decompression, in bytes.
+    pub max_decompressed_body_size: usize,
+}
+
+impl Default for HttpReceiver {
+    fn default() -> Self {
+        HttpReceiver {
+            endpoint: SocketAddr::from(([0, 0, 0, 0], 4318)),
+            max_request_body_size: 20 << 20,
+            max_decompressed_body_size: 64 << 20,
+        }
+    }
+}
+
+/// The Collector's loadbalancing exporter block.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoadBalancing {
+    #[serde(default)]
+    pub routing_key: Option<String>,
+    #[serde(default)]
+    pub routing_attributes: Vec<String>,
+    #[serde(default)]
+    pub protocol: Protocol,
+    pub resolver: Resolver,
+    #[serde(default)]
+    pub retry_on_failure: Retry,
+    #[serde(default)]
+    pub sending_queue: Option<Ignored>,
+    #[serde(default)]
+    pub timeout: Option<Ignored>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Protocol {
+    #[serde(default)]
+    pub otlp: OtlpExporter,
+}
+
+/// How each backend is called.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OtlpExporter {
+    /// Timeout of one attempt to one backend.
+    pub timeout: Dur,
+    pub compression: Compression,
+    pub headers: BTreeMap<String, String>,
+    pub tls: ClientTls,
+    pub endpoint: Option<Ignored>,
+    pub balancer_name: Option<Ignored>,
+    pub keepalive: Option<Ignored>,
+    pub auth: Option<Ignored>,
+    pub write_buffer_size: Option<Ignored>,
+    pub read_buffer_size: Option<Ignored>,
+    pub wait_for_ready: Option<Ignored>,
+    pub sending_queue: Option<Ignored>,
+    pub retry_on_failure: Option<Ignored>,
+}
+
+impl Default for OtlpExporter {
+    fn default() -> Self {
+        OtlpExporter {
+            timeout: Dur::secs(5),
+            compression: Compression::Gzip,
+            headers: BTreeMap::new(),
+            tls: ClientTls::default(),
+            endpoint: None,
+            balancer_name: None,
+            keepalive: None,
+            auth: None,
+            write_buffer_size: None,
+            read_buffer_size: None,
+            wait_for_ready: None,
+            sending_queue: None,
+            retry_on_failure: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    #[serde(alias = "")]
+    None,
+    Gzip,
+    Zstd,
+}
+
+/// TLS towards the backends. Only plaintext (`insecure: true`) is implemented in this version.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClientTls {
+    pub insecure: bool,
+    pub insecure_skip_verify: bool,
+    pub ca_file: Option<String>,
+    pub cert_file: Option<String>,
+    pub key_file: Option<String>,
+    pub server_name_override: Option<String>,
+}
+
+impl Default for ClientTls {
+    fn default() -> Self {
+        ClientTls {
+            insecure: true,
+            insecure_skip_verify: false,
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
+            server_name_override: None,
+        }
+    }
+}
+
+/// Retries of the parts of a request that a backend did not accept.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Retry {
+    pub enabled: bool,
+    pub initial_interval: Dur,
+    pub max_interval: Dur,
+    /// The longest a request is held while its parts are retried (a client's own gRPC deadline, if shorter, wins).
+    pub max_elapsed_time: Dur,
+    pub multiplier: f64,
+    pub randomization_factor: f64,
+}
+
+impl Default for Retry {
+    fn default() -> Self {
+        Retry {
+            enabled: true,
+            initial_interval: Dur::millis(50),
+            max_interval: Dur::secs(1),
+            max_elapsed_time: Dur::secs(10),
+            multiplier: 2.0,
+            randomization_factor: 0.2,
+        }
+    }
+}
+
+/// Where the backends come from. Exactly one resolver.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Resolver {
+    #[serde(default, rename = "static")]
+    pub static_: Option<StaticResolver>,
+    #[serde(default)]
+    pub dns: Option<DnsResolver>,
+    #[serde(default)]
+    pub k8s: Option<K8sResolver>,
+    #[serde(default)]
+    pub aws_cloud_map: Option<Ignored>,
+}
+
+impl Resolver {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let set = [self.static_.is_some(), self.dns.is_some(), self.k8s.is_some()];
+        match set.iter().filter(|s| **s).count() {
+            0 if self.aws_cloud_map.is_some() => {
+                return Err(invalid("loadbalancing.resolver.aws_cloud_map", "not supported; use static, dns or k8s"));
+            }
+            0 => return Err(invalid("loadbalancing.resolver", "configure one of static, dns, k8s")),
+            1 => {}
+            _ => return Err(invalid("loadbalancing.resolver", "configure only one of static, dns, k8s")),
+        }
+        if let Some(s) = &self.static_ {
+            if s.hostnames.is_empty() {
+                return Err(invalid("loadbalancing.resolver.static.hostnames", "the pool is empty: list at least one backend"));
+            }
+            let members = s.members()?;
+            for name in s.weights.keys() {
+                if !members.iter().any(|(a, _)| a == name || a == &with_default_port(name)) {
+                    return Err(invalid(format!("loadbalancing.resolver.static.weights.{name}"), "not one of the hostnames"));
+                }
+            }
+        }
+        if let Some(d) = &self.dns {
+            if d.hostname.trim().is_empty() {
+                return Err(invalid("loadbalancing.resolver.dns.hostname", "must not be empty"));
+            }
+        }
+        if let Some(k) = &self.k8s {
+            if k.service.trim().is_empty() {
+                return Err(invalid("loadbalancing.resolver.k8s.service", "must not be empty"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Appends the OTLP/gRPC port when an address has none.
+pub fn with_default_port(host: &str) -> String {
+    let bracketed_v6 = host.starts_with('[') && host.ends_with(']');
+    let has_port = !bracketed_v6 && host.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && !h.ends_with(':') && p.parse::<u16>().is_ok());
+    if has_port { host.to_string() } else { format!("{host}:4317") }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaticResolver {
+    pub hostnames: Vec<String>,
+    /// Optional weight per hostname (default 1): a backend with weight 2 takes twice the keys.
+    #[serde(default)]
+    pub weights: BTreeMap<String, u32>,
+}
+
+impl StaticResolver {
+    /// `(address, weight)` of each backend, addresses with their port.
+    pub fn members(&self) -> Result<Vec<(String, u32)>, ConfigError> {
+        let mut out: Vec<(String, u32)> = Vec::new();
+        for (i, host) in self.hostnames.iter().enumerate() {
+            let field = format!("loadbalancing.resolver.static.hostnames[{i}]");
+            let host = host.trim().trim_start_matches("http://");
+            if host.is_empty() || host.contains('/') || host.contains(' ') {
+                return Err(invalid(field, format!("{host:?} is not host:port")));
+            }
+            let addr = with_default_port(host);
+            if out.iter().any(|(a, _)| *a == addr) {
+                return Err(invalid(field, format!("{addr} is listed twice")));
+            }
+            let weight = self.weights.get(host).or_else(|| self.weights.get(&addr)).copied().unwrap_or(1);
+            if weight == 0 {
+                return Err(invalid(format!("loadbalancing.resolver.static.weights.{host}"), "must be at least 1"));
+            }
+            out.push((addr, weight));
+        }
+        Ok(out)
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsResolver {
+    pub hostname: String,
+    #[serde(default)]
+    pub port: Option<u16>,
+    #[serde(default)]
+    pub interval: Option<Dur>,
+    #[serde(default)]
+    pub timeout: Option<Dur>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct K8sResolver {
+    /// `name` or `name.namespace` of the Service whose EndpointSlices list the backends.
+    pub service: String,
+    #[serde(default)]
+    pub ports: Vec<u16>,
+    #[serde(default)]
+    pub timeout: Option<Dur>,
+    #[serde(default)]
+    pub return_hostnames: bool,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Routing {
+    pub traces: Option<String>,
+    pub metrics: Option<String>,
+    pub logs: Option<String>,
+}
+
+impl Routing {
+    pub fn get(&self, signal: Signal) -> Option<&str> {
+        match signal {
+            Signal::Traces => self.traces.as_deref(),
+            Signal::Metrics => self.metrics.as_deref(),
+            Signal::Logs => self.logs.as_deref(),
+        }
+    }
+}
+
+/// Bounds on what the load balancer holds.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Budget for request data in flight, in MiB; a request that does not fit is refused with
+    /// RESOURCE_EXHAUSTED / HTTP 429 and Retry-After.
+    pub memory_limit_mib: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { memory_limit_mib: 256 }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Telemetry {
+    #[serde(default)]
+    pub metrics: MetricsTelemetry,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsTelemetry {
+    /// Address of `/metrics`, `/healthz`, `/readyz` and `/debug/pool`.
+    pub address: SocketAddr,
+}
+
+impl Default for MetricsTelemetry {
+    fn default() -> Self {
+        MetricsTelemetry { address: SocketAddr::from(([0, 0, 0, 0], 8888)) }
+    }
+}

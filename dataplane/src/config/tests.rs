@@ -1,0 +1,125 @@
+//! Configuration tests: the documented example parses; invalid files fail naming the field.
+
+use super::*;
+use crate::route::key::RoutingKey;
+
+const EXAMPLE: &str = r#"
+receivers:
+  otlp:
+    protocols:
+      grpc: {endpoint: 0.0.0.0:4317, max_recv_msg_size_mib: 16, max_connection_age: 0s}
+      http: {endpoint: 0.0.0.0:4318}
+loadbalancing:
+  routing_key: traceID
+  routing_attributes: []
+  protocol:
+    otlp: {timeout: 5s, compression: gzip, headers: {}, tls: {insecure: true}}
+  resolver:
+    static: {hostnames: [backend-1:4317, backend-2:4317]}
+routing:
+  traces: traceID
+  metrics: service
+  logs: traceID
+telemetry:
+  metrics: {address: 0.0.0.0:8888}
+"#;
+
+fn err(text: &str) -> String {
+    match Config::parse(text) {
+        Ok(_) => panic!("expected an error for:\n{text}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+fn minimal(extra: &str) -> String {
+    format!("loadbalancing:\n  resolver:\n    static: {{hostnames: [a:4317]}}\n{extra}")
+}
+
+#[test]
+fn documented_example_parses() {
+    let c = Config::parse(EXAMPLE).expect("example is valid");
+    let p = c.routing_policy().expect("policy");
+    assert_eq!((p.traces, p.metrics, p.logs), (RoutingKey::TraceId, RoutingKey::Service, RoutingKey::TraceId));
+    assert_eq!(c.receivers.otlp.protocols.grpc.as_ref().map(|g| g.max_recv_msg_size_mib), Some(16));
+    let members = c.loadbalancing.resolver.static_.as_ref().expect("static").members().expect("members");
+    assert_eq!(members, vec![("backend-1:4317".to_string(), 1), ("backend-2:4317".to_string(), 1)]);
+    assert!(c.warnings().is_empty());
+}
+
+#[test]
+fn defaults_and_empty_keys() {
+    let c = Config::parse(&minimal("receivers:\n  otlp:\n    protocols:\n      grpc:\n")).expect("valid");
+    let grpc = c.receivers.otlp.protocols.grpc.as_ref().expect("an empty grpc: key enables it");
+    assert_eq!(grpc.endpoint.port(), 4317);
+    assert!(c.receivers.otlp.protocols.http.is_none(), "only grpc listed");
+    assert_eq!(c.loadbalancing.protocol.otlp.timeout, Dur::secs(5));
+    assert_eq!(c.routing_policy().expect("policy"), crate::route::key::RoutingPolicy::default());
+}
+
+#[test]
+fn single_routing_key_applies_where_valid() {
+    let c = Config::parse(&minimal("").replace("loadbalancing:\n", "loadbalancing:\n  routing_key: service\n"))
+        .expect("valid");
+    let p = c.routing_policy().expect("policy");
+    assert_eq!((p.traces, p.metrics, p.logs), (RoutingKey::Service, RoutingKey::Service, RoutingKey::Service));
+    let c = Config::parse(&minimal("").replace("loadbalancing:\n", "loadbalancing:\n  routing_key: streamID\n"))
+        .expect("valid");
+    let p = c.routing_policy().expect("policy");
+    assert_eq!((p.traces, p.metrics), (RoutingKey::TraceId, RoutingKey::StreamId));
+}
+
+#[test]
+fn invalid_files_name_the_field() {
+    let e = err(&minimal("bogus: 1\n"));
+    assert!(e.contains("bogus"), "{e}");
+    let e = err(&minimal("routing:\n  traces: streamID\n"));
+    assert!(e.starts_with("routing.traces:") && e.contains("not a key for traces"), "{e}");
+    let e = err(&minimal("routing:\n  metrics: traceid\n"));
+    assert!(e.starts_with("routing.metrics:"), "{e}");
+    let e = err(&minimal("receivers:\n  otlp:\n    protocols:\n      grpc: {max_connection_age: soon}\n"));
+    assert!(e.contains("receivers.otlp.protocols.grpc.max_connection_age") && e.contains("invalid duration"), "{e}");
+    let e = err("loadbalancing:\n  resolver:\n    static: {hostnames: []}\n");
+    assert!(e.starts_with("loadbalancing.resolver.static.hostnames:") && e.contains("empty"), "{e}");
+    let e = err("loadbalancing:\n  resolver: {}\n");
+    assert!(e.contains("configure one of static, dns, k8s"), "{e}");
+    let e = err(&minimal("").replace("static: {hostnames: [a:4317]}", "static: {hostnames: [a:4317, a]}"));
+    assert!(e.contains("hostnames[1]") && e.contains("listed twice"), "{e}");
+    let e = err(&minimal("").replace("loadbalancing:\n", "loadbalancing:\n  protocol:\n    otlp: {tmeout: 5s}\n"));
+    assert!(e.contains("loadbalancing.protocol.otlp") && e.contains("tmeout"), "{e}");
+    let e = err(&minimal("routing:\n  traces: attributes\n"));
+    assert!(e.starts_with("loadbalancing.routing_attributes:"), "{e}");
+    let e = err("receivers: [\n");
+    assert!(e.contains("invalid YAML"), "{e}");
+}
+
+#[test]
+fn pasted_collector_block_warns_by_name() {
+    let text = r#"
+loadbalancing:
+  routing_key: traceID
+  protocol:
+    otlp:
+      timeout: 1s
+      tls: {insecure: true}
+      sending_queue: {enabled: true, queue_size: 1000}
+      keepalive: {time: 10s}
+  resolver:
+    static:
+      hostnames: [backend-1:4317, backend-2:4317]
+"#;
+    let c = Config::parse(text).expect("a Collector block is accepted");
+    let w = c.warnings().join("\n");
+    assert!(w.contains("loadbalancing.protocol.otlp.sending_queue"), "{w}");
+    assert!(w.contains("loadbalancing.protocol.otlp.keepalive"), "{w}");
+    assert_eq!(c.warnings().len(), 2);
+}
+
+#[test]
+fn static_weights_and_default_port() {
+    let c = Config::parse("loadbalancing:\n  resolver:\n    static:\n      hostnames: [a, 'b:4000', '[::1]:4317']\n      weights: {a: 2}\n")
+        .expect("valid");
+    let m = c.loadbalancing.resolver.static_.as_ref().expect("static").members().expect("members");
+    assert_eq!(m, vec![("a:4317".into(), 2), ("b:4000".into(), 1), ("[::1]:4317".into(), 1)]);
+    let e = err("loadbalancing:\n  resolver:\n    static:\n      hostnames: [a]\n      weights: {c: 2}\n");
+    assert!(e.contains("weights.c"), "{e}");
+}
