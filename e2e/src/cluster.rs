@@ -1,0 +1,456 @@
+//! The test-facing API: one throwaway cluster per test.
+//!
+//! `Cluster::start()` checks the prerequisites (root, iproute2, the pinned
+//! tools), begins a run (host-wide lock, stale sweep, run directory), creates
+//! the pod bridge, starts the control plane and the node agent, and waits
+//! until pods can run (the `default` service account exists). Tests then use
+//! the admin `kube::Client`, `apply_yaml`, bounded waits, pod IPs, logs and
+//! commands run inside pod network namespaces.
+//!
+//! Teardown kills every process of the run, removes every namespace,
+//! interface and mount point it created, and happens on `finish`, or in
+//! `Drop` on early return or panic. On failure the tails of every log are
+//! printed and the run directory is kept (its path is printed).
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::Api;
+use kube::api::{DynamicObject, ListParams, PostParams};
+
+use crate::apply;
+use crate::controlplane::ControlPlane;
+use crate::images::ImageTable;
+use crate::netns::{self, Bridge};
+use crate::node_agent::NodeAgent;
+use crate::pod_worker::{AgentShared, PodRecord, PodRegistry};
+use crate::process::{Output, ProcTable, Spec, run_captured, tail_file};
+use crate::run::Run;
+use crate::tools;
+use crate::wait::{self, Check};
+
+/// Lines of each log printed on failure.
+const DUMP_LINES: usize = 40;
+
+/// Knobs for [`Cluster::start_with`].
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    /// Image → binary table (built-in rules plus any test rules).
+    pub images: ImageTable,
+    pub node_name: String,
+}
+
+impl Default for ClusterOptions {
+    fn default() -> Self {
+        ClusterOptions { images: ImageTable::default(), node_name: "otlp-lb-e2e-node".into() }
+    }
+}
+
+impl ClusterOptions {
+    /// Maps image repository `repo` to `binary` (takes precedence).
+    pub fn image(mut self, repo: impl Into<String>, binary: impl Into<PathBuf>) -> ClusterOptions {
+        self.images = self.images.with_rule(repo, binary);
+        self
+    }
+}
+
+/// A running test cluster.
+pub struct Cluster {
+    run: Arc<Run>,
+    table: ProcTable,
+    bridge: Option<Bridge>,
+    control_plane: Option<Mutex<ControlPlane>>,
+    agent: Option<NodeAgent>,
+    registry: PodRegistry,
+    client: Option<kube::Client>,
+    api_port: u16,
+    torn_down: bool,
+}
+
+impl Cluster {
+    /// Starts a cluster with default options.
+    pub async fn start() -> Result<Cluster> {
+        Cluster::start_with(ClusterOptions::default()).await
+    }
+
+    /// Starts a cluster.
+    pub async fn start_with(opts: ClusterOptions) -> Result<Cluster> {
+        tools::require(tools::CONTROL_PLANE_TOOLS)?;
+        let started = std::time::Instant::now();
+        let run = Arc::new(Run::begin().await?);
+        tracing::info!("e2e run {} in {}", run.id, run.dir.display());
+        let mut cluster = Cluster {
+            run,
+            table: ProcTable::default(),
+            bridge: None,
+            control_plane: None,
+            agent: None,
+            registry: Arc::new(Mutex::new(BTreeMap::new())),
+            client: None,
+            api_port: 0,
+            torn_down: false,
+        };
+        match cluster.boot(opts).await {
+            Ok(()) => {
+                tracing::info!("e2e cluster up in {:.1}s", started.elapsed().as_secs_f64());
+                Ok(cluster)
+            }
+            Err(e) => {
+                cluster.dump_logs().await;
+                cluster.teardown(false);
+                Err(e.context(format!("starting the e2e cluster (logs kept in {})", cluster.run.dir.display())))
+            }
+        }
+    }
+
+    async fn boot(&mut self, opts: ClusterOptions) -> Result<()> {
+        let bridge = Bridge::create(&self.run.id).context("creating the pod bridge")?;
+        let gateway = bridge.gateway();
+        self.bridge = Some(bridge.clone());
+        let cp = ControlPlane::start(&self.run, &self.table, gateway).await?;
+        let client = cp.admin.clone();
+        self.api_port = cp.api_port;
+        self.control_plane = Some(Mutex::new(cp));
+        self.client = Some(client.clone());
+        let shared = Arc::new(AgentShared {
+            client: client.clone(),
+            node_name: opts.node_name,
+            bridge,
+            api_port: self.api_port,
+            run: self.run.clone(),
+            images: opts.images,
+            table: self.table.clone(),
+            registry: self.registry.clone(),
+        });
+        self.agent = Some(NodeAgent::start(shared).await?);
+        self.wait_for_service_account("default", Duration::from_secs(90)).await?;
+        Ok(())
+    }
+
+    /// The admin client (`system:masters`).
+    pub fn client(&self) -> kube::Client {
+        match &self.client {
+            Some(c) => c.clone(),
+            None => unreachable!("a started Cluster always has a client"),
+        }
+    }
+
+    /// The admin kubeconfig (for kubectl, helm, or an out-of-cluster process).
+    pub fn kubeconfig_path(&self) -> PathBuf {
+        self.run.dir.join("admin.kubeconfig")
+    }
+
+    /// The run directory (logs, pod files, certificates).
+    pub fn run_dir(&self) -> &Path {
+        &self.run.dir
+    }
+
+    /// The bridge gateway: the root namespace's address on the pod network,
+    /// where pods reach the apiserver.
+    pub fn gateway(&self) -> Ipv4Addr {
+        self.bridge.as_ref().map(Bridge::gateway).unwrap_or(Ipv4Addr::UNSPECIFIED)
+    }
+
+    /// The apiserver's secure port.
+    pub fn api_port(&self) -> u16 {
+        self.api_port
+    }
+
+    /// Fails if a control-plane process has exited.
+    pub fn check_alive(&self) -> Result<()> {
+        match &self.control_plane {
+            Some(cp) => cp.lock().map_err(|_| anyhow::anyhow!("control plane lock poisoned"))?.check_alive(),
+            None => bail!("no control plane"),
+        }
+    }
+
+    /// Polls `check` (bounded by `timeout`), failing early if the control
+    /// plane dies.
+    pub async fn wait_for<T, F, Fut>(&self, what: &str, timeout: Duration, mut check: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<Check<T>>>,
+    {
+        wait::until(what, timeout, Duration::from_millis(250), || {
+            let alive = self.check_alive();
+            let fut = check();
+            async move {
+                alive?;
+                fut.await
+            }
+        })
+        .await
+    }
+
+    /// Server-side applies YAML documents (namespace `default` unless set).
+    pub async fn apply_yaml(&self, yaml: &str) -> Result<Vec<DynamicObject>> {
+        self.apply_yaml_in("default", yaml).await
+    }
+
+    /// Server-side applies YAML documents into `namespace` unless they set one.
+    pub async fn apply_yaml_in(&self, namespace: &str, yaml: &str) -> Result<Vec<DynamicObject>> {
+        let objs = apply::parse_yaml(yaml)?;
+        apply::apply_all(&self.client(), &objs, namespace).await
+    }
+
+    /// Creates a namespace and waits until pods can be created in it.
+    pub async fn create_namespace(&self, name: &str) -> Result<()> {
+        let ns: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": name}}))?;
+        Api::<Namespace>::all(self.client())
+            .create(&PostParams::default(), &ns)
+            .await
+            .with_context(|| format!("creating namespace {name}"))?;
+        self.wait_for_service_account(name, Duration::from_secs(60)).await
+    }
+
+    async fn wait_for_service_account(&self, namespace: &str, timeout: Duration) -> Result<()> {
+        let sas: Api<ServiceAccount> = Api::namespaced(self.client(), namespace);
+        self.wait_for(&format!("service account {namespace}/default"), timeout, || {
+            let sas = sas.clone();
+            async move {
+                Ok(match sas.get_opt("default").await {
+                    Ok(Some(_)) => Check::Done(()),
+                    Ok(None) => Check::Pending("not created yet (kube-controller-manager)".into()),
+                    Err(e) => Check::Pending(e.to_string()),
+                })
+            }
+        })
+        .await
+    }
+
+    /// Waits until Deployment `name` has `replicas` updated, ready replicas.
+    pub async fn wait_deployment_ready(&self, namespace: &str, name: &str, replicas: i32, timeout: Duration) -> Result<()> {
+        let api: Api<Deployment> = Api::namespaced(self.client(), namespace);
+        self.wait_for(&format!("deployment {namespace}/{name} to have {replicas} ready replicas"), timeout, || {
+            let api = api.clone();
+            async move {
+                let d = match api.get_opt(name).await {
+                    Ok(Some(d)) => d,
+                    Ok(None) => return Ok(Check::Pending("not found".into())),
+                    Err(e) => return Ok(Check::Pending(e.to_string())),
+                };
+                let gen_ = d.metadata.generation.unwrap_or(0);
+                let st = d.status.unwrap_or_default();
+                let done = st.observed_generation.unwrap_or(0) >= gen_
+                    && st.ready_replicas.unwrap_or(0) == replicas
+                    && st.updated_replicas.unwrap_or(0) == replicas
+                    && st.replicas.unwrap_or(0) == replicas;
+                Ok(if done {
+                    Check::Done(())
+                } else {
+                    Check::Pending(format!(
+                        "replicas={:?} updated={:?} ready={:?} observedGeneration={:?}/{gen_}",
+                        st.replicas, st.updated_replicas, st.ready_replicas, st.observed_generation
+                    ))
+                })
+            }
+        })
+        .await
+    }
+
+    /// Ready endpoint addresses of Service `service` (from its EndpointSlices).
+    pub async fn ready_endpoints(&self, namespace: &str, service: &str) -> Result<Vec<Ipv4Addr>> {
+        let api: Api<EndpointSlice> = Api::namespaced(self.client(), namespace);
+        let lp = ListParams::default().labels(&format!("kubernetes.io/service-name={service}"));
+        let slices = api.list(&lp).await.with_context(|| format!("listing EndpointSlices of {namespace}/{service}"))?;
+        let mut out = Vec::new();
+        for s in slices.items {
+            for ep in s.endpoints {
+                let ready = ep.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true);
+                if ready {
+                    out.extend(ep.addresses.iter().filter_map(|a| a.parse::<Ipv4Addr>().ok()));
+                }
+            }
+        }
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+
+    /// Waits until Service `service` has exactly `n` ready endpoints.
+    pub async fn wait_ready_endpoints(&self, namespace: &str, service: &str, n: usize, timeout: Duration) -> Result<Vec<Ipv4Addr>> {
+        self.wait_for(&format!("{n} ready endpoints of service {namespace}/{service}"), timeout, || async move {
+            Ok(match self.ready_endpoints(namespace, service).await {
+                Ok(eps) if eps.len() == n => Check::Done(eps),
+                Ok(eps) => Check::Pending(format!("ready endpoints {eps:?}")),
+                Err(e) => Check::Pending(format!("{e:#}")),
+            })
+        })
+        .await
+    }
+
+    /// Pods in `namespace` matching `label_selector`.
+    pub async fn pods(&self, namespace: &str, label_selector: &str) -> Result<Vec<Pod>> {
+        let api: Api<Pod> = Api::namespaced(self.client(), namespace);
+        Ok(api.list(&ListParams::default().labels(label_selector)).await.context("listing pods")?.items)
+    }
+
+    /// What the node agent knows of pod `namespace/name` (latest incarnation).
+    pub fn pod_record(&self, namespace: &str, name: &str) -> Result<PodRecord> {
+        let reg = self.registry.lock().map_err(|_| anyhow::anyhow!("pod registry lock poisoned"))?;
+        reg.get(&(namespace.to_string(), name.to_string()))
+            .cloned()
+            .with_context(|| format!("the node agent never ran pod {namespace}/{name}"))
+    }
+
+    /// The pod's IP.
+    pub fn pod_ip(&self, namespace: &str, name: &str) -> Result<Ipv4Addr> {
+        Ok(self.pod_record(namespace, name)?.ip)
+    }
+
+    /// The host directory behind the pod's volume `volume` (emptyDir,
+    /// ConfigMap, ...): tests read what the pod wrote there.
+    pub fn pod_volume_dir(&self, namespace: &str, pod: &str, volume: &str) -> Result<PathBuf> {
+        Ok(self.pod_record(namespace, pod)?.dir.join("volumes").join(volume))
+    }
+
+    /// All container logs of the pod (stdout and stderr, every restart).
+    pub fn logs(&self, namespace: &str, pod: &str) -> Result<String> {
+        let rec = self.pod_record(namespace, pod)?;
+        let mut out = String::new();
+        for (c, path) in &rec.logs {
+            let text = std::fs::read(path).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+            out.push_str(&format!("==> {namespace}/{pod}/{c} <==\n{text}"));
+        }
+        Ok(out)
+    }
+
+    /// Runs `program args` to completion inside the pod's network namespace
+    /// (the root mount namespace, the harness's environment).
+    pub async fn exec_in_pod_netns(&self, namespace: &str, pod: &str, program: &Path, args: &[String], timeout: Duration) -> Result<Output> {
+        let rec = self.pod_record(namespace, pod)?;
+        if !rec.active {
+            bail!("pod {namespace}/{pod} is no longer running");
+        }
+        let spec = Spec::new(format!("exec in {namespace}/{pod}"), program, PathBuf::new())
+            .args(args.iter().cloned())
+            .netns(netns::ns_path(&rec.netns));
+        run_captured(&spec, &self.table, timeout).await
+    }
+
+    /// Runs `program args` to completion in the root namespace (which
+    /// reaches pod IPs through the bridge).
+    pub async fn exec_on_host(&self, program: &Path, args: &[String], timeout: Duration) -> Result<Output> {
+        let spec = Spec::new(format!("exec {}", program.display()), program, PathBuf::new()).args(args.iter().cloned());
+        run_captured(&spec, &self.table, timeout).await
+    }
+
+    /// Ends the test: on `Err`, prints diagnostics and keeps the run
+    /// directory; tears everything down either way; returns `result`.
+    pub async fn finish<T>(mut self, result: Result<T>) -> Result<T> {
+        let ok = result.is_ok();
+        if !ok {
+            self.dump_logs().await;
+        }
+        if let Some(agent) = self.agent.as_mut() {
+            agent.stop().await;
+        }
+        self.teardown(ok);
+        result
+    }
+
+    /// Prints pods, events and the tails of all logs to stderr.
+    pub async fn dump_logs(&self) {
+        eprintln!("===== otlp-lb e2e diagnostics: run {} in {} =====", self.run.id, self.run.dir.display());
+        if let Some(client) = &self.client {
+            let pods: Api<Pod> = Api::all(client.clone());
+            if let Ok(Ok(list)) = tokio::time::timeout(Duration::from_secs(5), pods.list(&ListParams::default())).await {
+                for p in list.items {
+                    let st = p.status.unwrap_or_default();
+                    let conds: Vec<String> =
+                        st.conditions.iter().flatten().map(|c| format!("{}={}", c.type_, c.status)).collect();
+                    eprintln!(
+                        "pod {}/{} node={:?} phase={:?} ip={:?} {} {}",
+                        p.metadata.namespace.unwrap_or_default(),
+                        p.metadata.name.unwrap_or_default(),
+                        p.spec.and_then(|s| s.node_name),
+                        st.phase,
+                        st.pod_ip,
+                        conds.join(","),
+                        st.message.unwrap_or_default()
+                    );
+                }
+            }
+            let events: Api<k8s_openapi::api::core::v1::Event> = Api::all(client.clone());
+            if let Ok(Ok(list)) = tokio::time::timeout(Duration::from_secs(5), events.list(&ListParams::default())).await {
+                for e in list.items.iter().filter(|e| e.type_.as_deref() != Some("Normal")) {
+                    eprintln!(
+                        "event {} {}/{}: {} {}",
+                        e.type_.clone().unwrap_or_default(),
+                        e.involved_object.kind.clone().unwrap_or_default(),
+                        e.involved_object.name.clone().unwrap_or_default(),
+                        e.reason.clone().unwrap_or_default(),
+                        e.message.clone().unwrap_or_default()
+                    );
+                }
+            }
+        }
+        self.dump_log_files();
+    }
+
+    fn dump_log_files(&self) {
+        let mut files = Vec::new();
+        collect_logs(&self.run.dir.join("logs"), &mut files);
+        collect_logs(&self.run.dir.join("pods"), &mut files);
+        for f in files {
+            eprintln!("----- {} (last {DUMP_LINES} lines) -----\n{}", f.display(), tail_file(&f, DUMP_LINES));
+        }
+        eprintln!("===== end of diagnostics; run directory kept: {} =====", self.run.dir.display());
+    }
+
+    /// Synchronous teardown: kill everything, remove network and mount
+    /// points, release the run. Idempotent.
+    fn teardown(&mut self, success: bool) {
+        if self.torn_down {
+            return;
+        }
+        self.torn_down = true;
+        // Stops the agent's workers (they would otherwise restart pods).
+        drop(self.agent.take());
+        self.table.kill_all();
+        netns::sweep(&self.run.id);
+        if let Some(b) = self.bridge.take() {
+            b.delete();
+        }
+        // Control-plane `Proc`s kill their groups on drop.
+        drop(self.control_plane.take());
+        let keep = !success || std::env::var_os("OTLP_LB_E2E_KEEP").is_some();
+        self.run.finish(!keep);
+        if keep {
+            eprintln!("otlp-lb e2e: run directory kept: {}", self.run.dir.display());
+        }
+    }
+}
+
+fn collect_logs(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let mut entries: Vec<PathBuf> = entries.filter_map(|e| e.ok()).map(|e| e.path()).collect();
+    entries.sort();
+    for p in entries {
+        if p.is_dir() && !p.ends_with("volumes") {
+            collect_logs(&p, out);
+        } else if p.extension().is_some_and(|e| e == "log") {
+            out.push(p);
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if self.torn_down {
+            return;
+        }
+        let panicking = std::thread::panicking();
+        if panicking {
+            self.dump_log_files();
+        }
+        self.teardown(!panicking);
+    }
+}
