@@ -1,8 +1,22 @@
 //! otlp-lb data plane: receive OTLP → route (key, ring) → export to a pool of Collectors.
+//!
+//! - [`receive`]: OTLP/gRPC and OTLP/HTTP front ends and the connection server.
+//! - [`pipeline`]: admits a request, splits it against the current [`pool`], delivers the parts.
+//! - [`route`]: routing keys, the hash ring, the per-backend splitter.
+//! - [`export`]: one client per backend; concurrent delivery that retries only what failed.
+//! - [`resolve`]: where the pool's members come from.
+//! - [`config`], [`telemetry`]: the configuration file; metrics, health and `/debug/pool`.
 #![forbid(unsafe_code)]
 
+pub mod app;
 pub mod codec;
 pub mod config;
+pub mod export;
+pub mod pipeline;
+pub mod pool;
+pub mod receive;
+pub mod resolve;
 pub mod route;
 pub mod signal;
+pub mod telemetry;
 pub mod wire;

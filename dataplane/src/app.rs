@@ -1,0 +1,94 @@
+//! The running process: builds the pool, pipeline, receivers and telemetry from a [`Config`], serves until SIGTERM
+//! or SIGINT, then stops accepting, lets requests in flight finish (bounded by `drain_timeout`) and returns.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use tokio::net::TcpListener;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::pipeline::Pipeline;
+use crate::pool::PoolManager;
+use crate::receive::grpc::GrpcReceiver;
+use crate::receive::server::{self, ServeOptions};
+use crate::resolve;
+use crate::telemetry::{self, Health, Metrics};
+
+async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr} ({what})"))
+}
+
+/// Runs the load balancer until a termination signal.
+pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
+    for warning in config.warnings() {
+        tracing::warn!("{warning}");
+    }
+    let metrics = Metrics::new();
+    let health = Arc::new(Health::default());
+    let (stop_tx, stop) = watch::channel(false);
+    let lb = &config.loadbalancing;
+    let resolver = resolve::name(&lb.resolver);
+    let (pool, pools) = PoolManager::new(lb.protocol.otlp.clone(), metrics.clone(), resolver);
+
+    let telemetry_addr = config.telemetry.metrics.address;
+    let telemetry = telemetry::serve(telemetry_addr, metrics.clone(), Arc::clone(&health), pools.clone(), stop.clone())
+        .await
+        .with_context(|| format!("cannot listen on {telemetry_addr} (telemetry)"))?;
+
+    let _resolver_task = match (&lb.resolver.static_, &lb.resolver.dns, &lb.resolver.k8s) {
+        (Some(s), _, _) => resolve::static_pool::start(config_path, s, Arc::clone(&pool), metrics.clone(), stop.clone()).await?,
+        (_, Some(_), _) => bail!("loadbalancing.resolver.dns: not available in this version; use static"),
+        (_, _, Some(_)) => bail!("loadbalancing.resolver.k8s: not available in this version; use static"),
+        _ => bail!("loadbalancing.resolver: configure one resolver"),
+    };
+
+    let policy = config.routing_policy()?;
+    let pipeline = Arc::new(Pipeline::new(pools, policy, lb.retry_on_failure.clone(), config.limits.memory_limit_mib, metrics));
+    let grace = config.drain_timeout.0;
+    let mut servers = Vec::new();
+    if let Some(g) = &config.receivers.otlp.protocols.grpc {
+        let listener = bind(g.endpoint, "OTLP/gRPC").await?;
+        let max_age = Some(g.max_connection_age.0).filter(|d| !d.is_zero());
+        let opts = ServeOptions { http2_only: true, max_connection_age: max_age, grace: g.max_connection_age_grace.0.min(grace) };
+        let receiver = GrpcReceiver::new(Arc::clone(&pipeline), (g.max_recv_msg_size_mib as usize) << 20);
+        tracing::info!(address = %listener.local_addr()?, "OTLP/gRPC receiver listening");
+        servers.push(server::spawn(listener, receiver, ServeOptions { grace, ..opts }, stop.clone()));
+    }
+    if let Some(h) = &config.receivers.otlp.protocols.http {
+        let listener = bind(h.endpoint, "OTLP/HTTP").await?;
+        let router = crate::receive::http::router(Arc::clone(&pipeline), h);
+        tracing::info!(address = %listener.local_addr()?, "OTLP/HTTP receiver listening");
+        let opts = ServeOptions { http2_only: false, max_connection_age: None, grace };
+        servers.push(server::spawn(listener, router, opts, stop.clone()));
+    }
+    health.receivers_bound.store(true, Ordering::Relaxed);
+    tracing::info!(telemetry = %telemetry_addr, resolver, "otlp-lb started");
+
+    wait_for_termination().await?;
+    tracing::info!(drain_timeout = ?grace, "shutting down: no new connections; finishing requests in flight");
+    health.draining.store(true, Ordering::Relaxed);
+    let _ = stop_tx.send(true);
+    let drained = tokio::time::timeout(grace + Duration::from_secs(2), futures::future::join_all(servers)).await;
+    if drained.is_err() {
+        tracing::warn!("requests still in flight after the drain timeout");
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(2), telemetry).await;
+    tracing::info!("otlp-lb stopped");
+    Ok(())
+}
+
+async fn wait_for_termination() -> anyhow::Result<()> {
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+    Ok(())
+}

@@ -1,0 +1,152 @@
+//! One backend: a lazily connected OTLP/gRPC client with the configured timeout, compression and headers.
+//!
+//! Requests travel as raw bytes ([`RawCodec`]); the channel multiplexes them over one HTTP/2 connection that
+//! closes when the last holder of the backend (the pool, or a request still in flight after the backend left the
+//! pool) lets go of it.
+
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::uri::PathAndQuery;
+use tonic::codec::CompressionEncoding;
+use tonic::metadata::{MetadataKey, MetadataValue};
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
+
+use crate::codec::RawCodec;
+use crate::config::{Compression, OtlpExporter};
+use crate::signal::Signal;
+use crate::telemetry::Metrics;
+use crate::wire;
+
+/// A backend's answer to one export.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reply {
+    /// Items the backend rejected for good (OTLP partial success).
+    pub rejected: u64,
+    pub message: String,
+}
+
+/// A backend of the pool.
+pub struct Backend {
+    pub address: String,
+    channel: Channel,
+    compression: Option<CompressionEncoding>,
+    headers: Vec<(MetadataKey<tonic::metadata::Ascii>, MetadataValue<tonic::metadata::Ascii>)>,
+    timeout: Duration,
+    metrics: Metrics,
+}
+
+impl std::fmt::Debug for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Backend").field("address", &self.address).finish()
+    }
+}
+
+impl Backend {
+    pub fn new(address: &str, cfg: &OtlpExporter, metrics: Metrics) -> Result<Backend, String> {
+        if !cfg.tls.insecure {
+            return Err(format!("{address}: TLS towards backends is not implemented; set tls.insecure: true"));
+        }
+        let endpoint = Endpoint::from_shared(format!("http://{address}"))
+            .map_err(|e| format!("{address}: not a valid backend address: {e}"))?
+            .connect_timeout(cfg.timeout.0)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_timeout(Duration::from_secs(10));
+        let mut headers = Vec::new();
+        for (k, v) in &cfg.headers {
+            let key = MetadataKey::from_str(&k.to_ascii_lowercase()).map_err(|e| format!("header {k}: {e}"))?;
+            let value = MetadataValue::try_from(v.as_str()).map_err(|e| format!("header {k}: {e}"))?;
+            headers.push((key, value));
+        }
+        let compression = match cfg.compression {
+            Compression::None => None,
+            Compression::Gzip => Some(CompressionEncoding::Gzip),
+            Compression::Zstd => Some(CompressionEncoding::Zstd),
+        };
+        Ok(Backend {
+            address: address.to_string(),
+            channel: endpoint.connect_lazy(),
+            compression,
+            headers,
+            timeout: cfg.timeout.0,
+            metrics,
+        })
+    }
+
+    /// Sends one encoded export request; gives up at `deadline` or after the per-attempt timeout.
+    pub async fn export(&self, signal: Signal, body: Bytes, items: u64, deadline: Instant) -> Result<Reply, Status> {
+        let timeout = self.timeout.min(deadline.saturating_duration_since(Instant::now()));
+        let started = Instant::now();
+        let result = tokio::time::timeout(timeout, self.call(signal, body, timeout)).await;
+        let result = result.unwrap_or_else(|_| Err(Status::deadline_exceeded(format!("no answer from {} in {timeout:?}", self.address))));
+        self.metrics.backend_result(&self.address, signal, items, started.elapsed(), result.is_ok());
+        result
+    }
+
+    async fn call(&self, signal: Signal, body: Bytes, timeout: Duration) -> Result<Reply, Status> {
+        let mut client = tonic::client::Grpc::new(self.channel.clone());
+        if let Some(c) = self.compression {
+            client = client.send_compressed(c);
+        }
+        client = client.accept_compressed(CompressionEncoding::Gzip).accept_compressed(CompressionEncoding::Zstd);
+        client.ready().await.map_err(|e| Status::unavailable(format!("{}: {e}", self.address)))?;
+        let mut request = tonic::Request::new(body);
+        request.set_timeout(timeout);
+        for (k, v) in &self.headers {
+            request.metadata_mut().insert(k.clone(), v.clone());
+        }
+        let path = PathAndQuery::from_static(signal.grpc_path());
+        let response = client.unary(request, path, RawCodec).await.map_err(|s| annotate(s, &self.address))?;
+        Ok(parse_reply(response.get_ref()))
+    }
+}
+
+fn annotate(status: Status, address: &str) -> Status {
+    Status::new(status.code(), format!("backend {address}: {}", status.message()))
+}
+
+/// Reads `partial_success` (field 1: `rejected_*` = 1, `error_message` = 2) of any Export*ServiceResponse.
+pub fn parse_reply(body: &[u8]) -> Reply {
+    let mut reply = Reply::default();
+    let partial = wire::fields(body).filter_map(Result::ok).find(|f| f.number == 1);
+    if let Some(Ok(p)) = partial.map(|f| f.bytes()) {
+        for f in wire::fields(p).filter_map(Result::ok) {
+            match f.number {
+                1 => reply.rejected = f.varint().unwrap_or(0),
+                2 => reply.message = f.str().unwrap_or_default().to_string(),
+                _ => {}
+            }
+        }
+    }
+    reply
+}
+
+/// Whether a failed export may succeed if tried again (the OTLP specification's retryable codes).
+pub fn retryable(code: Code) -> bool {
+    matches!(code, Code::Unavailable | Code::ResourceExhausted | Code::DeadlineExceeded | Code::Aborted | Code::Cancelled | Code::OutOfRange | Code::DataLoss)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry_proto::tonic::collector::trace::v1::{ExportTracePartialSuccess, ExportTraceServiceResponse};
+    use prost::Message;
+
+    #[test]
+    fn reads_partial_success() {
+        let r = ExportTraceServiceResponse {
+            partial_success: Some(ExportTracePartialSuccess { rejected_spans: 7, error_message: "bad span".into() }),
+        };
+        assert_eq!(parse_reply(&r.encode_to_vec()), Reply { rejected: 7, message: "bad span".into() });
+        assert_eq!(parse_reply(&[]), Reply::default());
+    }
+
+    #[test]
+    fn retryable_codes_follow_the_otlp_specification() {
+        assert!(retryable(Code::Unavailable) && retryable(Code::ResourceExhausted) && retryable(Code::DeadlineExceeded));
+        assert!(!retryable(Code::InvalidArgument) && !retryable(Code::Unauthenticated) && !retryable(Code::Unimplemented));
+    }
+}

@@ -1,0 +1,7 @@
+//! Export: deliver the parts of a split request to their backends, concurrently, retrying only what failed.
+
+mod backend;
+mod deliver;
+
+pub use backend::{Backend, Reply, parse_reply, retryable};
+pub use deliver::{Delivered, Failure, deliver};

@@ -1,0 +1,104 @@
+//! The path of one request: admit it against the memory budget, split it against the current pool, deliver the
+//! parts, and count the outcome. Receivers (gRPC and HTTP) call [`Pipeline::export`] and translate its result
+//! into their protocol's status codes.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::{Semaphore, watch};
+use tonic::Code;
+
+use crate::config::Retry;
+use crate::export::{Delivered, deliver};
+use crate::pool::Pool;
+use crate::route::key::RoutingPolicy;
+use crate::route::split::split;
+use crate::signal::Signal;
+use crate::telemetry::Metrics;
+
+/// Why a request was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// The payload is malformed: 400 / INVALID_ARGUMENT.
+    Invalid(String),
+    /// The in-flight budget is full: 429 / RESOURCE_EXHAUSTED, retry later.
+    Overloaded(String),
+    /// No backend could take the data in time: 503 / UNAVAILABLE, retry later.
+    Unavailable(String),
+    /// Every backend rejected its part for good, with this code.
+    Rejected(Code, String),
+}
+
+/// How long a client is told to wait before retrying a refused request.
+pub const RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// Room left before a client's own deadline so that our answer reaches it first.
+const DEADLINE_MARGIN: Duration = Duration::from_millis(50);
+
+pub struct Pipeline {
+    pools: watch::Receiver<Arc<Pool>>,
+    policy: RoutingPolicy,
+    retry: Retry,
+    budget: Arc<Semaphore>,
+    budget_kib: u32,
+    metrics: Metrics,
+}
+
+impl Pipeline {
+    pub fn new(pools: watch::Receiver<Arc<Pool>>, policy: RoutingPolicy, retry: Retry, memory_limit_mib: u32, metrics: Metrics) -> Pipeline {
+        let budget_kib = memory_limit_mib.saturating_mul(1024).max(1);
+        Pipeline { pools, policy, retry, budget: Arc::new(Semaphore::new(budget_kib as usize)), budget_kib, metrics }
+    }
+
+    pub fn pools(&self) -> &watch::Receiver<Arc<Pool>> {
+        &self.pools
+    }
+
+    /// Routes and delivers one encoded export request. `client_timeout` is the client's own deadline, if it sent one.
+    pub async fn export(&self, signal: Signal, transport: &str, body: Bytes, client_timeout: Option<Duration>) -> Result<Delivered, Refusal> {
+        // The request and its per-backend copies are held until delivery ends.
+        let cost_kib = (body.len().saturating_mul(2) / 1024 + 1).min(u32::MAX as usize) as u32;
+        if cost_kib > self.budget_kib {
+            return Err(Refusal::Overloaded(format!("request of {} bytes exceeds the memory limit", body.len())));
+        }
+        let Ok(_permit) = self.budget.clone().try_acquire_many_owned(cost_kib) else {
+            return Err(Refusal::Overloaded("load balancer memory limit reached, retry later".into()));
+        };
+        let bytes = i64::from(cost_kib) * 1024;
+        self.metrics.inflight().add(bytes);
+        let result = self.route_and_deliver(signal, transport, body, client_timeout).await;
+        self.metrics.inflight().sub(bytes);
+        result
+    }
+
+    async fn route_and_deliver(&self, signal: Signal, transport: &str, body: Bytes, client_timeout: Option<Duration>) -> Result<Delivered, Refusal> {
+        let pool = self.pools.borrow().clone();
+        let Some(ring) = pool.ring.as_ref() else {
+            return Err(Refusal::Unavailable("no backends in the pool".into()));
+        };
+        let split = split(signal, &body, &self.policy, |h| ring.lookup(h)).map_err(|e| Refusal::Invalid(e.to_string()))?;
+        if split.parts.is_empty() {
+            return Ok(Delivered { rounds: 0, ..Delivered::default() });
+        }
+        let mut budget = self.retry.max_elapsed_time.0.max(Duration::from_millis(1));
+        if let Some(t) = client_timeout {
+            budget = budget.min(t.saturating_sub(DEADLINE_MARGIN).max(Duration::from_millis(1)));
+        }
+        let deadline = Instant::now() + budget;
+        let items = split.items;
+        match deliver(signal, &self.policy, &self.pools, &pool, split.parts, &self.retry, deadline).await {
+            Ok(done) => {
+                self.metrics.received(signal, transport, items, true);
+                Ok(done)
+            }
+            Err(f) => {
+                self.metrics.received(signal, transport, items, false);
+                Err(match f.code {
+                    Code::Unavailable => Refusal::Unavailable(f.message),
+                    code => Refusal::Rejected(code, f.message),
+                })
+            }
+        }
+    }
+}

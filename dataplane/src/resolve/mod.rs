@@ -1,0 +1,17 @@
+//! Resolvers: where the pool's members come from. Each resolver hands complete member sets to the
+//! [`PoolManager`](crate::pool::PoolManager), which diffs them against the pool in use.
+
+pub mod static_pool;
+
+use crate::config::Resolver;
+
+/// The resolver's name as used in metric labels (`otelcol_loadbalancer_num_backends{resolver=...}`).
+pub fn name(resolver: &Resolver) -> &'static str {
+    if resolver.k8s.is_some() {
+        "k8s"
+    } else if resolver.dns.is_some() {
+        "dns"
+    } else {
+        "static"
+    }
+}
