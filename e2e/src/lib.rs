@@ -30,6 +30,7 @@ pub mod pod_worker;
 pub mod probe;
 pub mod process;
 pub mod run;
+pub mod scenario;
 pub mod telemetrygen;
 pub mod tools;
 pub mod wait;
