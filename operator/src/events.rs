@@ -1,0 +1,60 @@
+//! Which Kubernetes Events a reconciliation publishes: created, scaled, changed, deleted children,
+//! and warnings on failure. Pure; the reconciler publishes them with a `Recorder`.
+
+use kube::runtime::events::{Event, EventType};
+
+use crate::crd::{LoadBalancedCollector, LoadBalancedCollectorStatus};
+use crate::error::Error;
+
+fn normal(reason: &str, note: String) -> Event {
+    Event { type_: EventType::Normal, reason: reason.into(), note: Some(note), action: "Reconcile".into(), secondary: None }
+}
+
+/// Events describing the change from `lbc.status` to `next` and the `deleted` children.
+pub fn plan(lbc: &LoadBalancedCollector, next: &LoadBalancedCollectorStatus, deleted: &[(&'static str, String)]) -> Vec<Event> {
+    let name = lbc.metadata.name.clone().unwrap_or_default();
+    let mut events = Vec::new();
+    let pool = match &lbc.spec.backends.service_ref {
+        Some(service_ref) => format!("balancing over Service {}", service_ref.name),
+        None => format!("backend pool {name}-backends ({} replicas)", lbc.spec.backends.replicas),
+    };
+    match lbc.status.as_ref() {
+        None | Some(LoadBalancedCollectorStatus { observed_generation: None, .. }) => {
+            events.push(normal("Created", format!("created load balancer {name} ({} replicas), {pool}", next.load_balancer.desired)));
+        }
+        Some(previous) => {
+            if previous.observed_generation < lbc.metadata.generation {
+                events.push(normal(
+                    "SpecChanged",
+                    format!("applied generation {}: {pool}", lbc.metadata.generation.unwrap_or_default()),
+                ));
+            }
+            if previous.backends.desired != next.backends.desired {
+                events.push(normal(
+                    "Scaled",
+                    format!("backends scaled from {} to {}", previous.backends.desired, next.backends.desired),
+                ));
+            }
+            if previous.load_balancer.desired != next.load_balancer.desired {
+                events.push(normal(
+                    "Scaled",
+                    format!("load balancer scaled from {} to {} replicas", previous.load_balancer.desired, next.load_balancer.desired),
+                ));
+            }
+        }
+    }
+    for (kind, child) in deleted {
+        events.push(normal("Deleted", format!("deleted {kind} {child}: the spec no longer asks for it")));
+    }
+    events
+}
+
+/// The Warning event of a failed reconciliation.
+pub fn warning(error: &Error) -> Event {
+    let mut note = error.to_string();
+    if note.len() > 1000 {
+        let end = (0..=1000).rev().find(|i| note.is_char_boundary(*i)).unwrap_or(0);
+        note.truncate(end);
+    }
+    Event { type_: EventType::Warning, reason: error.reason().into(), note: Some(note), action: "Reconcile".into(), secondary: None }
+}

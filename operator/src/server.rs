@@ -1,0 +1,30 @@
+//! HTTP endpoints of the operator: `/metrics` (Prometheus), `/healthz` and `/readyz`.
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use prometheus::Registry;
+
+async fn metrics(State(registry): State<Registry>) -> impl IntoResponse {
+    ([(CONTENT_TYPE, "text/plain; version=0.0.4")], crate::metrics::encode(&registry))
+}
+
+/// The router serving the endpoints.
+pub fn router(registry: Registry) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(|| async { "ok" }))
+        .with_state(registry)
+}
+
+/// Serves [`router`] on `address` until `shutdown` completes.
+pub async fn serve(address: SocketAddr, registry: Registry, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::bind(address).await?;
+    axum::serve(listener, router(registry)).with_graceful_shutdown(shutdown).await
+}
