@@ -1,0 +1,101 @@
+//! Backend failures: only the failed parts are retried; a part that cannot be delivered fails the request with
+//! UNAVAILABLE (never a silent success); permanent rejections come back as partial success; overload is refused
+//! with RESOURCE_EXHAUSTED / 429 and Retry-After.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use common::backend::Backend;
+use common::lb::{Lb, Opts};
+use common::otlp;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use prost::Message;
+
+const FAST_RETRY: &str = "  retry_on_failure: {initial_interval: 20ms, max_interval: 100ms, max_elapsed_time: 1s}\n";
+
+fn unique(spans: &[(Vec<u8>, String)]) -> usize {
+    spans.iter().map(|s| &s.1).collect::<BTreeSet<_>>().len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_briefly_failing_backend_gets_only_its_part_again() {
+    let backends = [Backend::start().await, Backend::start().await, Backend::start().await];
+    let lb = Lb::start_with(&backends.iter().map(Backend::address).collect::<Vec<_>>(), Opts { lb: FAST_RETRY, ..Opts::default() });
+    backends[1].state.fail_next.store(2, Ordering::SeqCst);
+    let mut client = TraceServiceClient::connect(lb.grpc_url()).await.expect("connect");
+    client.export(otlp::traces(0..90, 0..4, 3)).await.expect("accepted after the backend recovers");
+    let all: Vec<_> = backends.iter().flat_map(|b| b.spans()).collect();
+    assert_eq!(all.len(), 360, "every span delivered exactly once");
+    assert_eq!(unique(&all), 360);
+    assert_eq!(backends[1].state.failed.load(Ordering::SeqCst), 2);
+    for b in &backends {
+        assert_eq!(b.requests(), 1, "each backend accepted one request: the healthy ones were not sent the data again");
+    }
+    assert!(lb.metrics().contains(&format!("otelcol_loadbalancer_backend_outcome{{endpoint=\"{}\",success=\"false\"}} 2", backends[1].address())));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_that_stays_down_fails_the_request_with_unavailable() {
+    let backends = [Backend::start().await, Backend::start().await];
+    let lb = Lb::start_with(&backends.iter().map(Backend::address).collect::<Vec<_>>(), Opts { lb: FAST_RETRY, ..Opts::default() });
+    backends[0].state.fail_code.store(tonic::Code::Unavailable as u32, Ordering::SeqCst);
+    let mut client = TraceServiceClient::connect(lb.grpc_url()).await.expect("connect");
+    let started = Instant::now();
+    let err = client.export(otlp::traces(0..50, 0..2, 2)).await.expect_err("must not succeed silently");
+    assert_eq!(err.code(), tonic::Code::Unavailable);
+    assert!(started.elapsed() < Duration::from_secs(4), "gave up within max_elapsed_time: {:?}", started.elapsed());
+    assert!(backends[0].state.failed.load(Ordering::SeqCst) >= 2, "retried");
+    assert_eq!(backends[1].requests(), 1, "the healthy part was delivered once and not resent");
+    assert!(lb.metric("otelcol_receiver_refused_spans{receiver=\"otlp\",transport=\"grpc\"}") == 100.0);
+    // The client retries once the backend is back: the request now succeeds.
+    backends[0].state.fail_code.store(0, Ordering::SeqCst);
+    client.export(otlp::traces(0..50, 0..2, 2)).await.expect("accepted once the backend is back");
+    let spans0: BTreeSet<_> = backends[0].spans().into_iter().map(|s| s.1).collect();
+    assert!(!spans0.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_backend_is_an_error_over_http_too() {
+    let backend = Backend::start().await;
+    let dead = format!("127.0.0.1:{}", common::lb::free_port());
+    let lb = Lb::start_with(&[backend.address(), dead], Opts { lb: FAST_RETRY, ..Opts::default() });
+    let body = otlp::traces(0..40, 0..1, 1).encode_to_vec();
+    let r = reqwest::Client::new().post(lb.http_url("/v1/traces")).header("content-type", "application/x-protobuf").body(body).send().await.expect("send");
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.headers().get("retry-after").and_then(|v| v.to_str().ok()), Some("1"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permanent_rejections_come_back_as_partial_success() {
+    let backends = [Backend::start().await, Backend::start().await];
+    let lb = Lb::start(&backends.iter().map(Backend::address).collect::<Vec<_>>());
+    backends[0].state.fail_code.store(tonic::Code::InvalidArgument as u32, Ordering::SeqCst);
+    let mut client = TraceServiceClient::connect(lb.grpc_url()).await.expect("connect");
+    let reply = client.export(otlp::traces(0..60, 0..2, 2)).await.expect("partial success is a success").into_inner();
+    let partial = reply.partial_success.expect("partial success reported");
+    let delivered = backends[1].spans().len() as i64;
+    assert_eq!(partial.rejected_spans + delivered, 120, "rejected + delivered = sent");
+    assert!(partial.rejected_spans > 0 && delivered > 0);
+    assert!(partial.error_message.contains("backend told to fail"), "{}", partial.error_message);
+    assert_eq!(backends[0].state.failed.load(Ordering::SeqCst), 1, "a permanent error is not retried");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overload_is_refused_with_resource_exhausted_and_429() {
+    let backend = Backend::start().await;
+    let lb = Lb::start_with(&[backend.address()], Opts { top: "limits: {memory_limit_mib: 1}\n", grpc: ", max_recv_msg_size_mib: 4", ..Opts::default() });
+    let mut big = otlp::traces(0..1, 0..1, 1);
+    big.resource_spans[0].scope_spans[0].spans[0].name = "x".repeat(700 * 1024);
+    let mut client = TraceServiceClient::connect(lb.grpc_url()).await.expect("connect");
+    let err = client.export(big.clone()).await.expect_err("over the memory budget");
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted);
+    assert!(!err.details().is_empty(), "carries RetryInfo so that OTLP clients retry");
+    let r = reqwest::Client::new().post(lb.http_url("/v1/traces")).header("content-type", "application/x-protobuf").body(big.encode_to_vec()).send().await.expect("send");
+    assert_eq!(r.status(), 429);
+    assert!(r.headers().contains_key("retry-after"));
+    client.export(otlp::traces(0..5, 0..1, 1)).await.expect("small requests still pass");
+    assert_eq!(backend.spans().len(), 5);
+}

@@ -1,0 +1,109 @@
+//! Process lifecycle: SIGTERM drains and exits 0; SIGHUP and file changes reload the static pool (an invalid
+//! file keeps the running pool); `--validate`; `max_connection_age` closes connections with GOAWAY.
+
+mod common;
+
+use std::process::Command;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use common::backend::Backend;
+use common::lb::{Lb, Opts};
+use common::otlp;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+
+fn pool_size(lb: &Lb) -> usize {
+    let (_, body) = lb.get("/debug/pool").expect("debug pool");
+    let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+    v["backends"].as_array().map(Vec::len).unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_requests_in_flight_and_exits_zero() {
+    let backend = Backend::start().await;
+    let mut lb = Lb::start(&[backend.address()]);
+    backend.state.delay_ms.store(700, Ordering::SeqCst);
+    let mut client = TraceServiceClient::connect(lb.grpc_url()).await.expect("connect");
+    let inflight = tokio::spawn(async move { client.export(otlp::traces(0..10, 0..2, 1)).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    lb.signal("TERM");
+    let reply = inflight.await.expect("join");
+    assert!(reply.is_ok(), "the request in flight completes: {reply:?}");
+    let status = lb.wait_exit(Duration::from_secs(10)).expect("exits after SIGTERM");
+    assert!(status.success(), "exit status {status}");
+    assert_eq!(backend.spans().len(), 20);
+    assert!(lb.logs().contains("otlp-lb stopped"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_and_file_changes_reload_the_static_pool() {
+    let backends = [Backend::start().await, Backend::start().await, Backend::start().await];
+    let lb = Lb::start(&[backends[0].address(), backends[1].address()]);
+    assert_eq!(pool_size(&lb), 2);
+    let text = std::fs::read_to_string(&lb.config).expect("config");
+    let grown = text.replace(&format!("\"{}\"]", backends[1].address()), &format!("\"{}\", \"{}\"]", backends[1].address(), backends[2].address()));
+    assert_ne!(grown, text);
+    std::fs::write(&lb.config, &grown).expect("write");
+    lb.signal("HUP");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while pool_size(&lb) != 3 {
+        assert!(Instant::now() < deadline, "pool not reloaded:\n{}", lb.logs());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(lb.metric("otelcol_loadbalancer_num_backend_updates{resolver=\"static\"}"), 2.0);
+    assert!(lb.logs().contains("backend pool changed"), "one log line per change");
+    // Data now reaches the third backend.
+    let mut client = TraceServiceClient::connect(lb.grpc_url()).await.expect("connect");
+    client.export(otlp::traces(0..90, 0..1, 3)).await.expect("accepted");
+    assert!(!backends[2].spans().is_empty(), "the added backend takes keys");
+    // An invalid file is reported and the running pool kept (picked up by the file watch, no signal).
+    std::fs::write(&lb.config, grown.replace("hostnames: [", "hostnames: [\"\", ")).expect("write");
+    let deadline = Instant::now() + Duration::from_secs(8);
+    while !lb.logs().contains("invalid configuration; keeping the running pool") {
+        assert!(Instant::now() < deadline, "invalid file not reported:\n{}", lb.logs());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(pool_size(&lb), 3);
+    assert_eq!(lb.get("/readyz").map(|r| r.0), Some(200));
+}
+
+#[test]
+fn validate_flag_checks_and_exits() {
+    let dir = tempfile::tempdir().expect("dir");
+    let good = dir.path().join("good.yaml");
+    std::fs::write(&good, "loadbalancing:\n  protocol:\n    otlp: {sending_queue: {enabled: true}}\n  resolver:\n    static: {hostnames: [a:4317]}\n").expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_otlp-lb")).args(["--validate", "--config"]).arg(&good).output().expect("run");
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("warning: loadbalancing.protocol.otlp.sending_queue is not supported"));
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, "loadbalancing:\n  resolver:\n    static: {hostnames: [a:4317]}\nrouting:\n  metrics: traceID\n").expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_otlp-lb")).args(["--validate", "--config"]).arg(&bad).output().expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("routing.metrics: traceID is not a key for metrics"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_connection_age_sends_goaway() {
+    let backend = Backend::start().await;
+    let lb = Lb::start_with(&[backend.address()], Opts { grpc: ", max_connection_age: 1s, max_connection_age_grace: 1s", ..Opts::default() });
+    let tcp = tokio::net::TcpStream::connect(lb.grpc).await.expect("connect");
+    let (_sender, conn) = hyper::client::conn::http2::handshake::<_, _, http_body_util::Empty<bytes::Bytes>>(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .expect("h2 handshake");
+    let started = Instant::now();
+    let closed = tokio::time::timeout(Duration::from_secs(5), conn).await;
+    let age = started.elapsed();
+    assert!(closed.is_ok(), "the server closed the connection");
+    assert!(age >= Duration::from_millis(850) && age < Duration::from_millis(3500), "closed after {age:?}");
+    // Clients reconnect transparently: a channel keeps working across the age limit.
+    let mut client = TraceServiceClient::connect(lb.grpc_url()).await.expect("connect");
+    for i in 0..12u64 {
+        client.export(otlp::traces(i * 5..i * 5 + 5, 0..1, 1)).await.expect("accepted across reconnections");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(backend.spans().len(), 60);
+}
