@@ -1,0 +1,125 @@
+//! `validate()`: what the operator refuses before building anything, and how it says so.
+
+mod common;
+
+use common::{FULL, MINIMAL, SERVICE_REF, lbc};
+use operator::Error;
+use operator::validate::{duration_ms, validate};
+use serde_json::json;
+
+fn problems(lbc: &operator::LoadBalancedCollector) -> String {
+    match validate(lbc) {
+        Err(Error::InvalidSpec(message)) => message,
+        other => panic!("expected InvalidSpec, got {other:?}"),
+    }
+}
+
+#[test]
+fn fixtures_are_valid() {
+    for yaml in [MINIMAL, SERVICE_REF, FULL] {
+        validate(&lbc(yaml)).expect("valid");
+    }
+}
+
+#[test]
+fn exactly_one_of_config_and_service_ref() {
+    let mut both = lbc(MINIMAL);
+    both.spec.backends.service_ref = lbc(SERVICE_REF).spec.backends.service_ref;
+    assert!(problems(&both).contains("set exactly one of backends.config"));
+
+    let mut neither = lbc(MINIMAL);
+    neither.spec.backends.config = None;
+    assert!(problems(&neither).contains("set exactly one of backends.config"));
+}
+
+#[test]
+fn pool_fields_are_refused_with_service_ref() {
+    let mut lbc = lbc(SERVICE_REF);
+    lbc.spec.backends.image = Some("otel/opentelemetry-collector:1".into());
+    lbc.spec.backends.node_selector = Some([("a".to_string(), "b".to_string())].into());
+    let message = problems(&lbc);
+    assert!(message.contains("backends.image, nodeSelector configure a pool the operator runs"), "{message}");
+}
+
+#[test]
+fn backend_config_needs_pipelines_with_exporters() {
+    let mut lbc = lbc(MINIMAL);
+    lbc.spec.backends.config = Some(serde_json::Map::new());
+    assert!(problems(&lbc).contains("backends.config needs service.pipelines"));
+
+    let config = json!({"service": {"pipelines": {"traces": {"receivers": ["otlp"]}}}});
+    lbc.spec.backends.config = config.as_object().cloned();
+    assert!(problems(&lbc).contains("backends.config.service.pipelines.traces needs at least one exporter"));
+
+    let config = json!({"receivers": ["otlp"], "service": {"pipelines": {"traces": {"exporters": "debug"}}}});
+    lbc.spec.backends.config = config.as_object().cloned();
+    let message = problems(&lbc);
+    assert!(message.contains("backends.config.receivers must be a map"), "{message}");
+    assert!(message.contains("pipelines.traces.exporters must be a list"), "{message}");
+}
+
+#[test]
+fn sidecar_config_may_omit_pipelines_but_not_be_malformed() {
+    let mut lbc = lbc(MINIMAL);
+    lbc.spec.load_balancer.collector = serde_json::from_value(json!({"config": {}})).ok();
+    validate(&lbc).expect("a sidecar without pipelines gets default ones");
+    lbc.spec.load_balancer.collector = serde_json::from_value(json!({"config": {"service": []}})).ok();
+    assert!(problems(&lbc).contains("loadBalancer.collector.config.service must be a map"));
+}
+
+#[test]
+fn load_balancer_settings_are_checked() {
+    let mut lbc = lbc(MINIMAL);
+    lbc.spec.load_balancer.timeout = "5 seconds".into();
+    lbc.spec.load_balancer.retry.initial_interval = "2s".into();
+    lbc.spec.load_balancer.retry.max_interval = "1s".into();
+    lbc.spec.load_balancer.routing.logs = operator::crd::LogsRouting::Attributes;
+    lbc.spec.load_balancer.autoscaling = serde_json::from_value(json!({"minReplicas": 4, "maxReplicas": 2})).ok();
+    lbc.spec.load_balancer.pod_disruption_budget =
+        serde_json::from_value(json!({"minAvailable": 1, "maxUnavailable": "10%"})).ok();
+    let message = problems(&lbc);
+    for expected in [
+        "loadBalancer.timeout must be a duration",
+        "initialInterval must not be longer than maxInterval",
+        "routingAttributes must name at least one attribute",
+        "minReplicas must not be greater than maxReplicas",
+        "minAvailable or maxUnavailable, not both",
+    ] {
+        assert!(message.contains(expected), "missing {expected:?} in {message}");
+    }
+}
+
+#[test]
+fn tls_to_backends_is_refused_until_the_data_plane_supports_it() {
+    let mut lbc = lbc(MINIMAL);
+    lbc.spec.load_balancer.tls.insecure = false;
+    assert!(problems(&lbc).contains("not supported yet"));
+}
+
+#[test]
+fn names_must_fit_the_derived_service_names() {
+    let mut long = lbc(MINIMAL);
+    long.metadata.name = Some("a".repeat(55));
+    assert!(problems(&long).contains("at most 54 characters"));
+    let mut digit = lbc(MINIMAL);
+    digit.metadata.name = Some("1demo".into());
+    assert!(problems(&digit).contains("must start with a lowercase letter"));
+}
+
+#[test]
+fn missing_server_metadata_is_reported() {
+    let mut lbc = lbc(MINIMAL);
+    lbc.metadata.uid = None;
+    assert!(matches!(validate(&lbc), Err(Error::MissingObjectKey("metadata.uid"))));
+}
+
+#[test]
+fn durations() {
+    assert_eq!(duration_ms("250ms"), Some(250));
+    assert_eq!(duration_ms("5s"), Some(5_000));
+    assert_eq!(duration_ms("2m"), Some(120_000));
+    assert_eq!(duration_ms("1h"), Some(3_600_000));
+    for bad in ["", "s", "5", "5sec", "-1s", "1.5s", "1m30s"] {
+        assert_eq!(duration_ms(bad), None, "{bad}");
+    }
+}
