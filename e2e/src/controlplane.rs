@@ -58,7 +58,8 @@ pub struct ControlPlane {
 
 /// A free TCP port on `ip` (bound then released; a small race is accepted).
 pub fn free_port(ip: Ipv4Addr) -> Result<u16> {
-    let l = std::net::TcpListener::bind(SocketAddr::from((ip, 0))).context("finding a free port")?;
+    let l =
+        std::net::TcpListener::bind(SocketAddr::from((ip, 0))).context("finding a free port")?;
     Ok(l.local_addr().context("local_addr")?.port())
 }
 
@@ -69,7 +70,11 @@ fn p(path: &Path) -> String {
 /// Fails with the log tail if `proc` has exited.
 fn check_alive(proc: &mut Proc) -> Result<()> {
     if let Some(st) = proc.try_status() {
-        bail!("{} exited ({st}); last log lines:\n{}", proc.name(), tail_file(proc.log_path(), 40));
+        bail!(
+            "{} exited ({st}); last log lines:\n{}",
+            proc.name(),
+            tail_file(proc.log_path(), 40)
+        );
     }
     Ok(())
 }
@@ -81,7 +86,10 @@ impl ControlPlane {
         let dir = &run.dir;
         let logs = dir.join("logs");
         std::fs::create_dir_all(&logs).context("creating logs dir")?;
-        let pki = Pki::generate(&dir.join("pki"), &["127.0.0.1".parse()?, gateway.into(), "10.214.0.1".parse()?])?;
+        let pki = Pki::generate(
+            &dir.join("pki"),
+            &["127.0.0.1".parse()?, gateway.into(), "10.214.0.1".parse()?],
+        )?;
 
         // etcd
         let etcd_client = free_port(Ipv4Addr::LOCALHOST)?;
@@ -109,22 +117,36 @@ impl ControlPlane {
         ]);
         let mut etcd = Proc::spawn(&etcd_spec, table)?;
         let health: SocketAddr = ([127, 0, 0, 1], etcd_client).into();
-        wait::until("etcd health", Duration::from_secs(30), Duration::from_millis(200), || {
-            let alive = check_alive(&mut etcd);
-            async move {
-                alive?;
-                Ok(match crate::probe::http_get(health, "/health", &[], Duration::from_secs(2)).await {
-                    Ok((200, body)) if body.contains("true") => Check::Done(()),
-                    Ok((code, body)) => Check::Pending(format!("{code} {body}")),
-                    Err(e) => Check::Pending(format!("{e:#}")),
-                })
-            }
-        })
+        wait::until(
+            "etcd health",
+            Duration::from_secs(30),
+            Duration::from_millis(200),
+            || {
+                let alive = check_alive(&mut etcd);
+                async move {
+                    alive?;
+                    Ok(
+                        match crate::probe::http_get(health, "/health", &[], Duration::from_secs(2))
+                            .await
+                        {
+                            Ok((200, body)) if body.contains("true") => Check::Done(()),
+                            Ok((code, body)) => Check::Pending(format!("{code} {body}")),
+                            Err(e) => Check::Pending(format!("{e:#}")),
+                        },
+                    )
+                }
+            },
+        )
         .await?;
 
         // kube-apiserver
         let api_port = free_port(Ipv4Addr::UNSPECIFIED)?;
-        let api_spec = Spec::new("kube-apiserver", tools::tool(tools::KUBE_APISERVER)?, logs.join("kube-apiserver.log")).args([
+        let api_spec = Spec::new(
+            "kube-apiserver",
+            tools::tool(tools::KUBE_APISERVER)?,
+            logs.join("kube-apiserver.log"),
+        )
+        .args([
             format!("--etcd-servers={client_url}"),
             "--bind-address=0.0.0.0".into(),
             format!("--secure-port={api_port}"),
@@ -147,51 +169,85 @@ impl ControlPlane {
         let admin_cert = pki.client_cert("admin", "otlp-lb-e2e-admin", Some("system:masters"))?;
         let admin_kubeconfig = dir.join("admin.kubeconfig");
         let local_server = format!("https://127.0.0.1:{api_port}");
-        kubeconfig::write(&admin_kubeconfig, &local_server, &pki.ca_pem, &admin_cert, "admin")?;
+        kubeconfig::write(
+            &admin_kubeconfig,
+            &local_server,
+            &pki.ca_pem,
+            &admin_cert,
+            "admin",
+        )?;
         let admin = kubeconfig::client(&admin_kubeconfig).await?;
-        wait::until("kube-apiserver /readyz", Duration::from_secs(120), Duration::from_millis(500), || {
-            let alive = check_alive(&mut apiserver);
-            let admin = admin.clone();
-            async move {
-                alive?;
-                let req = http::Request::get("/readyz").body(Vec::new()).context("building /readyz request")?;
-                Ok(match admin.request_text(req).await {
-                    Ok(body) if body.trim() == "ok" => Check::Done(()),
-                    Ok(body) => Check::Pending(body),
-                    Err(e) => Check::Pending(format!("{e}")),
-                })
-            }
-        })
+        wait::until(
+            "kube-apiserver /readyz",
+            Duration::from_secs(120),
+            Duration::from_millis(500),
+            || {
+                let alive = check_alive(&mut apiserver);
+                let admin = admin.clone();
+                async move {
+                    alive?;
+                    let req = http::Request::get("/readyz")
+                        .body(Vec::new())
+                        .context("building /readyz request")?;
+                    Ok(match admin.request_text(req).await {
+                        Ok(body) if body.trim() == "ok" => Check::Done(()),
+                        Ok(body) => Check::Pending(body),
+                        Err(e) => Check::Pending(format!("{e}")),
+                    })
+                }
+            },
+        )
         .await?;
 
         // kube-controller-manager
-        let kcm_cert = pki.client_cert("controller-manager", "system:kube-controller-manager", None)?;
+        let kcm_cert =
+            pki.client_cert("controller-manager", "system:kube-controller-manager", None)?;
         let kcm_kubeconfig = dir.join("controller-manager.kubeconfig");
-        kubeconfig::write(&kcm_kubeconfig, &local_server, &pki.ca_pem, &kcm_cert, "system:kube-controller-manager")?;
-        let kcm_spec =
-            Spec::new("kube-controller-manager", tools::tool(tools::KUBE_CONTROLLER_MANAGER)?, logs.join("kube-controller-manager.log"))
-                .args([
-                    format!("--kubeconfig={}", p(&kcm_kubeconfig)),
-                    format!("--authentication-kubeconfig={}", p(&kcm_kubeconfig)),
-                    format!("--authorization-kubeconfig={}", p(&kcm_kubeconfig)),
-                    "--bind-address=127.0.0.1".into(),
-                    format!("--secure-port={}", free_port(Ipv4Addr::LOCALHOST)?),
-                    format!("--controllers={}", CONTROLLERS.join(",")),
-                    format!("--root-ca-file={}", p(&pki.ca_cert)),
-                    format!("--service-account-private-key-file={}", p(&pki.sa_key)),
-                    "--use-service-account-credentials=true".into(),
-                    format!("--service-cluster-ip-range={SERVICE_CIDR}"),
-                    "--cluster-name=otlp-lb-e2e".into(),
-                    "--leader-elect=false".into(),
-                    "--v=1".into(),
-                ]);
+        kubeconfig::write(
+            &kcm_kubeconfig,
+            &local_server,
+            &pki.ca_pem,
+            &kcm_cert,
+            "system:kube-controller-manager",
+        )?;
+        let kcm_spec = Spec::new(
+            "kube-controller-manager",
+            tools::tool(tools::KUBE_CONTROLLER_MANAGER)?,
+            logs.join("kube-controller-manager.log"),
+        )
+        .args([
+            format!("--kubeconfig={}", p(&kcm_kubeconfig)),
+            format!("--authentication-kubeconfig={}", p(&kcm_kubeconfig)),
+            format!("--authorization-kubeconfig={}", p(&kcm_kubeconfig)),
+            "--bind-address=127.0.0.1".into(),
+            format!("--secure-port={}", free_port(Ipv4Addr::LOCALHOST)?),
+            format!("--controllers={}", CONTROLLERS.join(",")),
+            format!("--root-ca-file={}", p(&pki.ca_cert)),
+            format!("--service-account-private-key-file={}", p(&pki.sa_key)),
+            "--use-service-account-credentials=true".into(),
+            format!("--service-cluster-ip-range={SERVICE_CIDR}"),
+            "--cluster-name=otlp-lb-e2e".into(),
+            "--leader-elect=false".into(),
+            "--v=1".into(),
+        ]);
         let controller_manager = Proc::spawn(&kcm_spec, table)?;
 
         // kube-scheduler
         let sched_cert = pki.client_cert("scheduler", "system:kube-scheduler", None)?;
         let sched_kubeconfig = dir.join("scheduler.kubeconfig");
-        kubeconfig::write(&sched_kubeconfig, &local_server, &pki.ca_pem, &sched_cert, "system:kube-scheduler")?;
-        let sched_spec = Spec::new("kube-scheduler", tools::tool(tools::KUBE_SCHEDULER)?, logs.join("kube-scheduler.log")).args([
+        kubeconfig::write(
+            &sched_kubeconfig,
+            &local_server,
+            &pki.ca_pem,
+            &sched_cert,
+            "system:kube-scheduler",
+        )?;
+        let sched_spec = Spec::new(
+            "kube-scheduler",
+            tools::tool(tools::KUBE_SCHEDULER)?,
+            logs.join("kube-scheduler.log"),
+        )
+        .args([
             format!("--kubeconfig={}", p(&sched_kubeconfig)),
             format!("--authentication-kubeconfig={}", p(&sched_kubeconfig)),
             format!("--authorization-kubeconfig={}", p(&sched_kubeconfig)),
@@ -202,12 +258,25 @@ impl ControlPlane {
         ]);
         let scheduler = Proc::spawn(&sched_spec, table)?;
 
-        Ok(ControlPlane { etcd, apiserver, controller_manager, scheduler, api_port, admin_kubeconfig, admin })
+        Ok(ControlPlane {
+            etcd,
+            apiserver,
+            controller_manager,
+            scheduler,
+            api_port,
+            admin_kubeconfig,
+            admin,
+        })
     }
 
     /// Fails if any component has exited.
     pub fn check_alive(&mut self) -> Result<()> {
-        for proc in [&mut self.etcd, &mut self.apiserver, &mut self.controller_manager, &mut self.scheduler] {
+        for proc in [
+            &mut self.etcd,
+            &mut self.apiserver,
+            &mut self.controller_manager,
+            &mut self.scheduler,
+        ] {
             check_alive(proc)?;
         }
         Ok(())

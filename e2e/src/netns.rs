@@ -52,11 +52,15 @@ pub fn owner_id(name: &str) -> Option<&str> {
     let rest = name.strip_prefix(PREFIX)?;
     let id = rest.get(..ID_LEN)?;
     let tail = &rest[ID_LEN..];
-    let ours = id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+    let ours = id
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
         && (tail == "br"
-            || tail.strip_prefix('v').or_else(|| tail.strip_prefix('p')).or_else(|| tail.strip_prefix('-')).is_some_and(|n| {
-                !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())
-            }));
+            || tail
+                .strip_prefix('v')
+                .or_else(|| tail.strip_prefix('p'))
+                .or_else(|| tail.strip_prefix('-'))
+                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())));
     ours.then_some(id)
 }
 
@@ -72,9 +76,15 @@ pub struct Bridge {
 impl Bridge {
     /// Creates the bridge with the gateway address of a free /24.
     pub fn create(run_id: &str) -> Result<Bridge> {
-        let used = run_sync("ip", &["-4", "-o", "addr", "show"]).context("listing host addresses")?;
-        let third = pick_free_subnet(&used, rand::random::<u8>()).context("no free /24 in 10.213.0.0/16")?;
-        let bridge = Bridge { name: bridge_name(run_id), run_id: run_id.to_string(), subnet: [10, 213, third] };
+        let used =
+            run_sync("ip", &["-4", "-o", "addr", "show"]).context("listing host addresses")?;
+        let third = pick_free_subnet(&used, rand::random::<u8>())
+            .context("no free /24 in 10.213.0.0/16")?;
+        let bridge = Bridge {
+            name: bridge_name(run_id),
+            run_id: run_id.to_string(),
+            subnet: [10, 213, third],
+        };
         run_sync("ip", &["link", "add", &bridge.name, "type", "bridge"])?;
         let gw = format!("{}/24", bridge.gateway());
         run_sync("ip", &["addr", "add", &gw, "dev", &bridge.name])?;
@@ -103,8 +113,25 @@ impl Bridge {
         let res = (|| -> Result<()> {
             run_sync("ip", &["netns", "add", &net.ns])?;
             let peer = peer_veth_name(&self.run_id, n);
-            run_sync("ip", &["link", "add", &net.host_veth, "type", "veth", "peer", "name", &peer, "netns", &net.ns])?;
-            run_sync("ip", &["link", "set", &net.host_veth, "master", &self.name, "up"])?;
+            run_sync(
+                "ip",
+                &[
+                    "link",
+                    "add",
+                    &net.host_veth,
+                    "type",
+                    "veth",
+                    "peer",
+                    "name",
+                    &peer,
+                    "netns",
+                    &net.ns,
+                ],
+            )?;
+            run_sync(
+                "ip",
+                &["link", "set", &net.host_veth, "master", &self.name, "up"],
+            )?;
             let addr = format!("{ip}/24");
             let gw = self.gateway().to_string();
             for args in [
@@ -136,7 +163,9 @@ impl Bridge {
 /// Picks the third octet of a 10.213.X.0/24 that `ip -o addr` output does not
 /// mention, starting at `start`.
 fn pick_free_subnet(ip_addr_output: &str, start: u8) -> Option<u8> {
-    (0..=255u16).map(|i| ((u16::from(start) + i) % 256) as u8).find(|x| !ip_addr_output.contains(&format!(" 10.213.{x}.")))
+    (0..=255u16)
+        .map(|i| ((u16::from(start) + i) % 256) as u8)
+        .find(|x| !ip_addr_output.contains(&format!(" 10.213.{x}.")))
 }
 
 /// One pod's network.
@@ -162,7 +191,10 @@ impl PodNet {
 
 fn delete_netns(ns: &str) {
     if let Ok(pids) = run_sync("ip", &["netns", "pids", ns]) {
-        for pid in pids.split_whitespace().filter_map(|p| p.parse::<i32>().ok()) {
+        for pid in pids
+            .split_whitespace()
+            .filter_map(|p| p.parse::<i32>().ok())
+        {
             let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
         }
     }
@@ -171,7 +203,9 @@ fn delete_netns(ns: &str) {
 
 /// Names of our network namespaces.
 fn our_netns() -> Vec<String> {
-    let Ok(dir) = std::fs::read_dir("/run/netns") else { return Vec::new() };
+    let Ok(dir) = std::fs::read_dir("/run/netns") else {
+        return Vec::new();
+    };
     dir.filter_map(|e| e.ok())
         .filter_map(|e| e.file_name().into_string().ok())
         .filter(|n| owner_id(n).is_some())
@@ -180,7 +214,9 @@ fn our_netns() -> Vec<String> {
 
 /// Names of our interfaces in the root namespace.
 fn our_links() -> Vec<String> {
-    let Ok(dir) = std::fs::read_dir("/sys/class/net") else { return Vec::new() };
+    let Ok(dir) = std::fs::read_dir("/sys/class/net") else {
+        return Vec::new();
+    };
     dir.filter_map(|e| e.ok())
         .filter_map(|e| e.file_name().into_string().ok())
         .filter(|n| owner_id(n).is_some())
@@ -189,17 +225,27 @@ fn our_links() -> Vec<String> {
 
 /// Run ids that own a netns or an interface on this host.
 pub fn owner_ids() -> BTreeSet<String> {
-    our_netns().iter().chain(our_links().iter()).filter_map(|n| owner_id(n).map(str::to_string)).collect()
+    our_netns()
+        .iter()
+        .chain(our_links().iter())
+        .filter_map(|n| owner_id(n).map(str::to_string))
+        .collect()
 }
 
 /// Removes every netns and interface of run `run_id`, killing processes
 /// still inside its namespaces.
 pub fn sweep(run_id: &str) {
-    for ns in our_netns().into_iter().filter(|n| owner_id(n) == Some(run_id)) {
+    for ns in our_netns()
+        .into_iter()
+        .filter(|n| owner_id(n) == Some(run_id))
+    {
         delete_netns(&ns);
     }
     // Host veth ends first, the bridge last.
-    let mut links: Vec<String> = our_links().into_iter().filter(|n| owner_id(n) == Some(run_id)).collect();
+    let mut links: Vec<String> = our_links()
+        .into_iter()
+        .filter(|n| owner_id(n) == Some(run_id))
+        .collect();
     links.sort_by_key(|l| l.ends_with("br"));
     for link in links {
         let _ = run_sync("ip", &["link", "del", &link]);
@@ -209,7 +255,9 @@ pub fn sweep(run_id: &str) {
 /// Fails unless iproute2's `ip` works and we may create namespaces.
 pub fn check_prerequisites() -> Result<()> {
     if !nix::unistd::geteuid().is_root() {
-        bail!("the e2e harness needs root (network namespaces, veth pairs, bridges, bind mounts); run the tests as root");
+        bail!(
+            "the e2e harness needs root (network namespaces, veth pairs, bridges, bind mounts); run the tests as root"
+        );
     }
     run_sync("ip", &["-V"]).context("iproute2 (`ip`) is required: apt-get install iproute2")?;
     Ok(())

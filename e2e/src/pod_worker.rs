@@ -92,17 +92,38 @@ pub enum Msg {
 /// A container's current state as reported in its status.
 #[derive(Debug, Clone)]
 enum State {
-    Waiting { reason: String, message: String },
-    Running { started_at: Timestamp },
-    Terminated { exit_code: i32, signal: Option<i32>, reason: String, started_at: Timestamp, finished_at: Timestamp },
+    Waiting {
+        reason: String,
+        message: String,
+    },
+    Running {
+        started_at: Timestamp,
+    },
+    Terminated {
+        exit_code: i32,
+        signal: Option<i32>,
+        reason: String,
+        started_at: Timestamp,
+        finished_at: Timestamp,
+    },
 }
 
 impl State {
     fn to_json(&self, container_id: &str) -> Value {
         match self {
-            State::Waiting { reason, message } => json!({"waiting": {"reason": reason, "message": message}}),
-            State::Running { started_at } => json!({"running": {"startedAt": started_at.to_string()}}),
-            State::Terminated { exit_code, signal, reason, started_at, finished_at } => json!({"terminated": {
+            State::Waiting { reason, message } => {
+                json!({"waiting": {"reason": reason, "message": message}})
+            }
+            State::Running { started_at } => {
+                json!({"running": {"startedAt": started_at.to_string()}})
+            }
+            State::Terminated {
+                exit_code,
+                signal,
+                reason,
+                started_at,
+                finished_at,
+            } => json!({"terminated": {
                 "exitCode": exit_code, "signal": signal, "reason": reason, "containerID": container_id,
                 "startedAt": started_at.to_string(), "finishedAt": finished_at.to_string()
             }}),
@@ -151,7 +172,10 @@ impl Ctr {
             init,
             plan: None,
             proc: None,
-            state: State::Waiting { reason: "ContainerCreating".into(), message: String::new() },
+            state: State::Waiting {
+                reason: "ContainerCreating".into(),
+                message: String::new(),
+            },
             last_state: None,
             restarts: 0,
             started: false,
@@ -219,10 +243,20 @@ impl Worker {
         let ns = pod.metadata.namespace.clone().unwrap_or_default();
         let name = pod.metadata.name.clone().unwrap_or_default();
         let short_uid: String = uid.chars().take(8).collect();
-        let dir = shared.run.dir.join("pods").join(format!("{ns}_{name}_{short_uid}"));
+        let dir = shared
+            .run
+            .dir
+            .join("pods")
+            .join(format!("{ns}_{name}_{short_uid}"));
         let mut ctrs = Vec::new();
         if let Some(spec) = &pod.spec {
-            ctrs.extend(spec.init_containers.iter().flatten().cloned().map(|c| Ctr::new(c, true)));
+            ctrs.extend(
+                spec.init_containers
+                    .iter()
+                    .flatten()
+                    .cloned()
+                    .map(|c| Ctr::new(c, true)),
+            );
             ctrs.extend(spec.containers.iter().cloned().map(|c| Ctr::new(c, false)));
         }
         Worker {
@@ -267,7 +301,11 @@ impl Worker {
     }
 
     /// Runs until the pod is deleted (or gone, or the agent shuts down).
-    pub async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>, mut shutdown: watch::Receiver<bool>) {
+    pub async fn run(
+        mut self,
+        mut rx: mpsc::UnboundedReceiver<Msg>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
         let label = self.label();
         tracing::info!(pod = %label, ip = %self.ip, "node agent: starting pod");
         if let Err(e) = self.setup_network() {
@@ -327,7 +365,8 @@ impl Worker {
     }
 
     fn setup_network(&mut self) -> Result<()> {
-        std::fs::create_dir_all(&self.dir).with_context(|| format!("creating {}", self.dir.display()))?;
+        std::fs::create_dir_all(&self.dir)
+            .with_context(|| format!("creating {}", self.dir.display()))?;
         let net = self.shared.bridge.add_pod(self.seq, self.ip)?;
         let record = PodRecord {
             namespace: self.ns.clone(),
@@ -336,7 +375,11 @@ impl Worker {
             dir: self.dir.clone(),
             ip: self.ip,
             netns: net.ns.clone(),
-            logs: self.ctrs.iter().map(|c| (c.c.name.clone(), self.dir.join(format!("{}.log", c.c.name)))).collect(),
+            logs: self
+                .ctrs
+                .iter()
+                .map(|c| (c.c.name.clone(), self.dir.join(format!("{}.log", c.c.name))))
+                .collect(),
             active: true,
         };
         if let Ok(mut reg) = self.shared.registry.lock() {
@@ -357,7 +400,10 @@ impl Worker {
                     tracing::warn!(pod = %self.label(), "pod setup: {msg}");
                 }
                 for c in self.ctrs.iter_mut().filter(|c| c.plan.is_none()) {
-                    c.state = State::Waiting { reason: "CreateContainerConfigError".into(), message: msg.clone() };
+                    c.state = State::Waiting {
+                        reason: "CreateContainerConfigError".into(),
+                        message: msg.clone(),
+                    };
                 }
                 self.setup_error = Some(msg);
                 if self.setup_attempts >= MAX_SETUP_ATTEMPTS {
@@ -372,13 +418,21 @@ impl Worker {
         let mut inputs = Inputs::default();
         let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &self.ns);
         for name in pod_spec::referenced_configmaps(&self.pod) {
-            if let Some(cm) = cms.get_opt(&name).await.with_context(|| format!("getting configmap {name}"))? {
+            if let Some(cm) = cms
+                .get_opt(&name)
+                .await
+                .with_context(|| format!("getting configmap {name}"))?
+            {
                 inputs.configmaps.insert(name, cm);
             }
         }
         let secrets: Api<Secret> = Api::namespaced(client.clone(), &self.ns);
         for name in pod_spec::referenced_secrets(&self.pod) {
-            if let Some(s) = secrets.get_opt(&name).await.with_context(|| format!("getting secret {name}"))? {
+            if let Some(s) = secrets
+                .get_opt(&name)
+                .await
+                .with_context(|| format!("getting secret {name}"))?
+            {
                 inputs.secrets.insert(name, s);
             }
         }
@@ -408,8 +462,17 @@ impl Worker {
             let resp = sas
                 .create_token_request(&need.service_account, &PostParams::default(), &req)
                 .await
-                .with_context(|| format!("requesting a token for service account {}/{}", self.ns, need.service_account))?;
-            let token = resp.status.map(|s| s.token).filter(|t| !t.is_empty()).context("TokenRequest returned no token")?;
+                .with_context(|| {
+                    format!(
+                        "requesting a token for service account {}/{}",
+                        self.ns, need.service_account
+                    )
+                })?;
+            let token = resp
+                .status
+                .map(|s| s.token)
+                .filter(|t| !t.is_empty())
+                .context("TokenRequest returned no token")?;
             inputs.tokens.insert(need.key, token);
         }
         Ok(())
@@ -422,19 +485,31 @@ impl Worker {
         self.volumes = pod_spec::materialize_volumes(&self.pod, &ctx, &inputs, &self.dir)?;
         self.inputs = inputs;
         self.last_resync = Instant::now();
-        let Some(net) = &self.net else { bail!("no pod network") };
+        let Some(net) = &self.net else {
+            bail!("no pod network")
+        };
         for i in 0..self.ctrs.len() {
             if self.ctrs[i].plan.is_some() {
                 continue;
             }
             let c = self.ctrs[i].c.clone();
             let image = c.image.clone().unwrap_or_default();
-            let program = self.shared.images.binary(&image).with_context(|| format!("container {}", c.name))?;
-            let env = pod_spec::container_env(&self.pod, &ctx, &c, &self.inputs).with_context(|| format!("container {} env", c.name))?;
+            let program = self
+                .shared
+                .images
+                .binary(&image)
+                .with_context(|| format!("container {}", c.name))?;
+            let env = pod_spec::container_env(&self.pod, &ctx, &c, &self.inputs)
+                .with_context(|| format!("container {} env", c.name))?;
             let args = pod_spec::container_argv(&c, &env);
-            let mounts = pod_spec::container_mounts(&c, &self.volumes).with_context(|| format!("container {} mounts", c.name))?;
+            let mounts = pod_spec::container_mounts(&c, &self.volumes)
+                .with_context(|| format!("container {} mounts", c.name))?;
             self.prepare_mount_points(&mounts)?;
-            let cwd = c.working_dir.as_ref().map(PathBuf::from).filter(|d| d.is_dir());
+            let cwd = c
+                .working_dir
+                .as_ref()
+                .map(PathBuf::from)
+                .filter(|d| d.is_dir());
             let spec = Spec {
                 name: format!("{}/{}/{}", self.ns, self.name, c.name),
                 program,
@@ -455,9 +530,11 @@ impl Worker {
             if loc.starts_with(&self.shared.run.dir) {
                 if !loc.exists() {
                     if is_file {
-                        std::fs::File::create(&loc).with_context(|| format!("creating {}", loc.display()))?;
+                        std::fs::File::create(&loc)
+                            .with_context(|| format!("creating {}", loc.display()))?;
                     } else {
-                        std::fs::create_dir_all(&loc).with_context(|| format!("creating {}", loc.display()))?;
+                        std::fs::create_dir_all(&loc)
+                            .with_context(|| format!("creating {}", loc.display()))?;
                     }
                 }
             } else {
@@ -487,7 +564,10 @@ impl Worker {
                 continue;
             }
             if blocked_by_init && !ctr.init {
-                ctr.state = State::Waiting { reason: "PodInitializing".into(), message: String::new() };
+                ctr.state = State::Waiting {
+                    reason: "PodInitializing".into(),
+                    message: String::new(),
+                };
                 continue;
             }
             supervise(ctr, &policy, pod_ip, &table).await;
@@ -533,10 +613,20 @@ impl Worker {
             return "Failed";
         }
         let apps: Vec<&Ctr> = self.ctrs.iter().filter(|c| !c.init).collect();
-        let policy = self.pod.spec.as_ref().and_then(|s| s.restart_policy.as_deref()).unwrap_or("Always");
-        let all_terminated = !apps.is_empty() && apps.iter().all(|c| matches!(c.state, State::Terminated { .. }) && c.restart_at.is_none());
+        let policy = self
+            .pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.restart_policy.as_deref())
+            .unwrap_or("Always");
+        let all_terminated = !apps.is_empty()
+            && apps
+                .iter()
+                .all(|c| matches!(c.state, State::Terminated { .. }) && c.restart_at.is_none());
         if all_terminated && policy != "Always" {
-            let ok = apps.iter().all(|c| matches!(c.state, State::Terminated { exit_code: 0, .. }));
+            let ok = apps
+                .iter()
+                .all(|c| matches!(c.state, State::Terminated { exit_code: 0, .. }));
             return if ok { "Succeeded" } else { "Failed" };
         }
         if apps.iter().any(|c| c.proc.is_some() || c.restarts > 0) {
@@ -568,7 +658,13 @@ impl Worker {
             "containerStatuses": self.ctrs.iter().filter(|c| !c.init).map(Ctr::status_json).collect::<Vec<_>>(),
         });
         if self.ctrs.iter().any(|c| c.init) {
-            status["initContainerStatuses"] = json!(self.ctrs.iter().filter(|c| c.init).map(Ctr::status_json).collect::<Vec<_>>());
+            status["initContainerStatuses"] = json!(
+                self.ctrs
+                    .iter()
+                    .filter(|c| c.init)
+                    .map(Ctr::status_json)
+                    .collect::<Vec<_>>()
+            );
         }
         if self.net.is_some() {
             status["podIP"] = json!(self.ip.to_string());
@@ -587,9 +683,19 @@ impl Worker {
             return;
         }
         let patch = json!({"status": status});
-        match self.pods().patch_status(&self.name, &PatchParams::default(), &Patch::Strategic(&patch)).await {
+        match self
+            .pods()
+            .patch_status(
+                &self.name,
+                &PatchParams::default(),
+                &Patch::Strategic(&patch),
+            )
+            .await
+        {
             Ok(_) => self.last_status = Some(status),
-            Err(e) => tracing::debug!(pod = %self.label(), "status update failed (will retry): {e}"),
+            Err(e) => {
+                tracing::debug!(pod = %self.label(), "status update failed (will retry): {e}")
+            }
         }
     }
 
@@ -603,7 +709,11 @@ impl Worker {
             .unwrap_or(Duration::from_secs(30))
             .min(MAX_GRACE);
         tracing::info!(pod = %self.label(), "node agent: stopping pod (grace {grace:?})");
-        let stops = self.ctrs.iter_mut().filter_map(|c| c.proc.as_mut()).map(|p| p.stop(grace));
+        let stops = self
+            .ctrs
+            .iter_mut()
+            .filter_map(|c| c.proc.as_mut())
+            .map(|p| p.stop(grace));
         futures::future::join_all(stops).await;
         for c in self.ctrs.iter_mut() {
             if let Some(mut p) = c.proc.take() {
@@ -617,7 +727,10 @@ impl Worker {
         self.teardown();
         let dp = DeleteParams {
             grace_period_seconds: Some(0),
-            preconditions: Some(Preconditions { uid: Some(self.uid.clone()), resource_version: None }),
+            preconditions: Some(Preconditions {
+                uid: Some(self.uid.clone()),
+                resource_version: None,
+            }),
             ..DeleteParams::default()
         };
         for attempt in 0..5 {
@@ -634,7 +747,11 @@ impl Worker {
 
     /// Immediate stop (pod force-deleted, or agent shutdown).
     async fn kill_all(&mut self) {
-        let stops = self.ctrs.iter_mut().filter_map(|c| c.proc.as_mut()).map(|p| p.stop(Duration::ZERO));
+        let stops = self
+            .ctrs
+            .iter_mut()
+            .filter_map(|c| c.proc.as_mut())
+            .map(|p| p.stop(Duration::ZERO));
         futures::future::join_all(stops).await;
         for c in self.ctrs.iter_mut() {
             c.proc = None;
@@ -648,9 +765,10 @@ impl Worker {
         }
         if let Ok(mut reg) = self.shared.registry.lock()
             && let Some(r) = reg.get_mut(&(self.ns.clone(), self.name.clone()))
-                && r.uid == self.uid {
-                    r.active = false;
-                }
+            && r.uid == self.uid
+        {
+            r.active = false;
+        }
     }
 }
 
@@ -682,7 +800,11 @@ fn terminated_state(st: Option<std::process::ExitStatus>, prev: &State) -> State
     State::Terminated {
         exit_code,
         signal,
-        reason: if exit_code == 0 { "Completed".into() } else { "Error".into() },
+        reason: if exit_code == 0 {
+            "Completed".into()
+        } else {
+            "Error".into()
+        },
         started_at,
         finished_at: Timestamp::now(),
     }
@@ -692,62 +814,80 @@ fn terminated_state(st: Option<std::process::ExitStatus>, prev: &State) -> State
 async fn supervise(ctr: &mut Ctr, policy: &str, pod_ip: IpAddr, table: &ProcTable) {
     // Reap.
     if let Some(proc) = ctr.proc.as_mut()
-        && let Some(st) = proc.try_status() {
-            let ran = proc.age();
-            ctr.proc = None;
-            let state = terminated_state(Some(st), &ctr.state);
-            let ok = st.success();
-            tracing::info!(container = %ctr.c.name, "container exited: {st}");
-            ctr.ready = false;
-            ctr.started = false;
-            let restart = if ctr.init { !ok && policy != "Never" } else { policy == "Always" || (policy == "OnFailure" && !ok) };
-            if ctr.init && ok {
-                ctr.done = true;
-            }
-            if ran > Duration::from_secs(60) {
-                ctr.backoff = BACKOFF_START;
-            }
-            if restart {
-                ctr.restart_at = Some(Instant::now() + ctr.backoff);
-                ctr.last_state = Some(state);
-                ctr.state = State::Waiting {
-                    reason: "CrashLoopBackOff".into(),
-                    message: format!("back-off {:?} restarting failed container {}", ctr.backoff, ctr.c.name),
-                };
-                ctr.backoff = (ctr.backoff * 2).min(BACKOFF_MAX);
-            } else {
-                ctr.state = state;
-            }
+        && let Some(st) = proc.try_status()
+    {
+        let ran = proc.age();
+        ctr.proc = None;
+        let state = terminated_state(Some(st), &ctr.state);
+        let ok = st.success();
+        tracing::info!(container = %ctr.c.name, "container exited: {st}");
+        ctr.ready = false;
+        ctr.started = false;
+        let restart = if ctr.init {
+            !ok && policy != "Never"
+        } else {
+            policy == "Always" || (policy == "OnFailure" && !ok)
+        };
+        if ctr.init && ok {
+            ctr.done = true;
         }
+        if ran > Duration::from_secs(60) {
+            ctr.backoff = BACKOFF_START;
+        }
+        if restart {
+            ctr.restart_at = Some(Instant::now() + ctr.backoff);
+            ctr.last_state = Some(state);
+            ctr.state = State::Waiting {
+                reason: "CrashLoopBackOff".into(),
+                message: format!(
+                    "back-off {:?} restarting failed container {}",
+                    ctr.backoff, ctr.c.name
+                ),
+            };
+            ctr.backoff = (ctr.backoff * 2).min(BACKOFF_MAX);
+        } else {
+            ctr.state = state;
+        }
+    }
     // Start or restart.
     if ctr.proc.is_none() && !ctr.done {
-        let first = matches!(ctr.state, State::Waiting { .. }) && ctr.last_state.is_none() && ctr.restart_at.is_none();
+        let first = matches!(ctr.state, State::Waiting { .. })
+            && ctr.last_state.is_none()
+            && ctr.restart_at.is_none();
         let due = ctr.restart_at.is_some_and(|t| Instant::now() >= t);
         if (first || due)
-            && let Some(plan) = &ctr.plan {
-                match Proc::spawn(&plan.spec, table) {
-                    Ok(p) => {
-                        if due {
-                            ctr.restarts += 1;
-                        }
-                        ctr.container_id = format!("e2e://{}", p.pid());
-                        ctr.proc = Some(p);
-                        ctr.restart_at = None;
-                        ctr.state = State::Running { started_at: Timestamp::now() };
-                        ctr.startup = ProbeState::default();
-                        ctr.liveness = ProbeState::default();
-                        ctr.readiness = ProbeState::default();
-                        ctr.started = ctr.c.startup_probe.is_none();
+            && let Some(plan) = &ctr.plan
+        {
+            match Proc::spawn(&plan.spec, table) {
+                Ok(p) => {
+                    if due {
+                        ctr.restarts += 1;
                     }
-                    Err(e) => {
-                        ctr.state = State::Waiting { reason: "RunContainerError".into(), message: format!("{e:#}") };
-                        ctr.restart_at = Some(Instant::now() + ctr.backoff);
-                        ctr.backoff = (ctr.backoff * 2).min(BACKOFF_MAX);
-                    }
+                    ctr.container_id = format!("e2e://{}", p.pid());
+                    ctr.proc = Some(p);
+                    ctr.restart_at = None;
+                    ctr.state = State::Running {
+                        started_at: Timestamp::now(),
+                    };
+                    ctr.startup = ProbeState::default();
+                    ctr.liveness = ProbeState::default();
+                    ctr.readiness = ProbeState::default();
+                    ctr.started = ctr.c.startup_probe.is_none();
+                }
+                Err(e) => {
+                    ctr.state = State::Waiting {
+                        reason: "RunContainerError".into(),
+                        message: format!("{e:#}"),
+                    };
+                    ctr.restart_at = Some(Instant::now() + ctr.backoff);
+                    ctr.backoff = (ctr.backoff * 2).min(BACKOFF_MAX);
                 }
             }
+        }
     }
-    let Some(proc) = ctr.proc.as_ref() else { return };
+    let Some(proc) = ctr.proc.as_ref() else {
+        return;
+    };
     let age = proc.age();
     let now = Instant::now();
     // Startup probe gates the others.
@@ -766,24 +906,35 @@ async fn supervise(ctr: &mut Ctr, policy: &str, pod_ip: IpAddr, table: &ProcTabl
     }
     if let Some(p) = ctr.c.liveness_probe.clone()
         && run_if_due(&p, &mut ctr.liveness, age, now, pod_ip, &ctr.c).await == Some(false)
-            && ctr.liveness.failures >= p.failure_threshold.unwrap_or(3).max(1)
-        {
-            tracing::info!(container = %ctr.c.name, "liveness probe failed; killing container");
-            proc.signal(nix::sys::signal::Signal::SIGKILL);
-            return;
-        }
+        && ctr.liveness.failures >= p.failure_threshold.unwrap_or(3).max(1)
+    {
+        tracing::info!(container = %ctr.c.name, "liveness probe failed; killing container");
+        proc.signal(nix::sys::signal::Signal::SIGKILL);
+        return;
+    }
     match ctr.c.readiness_probe.clone() {
         None => ctr.ready = !ctr.init,
         Some(p) => match run_if_due(&p, &mut ctr.readiness, age, now, pod_ip, &ctr.c).await {
-            Some(true) if ctr.readiness.successes >= p.success_threshold.unwrap_or(1).max(1) => ctr.ready = true,
-            Some(false) if ctr.readiness.failures >= p.failure_threshold.unwrap_or(3).max(1) => ctr.ready = false,
+            Some(true) if ctr.readiness.successes >= p.success_threshold.unwrap_or(1).max(1) => {
+                ctr.ready = true
+            }
+            Some(false) if ctr.readiness.failures >= p.failure_threshold.unwrap_or(3).max(1) => {
+                ctr.ready = false
+            }
             _ => {}
         },
     }
 }
 
 /// Runs `probe` if it is due; returns its success, or None if not run.
-async fn run_if_due(probe: &Probe, st: &mut ProbeState, age: Duration, now: Instant, pod_ip: IpAddr, c: &Container) -> Option<bool> {
+async fn run_if_due(
+    probe: &Probe,
+    st: &mut ProbeState,
+    age: Duration,
+    now: Instant,
+    pod_ip: IpAddr,
+    c: &Container,
+) -> Option<bool> {
     let initial = Duration::from_secs(probe.initial_delay_seconds.unwrap_or(0).max(0) as u64);
     if age < initial || st.next.is_some_and(|t| now < t) {
         return None;
