@@ -1,0 +1,54 @@
+# otlp-lb — build, test, demo. `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+CARGO ?= cargo
+PYTHON ?= python3
+export TOOLS_DIR ?= $(HOME)/.cache/otlp-lb/tools
+HELM ?= $(TOOLS_DIR)/bin/helm
+CRD_FILE := crds/loadbalancedcollector.yaml
+
+.PHONY: help build test unit python e2e tools tools-check demo crds crds-check chart lint fmt clean
+
+help: ## this list
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+build: ## debug build of every binary
+	$(CARGO) build --workspace --bins
+
+test: build unit python crds-check chart e2e ## everything: unit, integration, Python SDK, chart, end-to-end
+
+unit: ## unit and integration tests (no cluster needed)
+	$(CARGO) test --workspace --exclude e2e
+
+python: build ## the OpenTelemetry Python SDK as a client of otlp-lb
+	$(PYTHON) -m pytest -q dataplane/tests/python
+
+e2e: build tools-check ## end-to-end tests on a real control plane (root, network namespaces)
+	$(CARGO) test -p e2e -- --test-threads=1
+
+tools: ## build the pinned tools (kube-apiserver, etcd, otelcol, telemetrygen, helm, kubectl) into $(TOOLS_DIR)
+	bash e2e/tools/build-tools.sh
+
+tools-check:
+	@bash e2e/tools/build-tools.sh --check
+
+demo: ## the data plane with three local sinks, then a fourth added live
+	$(CARGO) build -p dataplane --bins
+	bash scripts/demo.sh
+
+crds: ## regenerate the CRD from the operator's types
+	$(CARGO) run -q -p operator --bin otlp-lb-operator -- crd > $(CRD_FILE)
+
+crds-check: ## fail when crds/ differs from the code
+	$(CARGO) test -q -p operator --test crd
+
+chart: tools-check ## helm lint and template
+	$(HELM) lint charts/otlp-lb
+	$(HELM) template otlp-lb charts/otlp-lb --namespace otlp-lb-system > /dev/null
+
+lint: ## clippy and rustfmt
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+clean:
+	$(CARGO) clean
