@@ -135,9 +135,9 @@ pub async fn run(args: Args) -> Result<()> {
     std::io::stdout().flush()?;
     tracing::info!(%bound, "sink listening");
 
-    let incoming = tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true));
-    let routes = tonic::service::Routes::from(servers::grpc_router(sink.clone()));
-    let grpc_server = tonic::transport::Server::builder().add_routes(routes).serve_with_incoming(incoming);
+    // axum (hyper, HTTP/2 prior knowledge) rather than tonic's server, whose deadline layer would answer hanging
+    // requests with CANCELLED: in `hang` mode the sink must stay silent until the client gives up.
+    let grpc_server = axum::serve(grpc.tap_io(|tcp| drop(tcp.set_nodelay(true))), servers::grpc_router(sink.clone()));
     let admin_server = axum::serve(admin, servers::admin_router(sink.clone()));
     let http_router = servers::http_router(sink.clone());
     let http_server = async move {
@@ -147,7 +147,7 @@ pub async fn run(args: Args) -> Result<()> {
         }
     };
     tokio::select! {
-        r = grpc_server => r.context("gRPC server")?,
+        r = grpc_server.into_future() => r.context("gRPC server")?,
         r = admin_server.into_future() => r.context("admin server")?,
         r = http_server => r.context("HTTP server")?,
         () = shutdown_signal() => tracing::info!(name = %args.name, "shutting down"),

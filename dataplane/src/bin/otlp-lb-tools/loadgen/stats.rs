@@ -95,6 +95,7 @@ pub struct Stats {
     pub latency: Histogram,
     pub traces_complete: u64,
     pub traces_incomplete: u64,
+    pub traces_failed: u64,
 }
 
 impl Stats {
@@ -112,6 +113,7 @@ impl Stats {
         self.latency.merge(&o.latency);
         self.traces_complete += o.traces_complete;
         self.traces_incomplete += o.traces_incomplete;
+        self.traces_failed += o.traces_failed;
     }
 }
 
@@ -138,8 +140,10 @@ pub struct Report {
     pub max_ms: f64,
     /// Traces all of whose items were acknowledged.
     pub traces: u64,
-    /// Traces some of whose items failed.
+    /// Traces of which some items were acknowledged and some not (failed, or cut short by a stop).
     pub traces_incomplete: u64,
+    /// Traces of which no item was acknowledged.
+    pub traces_failed: u64,
 }
 
 impl Report {
@@ -167,6 +171,7 @@ impl Report {
             max_ms: ms(stats.latency.max()),
             traces: stats.traces_complete,
             traces_incomplete: stats.traces_incomplete,
+            traces_failed: stats.traces_failed,
         }
     }
 
@@ -197,8 +202,11 @@ impl Report {
             self.max_ms,
             self.retries,
         );
-        if self.traces + self.traces_incomplete > 0 {
-            s.push_str(&format!("traces   {} complete, {} incomplete\n", self.traces, self.traces_incomplete));
+        if self.traces + self.traces_incomplete + self.traces_failed > 0 {
+            s.push_str(&format!(
+                "traces   {} complete, {} incomplete, {} failed\n",
+                self.traces, self.traces_incomplete, self.traces_failed
+            ));
         }
         let errors: Vec<String> = self.errors.iter().map(|(k, v)| format!("{k} {v}")).collect();
         s.push_str(&format!("errors   {}\n", if errors.is_empty() { "none".into() } else { errors.join(", ") }));

@@ -112,6 +112,13 @@ impl Client {
                 };
                 match tokio::time::timeout(target.timeout, call).await {
                     Err(_) => Err(grpc_failure(Code::DeadlineExceeded)),
+                    // tonic's own deadline (from the grpc-timeout we set) surfaces as CANCELLED "Timeout expired".
+                    Ok(Err(status))
+                        if status.code() == Code::Cancelled
+                            && status.message() == tonic::TimeoutExpired(()).to_string() =>
+                    {
+                        Err(grpc_failure(Code::DeadlineExceeded))
+                    }
                     Ok(Err(status)) => Err(grpc_failure(status.code())),
                     Ok(Ok(response)) => Ok(rejected_items(response.get_ref())),
                 }

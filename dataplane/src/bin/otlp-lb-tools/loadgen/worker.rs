@@ -169,13 +169,18 @@ pub async fn run(shared: Arc<Shared>, w: u32, budget: Budget, mut stop: watch::R
         if ok { group.acked += 1 } else { group.failed += 1 }
         if group.acked + group.failed == s.layout.chunks {
             let n = group.traces.len() as u64;
-            if group.failed == 0 { worker.stats.traces_complete += n } else { worker.stats.traces_incomplete += n }
+            match (group.acked, group.failed) {
+                (_, 0) => worker.stats.traces_complete += n,
+                (0, _) => worker.stats.traces_failed += n,
+                _ => worker.stats.traces_incomplete += n,
+            }
             groups.remove(&job.group);
         }
     }
-    // Groups cut short (stop signal or request budget) count as incomplete if anything of them arrived.
-    for g in groups.values().filter(|g| g.acked > 0) {
-        worker.stats.traces_incomplete += g.traces.len() as u64;
+    // Groups cut short (stop signal or request budget) are incomplete if anything of them arrived, else failed.
+    for g in groups.values() {
+        let n = g.traces.len() as u64;
+        if g.acked > 0 { worker.stats.traces_incomplete += n } else { worker.stats.traces_failed += n }
     }
     Ok(WorkerResult { stats: worker.stats, acked: worker.acked })
 }

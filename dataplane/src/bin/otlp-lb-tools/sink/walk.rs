@@ -177,3 +177,50 @@ fn service_name(resource_msg: &[u8]) -> Result<&str, WireError> {
     }
     Ok("")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+    use prost::Message;
+
+    fn resource_spans(service: Option<&str>, spans: Vec<Span>) -> ResourceSpans {
+        let attributes = service
+            .map(|s| KeyValue {
+                key: "service.name".into(),
+                value: Some(AnyValue { value: Some(any_value::Value::StringValue(s.into())) }),
+                ..Default::default()
+            })
+            .into_iter()
+            .collect();
+        ResourceSpans {
+            resource: Some(Resource { attributes, ..Default::default() }),
+            scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn counts_spans_services_trace_ids_and_identities() {
+        let span = |t: u8, s: u8| Span { trace_id: vec![t; 16], span_id: vec![s; 8], ..Default::default() };
+        let req = ExportTraceServiceRequest {
+            resource_spans: vec![
+                resource_spans(Some("a"), vec![span(1, 1), span(1, 2), span(2, 1)]),
+                resource_spans(None, vec![span(1, 1)]),
+            ],
+        }
+        .encode_to_vec();
+        let s = walk(Signal::Traces, &req, WalkOpts { ids: true, spans: true }).expect("valid");
+        assert_eq!(s.items, 4);
+        assert_eq!(s.services, vec![("a", 3), ("", 1)]);
+        assert_eq!(s.trace_ids.len(), 4);
+        assert_eq!(s.keys.len(), 4);
+        assert_eq!(s.keys[0], s.keys[3], "same trace and span id: same identity");
+        assert_ne!(s.keys[0], s.keys[1]);
+        assert_eq!(s.spans[2], (&[2u8; 16][..], &[1u8; 8][..], "a"));
+        assert!(walk(Signal::Traces, &req[..req.len() - 1], WalkOpts { ids: false, spans: false }).is_err());
+    }
+}
