@@ -1,5 +1,8 @@
 //! Which Kubernetes Events a reconciliation publishes: created, scaled, changed, deleted children,
 //! and warnings on failure. Pure; the reconciler publishes them with a `Recorder`.
+//!
+//! The Recorder folds events of the same type and reason about the same object into one series,
+//! so each reason is used at most once per reconciliation.
 
 use kube::runtime::events::{Event, EventType};
 
@@ -37,14 +40,15 @@ pub fn plan(lbc: &LoadBalancedCollector, next: &LoadBalancedCollectorStatus, del
             }
             if previous.load_balancer.desired != next.load_balancer.desired {
                 events.push(normal(
-                    "Scaled",
+                    "LoadBalancerScaled",
                     format!("load balancer scaled from {} to {} replicas", previous.load_balancer.desired, next.load_balancer.desired),
                 ));
             }
         }
     }
-    for (kind, child) in deleted {
-        events.push(normal("Deleted", format!("deleted {kind} {child}: the spec no longer asks for it")));
+    if !deleted.is_empty() {
+        let children: Vec<_> = deleted.iter().map(|(kind, name)| format!("{kind} {name}")).collect();
+        events.push(normal("Deleted", format!("deleted {}: the spec no longer asks for them", children.join(", "))));
     }
     events
 }
