@@ -43,8 +43,8 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
 
     let _resolver_task = match (&lb.resolver.static_, &lb.resolver.dns, &lb.resolver.k8s) {
         (Some(s), _, _) => resolve::static_pool::start(config_path, s, Arc::clone(&pool), metrics.clone(), stop.clone()).await?,
-        (_, Some(_), _) => bail!("loadbalancing.resolver.dns: not available in this version; use static"),
-        (_, _, Some(_)) => bail!("loadbalancing.resolver.k8s: not available in this version; use static"),
+        (_, Some(d), _) => resolve::dns::start(d, Arc::clone(&pool), metrics.clone(), stop.clone()),
+        (_, _, Some(k)) => resolve::k8s::start(k, Arc::clone(&pool), metrics.clone(), stop.clone()).await?,
         _ => bail!("loadbalancing.resolver: configure one resolver"),
     };
 

@@ -1,6 +1,9 @@
 //! Resolvers: where the pool's members come from. Each resolver hands complete member sets to the
 //! [`PoolManager`](crate::pool::PoolManager), which diffs them against the pool in use.
 
+pub mod dns;
+pub mod endpointslice;
+pub mod k8s;
 pub mod static_pool;
 
 use crate::config::Resolver;

@@ -1,0 +1,68 @@
+//! The dns resolver: resolves `hostname` (A and AAAA) every `interval`, with `timeout` per lookup, and hands the
+//! addresses to the pool. A failed or empty lookup keeps the last good pool.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::config::DnsResolver;
+use crate::pool::PoolManager;
+use crate::route::ring::Member;
+use crate::telemetry::Metrics;
+
+/// Starts periodic resolution; the first lookup happens at once.
+pub fn start(cfg: &DnsResolver, pool: Arc<PoolManager>, metrics: Metrics, mut shutdown: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
+    let hostname = cfg.hostname.clone();
+    let port = cfg.port.unwrap_or(4317);
+    let interval = cfg.interval.map(|d| d.0).unwrap_or(Duration::from_secs(5)).max(Duration::from_millis(100));
+    let timeout = cfg.timeout.map(|d| d.0).unwrap_or(Duration::from_secs(1));
+    tokio::spawn(async move {
+        loop {
+            match resolve(&hostname, port, timeout).await {
+                Ok(members) => {
+                    let outcome = pool.apply(members).await;
+                    metrics.resolution("dns", outcome.is_ok());
+                    if let Err(e) = outcome {
+                        tracing::error!(error = %e, "cannot apply the resolved members");
+                    }
+                }
+                Err(e) => {
+                    metrics.resolution("dns", false);
+                    tracing::warn!(%hostname, error = %e, "DNS resolution failed; keeping the current pool");
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                _ = shutdown.wait_for(|s| *s) => return,
+            }
+        }
+    })
+}
+
+/// The addresses `hostname` resolves to, as members on `port`.
+pub async fn resolve(hostname: &str, port: u16, timeout: Duration) -> Result<Vec<Member>, String> {
+    let found = tokio::time::timeout(timeout, tokio::net::lookup_host((hostname, port)))
+        .await
+        .map_err(|_| format!("no answer in {timeout:?}"))?
+        .map_err(|e| e.to_string())?;
+    let addrs: BTreeSet<String> = found.map(|a| a.to_string()).collect();
+    if addrs.is_empty() {
+        return Err("no addresses".into());
+    }
+    Ok(addrs.into_iter().map(|address| Member { address, weight: 1 }).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn resolves_a_and_aaaa() {
+        let m = resolve("localhost", 4317, Duration::from_secs(2)).await.expect("localhost resolves");
+        let addrs: Vec<_> = m.iter().map(|m| m.address.as_str()).collect();
+        assert!(addrs.contains(&"127.0.0.1:4317"), "{addrs:?}");
+        assert!(resolve("name.invalid", 4317, Duration::from_secs(2)).await.is_err());
+    }
+}
