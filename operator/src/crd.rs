@@ -16,7 +16,7 @@ use serde_json::{Map, Value};
 /// API group of the resource.
 pub const GROUP: &str = "otlp-lb.dev";
 /// The OpenTelemetry Collector image the backend pool and the sidecar run unless the spec names one.
-pub const DEFAULT_COLLECTOR_IMAGE: &str = "otel/opentelemetry-collector-contrib:0.130.0";
+pub const DEFAULT_COLLECTOR_IMAGE: &str = "otel/opentelemetry-collector-contrib:0.160.0";
 /// Port the backends receive OTLP/gRPC on, and the port the load balancer targets.
 pub const OTLP_GRPC_PORT: i32 = 4317;
 /// Port the load balancer receives OTLP/HTTP on.
@@ -84,7 +84,7 @@ pub struct BackendsSpec {
     pub replicas: i32,
 
     /// Collector image of the pool. Defaults to a pinned OpenTelemetry Collector contrib image
-    /// (otel/opentelemetry-collector-contrib:0.130.0).
+    /// (otel/opentelemetry-collector-contrib:0.160.0).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 512))]
     pub image: Option<String>,
