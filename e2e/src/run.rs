@@ -123,6 +123,9 @@ impl Run {
         let _ = std::fs::remove_file(&self.record);
         if remove_dir {
             let _ = std::fs::remove_dir_all(&self.dir);
+        } else {
+            // Keep the logs, not etcd's ~100 MB of preallocated WAL.
+            let _ = std::fs::remove_dir_all(self.dir.join("etcd"));
         }
     }
 }
@@ -237,6 +240,9 @@ pub fn sweep_stale() {
         tracing::warn!("sweeping leftovers of dead e2e run {id} (owner pid {pid}, dir {dir})");
         if !dir.is_empty() {
             kill_processes_mentioning(&format!("{dir}/"));
+            if dir.ends_with(&format!("otlp-lb-e2e-{id}")) {
+                let _ = std::fs::remove_dir_all(Path::new(&dir).join("etcd"));
+            }
         }
         netns::sweep(id);
         let paths_file = Path::new(STATE_DIR).join(format!("{id}.paths"));
