@@ -15,6 +15,7 @@ use tokio::sync::watch;
 use crate::config::Config;
 use crate::pipeline::Pipeline;
 use crate::pool::PoolManager;
+use crate::route::affinity::Affinity;
 use crate::receive::grpc::GrpcReceiver;
 use crate::receive::server::{self, ServeOptions};
 use crate::resolve;
@@ -34,7 +35,9 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
     let (stop_tx, stop) = watch::channel(false);
     let lb = &config.loadbalancing;
     let resolver = resolve::name(&lb.resolver);
-    let (pool, pools) = PoolManager::new(lb.protocol.otlp.clone(), metrics.clone(), resolver);
+    let window = config.routing.affinity_window.0;
+    let (pool, pools) = PoolManager::new(lb.protocol.otlp.clone(), metrics.clone(), resolver, window);
+    let affinity = Arc::new(Affinity::new(window, config.routing.affinity_max_traces));
 
     let telemetry_addr = config.telemetry.metrics.address;
     let telemetry = telemetry::serve(telemetry_addr, metrics.clone(), Arc::clone(&health), pools.clone(), stop.clone())
@@ -49,7 +52,8 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
     };
 
     let policy = config.routing_policy()?;
-    let pipeline = Arc::new(Pipeline::new(pools, policy, lb.retry_on_failure.clone(), config.limits.memory_limit_mib, metrics));
+    let pipeline = Arc::new(Pipeline::new(pools, policy, Arc::clone(&affinity), lb.retry_on_failure.clone(), config.limits.memory_limit_mib, metrics.clone()));
+    let _affinity_gauge = tokio::spawn(report_affinity(affinity, metrics.clone(), stop.clone()));
     let grace = config.drain_timeout.0;
     let mut servers = Vec::new();
     if let Some(g) = &config.receivers.otlp.protocols.grpc {
@@ -81,6 +85,17 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
     let _ = tokio::time::timeout(Duration::from_secs(2), telemetry).await;
     tracing::info!("otlp-lb stopped");
     Ok(())
+}
+
+/// Publishes the size of the trace-affinity table every second.
+async fn report_affinity(affinity: Arc<Affinity>, metrics: Metrics, mut stop: watch::Receiver<bool>) {
+    loop {
+        metrics.affinity(affinity.len(), affinity.early_rotations());
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
 }
 
 async fn wait_for_termination() -> anyhow::Result<()> {

@@ -12,8 +12,9 @@ use tonic::Code;
 use crate::config::Retry;
 use crate::export::{Delivered, deliver};
 use crate::pool::Pool;
-use crate::route::key::RoutingPolicy;
-use crate::route::split::split;
+use crate::route::affinity::Affinity;
+use crate::route::key::{RoutingKey, RoutingPolicy};
+use crate::route::split::{Split, SplitError, split};
 use crate::signal::Signal;
 use crate::telemetry::Metrics;
 
@@ -39,6 +40,7 @@ const DEADLINE_MARGIN: Duration = Duration::from_millis(50);
 pub struct Pipeline {
     pools: watch::Receiver<Arc<Pool>>,
     policy: RoutingPolicy,
+    affinity: Arc<Affinity>,
     retry: Retry,
     budget: Arc<Semaphore>,
     budget_kib: u32,
@@ -46,9 +48,32 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    pub fn new(pools: watch::Receiver<Arc<Pool>>, policy: RoutingPolicy, retry: Retry, memory_limit_mib: u32, metrics: Metrics) -> Pipeline {
+    pub fn new(
+        pools: watch::Receiver<Arc<Pool>>,
+        policy: RoutingPolicy,
+        affinity: Arc<Affinity>,
+        retry: Retry,
+        memory_limit_mib: u32,
+        metrics: Metrics,
+    ) -> Pipeline {
         let budget_kib = memory_limit_mib.saturating_mul(1024).max(1);
-        Pipeline { pools, policy, retry, budget: Arc::new(Semaphore::new(budget_kib as usize)), budget_kib, metrics }
+        Pipeline { pools, policy, affinity, retry, budget: Arc::new(Semaphore::new(budget_kib as usize)), budget_kib, metrics }
+    }
+
+    /// Splits `body` against `pool` (which must not be empty), with trace affinity for trace-id keys.
+    fn split(&self, signal: Signal, pool: &Pool, body: &Bytes) -> Result<Split, SplitError> {
+        let affinity = (self.policy.key(signal) == RoutingKey::TraceId).then_some(&*self.affinity);
+        let now = self.affinity.now_ms();
+        // Items of one trace are usually adjacent: remember the last answer.
+        let mut last: Option<(u64, usize)> = None;
+        split(signal, body, &self.policy, |key| match last {
+            Some((k, owner)) if k == key => owner,
+            _ => {
+                let owner = pool.owner(key, affinity, now);
+                last = Some((key, owner));
+                owner
+            }
+        })
     }
 
     pub fn pools(&self) -> &watch::Receiver<Arc<Pool>> {
@@ -74,10 +99,10 @@ impl Pipeline {
 
     async fn route_and_deliver(&self, signal: Signal, transport: &str, body: Bytes, client_timeout: Option<Duration>) -> Result<Delivered, Refusal> {
         let pool = self.pools.borrow().clone();
-        let Some(ring) = pool.ring.as_ref() else {
+        if pool.ring.is_none() {
             return Err(Refusal::Unavailable("no backends in the pool".into()));
-        };
-        let split = split(signal, &body, &self.policy, |h| ring.lookup(h)).map_err(|e| Refusal::Invalid(e.to_string()))?;
+        }
+        let split = self.split(signal, &pool, &body).map_err(|e| Refusal::Invalid(e.to_string()))?;
         if split.parts.is_empty() {
             return Ok(Delivered { rounds: 0, ..Delivered::default() });
         }
@@ -87,7 +112,8 @@ impl Pipeline {
         }
         let deadline = Instant::now() + budget;
         let items = split.items;
-        match deliver(signal, &self.policy, &self.pools, &pool, split.parts, &self.retry, deadline).await {
+        let resplit = |current: &Pool, part: &Bytes| self.split(signal, current, part);
+        match deliver(signal, &self.pools, &pool, split.parts, &self.retry, deadline, resplit).await {
             Ok(done) => {
                 self.metrics.received(signal, transport, items, true);
                 Ok(done)

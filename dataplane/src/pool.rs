@@ -4,31 +4,73 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
 use tokio::sync::{Mutex, watch};
 
 use crate::config::OtlpExporter;
 use crate::export::Backend;
+use crate::route::affinity::Affinity;
 use crate::route::ring::{Member, Ring};
 use crate::telemetry::Metrics;
 
 /// An immutable view of the pool; requests route against the snapshot they started with.
 pub struct Pool {
     /// `None` while the pool is empty.
-    pub ring: Option<Ring>,
+    pub ring: Option<Arc<Ring>>,
     /// One client per ring member, in the ring's member order.
     pub backends: Vec<Arc<Backend>>,
     /// Increments on every change.
     pub version: u64,
     pub resolver: &'static str,
     pub updated: SystemTime,
+    /// When this ring became current.
+    pub since: Instant,
+    /// The rings in use before this one, oldest first, for as long as trace affinity may still need them.
+    pub history: Vec<Epoch>,
+    index: HashMap<String, usize>,
+}
+
+/// A ring that was current from `from` until `until`.
+pub struct Epoch {
+    pub ring: Arc<Ring>,
+    pub from: Instant,
+    pub until: Instant,
 }
 
 impl Pool {
     fn empty(resolver: &'static str) -> Pool {
-        Pool { ring: None, backends: Vec::new(), version: 0, resolver, updated: SystemTime::now() }
+        Pool {
+            ring: None,
+            backends: Vec::new(),
+            version: 0,
+            resolver,
+            updated: SystemTime::now(),
+            since: Instant::now(),
+            history: Vec::new(),
+            index: HashMap::new(),
+        }
+    }
+
+    /// The backend (index into `backends`) for a key hash. With `affinity` (trace-id keys), a key first seen while
+    /// an earlier ring was current goes to the backend that ring gave it, if that backend is still in the pool.
+    /// Panics if the pool is empty: callers check `ring` first.
+    pub fn owner(&self, key: u64, affinity: Option<&Affinity>, now_ms: u64) -> usize {
+        let ring = self.ring.as_ref().expect("owner() of an empty pool");
+        let current = ring.lookup(key);
+        let Some(affinity) = affinity else { return current };
+        let first = affinity.first_seen(key, now_ms);
+        if self.history.is_empty() || first >= affinity.ms_at(self.since) {
+            return current;
+        }
+        for epoch in self.history.iter().rev() {
+            if affinity.ms_at(epoch.from) <= first {
+                let address = &epoch.ring.members()[epoch.ring.lookup(key)].address;
+                return self.index.get(address).copied().unwrap_or(current);
+            }
+        }
+        current
     }
 
     /// The pool as JSON, for `/debug/pool`.
@@ -85,13 +127,15 @@ pub struct PoolManager {
     exporter: OtlpExporter,
     metrics: Metrics,
     resolver: &'static str,
+    /// How long replaced rings are kept for trace affinity.
+    keep_history: Duration,
     apply_lock: Mutex<()>,
 }
 
 impl PoolManager {
-    pub fn new(exporter: OtlpExporter, metrics: Metrics, resolver: &'static str) -> (Arc<PoolManager>, watch::Receiver<Arc<Pool>>) {
+    pub fn new(exporter: OtlpExporter, metrics: Metrics, resolver: &'static str, keep_history: Duration) -> (Arc<PoolManager>, watch::Receiver<Arc<Pool>>) {
         let (tx, rx) = watch::channel(Arc::new(Pool::empty(resolver)));
-        (Arc::new(PoolManager { tx, exporter, metrics, resolver, apply_lock: Mutex::new(()) }), rx)
+        (Arc::new(PoolManager { tx, exporter, metrics, resolver, keep_history, apply_lock: Mutex::new(()) }), rx)
     }
 
     pub fn subscribe(&self) -> watch::Receiver<Arc<Pool>> {
@@ -114,7 +158,7 @@ impl PoolManager {
             None
         } else {
             let built = tokio::task::spawn_blocking(move || Ring::new(members)).await.map_err(|e| e.to_string())?;
-            Some(built.map_err(|e| e.to_string())?)
+            Some(Arc::new(built.map_err(|e| e.to_string())?))
         };
         let mut clients: HashMap<&str, &Arc<Backend>> = old.backends.iter().map(|b| (b.address.as_str(), b)).collect();
         let mut backends = Vec::new();
@@ -135,7 +179,13 @@ impl PoolManager {
         let version = old.version + 1;
         let fingerprint = ring.as_ref().map(|r| r.fingerprint()).unwrap_or(0);
         let size = backends.len();
-        let pool = Pool { ring, backends, version, resolver: self.resolver, updated: SystemTime::now() };
+        let now = Instant::now();
+        let mut history: Vec<Epoch> = old.history.iter().filter(|e| now.duration_since(e.until) < self.keep_history).map(|e| Epoch { ring: Arc::clone(&e.ring), from: e.from, until: e.until }).collect();
+        if let Some(r) = &old.ring {
+            history.push(Epoch { ring: Arc::clone(r), from: old.since, until: now });
+        }
+        let index = backends.iter().enumerate().map(|(i, b)| (b.address.clone(), i)).collect();
+        let pool = Pool { ring, backends, version, resolver: self.resolver, updated: SystemTime::now(), since: now, history, index };
         self.tx.send_replace(Arc::new(pool));
         self.metrics.pool_changed(self.resolver, size, fingerprint);
         tracing::info!(
@@ -162,7 +212,7 @@ mod tests {
 
     #[tokio::test]
     async fn swaps_rings_keeps_clients_and_reports_changes() {
-        let (mgr, rx) = PoolManager::new(OtlpExporter::default(), Metrics::new(), "static");
+        let (mgr, rx) = PoolManager::new(OtlpExporter::default(), Metrics::new(), "static", Duration::from_secs(30));
         assert!(rx.borrow().ring.is_none());
         let first = mgr.apply(vec![member("10.0.0.2:4317"), member("10.0.0.1:4317")]).await.expect("valid").expect("changed");
         assert_eq!(first.added.len(), 2);
@@ -184,8 +234,47 @@ mod tests {
         let view = pool.describe();
         assert_eq!(view.backends.len(), 3);
         assert!((view.backends.iter().map(|b| b.share).sum::<f64>() - 1.0).abs() < 1e-9);
+        assert_eq!(pool.history.len(), 1, "the ring before the change is kept for affinity (the empty start is not a ring)");
         let emptied = mgr.apply(vec![]).await.expect("valid").expect("changed");
         assert_eq!(emptied.removed.len(), 3);
         assert!(rx.borrow().ring.is_none());
+    }
+
+    #[tokio::test]
+    async fn affinity_keeps_traces_seen_before_a_scale_out_on_their_backend() {
+        let (mgr, rx) = PoolManager::new(OtlpExporter::default(), Metrics::new(), "static", Duration::from_secs(30));
+        let three: Vec<Member> = (1..=3).map(|i| member(&format!("10.0.0.{i}:4317"))).collect();
+        mgr.apply(three.clone()).await.expect("valid");
+        let affinity = Affinity::new(Duration::from_secs(30), 1_000_000);
+        let before = rx.borrow().clone();
+        let now = affinity.now_ms();
+        let old_traces: Vec<u64> = (0..3000u64).map(|k| k.wrapping_mul(0x9e37_79b9_7f4a_7c15)).collect();
+        let old_owner: Vec<String> = old_traces.iter().map(|k| before.backends[before.owner(*k, Some(&affinity), now)].address.clone()).collect();
+        let mut five = three.clone();
+        five.extend((4..=5).map(|i| member(&format!("10.0.0.{i}:4317"))));
+        mgr.apply(five).await.expect("valid");
+        let after = rx.borrow().clone();
+        let later = affinity.now_ms() + 1;
+        let mut would_move = 0;
+        for (k, owner) in old_traces.iter().zip(&old_owner) {
+            let with = &after.backends[after.owner(*k, Some(&affinity), later)].address;
+            assert_eq!(with, owner, "a trace seen before the change stays where it was");
+            if &after.backends[after.owner(*k, None, later)].address != owner {
+                would_move += 1;
+            }
+        }
+        assert!(would_move > 600, "without affinity about 2/5 of the traces would move: {would_move}");
+        // New traces use the new ring, including the added backends.
+        let fresh: Vec<usize> = (5000..8000u64).map(|k| after.owner(k.wrapping_mul(0x9e37_79b9_7f4a_7c15), Some(&affinity), later)).collect();
+        assert!(fresh.iter().any(|i| after.backends[*i].address == "10.0.0.4:4317"));
+        // Scaling in: a removed backend's traces go to their new owner consistently.
+        mgr.apply(three[..2].to_vec()).await.expect("valid");
+        let shrunk = rx.borrow().clone();
+        for k in &old_traces {
+            let a = shrunk.owner(*k, Some(&affinity), later + 2);
+            let b = shrunk.owner(*k, Some(&affinity), later + 3);
+            assert_eq!(a, b);
+            assert!(a < 2);
+        }
     }
 }

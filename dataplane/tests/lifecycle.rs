@@ -107,3 +107,34 @@ async fn max_connection_age_sends_goaway() {
     }
     assert_eq!(backend.spans().len(), 60);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scaling_out_splits_no_trace_in_flight() {
+    let backends = [Backend::start().await, Backend::start().await, Backend::start().await];
+    let lb = Lb::start(&[backends[0].address(), backends[1].address()]);
+    let mut client = TraceServiceClient::connect(lb.grpc_url()).await.expect("connect");
+    // The first half of 300 traces, then a backend joins, then the second half and 300 new traces.
+    client.export(otlp::traces(0..300, 0..3, 3)).await.expect("accepted");
+    let text = std::fs::read_to_string(&lb.config).expect("config");
+    let grown = text.replace(&format!("\"{}\"]", backends[1].address()), &format!("\"{}\", \"{}\"]", backends[1].address(), backends[2].address()));
+    std::fs::write(&lb.config, grown).expect("write");
+    lb.signal("HUP");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while pool_size(&lb) != 3 {
+        assert!(Instant::now() < deadline, "pool not reloaded:\n{}", lb.logs());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    client.export(otlp::traces(0..300, 3..6, 3)).await.expect("accepted");
+    client.export(otlp::traces(300..600, 0..6, 3)).await.expect("accepted");
+    let mut homes: std::collections::BTreeMap<Vec<u8>, std::collections::BTreeSet<usize>> = Default::default();
+    for (i, b) in backends.iter().enumerate() {
+        for (t, _) in b.spans() {
+            homes.entry(t).or_default().insert(i);
+        }
+    }
+    assert_eq!(homes.len(), 600);
+    let split = homes.values().filter(|h| h.len() > 1).count();
+    assert_eq!(split, 0, "traces in flight during the scale-out stayed whole");
+    let on_new = homes.values().filter(|h| h.contains(&2)).count();
+    assert!((60..=160).contains(&on_new), "about a third of the 300 new traces use the added backend: {on_new}");
+}

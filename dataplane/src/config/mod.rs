@@ -85,7 +85,7 @@ impl Config {
         };
         let mut policy = RoutingPolicy { attributes: lb.routing_attributes.clone(), ..RoutingPolicy::default() };
         for signal in Signal::ALL {
-            let explicit = self.routing.as_ref().and_then(|r| r.get(signal));
+            let explicit = self.routing.get(signal);
             let key = match explicit {
                 Some(name) => {
                     let field = format!("routing.{signal}");

@@ -22,9 +22,9 @@ pub struct Config {
     #[serde(default)]
     pub receivers: Receivers,
     pub loadbalancing: LoadBalancing,
-    /// Per-signal routing keys; they override `loadbalancing.routing_key`.
+    /// Per-signal routing keys (they override `loadbalancing.routing_key`) and trace affinity.
     #[serde(default)]
-    pub routing: Option<Routing>,
+    pub routing: Routing,
     #[serde(default)]
     pub limits: Limits,
     #[serde(default)]
@@ -351,12 +351,22 @@ pub struct K8sResolver {
     pub return_hostnames: bool,
 }
 
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct Routing {
     pub traces: Option<String>,
     pub metrics: Option<String>,
     pub logs: Option<String>,
+    /// How long a trace seen before a ring change keeps its backend (trace-id routing).
+    pub affinity_window: Dur,
+    /// Most trace ids remembered for affinity.
+    pub affinity_max_traces: usize,
+}
+
+impl Default for Routing {
+    fn default() -> Self {
+        Routing { traces: None, metrics: None, logs: None, affinity_window: Dur::secs(30), affinity_max_traces: 1_000_000 }
+    }
 }
 
 impl Routing {

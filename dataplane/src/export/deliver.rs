@@ -14,8 +14,7 @@ use tonic::Code;
 use super::backend::{Backend, retryable};
 use crate::config::Retry;
 use crate::pool::Pool;
-use crate::route::key::RoutingPolicy;
-use crate::route::split::{Part, split};
+use crate::route::split::{Part, Split, SplitError};
 use crate::signal::Signal;
 
 /// Every part was accepted (some items may have been rejected for good by a backend: OTLP partial success).
@@ -39,15 +38,16 @@ pub struct Failure {
 /// Upper bound on sending rounds, whatever the deadline.
 const MAX_ROUNDS: u32 = 64;
 
-/// Delivers `parts` (split against `pool`) by `deadline`.
+/// Delivers `parts` (split against `pool`) by `deadline`; `resplit` routes a failed part again against the pool
+/// current at the time of the retry.
 pub async fn deliver(
     signal: Signal,
-    policy: &RoutingPolicy,
     pools: &watch::Receiver<Arc<Pool>>,
     pool: &Pool,
     parts: Vec<Part>,
     retry: &Retry,
     deadline: Instant,
+    resplit: impl Fn(&Pool, &bytes::Bytes) -> Result<Split, SplitError>,
 ) -> Result<Delivered, Failure> {
     let mut pending: Vec<(Arc<Backend>, Part)> = Vec::with_capacity(parts.len());
     for part in parts {
@@ -105,10 +105,12 @@ pub async fn deliver(
         tokio::time::sleep(wait).await;
         backoff = retry.max_interval.0.min(backoff.mul_f64(retry.multiplier.max(1.0)));
         let current = pools.borrow().clone();
-        let Some(ring) = current.ring.as_ref() else { return Err(give_up("no backends in the pool")) };
+        if current.ring.is_none() {
+            return Err(give_up("no backends in the pool"));
+        }
         pending = Vec::new();
         for part in failed {
-            let again = split(signal, &part.body, policy, |h| ring.lookup(h))
+            let again = resplit(&current, &part.body)
                 .map_err(|e| Failure { code: Code::Internal, message: e.to_string(), undelivered })?;
             for p in again.parts {
                 let backend = current.backends.get(p.backend).cloned().ok_or_else(|| no_backend(p.items))?;

@@ -1,6 +1,7 @@
 //! Routing: the key of each item ([`key`]), the ring that maps keys to backends ([`ring`]) and the splitter that
 //! cuts a request into one request per backend ([`split`]).
 
+pub mod affinity;
 pub mod key;
 pub mod ring;
 pub mod split;

@@ -26,6 +26,8 @@ struct Inner {
     send_failed: [IntCounterVec; 3],
     inflight_bytes: IntGauge,
     ring_version: IntGauge,
+    affinity_traces: IntGauge,
+    affinity_early_rotations: IntGauge,
 }
 
 fn idx(signal: Signal) -> usize {
@@ -83,6 +85,8 @@ impl Metrics {
             send_failed: per_signal(r, "otelcol_exporter_send_failed", "Items a backend did not accept on one attempt", &["endpoint"]),
             inflight_bytes: gauge("otlp_lb_inflight_bytes", "Bytes of request data held in flight"),
             ring_version: gauge("otlp_lb_ring_version", "Version of the ring in use (low 53 bits of its fingerprint)"),
+            affinity_traces: gauge("otlp_lb_affinity_traces", "Trace ids remembered for affinity across ring changes"),
+            affinity_early_rotations: gauge("otlp_lb_affinity_early_rotations", "Times the affinity table was full and forgot traces early"),
             registry,
         };
         Metrics(Arc::new(inner))
@@ -120,6 +124,11 @@ impl Metrics {
         self.0.backend_outcome.with_label_values(&[endpoint, bool_label(success)]).inc();
         let set = if success { &self.0.sent } else { &self.0.send_failed };
         set[idx(signal)].with_label_values(&[endpoint]).inc_by(items);
+    }
+
+    pub fn affinity(&self, traces: usize, early_rotations: u64) {
+        self.0.affinity_traces.set(traces as i64);
+        self.0.affinity_early_rotations.set(early_rotations as i64);
     }
 
     pub fn inflight(&self) -> &IntGauge {

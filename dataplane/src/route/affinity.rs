@@ -1,0 +1,150 @@
+//! Trace affinity across ring changes: a trace first seen before the ring changed keeps going to the backend it
+//! was first routed to, for `affinity_window`, as long as that backend is still in the pool. Scaling out then
+//! splits no trace in flight; new traces use the new ring at once.
+//!
+//! The table remembers when each trace key was first seen. It is bounded in time (two generations, rotated every
+//! window, so an entry lives between one and two windows) and in size (a generation that fills up rotates early),
+//! and sharded so that concurrent requests rarely contend. The state is per process: with several load-balancer
+//! replicas, a trace whose spans reached two replicas before a change may still be split.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+const SHARDS: usize = 16;
+
+/// Keys are already hashes: use them as they are.
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 << 8) | u64::from(*b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+type Table = HashMap<u64, u64, BuildHasherDefault<KeyHasher>>;
+
+#[derive(Default)]
+struct Generations {
+    current: Table,
+    previous: Table,
+    rotated_ms: u64,
+}
+
+/// When trace keys were first seen, in milliseconds since the table was created.
+pub struct Affinity {
+    window_ms: u64,
+    shard_capacity: usize,
+    shards: Vec<Mutex<Generations>>,
+    origin: Instant,
+    early_rotations: AtomicU64,
+}
+
+impl Affinity {
+    pub fn new(window: Duration, max_traces: usize) -> Affinity {
+        Affinity {
+            window_ms: window.as_millis().max(1) as u64,
+            shard_capacity: (max_traces / SHARDS / 2).max(1),
+            shards: (0..SHARDS).map(|_| Mutex::new(Generations::default())).collect(),
+            origin: Instant::now(),
+            early_rotations: AtomicU64::new(0),
+        }
+    }
+
+    pub fn window(&self) -> Duration {
+        Duration::from_millis(self.window_ms)
+    }
+
+    /// Milliseconds since the table was created (the clock of [`Affinity::first_seen`]).
+    pub fn now_ms(&self) -> u64 {
+        self.origin.elapsed().as_millis() as u64
+    }
+
+    /// The table's clock reading at `at`.
+    pub fn ms_at(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.origin).as_millis() as u64
+    }
+
+    /// When `key` was first seen (recording `now_ms` if it is new).
+    pub fn first_seen(&self, key: u64, now_ms: u64) -> u64 {
+        let shard = &self.shards[(key >> 60) as usize % SHARDS];
+        let Ok(mut g) = shard.lock() else { return now_ms };
+        let idle = now_ms.saturating_sub(g.rotated_ms);
+        if idle >= 2 * self.window_ms {
+            // Both generations are older than a window: nothing in them is remembered any more.
+            g.current.clear();
+            g.previous.clear();
+            g.rotated_ms = now_ms;
+        } else if idle >= self.window_ms || g.current.len() >= self.shard_capacity {
+            if g.current.len() >= self.shard_capacity {
+                self.early_rotations.fetch_add(1, Ordering::Relaxed);
+            }
+            g.previous = std::mem::take(&mut g.current);
+            g.rotated_ms = now_ms;
+        }
+        if let Some(first) = g.previous.get(&key) {
+            return *first;
+        }
+        *g.current.entry(key).or_insert(now_ms)
+    }
+
+    /// Traces remembered.
+    pub fn len(&self) -> usize {
+        self.shards.iter().filter_map(|s| s.lock().ok()).map(|g| g.current.len() + g.previous.len()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Times a full table rotated before its window ended (affinity shortened under load).
+    pub fn early_rotations(&self) -> u64 {
+        self.early_rotations.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remembers_first_sight_for_one_to_two_windows() {
+        let a = Affinity::new(Duration::from_millis(1000), 1_000_000);
+        assert_eq!(a.first_seen(7, 100), 100);
+        assert_eq!(a.first_seen(7, 900), 100, "first sight kept");
+        assert_eq!(a.first_seen(7, 1500), 100, "still remembered in the previous generation");
+        assert_eq!(a.first_seen(8, 1500), 1500);
+        // Two rotations later the key is forgotten and counts as new.
+        assert_eq!(a.first_seen(9, 2600), 2600);
+        assert_eq!(a.first_seen(7, 2700), 2700);
+    }
+
+    #[test]
+    fn a_long_idle_shard_forgets_everything_at_once() {
+        let a = Affinity::new(Duration::from_millis(1000), 1_000_000);
+        assert_eq!(a.first_seen(7, 100), 100);
+        // Nothing touches the table for five windows: the next sight is a first sight.
+        assert_eq!(a.first_seen(7, 5200), 5200);
+    }
+
+    #[test]
+    fn size_is_bounded() {
+        let a = Affinity::new(Duration::from_secs(3600), 3200);
+        for k in 0..100_000u64 {
+            a.first_seen(k.wrapping_mul(0x9e37_79b9_7f4a_7c15), 10);
+        }
+        assert!(a.len() <= 3200, "{} entries", a.len());
+        assert!(a.early_rotations() > 0);
+    }
+}
