@@ -563,20 +563,19 @@ impl Worker {
             if ctr.init && ctr.done {
                 continue;
             }
-            if blocked_by_init && !ctr.init {
-                ctr.state = State::Waiting {
-                    reason: "PodInitializing".into(),
-                    message: String::new(),
-                };
+            if blocked_by_init {
+                if !ctr.init {
+                    ctr.state = State::Waiting {
+                        reason: "PodInitializing".into(),
+                        message: String::new(),
+                    };
+                }
                 continue;
             }
             supervise(ctr, &policy, pod_ip, &table).await;
+            // Init containers run one at a time, each to completion, first.
             if ctr.init && !ctr.done {
                 blocked_by_init = true;
-                // Init containers run one at a time.
-                if !ctr.done {
-                    break;
-                }
             }
         }
     }
@@ -610,6 +609,14 @@ impl Worker {
 
     fn phase(&self) -> &'static str {
         if self.failed {
+            return "Failed";
+        }
+        let init_failed = self.ctrs.iter().any(|c| {
+            c.init
+                && c.restart_at.is_none()
+                && matches!(c.state, State::Terminated { exit_code, .. } if exit_code != 0)
+        });
+        if init_failed {
             return "Failed";
         }
         let apps: Vec<&Ctr> = self.ctrs.iter().filter(|c| !c.init).collect();
