@@ -49,7 +49,20 @@ pub enum Compression {
     Gzip,
 }
 
+const AFTER_HELP: &str = "\
+Stop conditions (the first reached ends the run; none given = --duration 10s):
+  --duration D   no new trace (metrics/logs request) starts after D; chunks of started traces are still sent,
+                 so with --trace-spread N the run lasts up to (N-1) x --spread-interval longer
+  --traces N     exactly N traces (logs: N traces' worth of correlated records, plus uncorrelated ones)
+  --requests N   at most N requests (with --trace-spread the last traces may be incomplete)
+
+Report: sent_* count acknowledged requests and their items; errors counts every failed attempt by code
+(gRPC code name, HTTP_<status>, TIMEOUT, CONNECTION_ERROR, INTERRUPTED); failed_requests counts requests
+given up on. Trace ids are a function of --seed and the trace number: a traces run and a logs run with the
+same --seed and --traces carry the same trace ids.";
+
 #[derive(Debug, clap::Args)]
+#[command(after_long_help = AFTER_HELP)]
 pub struct Args {
     /// Target `host:port` (an `http://` prefix is accepted).
     #[arg(long, default_value = "127.0.0.1:4317")]

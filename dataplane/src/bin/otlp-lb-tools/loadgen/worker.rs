@@ -147,8 +147,8 @@ pub async fn run(shared: Arc<Shared>, w: u32, budget: Budget, mut stop: watch::R
         } else if let Some(p) = pending.front() {
             let due = p.due;
             tokio::select! {
-                _ = tokio::time::sleep_until(due) => {}
-                _ = stop.changed() => {}
+                () = tokio::time::sleep_until(due) => {}
+                _ = stop.wait_for(|stopped| *stopped) => {}
             }
             continue;
         } else {
@@ -158,12 +158,19 @@ pub async fn run(shared: Arc<Shared>, w: u32, budget: Budget, mut stop: watch::R
         let Some(group) = groups.get_mut(&job.group) else { continue };
         let Some(templates) = group.own.as_ref().or_else(|| s.pool.get(group.variant)) else { continue };
         let Some(template) = templates.get(job.chunk as usize) else { continue };
-        pacer.wait(template.items).await;
+        tokio::select! {
+            () = pacer.wait(template.items) => {}
+            _ = stop.wait_for(|stopped| *stopped) => break,
+        }
         let body = template.instantiate(&s.ids, &group.traces, worker.timestamp(s.workers, w));
         requests += 1;
         let ok = tokio::select! {
             r = worker.deliver(s, body) => r,
-            _ = stop.changed() => false,
+            _ = stop.wait_for(|stopped| *stopped) => {
+                // Interrupted in flight: the receiver may or may not have it; count it as failed.
+                *worker.stats.errors.entry("INTERRUPTED".into()).or_default() += 1;
+                false
+            }
         };
         worker.account(s, template, group.first, ok);
         if ok { group.acked += 1 } else { group.failed += 1 }
@@ -177,8 +184,9 @@ pub async fn run(shared: Arc<Shared>, w: u32, budget: Budget, mut stop: watch::R
             groups.remove(&job.group);
         }
     }
-    // Groups cut short (stop signal or request budget) are incomplete if anything of them arrived, else failed.
-    for g in groups.values() {
+    // Groups cut short (stop signal or request budget) are incomplete if anything of them arrived, failed if
+    // everything sent failed, and not counted if nothing was sent.
+    for g in groups.values().filter(|g| g.acked + g.failed > 0) {
         let n = g.traces.len() as u64;
         if g.acked > 0 { worker.stats.traces_incomplete += n } else { worker.stats.traces_failed += n }
     }
