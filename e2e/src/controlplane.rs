@@ -1,7 +1,8 @@
 //! The control plane of one run: etcd, kube-apiserver, kube-controller-manager
 //! and kube-scheduler as local processes on free ports, with the run's PKI
-//! and kubeconfigs. The apiserver listens on all addresses so pods reach it
-//! on the bridge gateway (its advertise address), and runs with RBAC and
+//! and kubeconfigs. The apiserver listens on the bridge gateway address only
+//! (its advertise address), where both pods and the root namespace reach it
+//! and nothing outside the host does; it runs with RBAC and
 //! service-account token signing; the controller-manager runs the controllers
 //! the tests need with per-controller service-account credentials.
 
@@ -49,7 +50,7 @@ pub struct ControlPlane {
     pub apiserver: Proc,
     pub controller_manager: Proc,
     pub scheduler: Proc,
-    /// The apiserver's secure port (on every address).
+    /// The apiserver's secure port (on the bridge gateway address).
     pub api_port: u16,
     /// Admin kubeconfig (client certificate in `system:masters`).
     pub admin_kubeconfig: PathBuf,
@@ -140,7 +141,7 @@ impl ControlPlane {
         .await?;
 
         // kube-apiserver
-        let api_port = free_port(Ipv4Addr::UNSPECIFIED)?;
+        let api_port = free_port(gateway)?;
         let api_spec = Spec::new(
             "kube-apiserver",
             tools::tool(tools::KUBE_APISERVER)?,
@@ -148,7 +149,7 @@ impl ControlPlane {
         )
         .args([
             format!("--etcd-servers={client_url}"),
-            "--bind-address=0.0.0.0".into(),
+            format!("--bind-address={gateway}"),
             format!("--secure-port={api_port}"),
             format!("--advertise-address={gateway}"),
             format!("--cert-dir={}", p(&dir.join("pki"))),
@@ -168,7 +169,7 @@ impl ControlPlane {
 
         let admin_cert = pki.client_cert("admin", "otlp-lb-e2e-admin", Some("system:masters"))?;
         let admin_kubeconfig = dir.join("admin.kubeconfig");
-        let local_server = format!("https://127.0.0.1:{api_port}");
+        let local_server = format!("https://{gateway}:{api_port}");
         kubeconfig::write(
             &admin_kubeconfig,
             &local_server,
