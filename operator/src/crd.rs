@@ -574,9 +574,35 @@ fn free_form_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     })
 }
 
-/// The CustomResourceDefinition of `LoadBalancedCollector`.
+/// The CustomResourceDefinition of `LoadBalancedCollector`, with doc-comment line breaks unwrapped
+/// in descriptions so that `kubectl explain` can wrap them itself.
 pub fn crd() -> k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition {
-    LoadBalancedCollector::crd()
+    let crd = LoadBalancedCollector::crd();
+    let Ok(mut value) = serde_json::to_value(&crd) else { return crd };
+    unwrap_descriptions(&mut value);
+    serde_json::from_value(value).unwrap_or(crd)
+}
+
+/// Joins the lines of every `description`, keeping blank-line paragraph breaks.
+fn unwrap_descriptions(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            for (key, child) in map.iter_mut() {
+                match child {
+                    Value::String(text) if key == "description" => {
+                        *text = text
+                            .split("\n\n")
+                            .map(|paragraph| paragraph.lines().map(str::trim).collect::<Vec<_>>().join(" "))
+                            .collect::<Vec<_>>()
+                            .join("\n\n");
+                    }
+                    _ => unwrap_descriptions(child),
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(unwrap_descriptions),
+        _ => {}
+    }
 }
 
 /// The CRD as the YAML document `crds/loadbalancedcollector.yaml` holds.

@@ -9,6 +9,10 @@ use kube::runtime::events::{Event, EventType};
 use crate::crd::{LoadBalancedCollector, LoadBalancedCollectorStatus};
 use crate::error::Error;
 
+fn replicas(n: i32) -> String {
+    if n == 1 { "1 replica".into() } else { format!("{n} replicas") }
+}
+
 fn normal(reason: &str, note: String) -> Event {
     Event { type_: EventType::Normal, reason: reason.into(), note: Some(note), action: "Reconcile".into(), secondary: None }
 }
@@ -19,11 +23,11 @@ pub fn plan(lbc: &LoadBalancedCollector, next: &LoadBalancedCollectorStatus, del
     let mut events = Vec::new();
     let pool = match &lbc.spec.backends.service_ref {
         Some(service_ref) => format!("balancing over Service {}", service_ref.name),
-        None => format!("backend pool {name}-backends ({} replicas)", lbc.spec.backends.replicas),
+        None => format!("backend pool {name}-backends ({})", replicas(lbc.spec.backends.replicas)),
     };
     match lbc.status.as_ref() {
         None | Some(LoadBalancedCollectorStatus { observed_generation: None, .. }) => {
-            events.push(normal("Created", format!("created load balancer {name} ({} replicas), {pool}", next.load_balancer.desired)));
+            events.push(normal("Created", format!("created load balancer {name} ({}), {pool}", replicas(next.load_balancer.desired))));
         }
         Some(previous) => {
             if previous.observed_generation < lbc.metadata.generation {
@@ -41,7 +45,7 @@ pub fn plan(lbc: &LoadBalancedCollector, next: &LoadBalancedCollectorStatus, del
             if previous.load_balancer.desired != next.load_balancer.desired {
                 events.push(normal(
                     "LoadBalancerScaled",
-                    format!("load balancer scaled from {} to {} replicas", previous.load_balancer.desired, next.load_balancer.desired),
+                    format!("load balancer scaled from {} to {}", previous.load_balancer.desired, replicas(next.load_balancer.desired)),
                 ));
             }
         }

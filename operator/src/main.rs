@@ -93,7 +93,7 @@ async fn main() -> ExitCode {
             match operator::run(config).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error) => {
-                    tracing::error!("{error:#}");
+                    tracing::error!("{error}");
                     ExitCode::FAILURE
                 }
             }

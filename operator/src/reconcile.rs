@@ -55,6 +55,10 @@ pub async fn reconcile(lbc: Arc<LoadBalancedCollector>, ctx: Arc<Context>) -> Re
 }
 
 async fn reconcile_inner(lbc: &LoadBalancedCollector, ctx: &Context) -> Result<Action> {
+    if lbc.metadata.deletion_timestamp.is_some() {
+        // Being deleted: the garbage collector removes the children through their owner references.
+        return Ok(Action::await_change());
+    }
     validate::validate(lbc)?;
     let children = build::build(lbc)?;
     let owner = build::Owner::new(lbc)?;

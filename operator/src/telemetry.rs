@@ -1,5 +1,7 @@
 //! Logging setup: `RUST_LOG`-style filtering, text or JSON lines on stderr.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 
 /// Log line format.
@@ -14,7 +16,10 @@ pub enum LogFormat {
 /// Installs the global subscriber; `RUST_LOG` overrides the default `info` level.
 pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     // try_init: a second call (tests, embedding) keeps the first subscriber.
     let _ = match format {
         LogFormat::Text => builder.try_init(),

@@ -193,6 +193,16 @@ async fn happy_path_applies_every_child_with_one_field_manager_then_writes_statu
     assert_eq!(events(&requests), [("Normal".to_string(), "Created".to_string())]);
 }
 
+#[tokio::test]
+async fn a_resource_being_deleted_is_left_to_the_garbage_collector() {
+    let mut deleting = lbc(MINIMAL);
+    deleting.metadata.deletion_timestamp =
+        Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now()));
+    let (result, requests, _) = run(deleting, Box::new(|_| None)).await;
+    assert_eq!(result.expect("no error"), kube::runtime::controller::Action::await_change());
+    assert!(requests.is_empty(), "{requests:?}");
+}
+
 fn fail_deployment_apply(code: u16, reason: &'static str) -> Responder {
     Box::new(move |r| r.is(&Method::PATCH, "/deployments/demo-backends").then(|| (code, status(code, reason, "the API server said no"))))
 }
