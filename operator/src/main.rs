@@ -10,7 +10,11 @@ use operator::telemetry::{self, LogFormat};
 use operator::{Config, LeaderElectionConfig};
 
 #[derive(Parser)]
-#[command(name = "otlp-lb-operator", version, about = "Runs load-balanced pools of OpenTelemetry Collectors from LoadBalancedCollector resources")]
+#[command(
+    name = "otlp-lb-operator",
+    version,
+    about = "Runs load-balanced pools of OpenTelemetry Collectors from LoadBalancedCollector resources"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -27,7 +31,12 @@ enum Command {
 #[derive(clap::Args)]
 struct RunArgs {
     /// Namespace to watch (repeat for several); none watches all namespaces.
-    #[arg(long = "namespace", value_name = "NAMESPACE", env = "WATCH_NAMESPACES", value_delimiter = ',')]
+    #[arg(
+        long = "namespace",
+        value_name = "NAMESPACE",
+        env = "WATCH_NAMESPACES",
+        value_delimiter = ','
+    )]
     namespaces: Vec<String>,
 
     /// Address of /metrics, /healthz and /readyz.
@@ -79,13 +88,20 @@ async fn main() -> ExitCode {
                 .or_else(|| std::env::var("HOSTNAME").ok())
                 .unwrap_or_else(|| format!("otlp-lb-operator-{}", std::process::id()));
             let leader_election = args.leader_elect.then(|| {
-                let mut config =
-                    LeaderElectionConfig::new(args.leader_election_namespace, args.leader_election_id, identity.clone());
+                let mut config = LeaderElectionConfig::new(
+                    args.leader_election_namespace,
+                    args.leader_election_id,
+                    identity.clone(),
+                );
                 config.lease_duration = Duration::from_secs(args.lease_duration_seconds.max(3));
                 config
             });
             let config = Config {
-                namespaces: args.namespaces.into_iter().filter(|n| !n.is_empty()).collect(),
+                namespaces: args
+                    .namespaces
+                    .into_iter()
+                    .filter(|n| !n.is_empty())
+                    .collect(),
                 metrics_address: args.metrics_address,
                 leader_election,
                 instance: Some(identity),

@@ -11,7 +11,10 @@ use axum::routing::get;
 use prometheus::Registry;
 
 async fn metrics(State(registry): State<Registry>) -> impl IntoResponse {
-    ([(CONTENT_TYPE, "text/plain; version=0.0.4")], crate::metrics::encode(&registry))
+    (
+        [(CONTENT_TYPE, "text/plain; version=0.0.4")],
+        crate::metrics::encode(&registry),
+    )
 }
 
 /// The router serving the endpoints.
@@ -24,7 +27,13 @@ pub fn router(registry: Registry) -> Router {
 }
 
 /// Serves [`router`] on `address` until `shutdown` completes.
-pub async fn serve(address: SocketAddr, registry: Registry, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+pub async fn serve(
+    address: SocketAddr,
+    registry: Registry,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(address).await?;
-    axum::serve(listener, router(registry)).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, router(registry))
+        .with_graceful_shutdown(shutdown)
+        .await
 }

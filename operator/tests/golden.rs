@@ -12,26 +12,47 @@ use operator::build::{build, lb_configmap};
 use operator::validate::validate;
 
 fn golden_path(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(format!("{name}.json"))
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(format!("{name}.json"))
 }
 
 fn check(name: &str, lbc: &LoadBalancedCollector) {
     validate(lbc).unwrap_or_else(|e| panic!("{name}: {e}"));
     let children = build(lbc).unwrap_or_else(|e| panic!("{name}: {e}"));
     // The data plane must accept what the operator writes (its configuration rejects unknown keys).
-    let config = children.lb_config_map.data.as_ref().and_then(|d| d.get(lb_configmap::DATA_PLANE_KEY)).expect("config.yaml");
-    let parsed = dataplane::config::Config::parse(config).unwrap_or_else(|e| panic!("{name}: the data plane rejects its configuration: {e}\n{config}"));
-    let unexpected: Vec<_> = parsed.warnings().into_iter().filter(|w| !w.starts_with("loadbalancing.sending_queue")).collect();
-    assert!(unexpected.is_empty(), "{name}: data plane warnings {unexpected:?}");
+    let config = children
+        .lb_config_map
+        .data
+        .as_ref()
+        .and_then(|d| d.get(lb_configmap::DATA_PLANE_KEY))
+        .expect("config.yaml");
+    let parsed = dataplane::config::Config::parse(config).unwrap_or_else(|e| {
+        panic!("{name}: the data plane rejects its configuration: {e}\n{config}")
+    });
+    let unexpected: Vec<_> = parsed
+        .warnings()
+        .into_iter()
+        .filter(|w| !w.starts_with("loadbalancing.sending_queue"))
+        .collect();
+    assert!(
+        unexpected.is_empty(),
+        "{name}: data plane warnings {unexpected:?}"
+    );
 
-    let actual = serde_json::to_string_pretty(&children.to_json().expect("serializes")).expect("serializes") + "\n";
+    let actual = serde_json::to_string_pretty(&children.to_json().expect("serializes"))
+        .expect("serializes")
+        + "\n";
     let path = golden_path(name);
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
         std::fs::write(&path, &actual).expect("write golden file");
         return;
     }
     let expected = std::fs::read_to_string(&path).unwrap_or_else(|_| {
-        panic!("{} is missing: run UPDATE_GOLDEN=1 cargo test -p operator --test golden", path.display())
+        panic!(
+            "{} is missing: run UPDATE_GOLDEN=1 cargo test -p operator --test golden",
+            path.display()
+        )
     });
     assert!(
         expected == actual,
@@ -39,7 +60,6 @@ fn check(name: &str, lbc: &LoadBalancedCollector) {
          UPDATE_GOLDEN=1 cargo test -p operator --test golden and review the diff\n--- actual ---\n{actual}",
         path.display()
     );
-
 }
 
 #[test]
@@ -59,7 +79,13 @@ fn full() {
 
 #[test]
 fn samples_build_and_match_golden_files() {
-    let files = ["tail-sampling.yaml", "span-metrics.yaml", "metrics-streamid.yaml", "two-tier.yaml", "per-signal-pools.yaml"];
+    let files = [
+        "tail-sampling.yaml",
+        "span-metrics.yaml",
+        "metrics-streamid.yaml",
+        "two-tier.yaml",
+        "per-signal-pools.yaml",
+    ];
     for file in files {
         let lbcs = samples(file);
         assert!(!lbcs.is_empty(), "{file} holds no LoadBalancedCollector");
@@ -80,7 +106,16 @@ fn every_sample_file_is_covered() {
         .filter(|f| f.ends_with(".yaml"))
         .collect();
     files.sort();
-    assert_eq!(files, ["metrics-streamid.yaml", "per-signal-pools.yaml", "span-metrics.yaml", "tail-sampling.yaml", "two-tier.yaml"]);
+    assert_eq!(
+        files,
+        [
+            "metrics-streamid.yaml",
+            "per-signal-pools.yaml",
+            "span-metrics.yaml",
+            "tail-sampling.yaml",
+            "two-tier.yaml"
+        ]
+    );
 }
 
 #[test]
@@ -88,9 +123,16 @@ fn config_edits_change_the_pod_template_hash() {
     let hash = |lbc: &LoadBalancedCollector| {
         let children = build(lbc).expect("builds");
         let template = |d: &k8s_openapi::api::apps::v1::Deployment| {
-            d.spec.as_ref().and_then(|s| s.template.metadata.as_ref()).and_then(|m| m.annotations.clone()).unwrap_or_default()
+            d.spec
+                .as_ref()
+                .and_then(|s| s.template.metadata.as_ref())
+                .and_then(|m| m.annotations.clone())
+                .unwrap_or_default()
         };
-        (template(&children.lb_deployment), template(&children.backends.expect("pool").deployment))
+        (
+            template(&children.lb_deployment),
+            template(&children.backends.expect("pool").deployment),
+        )
     };
     let before = lbc(MINIMAL);
     let mut after = before.clone();
@@ -100,6 +142,12 @@ fn config_edits_change_the_pod_template_hash() {
     }
     let (lb_before, pool_before) = hash(&before);
     let (lb_after, pool_after) = hash(&after);
-    assert_ne!(lb_before.get("otlp-lb.dev/config-hash"), lb_after.get("otlp-lb.dev/config-hash"));
-    assert_ne!(pool_before.get("otlp-lb.dev/config-hash"), pool_after.get("otlp-lb.dev/config-hash"));
+    assert_ne!(
+        lb_before.get("otlp-lb.dev/config-hash"),
+        lb_after.get("otlp-lb.dev/config-hash")
+    );
+    assert_ne!(
+        pool_before.get("otlp-lb.dev/config-hash"),
+        pool_after.get("otlp-lb.dev/config-hash")
+    );
 }

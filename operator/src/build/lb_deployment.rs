@@ -4,10 +4,12 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment};
+use k8s_openapi::api::apps::v1::{
+    Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
+};
 use k8s_openapi::api::core::v1::{
-    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, HTTPGetAction, KeyToPath, PodSpec, PodTemplateSpec,
-    Probe, SecretVolumeSource, Volume, VolumeMount,
+    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, HTTPGetAction, KeyToPath, PodSpec,
+    PodTemplateSpec, Probe, SecretVolumeSource, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -46,7 +48,12 @@ fn http_probe(path: &str, period: i32, failures: i32) -> Probe {
 }
 
 fn mount(name: &str, path: &str) -> VolumeMount {
-    VolumeMount { name: name.into(), mount_path: path.into(), read_only: Some(true), ..VolumeMount::default() }
+    VolumeMount {
+        name: name.into(),
+        mount_path: path.into(),
+        read_only: Some(true),
+        ..VolumeMount::default()
+    }
 }
 
 /// The Deployment of the load-balancer tier, mounting `config_map`.
@@ -64,7 +71,11 @@ pub fn build(owner: &Owner<'_>, config_map: &ConfigMap) -> Deployment {
         name: "config".into(),
         config_map: Some(ConfigMapVolumeSource {
             name: owner.names.load_balancer.clone(),
-            items: Some(vec![KeyToPath { key: DATA_PLANE_KEY.into(), path: DATA_PLANE_KEY.into(), mode: None }]),
+            items: Some(vec![KeyToPath {
+                key: DATA_PLANE_KEY.into(),
+                path: DATA_PLANE_KEY.into(),
+                mode: None,
+            }]),
             ..ConfigMapVolumeSource::default()
         }),
         ..Volume::default()
@@ -73,7 +84,10 @@ pub fn build(owner: &Owner<'_>, config_map: &ConfigMap) -> Deployment {
         mounts.push(mount("tls", TLS_DIR));
         volumes.push(Volume {
             name: "tls".into(),
-            secret: Some(SecretVolumeSource { secret_name: Some(secret.clone()), ..SecretVolumeSource::default() }),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(secret.clone()),
+                ..SecretVolumeSource::default()
+            }),
             ..Volume::default()
         });
     }
@@ -81,7 +95,10 @@ pub fn build(owner: &Owner<'_>, config_map: &ConfigMap) -> Deployment {
     let mut containers = vec![Container {
         name: "otlp-lb".into(),
         image: Some(lb.image.clone().unwrap_or_else(default_load_balancer_image)),
-        args: Some(vec!["--config".into(), format!("{CONFIG_DIR}/{DATA_PLANE_KEY}")]),
+        args: Some(vec![
+            "--config".into(),
+            format!("{CONFIG_DIR}/{DATA_PLANE_KEY}"),
+        ]),
         ports: Some(ports),
         resources: lb.resources.clone(),
         readiness_probe: Some(http_probe("/readyz", 5, 3)),
@@ -96,7 +113,11 @@ pub fn build(owner: &Owner<'_>, config_map: &ConfigMap) -> Deployment {
             name: "collector-config".into(),
             config_map: Some(ConfigMapVolumeSource {
                 name: owner.names.load_balancer.clone(),
-                items: Some(vec![KeyToPath { key: SIDECAR_KEY.into(), path: SIDECAR_KEY.into(), mode: None }]),
+                items: Some(vec![KeyToPath {
+                    key: SIDECAR_KEY.into(),
+                    path: SIDECAR_KEY.into(),
+                    mode: None,
+                }]),
                 ..ConfigMapVolumeSource::default()
             }),
             ..Volume::default()
@@ -112,7 +133,11 @@ pub fn build(owner: &Owner<'_>, config_map: &ConfigMap) -> Deployment {
         metadata: owner.meta(&owner.names.load_balancer, Component::LoadBalancer),
         spec: Some(DeploymentSpec {
             // Left to the HorizontalPodAutoscaler when there is one.
-            replicas: if lb.autoscaling.is_some() { None } else { Some(lb.replicas) },
+            replicas: if lb.autoscaling.is_some() {
+                None
+            } else {
+                Some(lb.replicas)
+            },
             selector: LabelSelector {
                 match_labels: Some(selector_labels(owner.name, Component::LoadBalancer)),
                 ..LabelSelector::default()
@@ -148,7 +173,12 @@ pub fn build(owner: &Owner<'_>, config_map: &ConfigMap) -> Deployment {
 fn sidecar_container(sidecar: &CollectorSidecarSpec) -> Container {
     Container {
         name: "collector".into(),
-        image: Some(sidecar.image.clone().unwrap_or_else(|| DEFAULT_COLLECTOR_IMAGE.to_string())),
+        image: Some(
+            sidecar
+                .image
+                .clone()
+                .unwrap_or_else(|| DEFAULT_COLLECTOR_IMAGE.to_string()),
+        ),
         args: Some(vec![format!("--config={SIDECAR_CONFIG_DIR}/{SIDECAR_KEY}")]),
         ports: Some(vec![
             port("otlp-grpc", OTLP_GRPC_PORT),

@@ -27,8 +27,11 @@ pub fn lbc(yaml: &str) -> LoadBalancedCollector {
 
 /// A LoadBalancedCollector from a JSON value, completed like [`lbc`].
 pub fn from_value(value: Value) -> LoadBalancedCollector {
-    let mut lbc: LoadBalancedCollector = serde_json::from_value(value).expect("a LoadBalancedCollector");
-    lbc.metadata.namespace.get_or_insert_with(|| NAMESPACE.to_string());
+    let mut lbc: LoadBalancedCollector =
+        serde_json::from_value(value).expect("a LoadBalancedCollector");
+    lbc.metadata
+        .namespace
+        .get_or_insert_with(|| NAMESPACE.to_string());
     lbc.metadata.uid = Some(UID.to_string());
     lbc.metadata.generation = Some(1);
     lbc
