@@ -215,24 +215,24 @@ fn collector(crc: &Crc32, keys: &Keys, pool: &[String], joined: &str, left: &str
 
 fn print_table(title: &str, rows: &[(usize, Row)]) {
     println!("\n### {title}\n");
-    println!("| N | max/mean exact | max/mean {}M keys | sd/mean exact | add moved/ideal | add stray | remove moved/ideal | remove stray | build ms wall/cpu | add ms wall | remove ms wall |", KEYS >> 20);
+    println!("| N | max/mean exact | max/mean {}M keys | sd/mean exact | add moved/ideal | add stray | remove moved/ideal | remove stray | build ms wall/cpu | add ms wall/cpu | remove ms wall/cpu |", KEYS >> 20);
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (n, r) in rows {
         println!(
-            "| {n} | {:.4} | {:.4} | {:.4} | {:.3} | {:.2}% | {:.3} | {:.2}% | {:.1}/{:.0} | {:.1} | {:.1} |",
+            "| {n} | {:.4} | {:.4} | {:.4} | {:.3} | {:.2}% | {:.3} | {:.2}% | {:.1}/{:.0} | {:.1}/{:.0} | {:.1}/{:.0} |",
             r.exact.0, r.sampled.0, r.exact.1,
             r.add.0 * (*n + 1) as f64, r.add.1 * 100.0,
             r.remove.0 * *n as f64, r.remove.1 * 100.0,
-            r.build.0, r.build.1, r.add_time.0, r.remove_time.0,
+            r.build.0, r.build.1, r.add_time.0, r.add_time.1, r.remove_time.0, r.remove_time.1,
         );
     }
 }
 
-/// Worst values over a sweep: (max/mean exact, max/mean sampled, moved/ideal, stray, build wall ms).
+/// Worst values over a sweep: (max/mean exact, max/mean sampled, moved/ideal, stray, build cpu ms).
 fn worst(rows: &[(usize, Row)]) -> (f64, f64, f64, f64, f64) {
     rows.iter().fold((0.0, 0.0, 0.0, 0.0, 0.0), |w, (n, r)| {
         let moved = (r.add.0 * (*n + 1) as f64).max(r.remove.0 * *n as f64);
-        (w.0.max(r.exact.0), w.1.max(r.sampled.0), w.2.max(moved), w.3.max(r.add.1.max(r.remove.1)), w.4.max(r.build.0))
+        (w.0.max(r.exact.0), w.1.max(r.sampled.0), w.2.max(moved), w.3.max(r.add.1.max(r.remove.1)), w.4.max(r.build.1))
     })
 }
 
@@ -289,7 +289,10 @@ fn main() {
     let add_weighted = best(&|| ring.update(with_one_more.clone()).expect("ring"));
     let remove_weighted = best(&|| ring.update(weighted[1..].to_vec()).expect("ring"));
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    println!("\n### Weights and rebuild at N = 64 ({cores} cores; best of 3; cpu = all threads)\n");
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let load = load.split_whitespace().next().unwrap_or("?");
+    println!("\n### Weights and rebuild at N = 64\n");
+    println!("{cores} cores, load average {load} (wall times include waiting for other processes); best of 3; cpu = all threads.\n");
     println!("- weights 1 and 2 alternating: largest share / ideal share = {:.4} (weight 1), {:.4} (weight 2)", ratio(1), ratio(2));
     println!("- full rebuild, equal weights: {:.0} ms wall / {:.0} ms cpu", full_equal.0, full_equal.1);
     println!("- full rebuild, mixed weights: {:.0} ms wall / {:.0} ms cpu", full_weighted.0, full_weighted.1);
@@ -298,14 +301,16 @@ fn main() {
 
     let (m, t) = (worst(&mine), worst(&theirs));
     println!("\n### Sweep N = 3..=64 (worst case)\n");
-    println!("| ring | max/mean exact | max/mean sampled | moved/ideal | stray | build ms wall |");
+    println!("| ring | max/mean exact | max/mean sampled | moved/ideal | stray | build ms cpu |");
     println!("|---|---:|---:|---:|---:|---:|");
     println!("| otlp-lb | {:.4} | {:.4} | {:.3} | {:.2}% | {:.0} |", m.0, m.1, m.2, m.3 * 100.0, m.4);
     println!("| Collector | {:.4} | {:.4} | {:.3} | {:.2}% | {:.2} |", t.0, t.1, t.2, t.3 * 100.0, t.4);
-    let slowest = full_weighted.0.max(full_equal.0);
+    // Judged on CPU time (the work of all threads), which other load on the machine does not
+    // inflate: under 1 s of CPU, a rebuild finishes within 1 s even on a single idle core.
+    let slowest = full_weighted.1.max(full_equal.1).max(m.4);
     let pass = m.0 <= 1.02 && m.2 <= 1.05 && m.3 == 0.0 && slowest < 1000.0;
     println!(
-        "\nVERDICT: otlp-lb ring {} (max/mean {:.4} ≤ 1.02, moved {:.3}× ideal ≤ 1.05, stray {}, full rebuild at N=64 ≤ {:.0} ms wall < 1 s); Collector ring: max/mean up to {:.3}, moved up to {:.2}× ideal, stray up to {:.2}% of keys.",
+        "\nVERDICT: otlp-lb ring {} (max/mean {:.4} ≤ 1.02, moved {:.3}× ideal ≤ 1.05, stray {}, full rebuild ≤ {:.0} ms cpu < 1 s); Collector ring: max/mean up to {:.3}, moved up to {:.2}× ideal, stray up to {:.2}% of keys.",
         if pass { "PASSES" } else { "FAILS" }, m.0, m.2, m.3, slowest, t.0, t.2, t.3 * 100.0,
     );
 }

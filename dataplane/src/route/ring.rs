@@ -17,13 +17,14 @@
 //!   Collector's Karger ring (36000 positions, 100 points/endpoint) reaches 1.41, moves up to
 //!   1.30 × ideal and moves some keys between unaffected backends (linear probing on collisions).
 //! - *Weighted*: exponential race, score = -ln(u)/w, lowest wins, so P(win) = w/Σw (weights 1:2
-//!   measured within 1.3%) and the race stays HRW, hence monotone. Equal weights compare raw hashes:
-//!   the same order, since `neg_ln` is provably monotone over draws (and built from IEEE +-*/ only,
-//!   so it is bit-identical on every platform, unlike libm). Logarithms are computed only when the
-//!   cheap bounds x/w ≤ score ≤ (x+x²)/w (x = 1-u) leave more than one possible winner (~1%).
-//! - *Cost*: a full build is 2^22 × N draws at ~1.9 ns (N=64: ~0.5 s CPU, ~0.9 s with mixed weights),
-//!   spread over all cores; [`Ring::update`] re-races only the old owner against joiners and the
-//!   leavers' slots: ~25 ms for one change at N=64. Build rings on a blocking thread.
+//!   measured within 1.3%) and the race stays HRW, hence monotone. Equal weights rank by raw hash,
+//!   the same order since `neg_ln` is provably monotone over draws (and built from IEEE +-*/ only,
+//!   so bit-identical on every platform, unlike libm): only the best draw of each weight group
+//!   enters the race, and logarithms are computed only where the bounds x/w ≤ score ≤ (x+x²)/w
+//!   (x = 1-u) leave more than one possible winner.
+//! - *Cost*: a full build is 2^22 × N draws at ~2 ns CPU (N=64: ~0.5 s CPU, ~0.65 s with weights
+//!   1 and 2), spread over all cores. [`Ring::update`] only races the old owner against joiners and
+//!   re-races the leavers' slots: ~40–60 ms CPU for one change at N=64. Build on a blocking thread.
 //! - *Rejected*: Maglev (a pool change also reshuffles slots between unaffected backends), bounded
 //!   loads (owner depends on load: not monotone, not replica-deterministic), jump hash (removes only
 //!   the last bucket, no weights), Karger rings (balance ~1/sqrt(points), see above).
@@ -64,7 +65,7 @@ pub enum RingError {
     TooMany(usize),
 }
 
-/// An immutable consistent-hash ring over a pool of members. Cheap to query, ~4 MiB, rebuilt on
+/// An immutable consistent-hash ring over a pool of members. Cheap to query, 8 MiB, rebuilt on
 /// every pool change with [`Ring::new`] or, faster for small changes, [`Ring::update`].
 #[derive(Clone)]
 pub struct Ring {
@@ -124,7 +125,7 @@ impl Ring {
             // HRW: the old owner beats every kept member, so only the added ones can beat it.
             Some(owner) => {
                 let contenders = std::iter::once(owner as usize).chain(added.iter().copied());
-                scorer.race(slot, contenders, scratch)
+                scorer.race(contenders.map(|i| scorer.packed(i, slot)), scratch)
             }
             None => scorer.owner(slot, scratch),
         });
@@ -264,18 +265,25 @@ struct Scorer {
     /// `(weight, 2^-48 / weight)` per member; empty when all weights are equal (then only the hash
     /// counts).
     weights: Vec<(f64, f64)>,
+    /// `(seed, index)` of the members grouped by weight: one group when all weights are equal.
+    groups: Vec<Vec<(u64, usize)>>,
 }
 
 impl Scorer {
     fn new(members: &[Member]) -> Scorer {
-        let seeds = members.iter().map(|m| xxh3_64(m.address.as_bytes())).collect();
-        let uniform = members.windows(2).all(|w| w[0].weight == w[1].weight);
-        let weights = if uniform {
+        let seeds: Vec<u64> = members.iter().map(|m| xxh3_64(m.address.as_bytes())).collect();
+        let mut by_weight: Vec<usize> = (0..members.len()).collect();
+        by_weight.sort_by_key(|&i| members[i].weight);
+        let groups: Vec<Vec<(u64, usize)>> = by_weight
+            .chunk_by(|&a, &b| members[a].weight == members[b].weight)
+            .map(|group| group.iter().map(|&i| (seeds[i], i)).collect())
+            .collect();
+        let weights = if groups.len() == 1 {
             Vec::new()
         } else {
             members.iter().map(|m| (f64::from(m.weight), TWO_POW_M48 / f64::from(m.weight))).collect()
         };
-        Scorer { seeds, weights }
+        Scorer { seeds, weights, groups }
     }
 
     #[inline(always)]
@@ -284,70 +292,65 @@ impl Scorer {
     }
 
     #[inline]
+    fn score(&self, packed: u64) -> f64 {
+        let index = Draw { score: 0.0, packed }.index();
+        self.weights.get(usize::from(index)).map_or(0.0, |&(w, _)| neg_ln(unit(packed)) / w)
+    }
+
+    #[inline]
     fn draw(&self, index: usize, slot: u64) -> Draw {
         let packed = self.packed(index, slot);
-        let score = match self.weights.get(index) {
-            Some(&(w, _)) => neg_ln(unit(packed)) / w,
-            None => 0.0,
-        };
-        Draw { score, packed }
+        Draw { score: self.score(packed), packed }
     }
 
     /// The owner of `slot` among all members; `scratch` is working memory.
     #[inline]
     fn owner(&self, slot: u64, scratch: &mut Vec<(f64, u64)>) -> u16 {
-        if !self.weights.is_empty() {
-            return self.race(slot, 0..self.seeds.len(), scratch);
-        }
-        // Equal weights: the highest hash wins, exactly as the weighted order would decide.
-        // (A plain loop: it is also the hot loop of the unoptimized test builds.)
-        let (seeds, base, mut best, mut i): (&[u64], _, _, _) = (&self.seeds, stream(slot), 0, 0);
-        while i < seeds.len() {
-            let draw = pack(mix(seeds[i].wrapping_add(base)), i);
-            if draw > best {
-                best = draw;
+        let base = stream(slot);
+        // Among equal weights the highest hash wins, exactly as the weighted order would decide;
+        // then the winners of the weight groups race. (Plain loop: also hot in unoptimized tests.)
+        let winners = self.groups.iter().map(|group| {
+            let (mut best, mut k) = (0, 0);
+            while k < group.len() {
+                let (seed, index) = group[k];
+                let draw = pack(mix(seed.wrapping_add(base)), index);
+                if draw > best {
+                    best = draw;
+                }
+                k += 1;
             }
-            i += 1;
-        }
-        Draw { score: 0.0, packed: best }.index()
+            best
+        });
+        self.race(winners, scratch)
     }
 
-    /// The owner of `slot` among `contenders` (indices, at least one).
-    fn race(&self, slot: u64, contenders: impl Iterator<Item = usize>, scratch: &mut Vec<(f64, u64)>) -> u16 {
-        let base = stream(slot);
+    /// The owner among contenders given by their packed draws for one slot (at least one).
+    fn race(&self, draws: impl Iterator<Item = u64>, scratch: &mut Vec<(f64, u64)>) -> u16 {
         if self.weights.is_empty() {
-            let best = contenders.map(|i| pack(mix(self.seeds[i].wrapping_add(base)), i)).max();
-            return Draw { score: 0.0, packed: best.unwrap_or(IDX_MASK) }.index();
+            return Draw { score: 0.0, packed: draws.max().unwrap_or(IDX_MASK) }.index();
         }
         // Exponential race: score = -ln(u) / w, lowest wins. With x = 1 - u (exact: the complement
         // of the hash bits), x / w <= score <= (x + x^2) / w when x <= 1/2. A branch-free first
-        // pass computes the bounds, the logarithm is computed only for the members whose lower bound
-        // is under the least upper bound (one or two). The margin dwarfs rounding errors.
+        // pass computes the bounds; logarithms are computed only if more than one member has a
+        // lower bound under the least upper bound. The margin dwarfs rounding errors.
         const MARGIN: f64 = 1.0 + 1e-9;
         const HALF_X48: f64 = (1u64 << 47) as f64;
-        scratch.resize(self.seeds.len(), (0.0, 0));
-        let (bounds, mut len) = (&mut scratch[..], 0);
+        scratch.clear();
         let mut cap = f64::INFINITY;
-        for (i, entry) in contenders.zip(bounds.iter_mut()) {
-            let packed = pack(mix(self.seeds[i].wrapping_add(base)), i);
+        for packed in draws {
             let x48 = ((!packed >> 16) as i64 as f64) + 0.5; // x * 2^48
-            let lower = x48 * self.weights[i].1;
+            let index = usize::from(Draw { score: 0.0, packed }.index());
+            let lower = x48 * self.weights[index].1;
             let upper = if x48 <= HALF_X48 { lower + lower * (x48 * TWO_POW_M48) } else { f64::INFINITY };
             cap = if upper < cap { upper } else { cap }; // minsd: a short dependency chain
-            *entry = (lower, packed);
-            len += 1;
+            scratch.push((lower, packed));
         }
-        // Keep the members that may win (branch-free); a lone one needs no logarithm.
-        let (cap, mut found) = (cap * MARGIN, 0);
-        for k in 0..len {
-            bounds[found] = bounds[k];
-            found += usize::from(bounds[k].0 <= cap);
+        let cap = cap * MARGIN;
+        scratch.retain(|&(lower, _)| lower <= cap);
+        if let [(_, packed)] = scratch[..] {
+            return Draw { score: 0.0, packed }.index();
         }
-        let index = |&(_, packed): &(f64, u64)| Draw { score: 0.0, packed }.index();
-        if found == 1 {
-            return index(&bounds[0]);
-        }
-        let draws = bounds[..found].iter().map(|b| self.draw(usize::from(index(b)), slot));
+        let draws = scratch.iter().map(|&(_, packed)| Draw { score: self.score(packed), packed });
         draws.reduce(|best, d| if d.beats(&best) { d } else { best }).map_or(0, |d| d.index())
     }
 }

@@ -211,7 +211,9 @@ fn equal_weight_fast_path_matches_weighted_order() {
     let members = pool(17);
     let fast = Scorer::new(&members);
     assert!(fast.weights.is_empty());
-    let slow = Scorer { weights: vec![(3.0, TWO_POW_M48 / 3.0); 17], ..fast.clone() };
+    // Every member in a group of its own: the owner is decided by the weighted race alone.
+    let groups = (0..17).map(|i| vec![(fast.seeds[i], i)]).collect();
+    let slow = Scorer { weights: vec![(3.0, TWO_POW_M48 / 3.0); 17], groups, ..fast.clone() };
     let mut scratch = Vec::new();
     for slot in 0..1u64 << SMALL {
         assert_eq!(fast.owner(slot, &mut scratch), slow.owner(slot, &mut scratch), "slot {slot}");
@@ -260,7 +262,7 @@ fn moved_fraction_compares_owners_by_address() {
 #[test]
 fn pruned_weighted_race_matches_naive_race() {
     // Small pools often have every x > 1/2 (no finite upper bound) and near ties; big weights skew.
-    for (n, max_weight) in [(1, 1), (2, 3), (3, 7), (9, 5), (24, 100)] {
+    for (n, max_weight) in [(1, 1), (2, 3), (3, 7), (9, 5), (20, 3), (24, 100)] {
         let members: Vec<Member> =
             (0..n).map(|i| Member { address: addr(i), weight: 1 + (i * 7 % max_weight) as u32 }).collect();
         let scorer = Scorer::new(&validate(members).expect("valid"));
