@@ -36,7 +36,8 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
     let lb = &config.loadbalancing;
     let resolver = resolve::name(&lb.resolver);
     let window = config.routing.affinity_window.0;
-    let (pool, pools) = PoolManager::new(lb.protocol.otlp.clone(), metrics.clone(), resolver, window);
+    let (pool, pools) = PoolManager::new(lb.protocol.otlp.clone(), lb.health_check.clone(), metrics.clone(), resolver, window);
+    let _prober = tokio::spawn(Arc::clone(&pool).probe_ejected(stop.clone()));
     let affinity = Arc::new(Affinity::new(window, config.routing.affinity_max_traces));
 
     let telemetry_addr = config.telemetry.metrics.address;

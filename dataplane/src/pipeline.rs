@@ -102,6 +102,9 @@ impl Pipeline {
         if pool.ring.is_none() {
             return Err(Refusal::Unavailable("no backends in the pool".into()));
         }
+        if !pool.any_available() {
+            return Err(Refusal::Unavailable("every backend is ejected after failures; retry later".into()));
+        }
         let split = self.split(signal, &pool, &body).map_err(|e| Refusal::Invalid(e.to_string()))?;
         if split.parts.is_empty() {
             return Ok(Delivered { rounds: 0, ..Delivered::default() });

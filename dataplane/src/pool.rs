@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 use serde::Serialize;
 use tokio::sync::{Mutex, watch};
 
-use crate::config::OtlpExporter;
+use crate::config::{HealthCheck, OtlpExporter};
 use crate::export::Backend;
 use crate::route::affinity::Affinity;
 use crate::route::ring::{Member, Ring};
@@ -57,6 +57,22 @@ impl Pool {
     /// an earlier ring was current goes to the backend that ring gave it, if that backend is still in the pool.
     /// Panics if the pool is empty: callers check `ring` first.
     pub fn owner(&self, key: u64, affinity: Option<&Affinity>, now_ms: u64) -> usize {
+        let chosen = self.preferred(key, affinity, now_ms);
+        if self.backends[chosen].health.available() {
+            return chosen;
+        }
+        // Fail over: the next available backend in the key's ring order — the backend that would own the key
+        // if the ejected ones left the pool, the same on every replica.
+        let ring = self.ring.as_ref().expect("owner() of an empty pool");
+        ring.candidates(key).into_iter().find(|i| self.backends[*i].health.available()).unwrap_or(chosen)
+    }
+
+    /// Whether any backend takes keys now.
+    pub fn any_available(&self) -> bool {
+        self.backends.iter().any(|b| b.health.available())
+    }
+
+    fn preferred(&self, key: u64, affinity: Option<&Affinity>, now_ms: u64) -> usize {
         let ring = self.ring.as_ref().expect("owner() of an empty pool");
         let current = ring.lookup(key);
         let Some(affinity) = affinity else { return current };
@@ -125,6 +141,7 @@ pub struct PoolChange {
 pub struct PoolManager {
     tx: watch::Sender<Arc<Pool>>,
     exporter: OtlpExporter,
+    health: HealthCheck,
     metrics: Metrics,
     resolver: &'static str,
     /// How long replaced rings are kept for trace affinity.
@@ -133,9 +150,31 @@ pub struct PoolManager {
 }
 
 impl PoolManager {
-    pub fn new(exporter: OtlpExporter, metrics: Metrics, resolver: &'static str, keep_history: Duration) -> (Arc<PoolManager>, watch::Receiver<Arc<Pool>>) {
+    pub fn new(
+        exporter: OtlpExporter,
+        health: HealthCheck,
+        metrics: Metrics,
+        resolver: &'static str,
+        keep_history: Duration,
+    ) -> (Arc<PoolManager>, watch::Receiver<Arc<Pool>>) {
         let (tx, rx) = watch::channel(Arc::new(Pool::empty(resolver)));
-        (Arc::new(PoolManager { tx, exporter, metrics, resolver, keep_history, apply_lock: Mutex::new(()) }), rx)
+        (Arc::new(PoolManager { tx, exporter, health, metrics, resolver, keep_history, apply_lock: Mutex::new(()) }), rx)
+    }
+
+    /// Probes ejected backends of the current pool when their ejection time is over, until `stop`.
+    pub async fn probe_ejected(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+            let pool = self.tx.borrow().clone();
+            let now = Instant::now();
+            for backend in pool.backends.iter().filter(|b| b.health.probe_due(now)) {
+                let backend = Arc::clone(backend);
+                tokio::spawn(async move { backend.probe().await });
+            }
+        }
     }
 
     pub fn subscribe(&self) -> watch::Receiver<Arc<Pool>> {
@@ -165,7 +204,7 @@ impl PoolManager {
         for m in ring.iter().flat_map(|r| r.members()) {
             let backend = match clients.remove(m.address.as_str()) {
                 Some(b) => Arc::clone(b),
-                None => Arc::new(Backend::new(&m.address, &self.exporter, self.metrics.clone())?),
+                None => Arc::new(Backend::new(&m.address, &self.exporter, &self.health, self.metrics.clone())?),
             };
             backends.push(backend);
         }
@@ -212,7 +251,7 @@ mod tests {
 
     #[tokio::test]
     async fn swaps_rings_keeps_clients_and_reports_changes() {
-        let (mgr, rx) = PoolManager::new(OtlpExporter::default(), Metrics::new(), "static", Duration::from_secs(30));
+        let (mgr, rx) = PoolManager::new(OtlpExporter::default(), HealthCheck::default(), Metrics::new(), "static", Duration::from_secs(30));
         assert!(rx.borrow().ring.is_none());
         let first = mgr.apply(vec![member("10.0.0.2:4317"), member("10.0.0.1:4317")]).await.expect("valid").expect("changed");
         assert_eq!(first.added.len(), 2);
@@ -242,7 +281,7 @@ mod tests {
 
     #[tokio::test]
     async fn affinity_keeps_traces_seen_before_a_scale_out_on_their_backend() {
-        let (mgr, rx) = PoolManager::new(OtlpExporter::default(), Metrics::new(), "static", Duration::from_secs(30));
+        let (mgr, rx) = PoolManager::new(OtlpExporter::default(), HealthCheck::default(), Metrics::new(), "static", Duration::from_secs(30));
         let three: Vec<Member> = (1..=3).map(|i| member(&format!("10.0.0.{i}:4317"))).collect();
         mgr.apply(three.clone()).await.expect("valid");
         let affinity = Affinity::new(Duration::from_secs(30), 1_000_000);

@@ -15,6 +15,8 @@ use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::Trac
 use prost::Message;
 
 const FAST_RETRY: &str = "  retry_on_failure: {initial_interval: 20ms, max_interval: 100ms, max_elapsed_time: 1s}\n";
+const NO_FAILOVER: &str = "  retry_on_failure: {initial_interval: 20ms, max_interval: 100ms, max_elapsed_time: 1s}\n  health_check: {enabled: false}\n";
+const FAST_FAILOVER: &str = "  retry_on_failure: {initial_interval: 20ms, max_interval: 100ms, max_elapsed_time: 3s}\n  health_check: {consecutive_failures: 2, ejection_time: 200ms, max_ejection_time: 1s}\n";
 
 fn unique(spans: &[(Vec<u8>, String)]) -> usize {
     spans.iter().map(|s| &s.1).collect::<BTreeSet<_>>().len()
@@ -38,9 +40,9 @@ async fn a_briefly_failing_backend_gets_only_its_part_again() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_backend_that_stays_down_fails_the_request_with_unavailable() {
+async fn without_failover_a_backend_that_stays_down_fails_the_request_with_unavailable() {
     let backends = [Backend::start().await, Backend::start().await];
-    let lb = Lb::start_with(&backends.iter().map(Backend::address).collect::<Vec<_>>(), Opts { lb: FAST_RETRY, ..Opts::default() });
+    let lb = Lb::start_with(&backends.iter().map(Backend::address).collect::<Vec<_>>(), Opts { lb: NO_FAILOVER, ..Opts::default() });
     backends[0].state.fail_code.store(tonic::Code::Unavailable as u32, Ordering::SeqCst);
     let mut client = TraceServiceClient::connect(lb.grpc_url()).await.expect("connect");
     let started = Instant::now();
@@ -61,7 +63,7 @@ async fn a_backend_that_stays_down_fails_the_request_with_unavailable() {
 async fn an_unreachable_backend_is_an_error_over_http_too() {
     let backend = Backend::start().await;
     let dead = format!("127.0.0.1:{}", common::lb::free_port());
-    let lb = Lb::start_with(&[backend.address(), dead], Opts { lb: FAST_RETRY, ..Opts::default() });
+    let lb = Lb::start_with(&[backend.address(), dead], Opts { lb: NO_FAILOVER, ..Opts::default() });
     let body = otlp::traces(0..40, 0..1, 1).encode_to_vec();
     let r = reqwest::Client::new().post(lb.http_url("/v1/traces")).header("content-type", "application/x-protobuf").body(body).send().await.expect("send");
     assert_eq!(r.status(), 503);
@@ -98,4 +100,92 @@ async fn overload_is_refused_with_resource_exhausted_and_429() {
     assert!(r.headers().contains_key("retry-after"));
     client.export(otlp::traces(0..5, 0..1, 1)).await.expect("small requests still pass");
     assert_eq!(backend.spans().len(), 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_backend_is_ejected_its_keys_fail_over_and_come_back() {
+    let backends = [Backend::start().await, Backend::start().await, Backend::start().await];
+    let lb = Lb::start_with(&backends.iter().map(Backend::address).collect::<Vec<_>>(), Opts { lb: FAST_FAILOVER, ..Opts::default() });
+    backends[0].state.fail_code.store(tonic::Code::Unavailable as u32, Ordering::SeqCst);
+    let mut client = TraceServiceClient::connect(lb.grpc_url()).await.expect("connect");
+    for batch in 0..10u64 {
+        client.export(otlp::traces(batch * 30..batch * 30 + 30, 0..2, 3)).await.expect("0 refused: keys fail over");
+    }
+    let all: Vec<_> = backends.iter().flat_map(|b| b.spans()).collect();
+    assert_eq!(all.len(), 600, "0 lost");
+    assert_eq!(unique(&all), 600, "0 duplicated");
+    assert!(backends[0].spans().is_empty());
+    let health0 = format!("otelcol_loadbalancer_backend_health{{endpoint=\"{}\"}}", backends[0].address());
+    assert_eq!(lb.metric(&health0), 0.0, "ejected");
+    assert!(lb.logs().contains("backend ejected"));
+    // Recovery: the probe readmits it and its keys come back.
+    backends[0].state.fail_code.store(0, Ordering::SeqCst);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while lb.metric(&health0) != 1.0 {
+        assert!(Instant::now() < deadline, "not readmitted:\n{}", lb.logs());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(lb.logs().contains("backend readmitted"));
+    client.export(otlp::traces(1000..1090, 0..2, 3)).await.expect("accepted");
+    assert!(!backends[0].spans().is_empty(), "keys came back to the readmitted backend");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_is_deterministic_next_in_ring_order() {
+    // Two load balancers with the same pool and the same ejected backend send each key to the same place.
+    let backends = [Backend::start().await, Backend::start().await, Backend::start().await, Backend::start().await];
+    let addrs: Vec<String> = backends.iter().map(Backend::address).collect();
+    let a = Lb::start_with(&addrs, Opts { lb: FAST_FAILOVER, ..Opts::default() });
+    let b = Lb::start_with(&addrs, Opts { lb: FAST_FAILOVER, ..Opts::default() });
+    backends[1].state.fail_code.store(tonic::Code::Unavailable as u32, Ordering::SeqCst);
+    let mut ca = TraceServiceClient::connect(a.grpc_url()).await.expect("connect");
+    let mut cb = TraceServiceClient::connect(b.grpc_url()).await.expect("connect");
+    // Warm up until both have ejected the backend.
+    ca.export(otlp::traces(10_000..10_040, 0..1, 1)).await.expect("accepted");
+    cb.export(otlp::traces(10_000..10_040, 0..1, 1)).await.expect("accepted");
+    // The same traces through both: spans 0..2 via a, spans 2..4 via b.
+    ca.export(otlp::traces(0..200, 0..2, 2)).await.expect("accepted");
+    cb.export(otlp::traces(0..200, 2..4, 2)).await.expect("accepted");
+    let mut homes: std::collections::BTreeMap<Vec<u8>, BTreeSet<usize>> = Default::default();
+    for (i, be) in backends.iter().enumerate() {
+        for (t, name) in be.spans() {
+            let trace: u64 = name[1..].split('-').next().and_then(|t| t.parse().ok()).expect("span name t<trace>-s<span>");
+            if trace < 10_000 {
+                homes.entry(t).or_default().insert(i);
+            }
+        }
+    }
+    assert_eq!(homes.len(), 200);
+    assert!(homes.values().all(|h| h.len() == 1), "both replicas fail over each key to the same backend");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_backends_down_fails_fast_and_recovers() {
+    let backends = [Backend::start().await, Backend::start().await];
+    let lb = Lb::start_with(&backends.iter().map(Backend::address).collect::<Vec<_>>(), Opts { lb: FAST_FAILOVER, ..Opts::default() });
+    for b in &backends {
+        b.state.fail_code.store(tonic::Code::Unavailable as u32, Ordering::SeqCst);
+    }
+    let mut client = TraceServiceClient::connect(lb.grpc_url()).await.expect("connect");
+    let started = Instant::now();
+    let err = client.export(otlp::traces(0..20, 0..1, 1)).await.expect_err("no false success");
+    assert_eq!(err.code(), tonic::Code::Unavailable);
+    assert!(started.elapsed() < Duration::from_secs(5), "within the configured time: {:?}", started.elapsed());
+    // Once everything is ejected, requests are refused at once.
+    let started = Instant::now();
+    let err = client.export(otlp::traces(0..20, 0..1, 1)).await.expect_err("no false success");
+    assert_eq!(err.code(), tonic::Code::Unavailable);
+    assert!(started.elapsed() < Duration::from_millis(500), "refused fast: {:?}", started.elapsed());
+    for b in &backends {
+        b.state.fail_code.store(0, Ordering::SeqCst);
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match client.export(otlp::traces(100..120, 0..1, 1)).await {
+            Ok(_) => break,
+            Err(e) => assert!(Instant::now() < deadline, "did not recover: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(backends.iter().map(|b| b.spans().len()).sum::<usize>(), 20, "data flows again; nothing from the refused requests");
 }

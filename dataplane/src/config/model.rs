@@ -123,6 +123,9 @@ pub struct LoadBalancing {
     pub resolver: Resolver,
     #[serde(default)]
     pub retry_on_failure: Retry,
+    /// Passive ejection and active probing of backends (an otlp-lb extension).
+    #[serde(default)]
+    pub health_check: HealthCheck,
     #[serde(default)]
     pub sending_queue: Option<Ignored>,
     #[serde(default)]
@@ -152,8 +155,41 @@ pub struct OtlpExporter {
     pub write_buffer_size: Option<Ignored>,
     pub read_buffer_size: Option<Ignored>,
     pub wait_for_ready: Option<Ignored>,
-    pub sending_queue: Option<Ignored>,
+    /// Per-backend concurrency and queue bound.
+    pub sending_queue: EndpointQueue,
     pub retry_on_failure: Option<Ignored>,
+}
+
+/// Per-backend sending: at most `num_consumers` requests in flight, at most `queue_size` more waiting; a part
+/// that finds the queue full fails with RESOURCE_EXHAUSTED and is retried. `enabled: false` removes both bounds.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EndpointQueue {
+    pub enabled: bool,
+    pub num_consumers: usize,
+    pub queue_size: usize,
+    pub storage: Option<Ignored>,
+    pub sizer: Option<Ignored>,
+    pub blocking: Option<Ignored>,
+    pub block_on_overflow: Option<Ignored>,
+    pub wait_for_result: Option<Ignored>,
+    pub batch: Option<Ignored>,
+}
+
+impl Default for EndpointQueue {
+    fn default() -> Self {
+        EndpointQueue {
+            enabled: true,
+            num_consumers: 10,
+            queue_size: 1000,
+            storage: None,
+            sizer: None,
+            blocking: None,
+            block_on_overflow: None,
+            wait_for_result: None,
+            batch: None,
+        }
+    }
 }
 
 impl Default for OtlpExporter {
@@ -170,7 +206,7 @@ impl Default for OtlpExporter {
             write_buffer_size: None,
             read_buffer_size: None,
             wait_for_ready: None,
-            sending_queue: None,
+            sending_queue: EndpointQueue::default(),
             retry_on_failure: None,
         }
     }
@@ -233,6 +269,24 @@ impl Default for Retry {
             multiplier: 2.0,
             randomization_factor: 0.2,
         }
+    }
+}
+
+/// Failure detection: `consecutive_failures` failures or timeouts in a row eject a backend for `ejection_time`,
+/// doubling up to `max_ejection_time` while probes fail; a successful probe (an empty export) readmits it.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthCheck {
+    pub enabled: bool,
+    pub consecutive_failures: u32,
+    pub ejection_time: Dur,
+    pub max_ejection_time: Dur,
+    pub probe_timeout: Dur,
+}
+
+impl Default for HealthCheck {
+    fn default() -> Self {
+        HealthCheck { enabled: true, consecutive_failures: 3, ejection_time: Dur::secs(1), max_ejection_time: Dur::secs(30), probe_timeout: Dur::secs(1) }
     }
 }
 

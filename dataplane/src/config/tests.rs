@@ -101,7 +101,7 @@ loadbalancing:
     otlp:
       timeout: 1s
       tls: {insecure: true}
-      sending_queue: {enabled: true, queue_size: 1000}
+      sending_queue: {enabled: true, queue_size: 1000, storage: file_storage}
       keepalive: {time: 10s}
   resolver:
     static:
@@ -109,7 +109,8 @@ loadbalancing:
 "#;
     let c = Config::parse(text).expect("a Collector block is accepted");
     let w = c.warnings().join("\n");
-    assert!(w.contains("loadbalancing.protocol.otlp.sending_queue"), "{w}");
+    assert!(w.contains("loadbalancing.protocol.otlp.sending_queue.storage"), "{w}");
+    assert_eq!(c.loadbalancing.protocol.otlp.sending_queue.queue_size, 1000, "supported queue keys are used");
     assert!(w.contains("loadbalancing.protocol.otlp.keepalive"), "{w}");
     assert_eq!(c.warnings().len(), 2);
 }

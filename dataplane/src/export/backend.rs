@@ -5,17 +5,20 @@
 //! pool) lets go of it.
 
 use std::str::FromStr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::uri::PathAndQuery;
 use tonic::codec::CompressionEncoding;
 use tonic::metadata::{MetadataKey, MetadataValue};
+use tokio::sync::Semaphore;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
+use super::health::{Health, Transition};
 use crate::codec::RawCodec;
-use crate::config::{Compression, OtlpExporter};
+use crate::config::{Compression, HealthCheck, OtlpExporter};
 use crate::signal::Signal;
 use crate::telemetry::Metrics;
 use crate::wire;
@@ -36,6 +39,12 @@ pub struct Backend {
     headers: Vec<(MetadataKey<tonic::metadata::Ascii>, MetadataValue<tonic::metadata::Ascii>)>,
     timeout: Duration,
     metrics: Metrics,
+    pub health: Health,
+    probe_timeout: Duration,
+    /// `num_consumers` permits; `None` when the queue is disabled.
+    slots: Option<Semaphore>,
+    waiting: AtomicUsize,
+    queue_size: usize,
 }
 
 impl std::fmt::Debug for Backend {
@@ -45,7 +54,7 @@ impl std::fmt::Debug for Backend {
 }
 
 impl Backend {
-    pub fn new(address: &str, cfg: &OtlpExporter, metrics: Metrics) -> Result<Backend, String> {
+    pub fn new(address: &str, cfg: &OtlpExporter, health: &HealthCheck, metrics: Metrics) -> Result<Backend, String> {
         if !cfg.tls.insecure {
             return Err(format!("{address}: TLS towards backends is not implemented; set tls.insecure: true"));
         }
@@ -66,6 +75,11 @@ impl Backend {
             Compression::Gzip => Some(CompressionEncoding::Gzip),
             Compression::Zstd => Some(CompressionEncoding::Zstd),
         };
+        let queue = &cfg.sending_queue;
+        let slots = queue.enabled.then(|| Semaphore::new(queue.num_consumers.max(1)));
+        let queue_size = if queue.enabled { queue.queue_size } else { usize::MAX };
+        metrics.queue(address, 0, if queue.enabled { queue.queue_size } else { 0 });
+        metrics.backend_health(address, true);
         Ok(Backend {
             address: address.to_string(),
             channel: endpoint.connect_lazy(),
@@ -73,17 +87,71 @@ impl Backend {
             headers,
             timeout: cfg.timeout.0,
             metrics,
+            health: Health::new(health.clone()),
+            probe_timeout: health.probe_timeout.0,
+            slots,
+            waiting: AtomicUsize::new(0),
+            queue_size,
         })
     }
 
-    /// Sends one encoded export request; gives up at `deadline` or after the per-attempt timeout.
+    /// Sends one encoded export request; gives up at `deadline` or after the per-attempt timeout. Waits for one
+    /// of the backend's `num_consumers` slots; fails at once with RESOURCE_EXHAUSTED when `queue_size` parts wait.
     pub async fn export(&self, signal: Signal, body: Bytes, items: u64, deadline: Instant) -> Result<Reply, Status> {
+        let _slot = match &self.slots {
+            None => None,
+            Some(slots) => {
+                if self.waiting.fetch_add(1, Ordering::Relaxed) >= self.queue_size {
+                    self.waiting.fetch_sub(1, Ordering::Relaxed);
+                    return Err(Status::resource_exhausted(format!("sending queue of {} is full", self.address)));
+                }
+                self.metrics.queue(&self.address, self.waiting.load(Ordering::Relaxed), self.queue_size);
+                let wait = deadline.saturating_duration_since(Instant::now());
+                let acquired = tokio::time::timeout(wait, slots.acquire()).await;
+                let waiting = self.waiting.fetch_sub(1, Ordering::Relaxed) - 1;
+                self.metrics.queue(&self.address, waiting, self.queue_size);
+                match acquired {
+                    Ok(Ok(permit)) => Some(permit),
+                    _ => return Err(Status::deadline_exceeded(format!("no free slot for {} before the deadline", self.address))),
+                }
+            }
+        };
         let timeout = self.timeout.min(deadline.saturating_duration_since(Instant::now()));
         let started = Instant::now();
         let result = tokio::time::timeout(timeout, self.call(signal, body, timeout)).await;
         let result = result.unwrap_or_else(|_| Err(Status::deadline_exceeded(format!("no answer from {} in {timeout:?}", self.address))));
         self.metrics.backend_result(&self.address, signal, items, started.elapsed(), result.is_ok());
+        let down = matches!(&result, Err(s) if matches!(s.code(), Code::Unavailable | Code::DeadlineExceeded | Code::Unknown));
+        if let Some(t) = self.health.record(down) {
+            self.report(t, result.as_ref().err().map(|s| s.message()).unwrap_or_default());
+        }
         result
+    }
+
+    /// Probes an ejected backend with an empty export (a valid no-op request) and readmits it on success.
+    pub async fn probe(&self) {
+        let result = tokio::time::timeout(self.probe_timeout, self.call(Signal::Traces, Bytes::new(), self.probe_timeout)).await;
+        let error = match result {
+            Ok(Ok(_)) => None,
+            Ok(Err(s)) => Some(s.message().to_string()),
+            Err(_) => Some(format!("no answer in {:?}", self.probe_timeout)),
+        };
+        if let Some(t) = self.health.probed(error.is_none()) {
+            self.report(t, error.as_deref().unwrap_or_default());
+        }
+    }
+
+    fn report(&self, t: Transition, error: &str) {
+        match t {
+            Transition::Ejected { for_, failures } => {
+                tracing::warn!(backend = %self.address, failures, ejected_for = ?for_, error, "backend ejected: its keys fail over to the next backend in ring order");
+                self.metrics.backend_health(&self.address, false);
+            }
+            Transition::Readmitted => {
+                tracing::info!(backend = %self.address, "backend readmitted after a successful probe");
+                self.metrics.backend_health(&self.address, true);
+            }
+        }
     }
 
     async fn call(&self, signal: Signal, body: Bytes, timeout: Duration) -> Result<Reply, Status> {

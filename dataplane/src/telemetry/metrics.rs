@@ -26,6 +26,9 @@ struct Inner {
     send_failed: [IntCounterVec; 3],
     inflight_bytes: IntGauge,
     ring_version: IntGauge,
+    backend_health: IntGaugeVec,
+    queue_size: IntGaugeVec,
+    queue_capacity: IntGaugeVec,
     affinity_traces: IntGauge,
     affinity_early_rotations: IntGauge,
 }
@@ -68,6 +71,14 @@ impl Metrics {
         )
         .expect("valid metric definition");
         registry.register(Box::new(backend_latency.clone())).expect("registered once");
+        let gauge_vec = |name: &str, help: &str| {
+            let g = IntGaugeVec::new(Opts::new(name, help), &["endpoint"]).expect("valid metric definition");
+            registry.register(Box::new(g.clone())).expect("registered once");
+            g
+        };
+        let backend_health = gauge_vec("otelcol_loadbalancer_backend_health", "1 while a backend takes keys, 0 while it is ejected");
+        let queue_size = gauge_vec("otelcol_exporter_queue_size", "Parts waiting for a sending slot of the backend");
+        let queue_capacity = gauge_vec("otelcol_exporter_queue_capacity", "Parts that may wait for a sending slot of the backend");
         let gauge = |name: &str, help: &str| {
             let g = IntGauge::new(name, help).expect("valid metric definition");
             registry.register(Box::new(g.clone())).expect("registered once");
@@ -85,6 +96,9 @@ impl Metrics {
             send_failed: per_signal(r, "otelcol_exporter_send_failed", "Items a backend did not accept on one attempt", &["endpoint"]),
             inflight_bytes: gauge("otlp_lb_inflight_bytes", "Bytes of request data held in flight"),
             ring_version: gauge("otlp_lb_ring_version", "Version of the ring in use (low 53 bits of its fingerprint)"),
+            backend_health,
+            queue_size,
+            queue_capacity,
             affinity_traces: gauge("otlp_lb_affinity_traces", "Trace ids remembered for affinity across ring changes"),
             affinity_early_rotations: gauge("otlp_lb_affinity_early_rotations", "Times the affinity table was full and forgot traces early"),
             registry,
@@ -124,6 +138,15 @@ impl Metrics {
         self.0.backend_outcome.with_label_values(&[endpoint, bool_label(success)]).inc();
         let set = if success { &self.0.sent } else { &self.0.send_failed };
         set[idx(signal)].with_label_values(&[endpoint]).inc_by(items);
+    }
+
+    pub fn backend_health(&self, endpoint: &str, healthy: bool) {
+        self.0.backend_health.with_label_values(&[endpoint]).set(i64::from(healthy));
+    }
+
+    pub fn queue(&self, endpoint: &str, waiting: usize, capacity: usize) {
+        self.0.queue_size.with_label_values(&[endpoint]).set(waiting as i64);
+        self.0.queue_capacity.with_label_values(&[endpoint]).set(capacity.min(i64::MAX as usize) as i64);
     }
 
     pub fn affinity(&self, traces: usize, early_rotations: u64) {

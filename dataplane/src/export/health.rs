@@ -1,0 +1,142 @@
+//! Backend health: passive failure detection (N consecutive failures or timeouts eject a backend for a backoff
+//! that doubles while it keeps failing) and the active probe that readmits it (an empty OTLP export, a valid
+//! no-op request). While a backend is ejected its keys go to the next backend in each key's ring order.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::config::HealthCheck;
+
+/// What a recorded outcome changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transition {
+    Ejected { for_: Duration, failures: u32 },
+    Readmitted,
+}
+
+#[derive(Debug)]
+struct State {
+    consecutive_failures: u32,
+    /// Ejections in a row without a successful probe in between (grows the backoff).
+    ejections: u32,
+    ejected_until: Option<Instant>,
+}
+
+/// The health of one backend.
+#[derive(Debug)]
+pub struct Health {
+    cfg: HealthCheck,
+    available: AtomicBool,
+    state: Mutex<State>,
+}
+
+impl Health {
+    pub fn new(cfg: HealthCheck) -> Health {
+        Health { cfg, available: AtomicBool::new(true), state: Mutex::new(State { consecutive_failures: 0, ejections: 0, ejected_until: None }) }
+    }
+
+    /// Whether the backend takes keys now. Hot path: one atomic load.
+    #[inline]
+    pub fn available(&self) -> bool {
+        self.available.load(Ordering::Relaxed)
+    }
+
+    /// Records the outcome of an export. `failure` counts only errors that say the backend is not serving
+    /// (unavailable, timed out), not a rejection of the data.
+    pub fn record(&self, failure: bool) -> Option<Transition> {
+        if !self.cfg.enabled {
+            return None;
+        }
+        let Ok(mut s) = self.state.lock() else { return None };
+        if !failure {
+            s.consecutive_failures = 0;
+            return None;
+        }
+        s.consecutive_failures += 1;
+        if s.ejected_until.is_some() || s.consecutive_failures < self.cfg.consecutive_failures.max(1) {
+            return None;
+        }
+        Some(self.eject(&mut s))
+    }
+
+    fn eject(&self, s: &mut State) -> Transition {
+        let backoff = self.cfg.ejection_time.0.saturating_mul(1 << s.ejections.min(16)).min(self.cfg.max_ejection_time.0);
+        s.ejections += 1;
+        s.ejected_until = Some(Instant::now() + backoff);
+        self.available.store(false, Ordering::Relaxed);
+        Transition::Ejected { for_: backoff, failures: s.consecutive_failures }
+    }
+
+    /// Whether an ejected backend is due for a probe.
+    pub fn probe_due(&self, now: Instant) -> bool {
+        self.state.lock().ok().and_then(|s| s.ejected_until).is_some_and(|until| now >= until)
+    }
+
+    /// Records a probe's outcome: success readmits, failure ejects again for longer.
+    pub fn probed(&self, ok: bool) -> Option<Transition> {
+        let Ok(mut s) = self.state.lock() else { return None };
+        s.ejected_until?;
+        if ok {
+            s.consecutive_failures = 0;
+            s.ejections = 0;
+            s.ejected_until = None;
+            self.available.store(true, Ordering::Relaxed);
+            Some(Transition::Readmitted)
+        } else {
+            Some(self.eject(&mut s))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Dur;
+
+    fn cfg() -> HealthCheck {
+        HealthCheck { enabled: true, consecutive_failures: 3, ejection_time: Dur::millis(100), max_ejection_time: Dur::millis(350), ..HealthCheck::default() }
+    }
+
+    #[test]
+    fn consecutive_failures_eject_and_success_resets() {
+        let h = Health::new(cfg());
+        assert_eq!(h.record(true), None);
+        assert_eq!(h.record(true), None);
+        assert_eq!(h.record(false), None, "a success resets the count");
+        assert_eq!(h.record(true), None);
+        assert_eq!(h.record(true), None);
+        assert!(matches!(h.record(true), Some(Transition::Ejected { failures: 3, .. })));
+        assert!(!h.available());
+        assert_eq!(h.record(true), None, "already ejected");
+    }
+
+    #[test]
+    fn backoff_grows_until_a_probe_succeeds() {
+        let h = Health::new(cfg());
+        for _ in 0..3 {
+            h.record(true);
+        }
+        assert!(!h.probe_due(Instant::now()));
+        assert!(h.probe_due(Instant::now() + Duration::from_millis(150)));
+        let backoffs: Vec<_> = (0..3)
+            .map(|_| match h.probed(false) {
+                Some(Transition::Ejected { for_, .. }) => for_,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(backoffs, vec![Duration::from_millis(200), Duration::from_millis(350), Duration::from_millis(350)], "doubles up to the maximum");
+        assert_eq!(h.probed(true), Some(Transition::Readmitted));
+        assert!(h.available());
+        assert_eq!(h.probed(true), None, "not ejected any more");
+    }
+
+    #[test]
+    fn disabled_never_ejects() {
+        let h = Health::new(HealthCheck { enabled: false, ..cfg() });
+        for _ in 0..10 {
+            assert_eq!(h.record(true), None);
+        }
+        assert!(h.available());
+    }
+}
