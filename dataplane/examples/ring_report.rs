@@ -301,7 +301,7 @@ fn main() {
 
     let (m, t) = (worst(&mine), worst(&theirs));
     println!("\n### Sweep N = 3..=64 (worst case)\n");
-    println!("| ring | max/mean exact | max/mean sampled | moved/ideal | stray | build ms cpu |");
+    println!("| ring | max/mean exact | max/mean sampled | moved/ideal | stray | build ms cpu (10 ms ticks) |");
     println!("|---|---:|---:|---:|---:|---:|");
     println!("| otlp-lb | {:.4} | {:.4} | {:.3} | {:.2}% | {:.0} |", m.0, m.1, m.2, m.3 * 100.0, m.4);
     println!("| Collector | {:.4} | {:.4} | {:.3} | {:.2}% | {:.2} |", t.0, t.1, t.2, t.3 * 100.0, t.4);
