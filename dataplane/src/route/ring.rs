@@ -110,7 +110,9 @@ impl Ring {
         // Old index -> new index of the members kept with the same weight.
         let kept = match_members(&self.members, &members, true);
         let mut is_kept = vec![false; members.len()];
-        kept.iter().flatten().for_each(|&j| is_kept[j as usize] = true);
+        kept.iter()
+            .flatten()
+            .for_each(|&j| is_kept[j as usize] = true);
         let added: Vec<usize> = (0..members.len()).filter(|&j| !is_kept[j]).collect();
         let lost: u64 = (kept.iter().zip(&self.counts))
             .filter(|(k, _)| k.is_none())
@@ -121,13 +123,15 @@ impl Ring {
             return Ring::with_slot_bits(members, 64 - self.shift);
         }
         let mut table = vec![0u16; self.table.len()].into_boxed_slice();
-        fill(&mut table, |slot, scratch| match kept[self.table[slot as usize] as usize] {
-            // HRW: the old owner beats every kept member, so only the added ones can beat it.
-            Some(owner) => {
-                let contenders = std::iter::once(owner as usize).chain(added.iter().copied());
-                scorer.race(contenders.map(|i| scorer.packed(i, slot)), scratch)
+        fill(&mut table, |slot, scratch| {
+            match kept[self.table[slot as usize] as usize] {
+                // HRW: the old owner beats every kept member, so only the added ones can beat it.
+                Some(owner) => {
+                    let contenders = std::iter::once(owner as usize).chain(added.iter().copied());
+                    scorer.race(contenders.map(|i| scorer.packed(i, slot)), scratch)
+                }
+                None => scorer.owner(slot, scratch),
             }
-            None => scorer.owner(slot, scratch),
         });
         Ok(Ring::assemble(self.shift, members, scorer, table))
     }
@@ -144,7 +148,14 @@ impl Ring {
             fp.extend_from_slice(&m.weight.to_le_bytes());
         }
         let fingerprint = xxh3_64(&fp);
-        Ring { shift, members, scorer, table, counts, fingerprint }
+        Ring {
+            shift,
+            members,
+            scorer,
+            table,
+            counts,
+            fingerprint,
+        }
     }
 
     /// The members, sorted by address; every index handed out by the ring refers to this slice.
@@ -164,7 +175,9 @@ impl Ring {
 
     /// Index of the member with this address.
     pub fn index_of(&self, address: &str) -> Option<usize> {
-        self.members.binary_search_by(|m| m.address.as_str().cmp(address)).ok()
+        self.members
+            .binary_search_by(|m| m.address.as_str().cmp(address))
+            .ok()
     }
 
     /// The owner of `key_hash` (an index into [`Ring::members`]).
@@ -178,13 +191,21 @@ impl Ring {
     pub fn candidates(&self, key_hash: u64) -> Vec<usize> {
         let slot = key_hash >> self.shift;
         let mut draws: Vec<Draw> = (0..self.len()).map(|i| self.scorer.draw(i, slot)).collect();
-        draws.sort_unstable_by(|a, b| if a.beats(b) { Ordering::Less } else { Ordering::Greater });
+        draws.sort_unstable_by(|a, b| {
+            if a.beats(b) {
+                Ordering::Less
+            } else {
+                Ordering::Greater
+            }
+        });
         draws.iter().map(|d| d.index() as usize).collect()
     }
 
     /// Fraction of the key space owned by member `index` (0 for an index out of range).
     pub fn share(&self, index: usize) -> f64 {
-        self.counts.get(index).map_or(0.0, |&c| f64::from(c) / self.table.len() as f64)
+        self.counts
+            .get(index)
+            .map_or(0.0, |&c| f64::from(c) / self.table.len() as f64)
     }
 
     /// Hash of the member set and weights (and of the algorithm): equal on every replica for the
@@ -198,7 +219,10 @@ impl Ring {
         let map = match_members(&old.members, &new.members, false);
         // Slot counts differ only between test rings: compare at the finer resolution.
         let bits = 64 - old.shift.min(new.shift);
-        let (old_sh, new_sh) = (old.shift - old.shift.min(new.shift), new.shift - old.shift.min(new.shift));
+        let (old_sh, new_sh) = (
+            old.shift - old.shift.min(new.shift),
+            new.shift - old.shift.min(new.shift),
+        );
         let moved = (0..1usize << bits)
             .filter(|&s| map[old.table[s >> old_sh] as usize] != Some(new.table[s >> new_sh]))
             .count();
@@ -271,7 +295,10 @@ struct Scorer {
 
 impl Scorer {
     fn new(members: &[Member]) -> Scorer {
-        let seeds: Vec<u64> = members.iter().map(|m| xxh3_64(m.address.as_bytes())).collect();
+        let seeds: Vec<u64> = members
+            .iter()
+            .map(|m| xxh3_64(m.address.as_bytes()))
+            .collect();
         let mut by_weight: Vec<usize> = (0..members.len()).collect();
         by_weight.sort_by_key(|&i| members[i].weight);
         let groups: Vec<Vec<(u64, usize)>> = by_weight
@@ -281,9 +308,16 @@ impl Scorer {
         let weights = if groups.len() == 1 {
             Vec::new()
         } else {
-            members.iter().map(|m| (f64::from(m.weight), TWO_POW_M48 / f64::from(m.weight))).collect()
+            members
+                .iter()
+                .map(|m| (f64::from(m.weight), TWO_POW_M48 / f64::from(m.weight)))
+                .collect()
         };
-        Scorer { seeds, weights, groups }
+        Scorer {
+            seeds,
+            weights,
+            groups,
+        }
     }
 
     #[inline(always)]
@@ -294,13 +328,18 @@ impl Scorer {
     #[inline]
     fn score(&self, packed: u64) -> f64 {
         let index = Draw { score: 0.0, packed }.index();
-        self.weights.get(usize::from(index)).map_or(0.0, |&(w, _)| neg_ln(unit(packed)) / w)
+        self.weights
+            .get(usize::from(index))
+            .map_or(0.0, |&(w, _)| neg_ln(unit(packed)) / w)
     }
 
     #[inline]
     fn draw(&self, index: usize, slot: u64) -> Draw {
         let packed = self.packed(index, slot);
-        Draw { score: self.score(packed), packed }
+        Draw {
+            score: self.score(packed),
+            packed,
+        }
     }
 
     /// The owner of `slot` among all members; `scratch` is working memory.
@@ -327,7 +366,11 @@ impl Scorer {
     /// The owner among contenders given by their packed draws for one slot (at least one).
     fn race(&self, draws: impl Iterator<Item = u64>, scratch: &mut Vec<(f64, u64)>) -> u16 {
         if self.weights.is_empty() {
-            return Draw { score: 0.0, packed: draws.max().unwrap_or(IDX_MASK) }.index();
+            return Draw {
+                score: 0.0,
+                packed: draws.max().unwrap_or(IDX_MASK),
+            }
+            .index();
         }
         // Exponential race: score = -ln(u) / w, lowest wins. With x = 1 - u (exact: the complement
         // of the hash bits), x / w <= score <= (x + x^2) / w when x <= 1/2. A branch-free first
@@ -341,7 +384,11 @@ impl Scorer {
             let x48 = ((!packed >> 16) as i64 as f64) + 0.5; // x * 2^48
             let index = usize::from(Draw { score: 0.0, packed }.index());
             let lower = x48 * self.weights[index].1;
-            let upper = if x48 <= HALF_X48 { lower + lower * (x48 * TWO_POW_M48) } else { f64::INFINITY };
+            let upper = if x48 <= HALF_X48 {
+                lower + lower * (x48 * TWO_POW_M48)
+            } else {
+                f64::INFINITY
+            };
             cap = if upper < cap { upper } else { cap }; // minsd: a short dependency chain
             scratch.push((lower, packed));
         }
@@ -350,8 +397,13 @@ impl Scorer {
         if let [(_, packed)] = scratch[..] {
             return Draw { score: 0.0, packed }.index();
         }
-        let draws = scratch.iter().map(|&(_, packed)| Draw { score: self.score(packed), packed });
-        draws.reduce(|best, d| if d.beats(&best) { d } else { best }).map_or(0, |d| d.index())
+        let draws = scratch.iter().map(|&(_, packed)| Draw {
+            score: self.score(packed),
+            packed,
+        });
+        draws
+            .reduce(|best, d| if d.beats(&best) { d } else { best })
+            .map_or(0, |d| d.index())
     }
 }
 
@@ -362,14 +414,20 @@ fn fill(table: &mut [u16], owner: impl Fn(u64, &mut Vec<(f64, u64)>) -> u16 + Sy
     let work = || {
         let mut scratch = Vec::new();
         loop {
-            let next = parts.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).next();
+            let next = parts
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .next();
             let Some((c, part)) = next else { return };
             for (slot, entry) in (c * CHUNK..).zip(part.iter_mut()) {
                 *entry = owner(slot as u64, &mut scratch);
             }
         }
     };
-    let helpers = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8) - 1;
+    let helpers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, 8)
+        - 1;
     std::thread::scope(|scope| {
         for _ in 0..helpers {
             // A helper that cannot start leaves its share to the others.
@@ -418,8 +476,19 @@ fn neg_ln(x: f64) -> f64 {
     const LN2_LO: f64 = f64::from_bits(0x3dea_39ef_3579_3c76);
     // 1 / (2k + 1): ln(m) = 2 atanh(s) = 2 s sum z^k / (2k + 1), s = (m-1)/(m+1), z = s^2 < 0.0295.
     const C: [f64; 13] = [
-        1.0, 1.0 / 3.0, 1.0 / 5.0, 1.0 / 7.0, 1.0 / 9.0, 1.0 / 11.0, 1.0 / 13.0, 1.0 / 15.0,
-        1.0 / 17.0, 1.0 / 19.0, 1.0 / 21.0, 1.0 / 23.0, 1.0 / 25.0,
+        1.0,
+        1.0 / 3.0,
+        1.0 / 5.0,
+        1.0 / 7.0,
+        1.0 / 9.0,
+        1.0 / 11.0,
+        1.0 / 13.0,
+        1.0 / 15.0,
+        1.0 / 17.0,
+        1.0 / 19.0,
+        1.0 / 21.0,
+        1.0 / 23.0,
+        1.0 / 25.0,
     ];
     let bits = x.to_bits();
     let mut e = ((bits >> 52) & 0x7ff) as i32 - 1023;
