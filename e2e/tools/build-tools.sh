@@ -71,7 +71,8 @@ done
 
 # ---------------------------------------------------------------- layout
 TOOLS_DIR=${TOOLS_DIR:-$HOME/.cache/otlp-lb/tools}
-[[ $TOOLS_DIR == /* ]] || TOOLS_DIR=$PWD/$TOOLS_DIR
+# A relative TOOLS_DIR is taken from the workspace root, as the e2e harness does.
+[[ $TOOLS_DIR == /* ]] || TOOLS_DIR=$(dirname "$E2E_DIR")/$TOOLS_DIR
 BIN_DIR=$TOOLS_DIR/bin
 LOG_DIR=$TOOLS_DIR/logs
 STAMP_DIR=$TOOLS_DIR/stamps
