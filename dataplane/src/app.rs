@@ -16,7 +16,9 @@ use crate::config::Config;
 use crate::pipeline::Pipeline;
 use crate::pool::PoolManager;
 use crate::route::affinity::Affinity;
+use crate::receive::auth::Bearer;
 use crate::receive::grpc::GrpcReceiver;
+use crate::receive::tls;
 use crate::receive::server::{self, ServeOptions};
 use crate::resolve;
 use crate::telemetry::{self, Health, Metrics};
@@ -56,20 +58,23 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
     let pipeline = Arc::new(Pipeline::new(pools, policy, Arc::clone(&affinity), lb.retry_on_failure.clone(), config.limits.memory_limit_mib, metrics.clone()));
     let _affinity_gauge = tokio::spawn(report_affinity(affinity, metrics.clone(), stop.clone()));
     let grace = config.drain_timeout.0;
+    let auth = Bearer::from_config(config.receivers.otlp.auth.as_ref()).map_err(anyhow::Error::msg)?;
     let mut servers = Vec::new();
     if let Some(g) = &config.receivers.otlp.protocols.grpc {
+        let tls = g.tls.as_ref().map(|t| tls::acceptor(t, &[b"h2"])).transpose().map_err(|e| anyhow::anyhow!("receivers.otlp.protocols.grpc.{e}"))?;
         let listener = bind(g.endpoint, "OTLP/gRPC").await?;
         let max_age = Some(g.max_connection_age.0).filter(|d| !d.is_zero());
-        let opts = ServeOptions { http2_only: true, max_connection_age: max_age, grace: g.max_connection_age_grace.0.min(grace) };
-        let receiver = GrpcReceiver::new(Arc::clone(&pipeline), (g.max_recv_msg_size_mib as usize) << 20);
-        tracing::info!(address = %listener.local_addr()?, "OTLP/gRPC receiver listening");
-        servers.push(server::spawn(listener, receiver, ServeOptions { grace, ..opts }, stop.clone()));
+        let opts = ServeOptions { http2_only: true, max_connection_age: max_age, grace, tls };
+        let receiver = GrpcReceiver::new(Arc::clone(&pipeline), (g.max_recv_msg_size_mib as usize) << 20, auth.clone());
+        tracing::info!(address = %listener.local_addr()?, tls = g.tls.is_some(), "OTLP/gRPC receiver listening");
+        servers.push(server::spawn(listener, receiver, opts, stop.clone()));
     }
     if let Some(h) = &config.receivers.otlp.protocols.http {
+        let tls = h.tls.as_ref().map(|t| tls::acceptor(t, &[b"h2", b"http/1.1"])).transpose().map_err(|e| anyhow::anyhow!("receivers.otlp.protocols.http.{e}"))?;
         let listener = bind(h.endpoint, "OTLP/HTTP").await?;
-        let router = crate::receive::http::router(Arc::clone(&pipeline), h);
-        tracing::info!(address = %listener.local_addr()?, "OTLP/HTTP receiver listening");
-        let opts = ServeOptions { http2_only: false, max_connection_age: None, grace };
+        let router = crate::receive::http::router(Arc::clone(&pipeline), h, auth.clone());
+        tracing::info!(address = %listener.local_addr()?, tls = h.tls.is_some(), "OTLP/HTTP receiver listening");
+        let opts = ServeOptions { http2_only: false, max_connection_age: None, grace, tls };
         servers.push(server::spawn(listener, router, opts, stop.clone()));
     }
     health.receivers_bound.store(true, Ordering::Relaxed);

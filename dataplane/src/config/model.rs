@@ -50,6 +50,26 @@ pub struct Receivers {
 pub struct OtlpReceiver {
     #[serde(default)]
     pub protocols: Protocols,
+    /// Bearer-token authentication of clients, on both protocols.
+    #[serde(default)]
+    pub auth: Option<ReceiverAuth>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReceiverAuth {
+    pub bearer_token: Option<String>,
+    pub bearer_token_file: Option<String>,
+}
+
+/// TLS of a receiver; with `client_ca_file`, mutual TLS.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerTls {
+    pub cert_file: String,
+    pub key_file: String,
+    #[serde(default)]
+    pub client_ca_file: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -77,6 +97,7 @@ pub struct GrpcReceiver {
     pub max_connection_age: Dur,
     /// How long a closing connection may finish its requests.
     pub max_connection_age_grace: Dur,
+    pub tls: Option<ServerTls>,
 }
 
 impl Default for GrpcReceiver {
@@ -86,6 +107,7 @@ impl Default for GrpcReceiver {
             max_recv_msg_size_mib: 16,
             max_connection_age: Dur::secs(0),
             max_connection_age_grace: Dur::secs(10),
+            tls: None,
         }
     }
 }
@@ -98,6 +120,7 @@ pub struct HttpReceiver {
     pub max_request_body_size: usize,
     /// Largest request body after decompression, in bytes.
     pub max_decompressed_body_size: usize,
+    pub tls: Option<ServerTls>,
 }
 
 impl Default for HttpReceiver {
@@ -106,6 +129,7 @@ impl Default for HttpReceiver {
             endpoint: SocketAddr::from(([0, 0, 0, 0], 4318)),
             max_request_body_size: 20 << 20,
             max_decompressed_body_size: 64 << 20,
+            tls: None,
         }
     }
 }
@@ -221,7 +245,8 @@ pub enum Compression {
     Zstd,
 }
 
-/// TLS towards the backends. Only plaintext (`insecure: true`) is implemented in this version.
+/// TLS towards the backends: plaintext with `insecure: true` (the default); else TLS verified against `ca_file`
+/// (or the system's roots), with a client certificate (`cert_file`, `key_file`) for mutual TLS.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClientTls {

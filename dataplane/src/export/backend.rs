@@ -13,7 +13,7 @@ use http::uri::PathAndQuery;
 use tonic::codec::CompressionEncoding;
 use tonic::metadata::{MetadataKey, MetadataValue};
 use tokio::sync::Semaphore;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::{Code, Status};
 
 use super::health::{Health, Transition};
@@ -55,11 +55,13 @@ impl std::fmt::Debug for Backend {
 
 impl Backend {
     pub fn new(address: &str, cfg: &OtlpExporter, health: &HealthCheck, metrics: Metrics) -> Result<Backend, String> {
+        let scheme = if cfg.tls.insecure { "http" } else { "https" };
+        let mut endpoint = Endpoint::from_shared(format!("{scheme}://{address}"))
+            .map_err(|e| format!("{address}: not a valid backend address: {e}"))?;
         if !cfg.tls.insecure {
-            return Err(format!("{address}: TLS towards backends is not implemented; set tls.insecure: true"));
+            endpoint = endpoint.tls_config(client_tls(&cfg.tls)?).map_err(|e| format!("{address}: TLS: {e}"))?;
         }
-        let endpoint = Endpoint::from_shared(format!("http://{address}"))
-            .map_err(|e| format!("{address}: not a valid backend address: {e}"))?
+        let endpoint = endpoint
             .connect_timeout(cfg.timeout.0)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(30))
@@ -170,6 +172,28 @@ impl Backend {
         let response = client.unary(request, path, RawCodec).await.map_err(|s| annotate(s, &self.address))?;
         Ok(parse_reply(response.get_ref()))
     }
+}
+
+/// The client TLS settings of the backends (`tls.insecure: false`).
+fn client_tls(tls: &crate::config::ClientTls) -> Result<ClientTlsConfig, String> {
+    if tls.insecure_skip_verify {
+        return Err("tls.insecure_skip_verify is not supported: give the backends' CA in tls.ca_file".into());
+    }
+    let read = |what: &str, path: &str| std::fs::read(path).map_err(|e| format!("tls.{what} {path}: {e}"));
+    let mut config = ClientTlsConfig::new();
+    config = match &tls.ca_file {
+        Some(ca) => config.ca_certificate(Certificate::from_pem(read("ca_file", ca)?)),
+        None => config.with_native_roots(),
+    };
+    match (&tls.cert_file, &tls.key_file) {
+        (Some(c), Some(k)) => config = config.identity(Identity::from_pem(read("cert_file", c)?, read("key_file", k)?)),
+        (None, None) => {}
+        _ => return Err("tls: give both cert_file and key_file for a client certificate".into()),
+    }
+    if let Some(name) = &tls.server_name_override {
+        config = config.domain_name(name.clone());
+    }
+    Ok(config)
 }
 
 fn annotate(status: Status, address: &str) -> Status {

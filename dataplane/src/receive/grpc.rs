@@ -14,6 +14,7 @@ use tonic::codec::CompressionEncoding;
 use tonic::metadata::MetadataMap;
 use tonic::{Code, Status};
 
+use super::auth::Bearer;
 use super::reply::{export_response, rpc_status};
 use crate::codec::RawCodec;
 use crate::pipeline::{Pipeline, RETRY_AFTER, Refusal};
@@ -27,11 +28,12 @@ type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 pub struct GrpcReceiver {
     pipeline: Arc<Pipeline>,
     max_message_bytes: usize,
+    auth: Bearer,
 }
 
 impl GrpcReceiver {
-    pub fn new(pipeline: Arc<Pipeline>, max_message_bytes: usize) -> GrpcReceiver {
-        GrpcReceiver { pipeline, max_message_bytes }
+    pub fn new(pipeline: Arc<Pipeline>, max_message_bytes: usize, auth: Bearer) -> GrpcReceiver {
+        GrpcReceiver { pipeline, max_message_bytes, auth }
     }
 }
 
@@ -49,6 +51,10 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        if let Err(why) = self.auth.check(req.headers()) {
+            let status = Status::unauthenticated(why);
+            return Box::pin(async move { Ok(status.into_http()) });
+        }
         let Some(signal) = Signal::from_grpc_path(req.uri().path()) else {
             let status = Status::unimplemented(format!("unknown method {}", req.uri().path()));
             return Box::pin(async move { Ok(status.into_http()) });

@@ -17,6 +17,7 @@ use opentelemetry_proto::tonic::collector::{logs::v1 as logs, metrics::v1 as met
 use prost::Message;
 use tonic::Code;
 
+use super::auth::Bearer;
 use super::reply::{export_response, rpc_status};
 use crate::config::HttpReceiver as HttpConfig;
 use crate::pipeline::{Pipeline, RETRY_AFTER, Refusal};
@@ -25,13 +26,14 @@ use crate::signal::Signal;
 #[derive(Clone)]
 struct AppState {
     pipeline: Arc<Pipeline>,
+    auth: Bearer,
     max_body: usize,
     max_decompressed: usize,
 }
 
 /// The router of the OTLP/HTTP receiver.
-pub fn router(pipeline: Arc<Pipeline>, cfg: &HttpConfig) -> Router {
-    let state = AppState { pipeline, max_body: cfg.max_request_body_size, max_decompressed: cfg.max_decompressed_body_size };
+pub fn router(pipeline: Arc<Pipeline>, cfg: &HttpConfig, auth: Bearer) -> Router {
+    let state = AppState { pipeline, auth, max_body: cfg.max_request_body_size, max_decompressed: cfg.max_decompressed_body_size };
     let mut app = Router::new();
     for signal in Signal::ALL {
         app = app.route(signal.http_path(), post(move |s: State<AppState>, h: HeaderMap, b: Body| export(s, signal, h, b)));
@@ -91,6 +93,11 @@ async fn export(State(s): State<AppState>, signal: Signal, headers: HeaderMap, b
             return Failure::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, Code::InvalidArgument, msg).into_response(Encoding::Protobuf);
         }
     };
+    if let Err(why) = s.auth.check(&headers) {
+        let mut r = Failure::new(StatusCode::UNAUTHORIZED, Code::Unauthenticated, why).into_response(encoding);
+        r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        return r;
+    }
     match handle(&s, signal, &headers, encoding, body).await {
         Ok(bytes) => (StatusCode::OK, [(header::CONTENT_TYPE, encoding.content_type())], bytes).into_response(),
         Err(f) => f.into_response(encoding),

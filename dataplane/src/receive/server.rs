@@ -1,5 +1,5 @@
 //! The connection server both receivers run on: accepts TCP connections, serves HTTP/1.1 and HTTP/2 (gRPC: HTTP/2
-//! only), closes connections older than `max_connection_age` with a GOAWAY (±10% jitter, so that clients reconnect
+//! only), optionally over TLS, closes connections older than `max_connection_age` with a GOAWAY (±10% jitter, so that clients reconnect
 //! and spread over load-balancer replicas), and on shutdown stops accepting and lets open requests finish.
 
 use std::net::SocketAddr;
@@ -9,20 +9,26 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use rand::Rng;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+
+/// Longest a client may take to complete the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// How a listener serves its connections.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone)]
 pub struct ServeOptions {
     pub http2_only: bool,
     /// `None`: connections live as long as the client keeps them.
     pub max_connection_age: Option<Duration>,
     /// How long a connection closed for age or shutdown may finish its requests.
     pub grace: Duration,
+    pub tls: Option<TlsAcceptor>,
 }
 
 /// Serves `service` on `listener` until `shutdown` turns true, then waits (up to `grace`) for open connections.
@@ -65,7 +71,17 @@ where
             }
         };
         let _ = stream.set_nodelay(true);
-        connections.spawn(serve_connection(stream, service.clone(), opts, shutdown.clone(), peer));
+        let (service, opts, shutdown) = (service.clone(), opts.clone(), shutdown.clone());
+        connections.spawn(async move {
+            match &opts.tls {
+                None => serve_connection(stream, service, &opts, shutdown, peer).await,
+                Some(acceptor) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                    Ok(Ok(tls)) => serve_connection(tls, service, &opts, shutdown, peer).await,
+                    Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                },
+            }
+        });
     }
     drop(listener);
     tracing::debug!(listener = ?local, open = connections.len(), "stopped accepting; draining connections");
@@ -76,13 +92,14 @@ where
     }
 }
 
-async fn serve_connection<S, B>(
-    stream: tokio::net::TcpStream,
+async fn serve_connection<IO, S, B>(
+    stream: IO,
     service: S,
-    opts: ServeOptions,
+    opts: &ServeOptions,
     mut shutdown: watch::Receiver<bool>,
     peer: SocketAddr,
 ) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: tower::Service<http::Request<hyper::body::Incoming>, Response = http::Response<B>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,

@@ -21,23 +21,28 @@ pub struct Lb {
 }
 
 /// Extra YAML for the generated configuration: inside the grpc and http receiver maps (`, key: value`), inside
-/// `loadbalancing:` (indented lines), and at the top level.
+/// `loadbalancing:` (indented lines), at the top level, a receiver `auth:` value, and the exporter's
+/// `protocol.otlp` map contents (default: plaintext, 2s timeout, gzip).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Opts<'a> {
     pub grpc: &'a str,
     pub http: &'a str,
     pub lb: &'a str,
     pub top: &'a str,
+    pub auth: &'a str,
+    pub otlp: &'a str,
 }
 
 pub fn config(grpc: SocketAddr, http: SocketAddr, telemetry: SocketAddr, backends: &[String], o: Opts<'_>) -> String {
     let hosts: Vec<String> = backends.iter().map(|b| format!("\"{b}\"")).collect();
     format!(
-        "receivers:\n  otlp:\n    protocols:\n      grpc: {{endpoint: \"{grpc}\"{}}}\n      http: {{endpoint: \"{http}\"{}}}\n\
-         loadbalancing:\n  protocol:\n    otlp: {{timeout: 2s, compression: gzip, tls: {{insecure: true}}}}\n  resolver:\n    static: {{hostnames: [{}]}}\n{}\
+        "receivers:\n  otlp:\n{}    protocols:\n      grpc: {{endpoint: \"{grpc}\"{}}}\n      http: {{endpoint: \"{http}\"{}}}\n\
+         loadbalancing:\n  protocol:\n    otlp: {{{}}}\n  resolver:\n    static: {{hostnames: [{}]}}\n{}\
          telemetry:\n  metrics: {{address: \"{telemetry}\"}}\ndrain_timeout: 5s\n{}",
+        if o.auth.is_empty() { String::new() } else { format!("    auth: {}\n", o.auth) },
         o.grpc,
         o.http,
+        if o.otlp.is_empty() { "timeout: 2s, compression: gzip, tls: {insecure: true}" } else { o.otlp },
         hosts.join(", "),
         o.lb,
         o.top
