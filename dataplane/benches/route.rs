@@ -1,0 +1,96 @@
+//! Routing micro-benchmarks: ring lookup, and the splitter on loadgen-shaped requests over 4 backends.
+//!
+//! `cargo bench -p dataplane --bench route` (`make bench` runs it with short warm-up and measurement times).
+//! Throughput is per element: per lookup, per span, per data point — criterion's `time` divided by the
+//! element count is the cost per item (bench/macro.py reads `target/criterion/*/new/estimates.json`).
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use bytes::Bytes;
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use dataplane::route::affinity::Affinity;
+use dataplane::route::key::{RoutingKey, RoutingPolicy};
+use dataplane::route::split::split;
+use dataplane::signal::Signal;
+use prost::Message;
+
+mod common;
+
+fn ring_lookup(c: &mut Criterion) {
+    let ring = common::ring(common::BACKENDS);
+    let keys: Vec<u64> = (0..4096u64).map(common::mix).collect();
+    let mut g = c.benchmark_group("ring");
+    g.throughput(Throughput::Elements(keys.len() as u64));
+    g.bench_function("lookup", |b| {
+        b.iter(|| {
+            let mut acc = 0usize;
+            for k in &keys {
+                acc = acc.wrapping_add(ring.lookup(black_box(*k)));
+            }
+            acc
+        })
+    });
+    g.finish();
+}
+
+fn split_traces(c: &mut Criterion) {
+    let ring = common::ring(common::BACKENDS);
+    let policy = RoutingPolicy::default();
+    let body = Bytes::from(common::traces_request(1).encode_to_vec());
+    let check = split(Signal::Traces, &body, &policy, |h| ring.lookup(h)).expect("split");
+    assert_eq!(check.items, u64::from(common::SPANS));
+    assert!(check.parts.len() > 1, "the request must go to several backends");
+
+    let mut g = c.benchmark_group("split");
+    g.throughput(Throughput::Elements(u64::from(common::SPANS)));
+    g.bench_function("traces_by_traceid", |b| {
+        b.iter(|| split(Signal::Traces, black_box(&body), &policy, |h| ring.lookup(h)).expect("split"))
+    });
+    // As the pipeline calls it: trace affinity consulted per trace key, the last answer memoised. 256 distinct
+    // requests in rotation, so the affinity table holds 2560 keys (lookups hit; inserts are not measured).
+    let bodies: Vec<Bytes> = (0..256).map(|s| Bytes::from(common::traces_request(s + 10).encode_to_vec())).collect();
+    let affinity = Affinity::new(Duration::from_secs(30), 1_000_000);
+    let mut next = 0usize;
+    g.bench_function("traces_by_traceid_with_affinity", |b| {
+        b.iter(|| {
+            next = (next + 1) % bodies.len();
+            let now = affinity.now_ms();
+            let mut last: Option<(u64, usize)> = None;
+            split(Signal::Traces, black_box(&bodies[next]), &policy, |key| match last {
+                Some((k, owner)) if k == key => owner,
+                _ => {
+                    black_box(affinity.first_seen(key, now));
+                    let owner = ring.lookup(key);
+                    last = Some((key, owner));
+                    owner
+                }
+            })
+            .expect("split")
+        })
+    });
+    g.finish();
+}
+
+fn split_metrics(c: &mut Criterion) {
+    let ring = common::ring(common::BACKENDS);
+    let body = Bytes::from(common::metrics_request().encode_to_vec());
+    let mut g = c.benchmark_group("split");
+    g.throughput(Throughput::Elements(u64::from(common::POINTS)));
+    for (name, key) in [("metrics_by_streamid", RoutingKey::StreamId), ("metrics_by_service", RoutingKey::Service)] {
+        let policy = RoutingPolicy { metrics: key, ..RoutingPolicy::default() };
+        let check = split(Signal::Metrics, &body, &policy, |h| ring.lookup(h)).expect("split");
+        assert_eq!(check.items, u64::from(common::POINTS));
+        g.bench_function(name, |b| {
+            b.iter(|| split(Signal::Metrics, black_box(&body), &policy, |h| ring.lookup(h)).expect("split"))
+        });
+    }
+    g.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
+    targets = ring_lookup, split_traces, split_metrics
+}
+criterion_main!(benches);
