@@ -196,7 +196,14 @@ impl PoolManager {
         let ring = if members.is_empty() {
             None
         } else {
-            let built = tokio::task::spawn_blocking(move || Ring::new(members)).await.map_err(|e| e.to_string())?;
+            // Updating the previous ring gives the same table as a full build, at a fraction of the cost.
+            let previous = old.ring.clone();
+            let built = tokio::task::spawn_blocking(move || match previous {
+                Some(p) => p.update(members),
+                None => Ring::new(members),
+            })
+            .await
+            .map_err(|e| e.to_string())?;
             Some(Arc::new(built.map_err(|e| e.to_string())?))
         };
         let mut clients: HashMap<&str, &Arc<Backend>> = old.backends.iter().map(|b| (b.address.as_str(), b)).collect();
