@@ -59,12 +59,13 @@ pub async fn run_with_client(
         let _ = rx.wait_for(|stop| *stop).await;
     };
 
+    let listener = crate::server::bind(config.metrics_address).await?;
+    info!(address = %listener.local_addr()?, "serving /metrics, /healthz and /readyz");
     let server = tokio::spawn(crate::server::serve(
-        config.metrics_address,
+        listener,
         registry,
         stopped(stop_rx.clone()),
     ));
-    info!(address = %config.metrics_address, "serving /metrics, /healthz and /readyz");
 
     let mut shutdown = Box::pin(shutdown);
     let elector = config

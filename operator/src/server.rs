@@ -9,6 +9,7 @@ use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use prometheus::Registry;
+use tokio::net::TcpListener;
 
 async fn metrics(State(registry): State<Registry>) -> impl IntoResponse {
     (
@@ -26,13 +27,17 @@ pub fn router(registry: Registry) -> Router {
         .with_state(registry)
 }
 
-/// Serves [`router`] on `address` until `shutdown` completes.
+/// Binds `address` (so a taken port fails at start, not silently later).
+pub async fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(address).await
+}
+
+/// Serves [`router`] on `listener` until `shutdown` completes.
 pub async fn serve(
-    address: SocketAddr,
+    listener: TcpListener,
     registry: Registry,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let listener = tokio::net::TcpListener::bind(address).await?;
     axum::serve(listener, router(registry))
         .with_graceful_shutdown(shutdown)
         .await

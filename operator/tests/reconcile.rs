@@ -612,3 +612,55 @@ async fn leader_waits_for_a_live_lease_and_takes_an_expired_one() {
         "optimistic concurrency"
     );
 }
+
+#[tokio::test]
+async fn run_takes_the_lease_starts_controllers_and_stops_on_shutdown() {
+    let (client, server) = FakeApiServer::start(Box::new(|_| None));
+    let config = operator::Config {
+        namespaces: vec![NAMESPACE.into()],
+        metrics_address: "127.0.0.1:0".parse().expect("address"),
+        leader_election: Some(LeaderElectionConfig::new(
+            NAMESPACE,
+            "otlp-lb-operator-leader",
+            "pod-a",
+        )),
+        instance: Some("pod-a".into()),
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(operator::run_with_client(client, config, async move {
+        let _ = stopped.await;
+    }));
+    // Wait until the controllers watch LoadBalancedCollectors in the namespace.
+    let watched =
+        format!("/apis/otlp-lb.dev/v1alpha1/namespaces/{NAMESPACE}/loadbalancedcollectors");
+    for _ in 0..100 {
+        if server.requests().iter().any(|r| r.path() == watched) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = stop.send(());
+    let result = tokio::time::timeout(Duration::from_secs(10), running)
+        .await
+        .expect("stops")
+        .expect("joins");
+    result.expect("a clean shutdown");
+    let requests = server.requests();
+    assert!(
+        requests.iter().any(|r| r.is(&Method::POST, "/leases")),
+        "lease created before anything else"
+    );
+    let first_lbc_request = requests
+        .iter()
+        .position(|r| r.path() == watched)
+        .expect("LoadBalancedCollectors watched");
+    let lease_created = requests
+        .iter()
+        .position(|r| r.is(&Method::POST, "/leases"))
+        .expect("lease");
+    assert!(
+        lease_created < first_lbc_request,
+        "controllers start only once leader"
+    );
+    server.task.abort();
+}

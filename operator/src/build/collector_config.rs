@@ -27,15 +27,7 @@ pub fn backend_config(user: &Map<String, Value>) -> Map<String, Value> {
         json!(format!("0.0.0.0:{OTLP_GRPC_PORT}")),
     );
 
-    object_at(&mut config, &["extensions", "health_check"]).insert(
-        "endpoint".into(),
-        json!(format!("0.0.0.0:{HEALTH_CHECK_PORT}")),
-    );
-    push_unique(
-        list_at(object_at(&mut config, &["service"]), "extensions"),
-        "health_check",
-    );
-
+    add_health_check(&mut config);
     for pipeline in object_at(&mut config, &["service", "pipelines"]).values_mut() {
         if let Some(pipeline) = pipeline.as_object_mut() {
             push_unique(list_at(pipeline, "receivers"), "otlp");
@@ -46,9 +38,11 @@ pub fn backend_config(user: &Map<String, Value>) -> Map<String, Value> {
 
 /// The sidecar's configuration: the user's, with the `otlp` receiver on 0.0.0.0:4317 (gRPC) and
 /// 0.0.0.0:4318 (HTTP), an `otlp/otlp-lb` exporter to the data plane on localhost in every
-/// pipeline (traces, metrics and logs pipelines when the user has none), and its own metrics on 8889.
+/// pipeline (traces, metrics and logs pipelines when the user has none), its own metrics on 8889
+/// and a `health_check` extension on 0.0.0.0:13133 for its readiness probe.
 pub fn sidecar_config(user: &Map<String, Value>) -> Map<String, Value> {
     let mut config = user.clone();
+    add_health_check(&mut config);
     let protocols = object_at(&mut config, &["receivers", "otlp", "protocols"]);
     object_at(protocols, &["grpc"]).insert(
         "endpoint".into(),
@@ -91,6 +85,18 @@ pub fn sidecar_config(user: &Map<String, Value>) -> Map<String, Value> {
         }
     }
     config
+}
+
+/// Adds the `health_check` extension on 0.0.0.0:13133 (probed by the kubelet) to `config`.
+fn add_health_check(config: &mut Map<String, Value>) {
+    object_at(config, &["extensions", "health_check"]).insert(
+        "endpoint".into(),
+        json!(format!("0.0.0.0:{HEALTH_CHECK_PORT}")),
+    );
+    push_unique(
+        list_at(object_at(config, &["service"]), "extensions"),
+        "health_check",
+    );
 }
 
 /// The map at `path` under `map`, creating (or replacing non-maps with) empty maps on the way.
@@ -206,6 +212,7 @@ mod tests {
             "0.0.0.0:4318"
         );
         assert!(config["service"]["telemetry"]["metrics"]["readers"].is_array());
+        assert_eq!(config["service"]["extensions"], json!(["health_check"]));
     }
 
     #[test]

@@ -14,7 +14,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::collector_config::SIDECAR_METRICS_PORT;
+use super::collector_config::{HEALTH_CHECK_PORT, SIDECAR_METRICS_PORT};
 use super::labels::{CONFIG_HASH, Component, labels, selector_labels};
 use super::lb_configmap::{CONFIG_DIR, DATA_PLANE_KEY, SIDECAR_KEY, TLS_DIR};
 use super::{Owner, config_hash, container_security_context, pod_security_context};
@@ -34,11 +34,11 @@ fn port(name: &str, container_port: i32) -> ContainerPort {
     }
 }
 
-fn http_probe(path: &str, period: i32, failures: i32) -> Probe {
+fn http_probe(path: &str, port: &str, period: i32, failures: i32) -> Probe {
     Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.into()),
-            port: IntOrString::String("metrics".into()),
+            port: IntOrString::String(port.into()),
             ..HTTPGetAction::default()
         }),
         period_seconds: Some(period),
@@ -101,8 +101,8 @@ pub fn build(owner: &Owner<'_>, config_map: &ConfigMap) -> Deployment {
         ]),
         ports: Some(ports),
         resources: lb.resources.clone(),
-        readiness_probe: Some(http_probe("/readyz", 5, 3)),
-        liveness_probe: Some(http_probe("/healthz", 10, 6)),
+        readiness_probe: Some(http_probe("/readyz", "metrics", 5, 3)),
+        liveness_probe: Some(http_probe("/healthz", "metrics", 10, 6)),
         volume_mounts: Some(mounts),
         security_context: Some(container_security_context()),
         ..Container::default()
@@ -184,9 +184,12 @@ fn sidecar_container(sidecar: &CollectorSidecarSpec) -> Container {
             port("otlp-grpc", OTLP_GRPC_PORT),
             port("otlp-http", OTLP_HTTP_PORT),
             port("otel-metrics", SIDECAR_METRICS_PORT),
+            port("health", HEALTH_CHECK_PORT),
         ]),
         env: sidecar.env.clone(),
         resources: sidecar.resources.clone(),
+        readiness_probe: Some(http_probe("/", "health", 5, 3)),
+        liveness_probe: Some(http_probe("/", "health", 10, 6)),
         volume_mounts: Some(vec![mount("collector-config", SIDECAR_CONFIG_DIR)]),
         security_context: Some(container_security_context()),
         ..Container::default()
