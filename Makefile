@@ -7,7 +7,7 @@ export TOOLS_DIR ?= $(HOME)/.cache/otlp-lb/tools
 HELM ?= $(TOOLS_DIR)/bin/helm
 CRD_FILE := crds/loadbalancedcollector.yaml
 
-.PHONY: help build test unit python e2e tools tools-check demo crds crds-check chart lint fmt clean
+.PHONY: help build test unit python e2e e2e-rebalance tools tools-check demo bench fuzz crds crds-check chart lint fmt clean
 
 help: ## this list
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -25,6 +25,17 @@ python: build ## the OpenTelemetry Python SDK as a client of otlp-lb
 
 e2e: build tools-check ## end-to-end tests on a real control plane (root, network namespaces)
 	$(CARGO) test -p e2e -- --test-threads=1
+
+e2e-rebalance: build tools-check ## scale a backend pool 3->5->2 under load; ring update latency, split traces, lost spans
+	$(CARGO) test -p e2e --test rebalance -- --nocapture --test-threads=1
+
+bench: tools-check ## otlp-lb against the Collector's loadbalancing exporter; writes bench/results.md
+	$(CARGO) build --release -p dataplane --bins
+	$(PYTHON) bench/macro.py
+	$(CARGO) bench -p dataplane --bench route --bench codec -- --warm-up-time 1 --measurement-time 3
+
+fuzz: ## fuzz decoding and splitting for a bounded time (FUZZ_SECONDS per target, default 60)
+	bash scripts/fuzz.sh
 
 tools: ## build the pinned tools (kube-apiserver, etcd, otelcol, telemetrygen, helm, kubectl) into $(TOOLS_DIR)
 	bash e2e/tools/build-tools.sh
