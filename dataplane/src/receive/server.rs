@@ -20,6 +20,27 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// A service a listener can serve: both receivers' services (tonic's gRPC and axum's HTTP) are.
+pub trait HttpService<B>:
+    tower::Service<http::Request<hyper::body::Incoming>, Response = http::Response<B>, Future: Send + 'static, Error: Into<BoxError>>
+    + Clone
+    + Send
+    + 'static
+where
+    B: http_body::Body<Data: Send, Error: Into<BoxError>> + Send + 'static,
+{
+}
+
+impl<S, B> HttpService<B> for S
+where
+    S: tower::Service<http::Request<hyper::body::Incoming>, Response = http::Response<B>, Future: Send + 'static, Error: Into<BoxError>>
+        + Clone
+        + Send
+        + 'static,
+    B: http_body::Body<Data: Send, Error: Into<BoxError>> + Send + 'static,
+{
+}
+
 /// How a listener serves its connections.
 #[derive(Clone)]
 pub struct ServeOptions {
@@ -34,24 +55,16 @@ pub struct ServeOptions {
 /// Serves `service` on `listener` until `shutdown` turns true, then waits (up to `grace`) for open connections.
 pub fn spawn<S, B>(listener: TcpListener, service: S, opts: ServeOptions, shutdown: watch::Receiver<bool>) -> tokio::task::JoinHandle<()>
 where
-    S: tower::Service<http::Request<hyper::body::Incoming>, Response = http::Response<B>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: http_body::Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
+    S: HttpService<B>,
+    B: http_body::Body<Data: Send, Error: Into<BoxError>> + Send + 'static,
 {
     tokio::spawn(accept_loop(listener, service, opts, shutdown))
 }
 
 async fn accept_loop<S, B>(listener: TcpListener, service: S, opts: ServeOptions, mut shutdown: watch::Receiver<bool>)
 where
-    S: tower::Service<http::Request<hyper::body::Incoming>, Response = http::Response<B>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: http_body::Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
+    S: HttpService<B>,
+    B: http_body::Body<Data: Send, Error: Into<BoxError>> + Send + 'static,
 {
     let local: Option<SocketAddr> = listener.local_addr().ok();
     let mut connections = JoinSet::new();
@@ -100,12 +113,8 @@ async fn serve_connection<IO, S, B>(
     peer: SocketAddr,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    S: tower::Service<http::Request<hyper::body::Incoming>, Response = http::Response<B>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: http_body::Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
+    S: HttpService<B>,
+    B: http_body::Body<Data: Send, Error: Into<BoxError>> + Send + 'static,
 {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     if opts.http2_only {
