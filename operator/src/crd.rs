@@ -175,8 +175,7 @@ pub struct LoadBalancerSpec {
     #[schemars(length(max = 32))]
     pub routing_attributes: Vec<String>,
 
-    /// The sending queue in front of each backend (accepted for Collector compatibility; the data
-    /// plane acknowledges requests once the backends accept them and keeps no queue).
+    /// The queue in front of each backend (bounds requests in flight and waiting per backend).
     #[serde(default)]
     pub queue: QueueSpec,
 
@@ -194,8 +193,7 @@ pub struct LoadBalancerSpec {
     #[serde(default)]
     pub compression: Compression,
 
-    /// TLS of the connections to the backends. The current data plane sends in plaintext only;
-    /// the operator refuses `insecure: false` until a data plane supports it.
+    /// TLS of the connections to the backends.
     #[serde(default)]
     pub tls: TlsSpec,
 
@@ -325,20 +323,19 @@ pub enum LogsRouting {
     Attributes,
 }
 
-/// The sending queue in front of each backend, in the Collector's terms. The otlp-lb data plane
-/// acknowledges a request only after the backends accepted it, so it keeps no queue: these
-/// settings are written to its configuration for compatibility and do not change its behaviour.
+/// The queue in front of each backend: at most numConsumers requests in flight to a backend and
+/// queueSize more waiting; a request part that finds the queue full is retried (see retry).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct QueueSpec {
-    /// Queue exports instead of sending them synchronously.
+    /// Bound requests per backend; false removes both bounds.
     #[serde(default = "default_true")]
     pub enabled: bool,
-    /// Number of consumers draining the queue.
+    /// Requests in flight to one backend at most.
     #[serde(default = "default_num_consumers")]
     #[schemars(range(min = 1))]
     pub num_consumers: i32,
-    /// Maximum number of batches in the queue.
+    /// Requests waiting for one backend at most.
     #[serde(default = "default_queue_size")]
     #[schemars(range(min = 1))]
     pub queue_size: i32,
@@ -427,23 +424,28 @@ pub enum Compression {
 /// TLS of the connections to the backends.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("!self.insecure || (!has(self.secretName) && !has(self.serverName) && !self.insecureSkipVerify)").message("loadBalancer.tls.secretName, serverName and insecureSkipVerify apply to TLS connections: set loadBalancer.tls.insecure to false to use them"))]
+#[x_kube(
+    validation = Rule::new("!self.insecure || (!has(self.secretName) && !has(self.serverName) && !self.clientCertificate)").message("loadBalancer.tls.secretName, serverName and clientCertificate apply to TLS connections: set loadBalancer.tls.insecure to false to use them"),
+    validation = Rule::new("!self.clientCertificate || has(self.secretName)").message("loadBalancer.tls.clientCertificate needs secretName: the Secret holding tls.crt and tls.key")
+)]
 pub struct TlsSpec {
-    /// Send in plaintext (the default), as to a Collector pool inside the cluster.
+    /// Send in plaintext (the default), as to a Collector pool inside the cluster. With false, the
+    /// backends' certificates are verified against ca.crt of secretName, or the system roots.
     #[serde(default = "default_true")]
     pub insecure: bool,
-    /// A Secret in this namespace holding ca.crt, tls.crt and tls.key (as cert-manager writes them),
-    /// mounted into the load balancer for TLS (and client certificates) to the backends.
+    /// A Secret in this namespace, mounted into the load balancer, holding ca.crt (the CA the
+    /// backends' certificates are checked against) and, for clientCertificate, tls.crt and tls.key
+    /// (the layout cert-manager writes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
     pub secret_name: Option<String>,
+    /// Present tls.crt and tls.key of secretName to the backends (mutual TLS).
+    #[serde(default)]
+    pub client_certificate: bool,
     /// Name the backends' certificates are checked against, instead of the endpoint address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
     pub server_name: Option<String>,
-    /// Do not verify the backends' certificates (testing only).
-    #[serde(default)]
-    pub insecure_skip_verify: bool,
 }
 
 impl Default for TlsSpec {
@@ -451,8 +453,8 @@ impl Default for TlsSpec {
         Self {
             insecure: true,
             secret_name: None,
+            client_certificate: false,
             server_name: None,
-            insecure_skip_verify: false,
         }
     }
 }

@@ -106,17 +106,16 @@ pub fn validate(lbc: &LoadBalancedCollector) -> Result<()> {
     if lb.tls.insecure
         && (lb.tls.secret_name.is_some()
             || lb.tls.server_name.is_some()
-            || lb.tls.insecure_skip_verify)
+            || lb.tls.client_certificate)
     {
         problems.push(
-            "loadBalancer.tls.secretName, serverName and insecureSkipVerify apply to TLS connections: set loadBalancer.tls.insecure to false to use them"
+            "loadBalancer.tls.secretName, serverName and clientCertificate apply to TLS connections: set loadBalancer.tls.insecure to false to use them"
                 .to_string(),
         );
     }
-    if !lb.tls.insecure {
+    if lb.tls.client_certificate && lb.tls.secret_name.is_none() {
         problems.push(
-            "loadBalancer.tls.insecure: false is not supported yet: the otlp-lb data plane sends to the backends in plaintext only"
-                .to_string(),
+            "loadBalancer.tls.clientCertificate needs secretName: the Secret holding tls.crt and tls.key".to_string(),
         );
     }
     if let (Some(initial), Some(max)) = (

@@ -238,6 +238,11 @@ fn cel_rejects_bad_specs_with_readable_messages() {
         &format!("{POOL}\nloadBalancer: {{tls: {{secretName: certs}}}}"),
         "set loadBalancer.tls.insecure to false",
     );
+    assert_rejected(
+        "demo",
+        &format!("{POOL}\nloadBalancer: {{tls: {{insecure: false, clientCertificate: true}}}}"),
+        "clientCertificate needs secretName",
+    );
     assert_rejected(&"a".repeat(55), POOL, "at most 54 characters");
     assert_rejected("1abc", POOL, "must start with a lowercase letter");
 }

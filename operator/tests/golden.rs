@@ -30,14 +30,10 @@ fn check(name: &str, lbc: &LoadBalancedCollector) {
     let parsed = dataplane::config::Config::parse(config).unwrap_or_else(|e| {
         panic!("{name}: the data plane rejects its configuration: {e}\n{config}")
     });
-    let unexpected: Vec<_> = parsed
-        .warnings()
-        .into_iter()
-        .filter(|w| !w.starts_with("loadbalancing.sending_queue"))
-        .collect();
+    let warnings = parsed.warnings();
     assert!(
-        unexpected.is_empty(),
-        "{name}: data plane warnings {unexpected:?}"
+        warnings.is_empty(),
+        "{name}: data plane warnings {warnings:?}"
     );
 
     let actual = serde_json::to_string_pretty(&children.to_json().expect("serializes"))

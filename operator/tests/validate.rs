@@ -107,10 +107,19 @@ fn load_balancer_settings_are_checked() {
 }
 
 #[test]
-fn tls_to_backends_is_refused_until_the_data_plane_supports_it() {
-    let mut lbc = lbc(MINIMAL);
-    lbc.spec.load_balancer.tls.insecure = false;
-    assert!(problems(&lbc).contains("not supported yet"));
+fn tls_settings_need_tls_and_client_certificates_need_a_secret() {
+    let mut plaintext = lbc(MINIMAL);
+    plaintext.spec.load_balancer.tls.secret_name = Some("certs".into());
+    assert!(problems(&plaintext).contains("set loadBalancer.tls.insecure to false"));
+
+    let mut no_secret = lbc(MINIMAL);
+    no_secret.spec.load_balancer.tls.insecure = false;
+    no_secret.spec.load_balancer.tls.client_certificate = true;
+    assert!(problems(&no_secret).contains("clientCertificate needs secretName"));
+
+    let mut system_roots = lbc(MINIMAL);
+    system_roots.spec.load_balancer.tls.insecure = false;
+    validate(&system_roots).expect("TLS with the system roots");
 }
 
 #[test]

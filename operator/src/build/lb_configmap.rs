@@ -19,8 +19,9 @@ pub const DATA_PLANE_KEY: &str = "config.yaml";
 pub const SIDECAR_KEY: &str = "collector.yaml";
 /// Directory the ConfigMap is mounted at in the data plane container.
 pub const CONFIG_DIR: &str = "/etc/otlp-lb";
-/// Directory the TLS Secret is mounted at in the data plane container.
-pub const TLS_DIR: &str = "/etc/otlp-lb/tls";
+/// Directory the TLS Secret is mounted at in the data plane container (beside, not inside, the
+/// ConfigMap mount).
+pub const TLS_DIR: &str = "/etc/otlp-lb-tls";
 
 /// The otlp-lb data plane configuration file. Key names follow the data plane's configuration
 /// model (the Collector's `loadbalancing` exporter block), which rejects unknown keys.
@@ -98,8 +99,6 @@ pub struct LoadBalancing {
     pub resolver: Resolver,
     /// Retries of failed exports.
     pub retry_on_failure: RetryOnFailure,
-    /// Queue in front of each backend (accepted for compatibility; the data plane keeps no queue).
-    pub sending_queue: SendingQueue,
 }
 
 /// `loadbalancing.protocol`.
@@ -118,6 +117,8 @@ pub struct OtlpExport {
     pub compression: &'static str,
     /// TLS settings.
     pub tls: Tls,
+    /// Per-backend bounds of requests in flight and waiting.
+    pub sending_queue: SendingQueue,
 }
 
 /// `loadbalancing.protocol.otlp.tls`, with the Collector's key names.
@@ -134,9 +135,6 @@ pub struct Tls {
     /// Client key.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key_file: Option<String>,
-    /// Skip certificate verification.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub insecure_skip_verify: bool,
     /// Name checked in the backends' certificates.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub server_name_override: Option<String>,
@@ -169,7 +167,7 @@ pub struct Routing {
     pub logs: LogsRouting,
 }
 
-/// `sending_queue`, with the Collector's key names.
+/// `loadbalancing.protocol.otlp.sending_queue`, with the Collector's key names.
 #[derive(Serialize, Clone, Debug, PartialEq)]
 pub struct SendingQueue {
     /// Queue or send synchronously.
@@ -231,22 +229,17 @@ pub fn data_plane_config(owner: &Owner<'_>) -> DataPlaneConfig {
             ca_file: None,
             cert_file: None,
             key_file: None,
-            insecure_skip_verify: false,
             server_name_override: None,
         }
     } else {
-        let file = |name: &str| {
-            lb.tls
-                .secret_name
-                .as_ref()
-                .map(|_| format!("{TLS_DIR}/{name}"))
-        };
+        let secret = lb.tls.secret_name.is_some();
+        let client = secret && lb.tls.client_certificate;
+        let file = |name: &str, wanted: bool| wanted.then(|| format!("{TLS_DIR}/{name}"));
         Tls {
             insecure: false,
-            ca_file: file("ca.crt"),
-            cert_file: file("tls.crt"),
-            key_file: file("tls.key"),
-            insecure_skip_verify: lb.tls.insecure_skip_verify,
+            ca_file: file("ca.crt", secret),
+            cert_file: file("tls.crt", client),
+            key_file: file("tls.key", client),
             server_name_override: lb.tls.server_name.clone(),
         }
     };
@@ -273,6 +266,11 @@ pub fn data_plane_config(owner: &Owner<'_>) -> DataPlaneConfig {
                         Compression::None => "none",
                     },
                     tls,
+                    sending_queue: SendingQueue {
+                        enabled: lb.queue.enabled,
+                        num_consumers: lb.queue.num_consumers,
+                        queue_size: lb.queue.queue_size,
+                    },
                 },
             },
             resolver: Resolver {
@@ -286,11 +284,6 @@ pub fn data_plane_config(owner: &Owner<'_>) -> DataPlaneConfig {
                 initial_interval: lb.retry.initial_interval.clone(),
                 max_interval: lb.retry.max_interval.clone(),
                 max_elapsed_time: lb.retry.max_elapsed_time.clone(),
-            },
-            sending_queue: SendingQueue {
-                enabled: lb.queue.enabled,
-                num_consumers: lb.queue.num_consumers,
-                queue_size: lb.queue.queue_size,
             },
         },
         routing: Routing {
