@@ -7,7 +7,7 @@ export TOOLS_DIR ?= $(HOME)/.cache/otlp-lb/tools
 HELM ?= $(TOOLS_DIR)/bin/helm
 CRD_FILE := crds/loadbalancedcollector.yaml
 
-.PHONY: help build test unit python e2e e2e-rebalance tools tools-check demo bench fuzz crds crds-check chart lint fmt clean
+.PHONY: golden help build test unit python e2e e2e-rebalance tools tools-check demo bench fuzz crds crds-check chart lint fmt clean
 
 help: ## this list
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -47,15 +47,20 @@ demo: ## the data plane with three local sinks, then a fourth added live
 	$(CARGO) build -p dataplane --bins
 	bash scripts/demo.sh
 
-crds: ## regenerate the CRD from the operator's types
+crds: ## regenerate the CRD from the operator's types (crds/ and the chart's copy)
 	$(CARGO) run -q -p operator --bin otlp-lb-operator -- crd > $(CRD_FILE)
+	cp $(CRD_FILE) charts/otlp-lb/crds/loadbalancedcollector.yaml
+
+golden: ## regenerate the operator's golden files (review the diff)
+	UPDATE_GOLDEN=1 $(CARGO) test -p operator --test golden
 
 crds-check: ## fail when crds/ differs from the code
 	$(CARGO) test -q -p operator --test crd
 
 chart: tools-check ## helm lint and template
-	$(HELM) lint charts/otlp-lb
+	$(HELM) lint --strict charts/otlp-lb
 	$(HELM) template otlp-lb charts/otlp-lb --namespace otlp-lb-system > /dev/null
+	$(HELM) template otlp-lb charts/otlp-lb --set 'watchNamespaces={a,b}' --set metrics.serviceMonitor.enabled=true > /dev/null
 
 lint: ## clippy and rustfmt
 	$(CARGO) fmt --all -- --check

@@ -12,7 +12,8 @@ use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
-use crate::config::Config;
+use crate::config::{AckMode, Config};
+use crate::export::queued::{self, Durable};
 use crate::pipeline::Pipeline;
 use crate::pool::PoolManager;
 use crate::route::affinity::Affinity;
@@ -55,7 +56,22 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
     };
 
     let policy = config.routing_policy()?;
-    let pipeline = Arc::new(Pipeline::new(pools, policy, Arc::clone(&affinity), lb.retry_on_failure.clone(), config.limits.memory_limit_mib, metrics.clone()));
+    let mut pipeline = Pipeline::new(pools, policy, Arc::clone(&affinity), lb.retry_on_failure.clone(), config.limits.memory_limit_mib, metrics.clone());
+    let mut replay = None;
+    if lb.sending_queue.ack == AckMode::Queued {
+        let queue = lb.sending_queue.clone();
+        let (durable, records) = tokio::task::spawn_blocking(move || Durable::open(&queue))
+            .await?
+            .map_err(|e| anyhow::anyhow!("loadbalancing.sending_queue: {e}"))?;
+        tracing::info!(storage = ?lb.sending_queue.storage, pending = durable.pending(), "requests are acknowledged once written to the queue");
+        pipeline = pipeline.with_durable_queue(Arc::clone(&durable));
+        replay = Some((durable, records));
+    }
+    let pipeline = Arc::new(pipeline);
+    if let Some((durable, records)) = replay {
+        let p = Arc::clone(&pipeline);
+        tokio::spawn(queued::run(durable, records, move |r| Arc::clone(&p).deliver_record(r)));
+    }
     let _affinity_gauge = tokio::spawn(report_affinity(affinity, metrics.clone(), stop.clone()));
     let grace = config.drain_timeout.0;
     let auth = Bearer::from_config(config.receivers.otlp.auth.as_ref()).map_err(anyhow::Error::msg)?;

@@ -10,6 +10,8 @@ use tokio::sync::{Semaphore, watch};
 use tonic::Code;
 
 use crate::config::Retry;
+use crate::export::queued::{Durable, MAX_BACKOFF, signal_of};
+use crate::export::wal::{Record, WalError};
 use crate::export::{Delivered, deliver};
 use crate::pool::Pool;
 use crate::route::affinity::Affinity;
@@ -45,6 +47,8 @@ pub struct Pipeline {
     budget: Arc<Semaphore>,
     budget_kib: u32,
     metrics: Metrics,
+    /// Set with `ack: queued`.
+    durable: Option<Arc<Durable>>,
 }
 
 impl Pipeline {
@@ -57,7 +61,40 @@ impl Pipeline {
         metrics: Metrics,
     ) -> Pipeline {
         let budget_kib = memory_limit_mib.saturating_mul(1024).max(1);
-        Pipeline { pools, policy, affinity, retry, budget: Arc::new(Semaphore::new(budget_kib as usize)), budget_kib, metrics }
+        let budget = Arc::new(Semaphore::new(budget_kib as usize));
+        Pipeline { pools, policy, affinity, retry, budget, budget_kib, metrics, durable: None }
+    }
+
+    /// Acknowledges requests once they are in `durable` (`ack: queued`).
+    pub fn with_durable_queue(mut self, durable: Arc<Durable>) -> Pipeline {
+        self.durable = Some(durable);
+        self
+    }
+
+    /// Delivers one record of the durable queue, retrying until every part is accepted, then commits it.
+    pub async fn deliver_record(self: Arc<Self>, record: Record) {
+        let Some(durable) = self.durable.clone() else { return };
+        let Some(signal) = signal_of(record.signal) else {
+            tracing::error!(seq = record.seq, signal = record.signal, "record of an unknown signal; dropping it");
+            durable.commit(record.seq);
+            return;
+        };
+        let mut backoff = self.retry.initial_interval.0.max(Duration::from_millis(10));
+        loop {
+            match self.deliver_body(signal, record.payload.clone(), None).await.1 {
+                Ok(_) => break,
+                Err(Refusal::Invalid(m) | Refusal::Rejected(_, m)) => {
+                    tracing::warn!(seq = record.seq, error = %m, "queued record rejected by the backends for good; dropping it");
+                    break;
+                }
+                Err(Refusal::Overloaded(m) | Refusal::Unavailable(m)) => {
+                    tracing::debug!(seq = record.seq, error = %m, ?backoff, "queued record not delivered yet");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+        durable.commit(record.seq);
     }
 
     /// Splits `body` against `pool` (which must not be empty), with trace affinity for trace-id keys.
@@ -98,14 +135,39 @@ impl Pipeline {
     }
 
     async fn route_and_deliver(&self, signal: Signal, transport: &str, body: Bytes, client_timeout: Option<Duration>) -> Result<Delivered, Refusal> {
+        if let Some(durable) = &self.durable {
+            // Refuse what can never be delivered before acknowledging it.
+            let split = split(signal, &body, &self.policy, |_| 0).map_err(|e| Refusal::Invalid(e.to_string()))?;
+            let queued = durable.enqueue(signal, body).await;
+            self.metrics.received(signal, transport, split.items, queued.is_ok());
+            return match queued {
+                Ok(()) => Ok(Delivered::default()),
+                Err(e @ (WalError::Full | WalError::TooLarge { .. })) => Err(Refusal::Overloaded(e.to_string())),
+                Err(e) => Err(Refusal::Unavailable(e.to_string())),
+            };
+        }
+        let (items, result) = self.deliver_body(signal, body, client_timeout).await;
+        self.metrics.received(signal, transport, items, result.is_ok());
+        result
+    }
+
+    /// Splits and delivers a request (without counting it as received); returns its item count with the outcome.
+    async fn deliver_body(&self, signal: Signal, body: Bytes, client_timeout: Option<Duration>) -> (u64, Result<Delivered, Refusal>) {
         let pool = self.pools.borrow().clone();
+        let mut items = 0;
+        let result = self.deliver_split(signal, &pool, body, client_timeout, &mut items).await;
+        (items, result)
+    }
+
+    async fn deliver_split(&self, signal: Signal, pool: &Pool, body: Bytes, client_timeout: Option<Duration>, items: &mut u64) -> Result<Delivered, Refusal> {
         if pool.ring.is_none() {
             return Err(Refusal::Unavailable("no backends in the pool".into()));
         }
         if !pool.any_available() {
             return Err(Refusal::Unavailable("every backend is ejected after failures; retry later".into()));
         }
-        let split = self.split(signal, &pool, &body).map_err(|e| Refusal::Invalid(e.to_string()))?;
+        let split = self.split(signal, pool, &body).map_err(|e| Refusal::Invalid(e.to_string()))?;
+        *items = split.items;
         if split.parts.is_empty() {
             return Ok(Delivered { rounds: 0, ..Delivered::default() });
         }
@@ -114,20 +176,10 @@ impl Pipeline {
             budget = budget.min(t.saturating_sub(DEADLINE_MARGIN).max(Duration::from_millis(1)));
         }
         let deadline = Instant::now() + budget;
-        let items = split.items;
         let resplit = |current: &Pool, part: &Bytes| self.split(signal, current, part);
-        match deliver(signal, &self.pools, &pool, split.parts, &self.retry, deadline, resplit).await {
-            Ok(done) => {
-                self.metrics.received(signal, transport, items, true);
-                Ok(done)
-            }
-            Err(f) => {
-                self.metrics.received(signal, transport, items, false);
-                Err(match f.code {
-                    Code::Unavailable => Refusal::Unavailable(f.message),
-                    code => Refusal::Rejected(code, f.message),
-                })
-            }
-        }
+        deliver(signal, &self.pools, pool, split.parts, &self.retry, deadline, resplit).await.map_err(|f| match f.code {
+            Code::Unavailable => Refusal::Unavailable(f.message),
+            code => Refusal::Rejected(code, f.message),
+        })
     }
 }

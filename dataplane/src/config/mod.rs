@@ -60,6 +60,13 @@ impl Config {
         if otlp.timeout.0.is_zero() {
             return Err(invalid("loadbalancing.protocol.otlp.timeout", "must be greater than 0"));
         }
+        let queue = &self.loadbalancing.sending_queue;
+        if queue.ack == AckMode::Queued && queue.storage.as_deref().is_none_or(|s| s.trim().is_empty()) {
+            return Err(invalid("loadbalancing.sending_queue.storage", "ack: queued needs a directory for the write-ahead log"));
+        }
+        if queue.segment_size_mib == 0 || queue.segment_size_mib > queue.max_size_mib {
+            return Err(invalid("loadbalancing.sending_queue.segment_size_mib", "must be between 1 and max_size_mib"));
+        }
         let retry = &self.loadbalancing.retry_on_failure;
         if retry.initial_interval > retry.max_interval {
             return Err(invalid("loadbalancing.retry_on_failure.initial_interval", "must not exceed max_interval"));
@@ -132,7 +139,9 @@ impl Config {
             ("loadbalancing.protocol.otlp.sending_queue.wait_for_result", otlp.sending_queue.wait_for_result.is_some(), "requests are acknowledged after the backends accept them"),
             ("loadbalancing.protocol.otlp.sending_queue.batch", otlp.sending_queue.batch.is_some(), "requests are not re-batched"),
             ("loadbalancing.protocol.otlp.retry_on_failure", otlp.retry_on_failure.is_some(), "use loadbalancing.retry_on_failure"),
-            ("loadbalancing.sending_queue", lb.sending_queue.is_some(), "requests are acknowledged after the backends accept them"),
+            ("loadbalancing.sending_queue.enabled", lb.sending_queue.enabled.is_some(), "use sending_queue.ack: queued"),
+            ("loadbalancing.sending_queue.num_consumers", lb.sending_queue.num_consumers.is_some(), "use protocol.otlp.sending_queue for per-backend queues"),
+            ("loadbalancing.sending_queue.queue_size", lb.sending_queue.queue_size.is_some(), "use protocol.otlp.sending_queue for per-backend queues"),
             ("loadbalancing.timeout", lb.timeout.is_some(), "use loadbalancing.protocol.otlp.timeout and retry_on_failure.max_elapsed_time"),
             ("loadbalancing.resolver.aws_cloud_map", lb.resolver.aws_cloud_map.is_some(), "not implemented"),
         ];

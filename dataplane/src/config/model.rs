@@ -150,10 +150,68 @@ pub struct LoadBalancing {
     /// Passive ejection and active probing of backends (an otlp-lb extension).
     #[serde(default)]
     pub health_check: HealthCheck,
+    /// When clients are acknowledged: after delivery (default) or once the request is in an on-disk queue.
     #[serde(default)]
-    pub sending_queue: Option<Ignored>,
+    pub sending_queue: DurableQueue,
     #[serde(default)]
     pub timeout: Option<Ignored>,
+}
+
+/// `ack: delivered` (default): a request is acknowledged after every backend accepted its part. `ack: queued`: it
+/// is acknowledged once written to the write-ahead log in `storage` (fsynced per `fsync`), delivered from there in
+/// the background with unbounded retries, and replayed after a restart. Pending records are also held in memory,
+/// so `max_size_mib` bounds both disk and memory.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DurableQueue {
+    pub ack: AckMode,
+    /// Directory of the write-ahead log (`ack: queued`).
+    pub storage: Option<String>,
+    pub max_size_mib: u64,
+    pub segment_size_mib: u64,
+    pub fsync: FsyncMode,
+    /// Group-commit window of `fsync: interval`.
+    pub fsync_interval: Dur,
+    /// Records delivered at the same time.
+    pub max_concurrent_deliveries: usize,
+    pub enabled: Option<Ignored>,
+    pub num_consumers: Option<Ignored>,
+    pub queue_size: Option<Ignored>,
+}
+
+impl Default for DurableQueue {
+    fn default() -> Self {
+        DurableQueue {
+            ack: AckMode::Delivered,
+            storage: None,
+            max_size_mib: 256,
+            segment_size_mib: 16,
+            fsync: FsyncMode::Always,
+            fsync_interval: Dur::millis(5),
+            max_concurrent_deliveries: 64,
+            enabled: None,
+            num_consumers: None,
+            queue_size: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AckMode {
+    Delivered,
+    Queued,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FsyncMode {
+    /// Every batch of appends is fsynced before its requests are acknowledged (survives a machine crash).
+    Always,
+    /// Appends within `fsync_interval` are fsynced together, then acknowledged.
+    Interval,
+    /// Never fsynced: survives a process crash, not a machine crash.
+    Never,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]

@@ -2,6 +2,9 @@
 
 mod backend;
 mod deliver;
+pub mod wal;
+pub mod health;
+pub mod queued;
 
 pub use backend::{Backend, Reply, parse_reply, retryable};
 pub use deliver::{Delivered, Failure, deliver};

@@ -75,6 +75,26 @@ impl Lb {
         lb
     }
 
+    /// SIGKILLs the process (no drain, nothing flushed).
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the binary again with the same configuration (and ports, and storage), appending to the same log.
+    pub fn respawn(&mut self) {
+        let log = std::fs::OpenOptions::new().append(true).open(&self.log).expect("log file");
+        self.child = Command::new(env!("CARGO_BIN_EXE_otlp-lb"))
+            .arg("--config")
+            .arg(&self.config)
+            .env("RUST_LOG", "info,dataplane=debug")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("restart otlp-lb");
+        self.wait_ready();
+    }
+
     fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
