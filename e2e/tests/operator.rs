@@ -1,0 +1,745 @@
+//! The operator on the real control plane: the Helm chart (`charts/otlp-lb`) installs the
+//! CRD, RBAC and the operator Deployment (image `otlp-lb-operator` → `target/debug/otlp-lb-operator`,
+//! two replicas with leader election, talking to the apiserver with its ServiceAccount token);
+//! LoadBalancedCollectors then become a backend pool, the otlp-lb data plane with the k8s
+//! resolver, and the RBAC between them.
+//!
+//! * `operator_helm_install_and_traces`: install, Ready status, telemetrygen's traces through the
+//!   load balancer: every span once, each trace on exactly one backend, every backend used.
+//! * `operator_scale_and_garbage_collection`: `kubectl scale lbc --replicas 5` → 5 backends
+//!   desired/ready/inRing, `/debug/pool` of every load-balancer pod lists 5; deleting the resource
+//!   lets kube-controller-manager's garbage collector remove every child.
+//! * `operator_validation_and_rbac`: invalid resources are refused by `kubectl apply` with the CEL
+//!   message; the data plane's ServiceAccount may list EndpointSlices and not read Secrets
+//!   (`kubectl auth can-i --as`, and from the load-balancer pod's netns with its own token).
+//! * `operator_samples`: every `config/samples/*.yaml` is applied and each of its resources
+//!   reaches Ready.
+//!
+//! Needs root, `make tools` and `cargo build -p dataplane --bin otlp-lb` plus
+//! `cargo build -p operator --bin otlp-lb-operator` (`make build`); fails (never skips) without them.
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use e2e::Cluster;
+use e2e::otlp_json::{self, Distribution};
+use e2e::process::Output;
+use e2e::scenario::{fixture, substitute};
+use e2e::telemetrygen::Traces;
+use e2e::tools;
+use e2e::wait::Check;
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
+use serde_json::Value;
+
+/// Where the chart is installed, and its release name (objects are named `otlp-lb-operator`).
+const OPERATOR_NS: &str = "otlp-lb-system";
+const RELEASE: &str = "otlp-lb";
+const OPERATOR_DEPLOYMENT: &str = "otlp-lb-operator";
+/// The chart's default `replicaCount` (two replicas, leader election).
+const OPERATOR_REPLICAS: i32 = 2;
+/// Namespace of the LoadBalancedCollectors under test.
+const NS: &str = "default";
+
+/// Every binary these tests run; a missing one fails the test with what to run.
+fn require() -> Result<()> {
+    tools::require(&[
+        tools::OTELCOL,
+        tools::TELEMETRYGEN,
+        tools::KUBECTL,
+        tools::HELM,
+    ])?;
+    tools::otlp_lb_bin()?;
+    tools::operator_bin()?;
+    Ok(())
+}
+
+/// Runs `body` against a fresh cluster, bounded by `limit`; tears the cluster down either way.
+async fn with_cluster<T, F>(name: &str, limit: Duration, body: F) -> Result<T>
+where
+    F: AsyncFnOnce(&Cluster) -> Result<T>,
+{
+    e2e::init_logging();
+    require()?;
+    let t0 = Instant::now();
+    let cluster = Cluster::start().await?;
+    let res = match tokio::time::timeout(limit, body(&cluster)).await {
+        Ok(r) => r,
+        Err(_) => Err(anyhow::anyhow!("{name} did not finish within {limit:?}")),
+    };
+    let res = cluster.finish(res).await;
+    eprintln!("{name}: {:.1}s", t0.elapsed().as_secs_f64());
+    res
+}
+
+// ------------------------------------------------------------------ kubectl, helm
+
+async fn kubectl(cluster: &Cluster, args: &[&str]) -> Result<Output> {
+    let mut argv = vec![format!(
+        "--kubeconfig={}",
+        cluster.kubeconfig_path().display()
+    )];
+    argv.extend(args.iter().map(|s| s.to_string()));
+    cluster
+        .exec_on_host(
+            &tools::tool(tools::KUBECTL)?,
+            &argv,
+            Duration::from_secs(90),
+        )
+        .await
+}
+
+/// `kubectl ARGS` that must succeed; returns stdout.
+async fn kubectl_ok(cluster: &Cluster, args: &[&str]) -> Result<String> {
+    Ok(kubectl(cluster, args)
+        .await?
+        .check(&format!("kubectl {}", args.join(" ")))?
+        .stdout)
+}
+
+/// Writes `text` into the run directory and returns its path (for `kubectl apply -f`).
+fn write_run_file(cluster: &Cluster, name: &str, text: &str) -> Result<PathBuf> {
+    let path = cluster.run_dir().join(name);
+    std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    Ok(path)
+}
+
+/// `helm install` of `charts/otlp-lb` with its default values (the operator image's repository,
+/// `otlp-lb-operator`, maps to `target/debug/otlp-lb-operator`), then waits for the operator
+/// Deployment and checks every operator pod's `/readyz`.
+async fn install_operator(cluster: &Cluster) -> Result<()> {
+    let t0 = Instant::now();
+    let chart = tools::workspace_root().join("charts/otlp-lb");
+    let args: Vec<String> = [
+        "install",
+        RELEASE,
+        &chart.to_string_lossy(),
+        "--namespace",
+        OPERATOR_NS,
+        "--create-namespace",
+        "--kubeconfig",
+        &cluster.kubeconfig_path().to_string_lossy(),
+        "--set",
+        "logFormat=text",
+        "--timeout",
+        "2m",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    cluster
+        .exec_on_host(&tools::tool(tools::HELM)?, &args, Duration::from_secs(150))
+        .await?
+        .check("helm install charts/otlp-lb")?;
+    cluster
+        .wait_deployment_ready(
+            OPERATOR_NS,
+            OPERATOR_DEPLOYMENT,
+            OPERATOR_REPLICAS,
+            Duration::from_secs(90),
+        )
+        .await?;
+    let pods = cluster
+        .pods(
+            OPERATOR_NS,
+            "app.kubernetes.io/name=otlp-lb,app.kubernetes.io/component=operator",
+        )
+        .await?;
+    ensure!(
+        pods.len() == OPERATOR_REPLICAS as usize,
+        "expected {OPERATOR_REPLICAS} operator pods, found {}",
+        pods.len()
+    );
+    for p in &pods {
+        let name = p.metadata.name.clone().unwrap_or_default();
+        let ip = cluster.pod_ip(OPERATOR_NS, &name)?;
+        let (code, body) = e2e::probe::http_get(
+            SocketAddr::from((ip, 8080)),
+            "/readyz",
+            &[],
+            Duration::from_secs(5),
+        )
+        .await?;
+        ensure!(code == 200, "operator {name} /readyz: {code} {body}");
+    }
+    tracing::info!(
+        "operator installed and ready after {:.1}s",
+        t0.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+// ------------------------------------------------------------------ LoadBalancedCollector status
+
+fn lbc_api(cluster: &Cluster, ns: &str) -> Api<DynamicObject> {
+    let gvk = GroupVersionKind::gvk("otlp-lb.dev", "v1alpha1", "LoadBalancedCollector");
+    let ar = ApiResource::from_gvk_with_plural(&gvk, "loadbalancedcollectors");
+    Api::namespaced_with(cluster.client(), ns, &ar)
+}
+
+/// `Ok` when `lbc` is Ready for its current generation with every backend desired ready and in
+/// the ring (`want_backends` of them, if given) and every load-balancer replica ready; else why not.
+fn ready_state(lbc: &DynamicObject, want_backends: Option<i64>) -> std::result::Result<(), String> {
+    let status = &lbc.data["status"];
+    let generation = lbc.metadata.generation.unwrap_or(0);
+    let observed = status["observedGeneration"].as_i64().unwrap_or(-1);
+    let ready = status["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["type"] == "Ready");
+    let b = &status["backends"];
+    let lb = &status["loadBalancer"];
+    let n = |v: &Value| v.as_i64().unwrap_or(-1);
+    let ok = observed == generation
+        && ready.is_some_and(|c| c["status"] == "True")
+        && n(&b["desired"]) > 0
+        && want_backends.is_none_or(|w| n(&b["desired"]) == w)
+        && n(&b["ready"]) == n(&b["desired"])
+        && n(&b["inRing"]) == n(&b["desired"])
+        && n(&lb["desired"]) > 0
+        && n(&lb["ready"]) == n(&lb["desired"]);
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "generation {generation}, status {}",
+            serde_json::to_string(status).unwrap_or_default()
+        ))
+    }
+}
+
+/// Waits until LoadBalancedCollector `ns/name` is Ready (see [`ready_state`]); returns its status.
+async fn wait_lbc_ready(
+    cluster: &Cluster,
+    ns: &str,
+    name: &str,
+    want_backends: Option<i64>,
+    timeout: Duration,
+) -> Result<Value> {
+    let api = lbc_api(cluster, ns);
+    let what = match want_backends {
+        Some(n) => format!("LoadBalancedCollector {ns}/{name} Ready with {n} backends in the ring"),
+        None => format!("LoadBalancedCollector {ns}/{name} Ready"),
+    };
+    cluster
+        .wait_for(&what, timeout, || {
+            let api = api.clone();
+            async move {
+                Ok(match api.get_opt(name).await {
+                    Ok(Some(o)) => match ready_state(&o, want_backends) {
+                        Ok(()) => Check::Done(o.data["status"].clone()),
+                        Err(state) => Check::Pending(state),
+                    },
+                    Ok(None) => Check::Pending("not found".into()),
+                    Err(e) => Check::Pending(e.to_string()),
+                })
+            }
+        })
+        .await
+}
+
+/// Names of the load-balancer pods of `name` that are running.
+async fn lb_pods(cluster: &Cluster, name: &str) -> Result<Vec<String>> {
+    let pods = cluster
+        .pods(
+            NS,
+            &format!(
+                "app.kubernetes.io/instance={name},app.kubernetes.io/component=load-balancer"
+            ),
+        )
+        .await?;
+    Ok(pods
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+        .filter_map(|p| p.metadata.name)
+        .collect())
+}
+
+/// The backend addresses in a load-balancer pod's `/debug/pool`.
+async fn debug_pool(ip: Ipv4Addr) -> Result<Vec<String>> {
+    let (code, body) = e2e::probe::http_get(
+        SocketAddr::from((ip, 8888)),
+        "/debug/pool",
+        &[],
+        Duration::from_secs(5),
+    )
+    .await?;
+    ensure!(code == 200, "/debug/pool: {code} {body}");
+    let v: Value = serde_json::from_str(&body).with_context(|| format!("/debug/pool: {body}"))?;
+    Ok(v["backends"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|b| b["address"].as_str().map(str::to_string))
+        .collect())
+}
+
+/// Waits until every load-balancer pod of `name` lists `n` backends in `/debug/pool`.
+async fn wait_pool_size(cluster: &Cluster, name: &str, n: usize, timeout: Duration) -> Result<()> {
+    cluster
+        .wait_for(
+            &format!("/debug/pool of every {name} load-balancer pod to list {n} backends"),
+            timeout,
+            || async {
+                let pods = lb_pods(cluster, name).await?;
+                if pods.is_empty() {
+                    return Ok(Check::Pending("no load-balancer pod".into()));
+                }
+                let mut seen = Vec::new();
+                for pod in &pods {
+                    let ip = cluster.pod_ip(NS, pod)?;
+                    match debug_pool(ip).await {
+                        Ok(b) if b.len() == n => {}
+                        Ok(b) => seen.push(format!("{pod}: {b:?}")),
+                        Err(e) => seen.push(format!("{pod}: {e:#}")),
+                    }
+                }
+                Ok(if seen.is_empty() {
+                    Check::Done(())
+                } else {
+                    Check::Pending(seen.join("; "))
+                })
+            },
+        )
+        .await
+}
+
+/// Applies the `traces` fixture (backends writing to `out_dir`) with the real kubectl and waits
+/// for it to be Ready with 3 backends.
+async fn apply_traces_fixture(cluster: &Cluster, out_dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(out_dir)?;
+    let yaml = substitute(
+        &fixture("operator/traces.yaml")?,
+        &[("OUT_DIR", out_dir.display().to_string())],
+    );
+    let file = write_run_file(cluster, "traces.yaml", &yaml)?;
+    kubectl_ok(cluster, &["apply", "-n", NS, "-f", &file.to_string_lossy()]).await?;
+    let t0 = Instant::now();
+    let status = wait_lbc_ready(cluster, NS, "traces", Some(3), Duration::from_secs(120)).await?;
+    tracing::info!(
+        "traces Ready after {:.1}s: {status}",
+        t0.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Spans each backend wrote so far (file stem = backend pod name).
+fn received(out_dir: &Path) -> Result<Distribution> {
+    let mut spans = BTreeMap::new();
+    for e in std::fs::read_dir(out_dir)?.filter_map(|e| e.ok()) {
+        let path = e.path();
+        let name = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let text = String::from_utf8_lossy(&std::fs::read(&path)?).into_owned();
+        spans.insert(
+            name,
+            otlp_json::spans_in_text(&text).with_context(|| format!("parsing {}", path.display()))?,
+        );
+    }
+    Ok(Distribution::of(&spans))
+}
+
+// ------------------------------------------------------------------ tests
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_helm_install_and_traces() -> Result<()> {
+    with_cluster(
+        "operator_helm_install_and_traces",
+        Duration::from_secs(360),
+        async |cluster| {
+            install_operator(cluster).await?;
+            let out_dir = cluster.run_dir().join("operator-out");
+            apply_traces_fixture(cluster, &out_dir).await?;
+
+            // The ring must be complete before sending, or the first traces go to fewer backends.
+            wait_pool_size(cluster, "traces", 3, Duration::from_secs(30)).await?;
+            let lb_pod = lb_pods(cluster, "traces")
+                .await?
+                .into_iter()
+                .next()
+                .context("no load-balancer pod")?;
+            let lb_ip = cluster.pod_ip(NS, &lb_pod)?;
+
+            let load = Traces {
+                workers: 2,
+                traces_per_worker: 100,
+                child_spans: 4,
+            };
+            let out = cluster
+                .exec_on_host(
+                    &tools::tool(tools::TELEMETRYGEN)?,
+                    &load.args(&format!("{lb_ip}:4317")),
+                    Duration::from_secs(120),
+                )
+                .await?
+                .check("telemetrygen")?;
+            load.check_output(&format!("{}\n{}", out.stdout, out.stderr))?;
+
+            let expected = load.expected_spans();
+            cluster
+                .wait_for(
+                    &format!("{expected} spans to reach the backends"),
+                    Duration::from_secs(60),
+                    || {
+                        let d = received(&out_dir);
+                        async move {
+                            let d = d?;
+                            Ok(if d.total_spans >= expected {
+                                Check::Done(())
+                            } else {
+                                Check::Pending(d.to_string())
+                            })
+                        }
+                    },
+                )
+                .await
+                .with_context(|| {
+                    cluster
+                        .logs(NS, &lb_pod)
+                        .map(|l| e2e::process::tail(&l, 30))
+                        .unwrap_or_default()
+                })?;
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let d = received(&out_dir)?;
+            eprintln!("operator-managed pool: {d}");
+            d.check(expected, load.expected_traces(), 3)?;
+            Ok(())
+        },
+    )
+    .await
+}
+
+/// The children of LoadBalancedCollector `traces`, by kind (`kubectl get -o name`).
+const CHILD_KINDS: &str = "deployments.apps,services,configmaps,serviceaccounts,roles.rbac.authorization.k8s.io,rolebindings.rbac.authorization.k8s.io";
+
+async fn children(cluster: &Cluster, name: &str) -> Result<Vec<String>> {
+    let out = kubectl_ok(
+        cluster,
+        &[
+            "get",
+            "-n",
+            NS,
+            CHILD_KINDS,
+            "-l",
+            &format!("app.kubernetes.io/instance={name}"),
+            "-o",
+            "name",
+        ],
+    )
+    .await?;
+    let mut v: Vec<String> = out.lines().map(str::to_string).collect();
+    v.sort();
+    Ok(v)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_scale_and_garbage_collection() -> Result<()> {
+    with_cluster(
+        "operator_scale_and_garbage_collection",
+        Duration::from_secs(360),
+        async |cluster| {
+            install_operator(cluster).await?;
+            apply_traces_fixture(cluster, &cluster.run_dir().join("operator-out")).await?;
+
+            // Scale through the scale subresource with the real kubectl.
+            let t0 = Instant::now();
+            kubectl_ok(cluster, &["scale", "-n", NS, "lbc", "traces", "--replicas", "5"]).await?;
+            let status =
+                wait_lbc_ready(cluster, NS, "traces", Some(5), Duration::from_secs(120)).await?;
+            tracing::info!(
+                "scaled to 5 in {:.1}s: {status}",
+                t0.elapsed().as_secs_f64()
+            );
+            wait_pool_size(cluster, "traces", 5, Duration::from_secs(30)).await?;
+            eprintln!(
+                "scale 3 -> 5: status and /debug/pool at 5 after {:.1}s",
+                t0.elapsed().as_secs_f64()
+            );
+
+            // Every child exists, then the garbage collector removes them all.
+            let want: Vec<String> = [
+                "configmap/traces",
+                "configmap/traces-backends",
+                "deployment.apps/traces",
+                "deployment.apps/traces-backends",
+                "role.rbac.authorization.k8s.io/traces-load-balancer",
+                "rolebinding.rbac.authorization.k8s.io/traces-load-balancer",
+                "service/traces",
+                "service/traces-backends",
+                "serviceaccount/traces-load-balancer",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+            let have = children(cluster, "traces").await?;
+            for w in &want {
+                ensure!(have.contains(w), "child {w} missing; children: {have:?}");
+            }
+            let t0 = Instant::now();
+            kubectl_ok(cluster, &["delete", "-n", NS, "lbc", "traces", "--wait=true"]).await?;
+            cluster
+                .wait_for(
+                    "the garbage collector to delete every child of traces",
+                    Duration::from_secs(90),
+                    || async {
+                        let left = children(cluster, "traces").await?;
+                        let pods = cluster
+                            .pods(NS, "app.kubernetes.io/instance=traces")
+                            .await?;
+                        Ok(if left.is_empty() && pods.is_empty() {
+                            Check::Done(())
+                        } else {
+                            Check::Pending(format!("left: {left:?}, {} pods", pods.len()))
+                        })
+                    },
+                )
+                .await?;
+            eprintln!(
+                "garbage collection: every child gone {:.1}s after the delete",
+                t0.elapsed().as_secs_f64()
+            );
+            Ok(())
+        },
+    )
+    .await
+}
+
+/// A small LoadBalancedCollector whose pool writes nowhere (for the RBAC checks).
+const SMALL: &str = r#"
+apiVersion: otlp-lb.dev/v1alpha1
+kind: LoadBalancedCollector
+metadata:
+  name: small
+spec:
+  loadBalancer: {replicas: 1}
+  backends:
+    replicas: 1
+    config:
+      exporters:
+        nop: {}
+      service:
+        pipelines:
+          traces: {receivers: [otlp], exporters: [nop]}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_validation_and_rbac() -> Result<()> {
+    with_cluster(
+        "operator_validation_and_rbac",
+        Duration::from_secs(300),
+        async |cluster| {
+            install_operator(cluster).await?;
+
+            // Invalid resources: kubectl apply fails with the rule's message.
+            for (file, message) in [
+                (
+                    "invalid-config-and-service-ref.yaml",
+                    "set exactly one of backends.config",
+                ),
+                (
+                    "invalid-duration.yaml",
+                    "loadBalancer.timeout must be a duration such as 500ms, 5s, 1m or 1h",
+                ),
+                (
+                    "invalid-replicas.yaml",
+                    "spec.backends.replicas: Invalid value: -1: spec.backends.replicas in body should be greater than or equal to 0",
+                ),
+            ] {
+                let path = tools::workspace_root()
+                    .join("e2e/fixtures/operator")
+                    .join(file);
+                let out = kubectl(cluster, &["apply", "-n", NS, "-f", &path.to_string_lossy()])
+                    .await?;
+                ensure!(
+                    !out.success(),
+                    "kubectl apply -f {file} was accepted: {}",
+                    out.stdout
+                );
+                ensure!(
+                    out.stderr.contains(message),
+                    "kubectl apply -f {file}: stderr lacks {message:?}:\n{}",
+                    out.stderr
+                );
+                eprintln!("{file} refused: {}", out.stderr.trim());
+            }
+
+            // The data plane's identity: EndpointSlices yes, Secrets no.
+            let file = write_run_file(cluster, "small.yaml", SMALL)?;
+            kubectl_ok(cluster, &["apply", "-n", NS, "-f", &file.to_string_lossy()]).await?;
+            wait_lbc_ready(cluster, NS, "small", Some(1), Duration::from_secs(120)).await?;
+            let sa = format!("--as=system:serviceaccount:{NS}:small-load-balancer");
+            for (verb, resource, ns, want) in [
+                ("list", "endpointslices.discovery.k8s.io", NS, "yes"),
+                ("watch", "endpointslices.discovery.k8s.io", NS, "yes"),
+                ("get", "secrets", NS, "no"),
+                ("list", "secrets", NS, "no"),
+                ("list", "endpointslices.discovery.k8s.io", "kube-system", "no"),
+                ("create", "endpointslices.discovery.k8s.io", NS, "no"),
+            ] {
+                let out = kubectl(cluster, &["auth", "can-i", &sa, "-n", ns, verb, resource]).await?;
+                ensure!(
+                    out.stdout.trim() == want,
+                    "can-i {verb} {resource} -n {ns} as small-load-balancer: {:?} (stderr {:?}), want {want}",
+                    out.stdout.trim(),
+                    out.stderr.trim()
+                );
+            }
+
+            // The same from inside the load-balancer pod, with the token the node agent mounted.
+            let pod = lb_pods(cluster, "small")
+                .await?
+                .into_iter()
+                .next()
+                .context("no load-balancer pod")?;
+            let rec = cluster.pod_record(NS, &pod)?;
+            let api_vol = std::fs::read_dir(rec.dir.join("volumes"))?
+                .filter_map(|e| e.ok())
+                .map(|e| e.path())
+                .find(|p| {
+                    p.file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with("kube-api-access-"))
+                })
+                .context("no kube-api-access volume in the load-balancer pod")?;
+            let token = std::fs::read_to_string(api_vol.join("token"))?;
+            let kubectl_bin = tools::tool(tools::KUBECTL)?;
+            for (verb, resource, want) in [
+                ("list", "endpointslices.discovery.k8s.io", "yes"),
+                ("get", "secrets", "no"),
+            ] {
+                let args = vec![
+                    format!("--server=https://{}:{}", cluster.gateway(), cluster.api_port()),
+                    format!("--certificate-authority={}", api_vol.join("ca.crt").display()),
+                    format!("--token={}", token.trim()),
+                    "auth".into(),
+                    "can-i".into(),
+                    "-n".into(),
+                    NS.into(),
+                    verb.into(),
+                    resource.into(),
+                ];
+                let out = cluster
+                    .exec_in_pod_netns(NS, &pod, &kubectl_bin, &args, Duration::from_secs(30))
+                    .await?;
+                ensure!(
+                    out.stdout.trim() == want,
+                    "from pod {pod}: can-i {verb} {resource}: {:?} (stderr {:?}), want {want}",
+                    out.stdout.trim(),
+                    out.stderr.trim()
+                );
+            }
+            // And the real thing: the pod's token lists EndpointSlices and is refused Secrets.
+            let get = |what: &'static str| {
+                vec![
+                    format!("--server=https://{}:{}", cluster.gateway(), cluster.api_port()),
+                    format!("--certificate-authority={}", api_vol.join("ca.crt").display()),
+                    format!("--token={}", token.trim()),
+                    "get".to_string(),
+                    "-n".into(),
+                    NS.into(),
+                    what.into(),
+                ]
+            };
+            cluster
+                .exec_in_pod_netns(NS, &pod, &kubectl_bin, &get("endpointslices"), Duration::from_secs(30))
+                .await?
+                .check("kubectl get endpointslices with the load balancer's token")?;
+            let out = cluster
+                .exec_in_pod_netns(NS, &pod, &kubectl_bin, &get("secrets"), Duration::from_secs(30))
+                .await?;
+            ensure!(
+                !out.success() && out.stderr.contains("Forbidden"),
+                "kubectl get secrets with the load balancer's token: exit {}, stderr {:?}",
+                out.code(),
+                out.stderr
+            );
+            Ok(())
+        },
+    )
+    .await
+}
+
+/// The LoadBalancedCollectors of a sample file (their names).
+fn lbc_names(yaml: &str) -> Result<Vec<String>> {
+    Ok(e2e::apply::parse_yaml(yaml)?
+        .into_iter()
+        .filter(|o| {
+            o.types
+                .as_ref()
+                .is_some_and(|t| t.kind == "LoadBalancedCollector")
+        })
+        .filter_map(|o| o.metadata.name)
+        .collect())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_samples() -> Result<()> {
+    with_cluster("operator_samples", Duration::from_secs(600), async |cluster| {
+        install_operator(cluster).await?;
+        let dir = tools::workspace_root().join("config/samples");
+        let mut samples: Vec<PathBuf> = std::fs::read_dir(&dir)?
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+            .collect();
+        samples.sort();
+        ensure!(samples.len() >= 5, "expected the 5 samples in {}", dir.display());
+        let mut failures = Vec::new();
+        for sample in &samples {
+            let t0 = Instant::now();
+            let file = sample.file_name().unwrap_or_default().to_string_lossy().into_owned();
+            let names = lbc_names(&std::fs::read_to_string(sample)?)?;
+            ensure!(!names.is_empty(), "{file} has no LoadBalancedCollector");
+            let path = sample.to_string_lossy().into_owned();
+            kubectl_ok(cluster, &["apply", "-n", NS, "-f", &path]).await?;
+            let mut ok = true;
+            for name in &names {
+                match wait_lbc_ready(cluster, NS, name, None, Duration::from_secs(120)).await {
+                    Ok(status) => eprintln!(
+                        "sample {file}: {name} Ready after {:.1}s: {status}",
+                        t0.elapsed().as_secs_f64()
+                    ),
+                    Err(e) => {
+                        ok = false;
+                        failures.push(format!("{file}: {name}: {e:#}"));
+                    }
+                }
+            }
+            if !ok {
+                // Keep the evidence (backend logs) for the report, then go on with the next sample.
+                for p in cluster.pods(NS, "app.kubernetes.io/managed-by=otlp-lb-operator").await? {
+                    let n = p.metadata.name.unwrap_or_default();
+                    if let Ok(l) = cluster.logs(NS, &n) {
+                        eprintln!("{}", e2e::process::tail(&l, 15));
+                    }
+                }
+            }
+            // Delete before the next sample, so that one sample's pods do not slow the next one.
+            kubectl_ok(cluster, &["delete", "-n", NS, "-f", &path, "--wait=true"]).await?;
+            cluster
+                .wait_for(
+                    &format!("the pods of {file} to be gone"),
+                    Duration::from_secs(90),
+                    || async {
+                        let n = cluster.pods(NS, "").await?.len();
+                        Ok(if n == 0 {
+                            Check::Done(())
+                        } else {
+                            Check::Pending(format!("{n} pods left"))
+                        })
+                    },
+                )
+                .await?;
+        }
+        if !failures.is_empty() {
+            bail!("samples not Ready:\n{}", failures.join("\n"));
+        }
+        Ok(())
+    })
+    .await
+}
