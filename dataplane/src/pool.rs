@@ -170,7 +170,7 @@ impl PoolManager {
             }
             let pool = self.tx.borrow().clone();
             let now = Instant::now();
-            for backend in pool.backends.iter().filter(|b| b.health.probe_due(now)) {
+            for backend in pool.backends.iter().filter(|b| b.health.start_probe(now)) {
                 let backend = Arc::clone(backend);
                 tokio::spawn(async move { backend.probe().await });
             }

@@ -123,8 +123,14 @@ impl Backend {
         let result = tokio::time::timeout(timeout, self.call(signal, body, timeout)).await;
         let result = result.unwrap_or_else(|_| Err(Status::deadline_exceeded(format!("no answer from {} in {timeout:?}", self.address))));
         self.metrics.backend_result(&self.address, signal, items, started.elapsed(), result.is_ok());
-        let down = matches!(&result, Err(s) if matches!(s.code(), Code::Unavailable | Code::DeadlineExceeded | Code::Unknown));
-        if let Some(t) = self.health.record(down) {
+        // Only a success resets the failure count; a rejection of the data says nothing about the backend's health.
+        // tonic reports its own timeout as CANCELLED ("Timeout expired").
+        let outcome = match &result {
+            Ok(_) => Some(false),
+            Err(s) if matches!(s.code(), Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown) => Some(true),
+            Err(_) => None,
+        };
+        if let Some(t) = outcome.and_then(|failure| self.health.record(failure)) {
             self.report(t, result.as_ref().err().map(|s| s.message()).unwrap_or_default());
         }
         result

@@ -28,12 +28,14 @@ struct State {
 pub struct Health {
     cfg: HealthCheck,
     available: AtomicBool,
+    /// A probe is in flight: no second one until it answers.
+    probing: AtomicBool,
     state: Mutex<State>,
 }
 
 impl Health {
     pub fn new(cfg: HealthCheck) -> Health {
-        Health { cfg, available: AtomicBool::new(true), state: Mutex::new(State { consecutive_failures: 0, ejections: 0, ejected_until: None }) }
+        Health { cfg, available: AtomicBool::new(true), probing: AtomicBool::new(false), state: Mutex::new(State { consecutive_failures: 0, ejections: 0, ejected_until: None }) }
     }
 
     /// Whether the backend takes keys now. Hot path: one atomic load.
@@ -68,13 +70,16 @@ impl Health {
         Transition::Ejected { for_: backoff, failures: s.consecutive_failures }
     }
 
-    /// Whether an ejected backend is due for a probe.
-    pub fn probe_due(&self, now: Instant) -> bool {
-        self.state.lock().ok().and_then(|s| s.ejected_until).is_some_and(|until| now >= until)
+    /// Whether an ejected backend is due for a probe and none is in flight; if so, the caller must probe and
+    /// report with [`Health::probed`].
+    pub fn start_probe(&self, now: Instant) -> bool {
+        let due = self.state.lock().ok().and_then(|s| s.ejected_until).is_some_and(|until| now >= until);
+        due && self.probing.compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed).is_ok()
     }
 
     /// Records a probe's outcome: success readmits, failure ejects again for longer.
     pub fn probed(&self, ok: bool) -> Option<Transition> {
+        self.probing.store(false, Ordering::Release);
         let Ok(mut s) = self.state.lock() else { return None };
         s.ejected_until?;
         if ok {
@@ -117,8 +122,9 @@ mod tests {
         for _ in 0..3 {
             h.record(true);
         }
-        assert!(!h.probe_due(Instant::now()));
-        assert!(h.probe_due(Instant::now() + Duration::from_millis(150)));
+        assert!(!h.start_probe(Instant::now()));
+        assert!(h.start_probe(Instant::now() + Duration::from_millis(150)));
+        assert!(!h.start_probe(Instant::now() + Duration::from_millis(150)), "one probe at a time");
         let backoffs: Vec<_> = (0..3)
             .map(|_| match h.probed(false) {
                 Some(Transition::Ejected { for_, .. }) => for_,
