@@ -60,10 +60,10 @@ where
             return Box::pin(async move { Ok(status.into_http()) });
         };
         let export = ExportMethod { pipeline: Arc::clone(&self.pipeline), signal };
+        // Replies are a few bytes: compressing them only costs a compressor per request.
         let mut grpc = tonic::server::Grpc::new(RawCodec)
             .accept_compressed(CompressionEncoding::Gzip)
             .accept_compressed(CompressionEncoding::Zstd)
-            .send_compressed(CompressionEncoding::Gzip)
             .max_decoding_message_size(self.max_message_bytes)
             .max_encoding_message_size(usize::MAX);
         let req = req.map(|b| b.map_err(Into::into).boxed_unsync());
