@@ -92,8 +92,8 @@ impl Metrics {
             backend_outcome: counter(r, "otelcol_loadbalancer_backend_outcome", "Exports to backends by outcome", &["endpoint", "success"]),
             accepted: per_signal(r, "otelcol_receiver_accepted", "Items accepted from clients", &["receiver", "transport"]),
             refused: per_signal(r, "otelcol_receiver_refused", "Items refused to clients", &["receiver", "transport"]),
-            sent: per_signal(r, "otelcol_exporter_sent", "Items delivered to a backend", &["endpoint"]),
-            send_failed: per_signal(r, "otelcol_exporter_send_failed", "Items a backend did not accept on one attempt", &["endpoint"]),
+            sent: per_signal(r, "otelcol_exporter_sent", "Items delivered to a backend", &["exporter", "endpoint"]),
+            send_failed: per_signal(r, "otelcol_exporter_send_failed", "Items a backend did not accept on one attempt", &["exporter", "endpoint"]),
             inflight_bytes: gauge("otlp_lb_inflight_bytes", "Bytes of request data held in flight"),
             ring_version: gauge("otlp_lb_ring_version", "Version of the ring in use (low 53 bits of its fingerprint)"),
             backend_health,
@@ -137,7 +137,7 @@ impl Metrics {
         self.0.backend_latency.with_label_values(&[endpoint]).observe(latency.as_secs_f64() * 1000.0);
         self.0.backend_outcome.with_label_values(&[endpoint, bool_label(success)]).inc();
         let set = if success { &self.0.sent } else { &self.0.send_failed };
-        set[idx(signal)].with_label_values(&[endpoint]).inc_by(items);
+        set[idx(signal)].with_label_values(&[EXPORTER, endpoint]).inc_by(items);
     }
 
     pub fn backend_health(&self, endpoint: &str, healthy: bool) {
@@ -158,6 +158,9 @@ impl Metrics {
         &self.0.inflight_bytes
     }
 }
+
+/// The `exporter` label of the Collector's exporter metrics (the loadbalancing exporter's component id).
+const EXPORTER: &str = "load_balancing";
 
 fn bool_label(b: bool) -> &'static str {
     if b { "true" } else { "false" }
@@ -182,7 +185,7 @@ mod tests {
             "otelcol_loadbalancer_num_backend_updates{resolver=\"static\"} 1",
             "otelcol_receiver_accepted_spans{receiver=\"otlp\",transport=\"grpc\"} 10",
             "otelcol_receiver_refused_log_records{receiver=\"otlp\",transport=\"http\"} 2",
-            "otelcol_exporter_sent_spans{endpoint=\"10.0.0.1:4317\"} 10",
+            "otelcol_exporter_sent_spans{endpoint=\"10.0.0.1:4317\",exporter=\"load_balancing\"} 10",
             "otelcol_loadbalancer_backend_outcome{endpoint=\"10.0.0.1:4317\",success=\"true\"} 1",
             "otelcol_loadbalancer_backend_latency_bucket{endpoint=\"10.0.0.1:4317\",le=\"5\"} 1",
         ] {
