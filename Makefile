@@ -29,10 +29,8 @@ e2e: build tools-check ## end-to-end tests on a real control plane (root, networ
 e2e-rebalance: build tools-check ## scale a backend pool 3->5->2 under load; ring update latency, split traces, lost spans
 	$(CARGO) test -p e2e --test rebalance -- --nocapture --test-threads=1
 
-bench: tools-check ## otlp-lb against the Collector's loadbalancing exporter; writes bench/results.md
-	$(CARGO) build --release -p dataplane --bins
-	$(PYTHON) bench/macro.py
-	$(CARGO) bench -p dataplane --bench route --bench codec -- --warm-up-time 1 --measurement-time 3
+bench: tools-check ## otlp-lb vs the Collector's loadbalancing exporter, pass-through, criterion, profile; writes bench/results.md (~10 min)
+	$(PYTHON) bench/macro.py --otelcol $(TOOLS_DIR)/bin/otelcol-lb
 
 fuzz: ## fuzz decoding and splitting for a bounded time (FUZZ_SECONDS per target, default 60)
 	bash scripts/fuzz.sh
