@@ -246,9 +246,7 @@ async fn lb_pods(cluster: &Cluster, name: &str) -> Result<Vec<String>> {
     let pods = cluster
         .pods(
             NS,
-            &format!(
-                "app.kubernetes.io/instance={name},app.kubernetes.io/component=load-balancer"
-            ),
+            &format!("app.kubernetes.io/instance={name},app.kubernetes.io/component=load-balancer"),
         )
         .await?;
     Ok(pods
@@ -339,7 +337,8 @@ fn received(out_dir: &Path) -> Result<Distribution> {
         let text = String::from_utf8_lossy(&std::fs::read(&path)?).into_owned();
         spans.insert(
             name,
-            otlp_json::spans_in_text(&text).with_context(|| format!("parsing {}", path.display()))?,
+            otlp_json::spans_in_text(&text)
+                .with_context(|| format!("parsing {}", path.display()))?,
         );
     }
     Ok(Distribution::of(&spans))
@@ -449,7 +448,11 @@ async fn operator_scale_and_garbage_collection() -> Result<()> {
 
             // Scale through the scale subresource with the real kubectl.
             let t0 = Instant::now();
-            kubectl_ok(cluster, &["scale", "-n", NS, "lbc", "traces", "--replicas", "5"]).await?;
+            kubectl_ok(
+                cluster,
+                &["scale", "-n", NS, "lbc", "traces", "--replicas", "5"],
+            )
+            .await?;
             let status =
                 wait_lbc_ready(cluster, NS, "traces", Some(5), Duration::from_secs(120)).await?;
             tracing::info!(
@@ -482,7 +485,11 @@ async fn operator_scale_and_garbage_collection() -> Result<()> {
                 ensure!(have.contains(w), "child {w} missing; children: {have:?}");
             }
             let t0 = Instant::now();
-            kubectl_ok(cluster, &["delete", "-n", NS, "lbc", "traces", "--wait=true"]).await?;
+            kubectl_ok(
+                cluster,
+                &["delete", "-n", NS, "lbc", "traces", "--wait=true"],
+            )
+            .await?;
             cluster
                 .wait_for(
                     "the garbage collector to delete every child of traces",
@@ -664,8 +671,9 @@ async fn operator_validation_and_rbac() -> Result<()> {
     .await
 }
 
-/// The LoadBalancedCollectors of a sample file (their names).
-fn lbc_names(yaml: &str) -> Result<Vec<String>> {
+/// The LoadBalancedCollectors of a sample file: their names and, when the load balancer is
+/// autoscaled, its `minReplicas`.
+fn lbc_names(yaml: &str) -> Result<Vec<(String, Option<i64>)>> {
     Ok(e2e::apply::parse_yaml(yaml)?
         .into_iter()
         .filter(|o| {
@@ -673,8 +681,39 @@ fn lbc_names(yaml: &str) -> Result<Vec<String>> {
                 .as_ref()
                 .is_some_and(|t| t.kind == "LoadBalancedCollector")
         })
-        .filter_map(|o| o.metadata.name)
+        .filter_map(|o| {
+            let min = o.data["spec"]["loadBalancer"]["autoscaling"]["minReplicas"].as_i64();
+            o.metadata.name.map(|n| (n, min))
+        })
         .collect())
+}
+
+/// Waits until the HorizontalPodAutoscaler (kube-controller-manager's, no metrics needed for
+/// this) has raised the load balancer to `min` replicas, all ready, as the status reports.
+async fn wait_lb_autoscaled(cluster: &Cluster, name: &str, min: i64) -> Result<Value> {
+    let api = lbc_api(cluster, NS);
+    cluster
+        .wait_for(
+            &format!("the autoscaler to run {min} load-balancer replicas of {name}"),
+            Duration::from_secs(90),
+            || {
+                let api = api.clone();
+                async move {
+                    let lbc = api.get(name).await?;
+                    let lb = &lbc.data["status"]["loadBalancer"];
+                    let (desired, ready) = (
+                        lb["desired"].as_i64().unwrap_or(0),
+                        lb["ready"].as_i64().unwrap_or(0),
+                    );
+                    Ok(if desired >= min && ready == desired {
+                        Check::Done(lbc.data["status"].clone())
+                    } else {
+                        Check::Pending(format!("loadBalancer {lb}"))
+                    })
+                }
+            },
+        )
+        .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -698,7 +737,7 @@ async fn operator_samples() -> Result<()> {
             let path = sample.to_string_lossy().into_owned();
             kubectl_ok(cluster, &["apply", "-n", NS, "-f", &path]).await?;
             let mut ok = true;
-            for name in &names {
+            for (name, min) in &names {
                 match wait_lbc_ready(cluster, NS, name, None, Duration::from_secs(120)).await {
                     Ok(status) => eprintln!(
                         "sample {file}: {name} Ready after {:.1}s: {status}",
@@ -707,6 +746,20 @@ async fn operator_samples() -> Result<()> {
                     Err(e) => {
                         ok = false;
                         failures.push(format!("{file}: {name}: {e:#}"));
+                        continue;
+                    }
+                }
+                if let Some(min) = *min {
+                    match wait_lb_autoscaled(cluster, name, min).await {
+                        Ok(status) => eprintln!(
+                            "sample {file}: {name} autoscaled to minReplicas {min} after {:.1}s: {}",
+                            t0.elapsed().as_secs_f64(),
+                            status["loadBalancer"]
+                        ),
+                        Err(e) => {
+                            ok = false;
+                            failures.push(format!("{file}: {name}: {e:#}"));
+                        }
                     }
                 }
             }
