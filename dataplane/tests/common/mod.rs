@@ -4,3 +4,4 @@
 pub mod backend;
 pub mod lb;
 pub mod otlp;
+pub mod procs;
