@@ -222,9 +222,14 @@ pub fn parse_reply(body: &[u8]) -> Reply {
     reply
 }
 
-/// Whether a failed export may succeed if tried again (the OTLP specification's retryable codes).
+/// Whether a failed export may succeed if tried again: the OTLP specification's retryable codes, plus UNKNOWN,
+/// which is what the client reports when the connection breaks mid-request (a backend killed while answering) —
+/// treating it as a rejection would drop data the backend never took.
 pub fn retryable(code: Code) -> bool {
-    matches!(code, Code::Unavailable | Code::ResourceExhausted | Code::DeadlineExceeded | Code::Aborted | Code::Cancelled | Code::OutOfRange | Code::DataLoss)
+    matches!(
+        code,
+        Code::Unavailable | Code::ResourceExhausted | Code::DeadlineExceeded | Code::Aborted | Code::Cancelled | Code::OutOfRange | Code::DataLoss | Code::Unknown
+    )
 }
 
 #[cfg(test)]
@@ -245,6 +250,7 @@ mod tests {
     #[test]
     fn retryable_codes_follow_the_otlp_specification() {
         assert!(retryable(Code::Unavailable) && retryable(Code::ResourceExhausted) && retryable(Code::DeadlineExceeded));
+        assert!(retryable(Code::Unknown), "a broken connection mid-request");
         assert!(!retryable(Code::InvalidArgument) && !retryable(Code::Unauthenticated) && !retryable(Code::Unimplemented));
     }
 }
