@@ -212,7 +212,10 @@ impl<'a, F: FnMut(u64) -> usize> Splitter<'a, F> {
         let fixed = (fixed_start, self.chunks.len());
         let mut scope_attrs: Option<Vec<(&[u8], &[u8])>> = None;
         for item in item_fields {
-            let msg = item.bytes()?;
+            let canonical = if self.signal == Signal::Metrics { canonical_metric(item.bytes()?)? } else { None };
+            let msg = canonical.as_deref().map_or(item.bytes(), Ok)?;
+            // A rewritten metric is carried as owned bytes, not as a range of the request.
+            let raw = if canonical.is_some() { None } else { Some(item.raw) };
             let (start, end) = self.range(item.raw);
             match (self.signal, self.key) {
                 (Signal::Metrics, RoutingKey::StreamId | RoutingKey::Attributes) => {
@@ -220,7 +223,7 @@ impl<'a, F: FnMut(u64) -> usize> Splitter<'a, F> {
                         scope_attrs = Some(key::attributes(scope_msg, fields::SCOPE_ATTRIBUTES)?);
                     }
                     let sattrs = scope_attrs.as_deref().unwrap_or_default();
-                    self.walk_metric_points(item.raw, msg, rk, scope_msg, sattrs)?;
+                    self.walk_metric_points(raw, msg, rk, scope_msg, sattrs)?;
                 }
                 _ => {
                     let hash = match self.key {
@@ -248,7 +251,7 @@ impl<'a, F: FnMut(u64) -> usize> Splitter<'a, F> {
                     };
                     let count = if self.signal == Signal::Metrics { count_points(msg)? } else { 1 };
                     let backend = (self.owner)(hash) as u32;
-                    self.items.push(Item { start, end, owned: RAW, backend, count });
+                    self.push_item(raw.map(|_| (start, end)), msg, backend, count);
                 }
             }
         }
@@ -269,13 +272,13 @@ impl<'a, F: FnMut(u64) -> usize> Splitter<'a, F> {
     /// Routes each data point of a metric; rebuilds the metric per backend when its points go to several.
     fn walk_metric_points(
         &mut self,
-        raw: &[u8],
+        raw: Option<&[u8]>,
         metric: &[u8],
         rk: &mut ResourceKeys<'_>,
         scope_msg: &[u8],
         scope_attrs: &[(&[u8], &[u8])],
     ) -> Result<(), WireError> {
-        let (start, end) = self.range(raw);
+        let range = raw.map(|r| self.range(r));
         let mut ident = Vec::new();
         let mut kind: Option<wire::Field<'_>> = None;
         for f in wire::fields(metric) {
@@ -289,7 +292,7 @@ impl<'a, F: FnMut(u64) -> usize> Splitter<'a, F> {
         let Some(kind) = kind else {
             // A metric with no data: it goes with its service.
             let backend = (self.owner)(rk.service()?) as u32;
-            self.items.push(Item { start, end, owned: RAW, backend, count: 0 });
+            self.push_item(range, metric, backend, 0);
             return Ok(());
         };
         let attr_field = fields::data_point_attributes(kind.number).unwrap_or(7);
@@ -331,7 +334,7 @@ impl<'a, F: FnMut(u64) -> usize> Splitter<'a, F> {
         let first = points.first().map(|p| p.1);
         if points.iter().all(|p| Some(p.1) == first) {
             let backend = first.unwrap_or(0);
-            self.items.push(Item { start, end, owned: RAW, backend, count: points.len() as u32 });
+            self.push_item(range, metric, backend, points.len() as u32);
             return Ok(());
         }
         let mut backends: Vec<u32> = points.iter().map(|p| p.1).collect();
@@ -357,6 +360,20 @@ impl<'a, F: FnMut(u64) -> usize> Splitter<'a, F> {
             self.items.push(Item { start: 0, end: 0, owned, backend: b, count: mine.len() as u32 });
         }
         Ok(())
+    }
+
+    /// Records an item: a range of the request when it is carried unchanged, else owned bytes of `msg`.
+    fn push_item(&mut self, range: Option<(usize, usize)>, msg: &[u8], backend: u32, count: u32) {
+        match range {
+            Some((start, end)) => self.items.push(Item { start, end, owned: RAW, backend, count }),
+            None => {
+                let mut item = Vec::with_capacity(msg.len() + 6);
+                wire::put_len_field(&mut item, fields::SCOPE_ITEMS, msg);
+                self.owned.push(item);
+                let owned = (self.owned.len() - 1) as u32;
+                self.items.push(Item { start: 0, end: 0, owned, backend, count });
+            }
+        }
     }
 
     fn item_bytes<'b>(&'b self, body: &'b [u8], item: &Item) -> &'b [u8] {
@@ -443,6 +460,31 @@ impl<'a, F: FnMut(u64) -> usize> Splitter<'a, F> {
             out.extend_from_slice(&body[*s..*e]);
         }
     }
+}
+
+/// A Metric whose `data` oneof is on the wire more than once, rewritten as protobuf parsers read it: the last
+/// member wins, and its occurrences after the last other member merge (for messages, merging is concatenation).
+/// `None` when the metric has at most one data field (the usual case: it is used as it is).
+fn canonical_metric(metric: &[u8]) -> Result<Option<Vec<u8>>, WireError> {
+    let mut data = Vec::new();
+    let mut others = Vec::new();
+    for f in wire::fields(metric) {
+        let f = f?;
+        if fields::data_point_attributes(f.number).is_some() { data.push(f) } else { others.push(f) }
+    }
+    let Some(last) = data.last().map(|f| f.number) else { return Ok(None) };
+    if data.len() == 1 {
+        return Ok(None);
+    }
+    let start = data.iter().rposition(|f| f.number != last).map_or(0, |i| i + 1);
+    let mut payload = Vec::new();
+    for f in &data[start..] {
+        payload.extend_from_slice(f.bytes()?);
+    }
+    let mut out = Vec::with_capacity(metric.len());
+    others.iter().for_each(|f| out.extend_from_slice(f.raw));
+    wire::put_len_field(&mut out, last, &payload);
+    Ok(Some(out))
 }
 
 /// The first length-delimited field `number` of `msg`, or empty.

@@ -306,3 +306,70 @@ fn empty_request_has_no_parts() {
     assert!(split.parts.is_empty());
     assert_eq!(split.items, 0);
 }
+
+/// A Metric whose data oneof is on the wire twice: `gauge {p0}` then `gauge {p1, p2}` (parsers merge them), and
+/// one with a `sum` before a `gauge` (the gauge wins).
+fn repeated_oneof_request() -> (Bytes, usize) {
+    use crate::wire::put_len_field;
+    let point = |i: i64| point(&format!("/r{i}"), i).encode_to_vec();
+    let gauge = |ps: &[i64]| {
+        let mut g = Vec::new();
+        ps.iter().for_each(|p| put_len_field(&mut g, 1, &point(*p)));
+        g
+    };
+    let mut merged = Vec::new();
+    put_len_field(&mut merged, 1, b"merged");
+    put_len_field(&mut merged, 5, &gauge(&[0]));
+    put_len_field(&mut merged, 5, &gauge(&[1, 2]));
+    let mut replaced = Vec::new();
+    put_len_field(&mut replaced, 1, b"replaced");
+    put_len_field(&mut replaced, 7, &gauge(&[90, 91]));
+    put_len_field(&mut replaced, 5, &gauge(&[3, 4, 5]));
+    let mut scope = Vec::new();
+    put_len_field(&mut scope, 2, &merged);
+    put_len_field(&mut scope, 2, &replaced);
+    let mut rm = Vec::new();
+    put_len_field(&mut rm, 1, &resource("cart").expect("resource").encode_to_vec());
+    put_len_field(&mut rm, 2, &scope);
+    let mut req = Vec::new();
+    put_len_field(&mut req, 1, &rm);
+    (Bytes::from(req), 6)
+}
+
+#[test]
+fn a_repeated_data_oneof_is_read_as_protobuf_parsers_read_it() {
+    let (body, points) = repeated_oneof_request();
+    let decoded = ExportMetricsServiceRequest::decode(body.clone()).expect("valid protobuf");
+    let mut want = BTreeSet::new();
+    for m in decoded.resource_metrics.iter().flat_map(|r| &r.scope_metrics).flat_map(|s| &s.metrics) {
+        if let Some(metric::Data::Gauge(g)) = &m.data {
+            g.data_points.iter().for_each(|p| { want.insert((m.name.clone(), format!("{:?}", p.attributes[0].value))); });
+        }
+    }
+    assert_eq!(want.len(), points, "prost merges the first metric and keeps the last member of the second");
+    for key in [RoutingKey::Service, RoutingKey::StreamId] {
+        for n in [1u64, 3] {
+            let policy = RoutingPolicy { metrics: key, ..Default::default() };
+            let split = split(Signal::Metrics, &body, &policy, |h| (h % n) as usize).expect("splits");
+            assert_eq!(split.items, points as u64, "{key:?} over {n}: counted as parsed");
+            let mut got = BTreeSet::new();
+            let mut total = 0;
+            for part in &split.parts {
+                let d = ExportMetricsServiceRequest::decode(part.body.clone()).expect("part decodes");
+                let mut in_part = 0;
+                for m in d.resource_metrics.iter().flat_map(|r| &r.scope_metrics).flat_map(|s| &s.metrics) {
+                    if let Some(metric::Data::Gauge(g)) = &m.data {
+                        for p in &g.data_points {
+                            got.insert((m.name.clone(), format!("{:?}", p.attributes[0].value)));
+                            in_part += 1;
+                        }
+                    }
+                }
+                assert_eq!(part.items, in_part, "{key:?} over {n}: part count");
+                total += in_part;
+            }
+            assert_eq!(got, want, "{key:?} over {n}: every point once");
+            assert_eq!(total, points as u64, "{key:?} over {n}: no duplicates");
+        }
+    }
+}
