@@ -6,8 +6,13 @@ PYTHON ?= python3
 export TOOLS_DIR ?= $(HOME)/.cache/otlp-lb/tools
 HELM ?= $(TOOLS_DIR)/bin/helm
 CRD_FILE := crds/loadbalancedcollector.yaml
+# The end-to-end tests (each also listed in e2e/Cargo.toml, with `test = false`).
+E2E_TESTS := $(sort $(basename $(notdir $(wildcard e2e/tests/*.rs))))
+# Every cargo command of `make test` selects the whole workspace with its dev-dependencies, so one feature set
+# serves them all and nothing is compiled twice (`-p`, `--exclude` or `cargo build` would each resolve another).
+CARGO_TEST := $(CARGO) test --workspace
 
-.PHONY: golden help build test unit python e2e e2e-rebalance tools tools-check demo bench fuzz crds crds-check chart lint fmt clean
+.PHONY: golden help build test-build test unit python e2e e2e-rebalance tools tools-check demo bench fuzz crds crds-check chart lint fmt clean
 
 help: ## this list
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -15,19 +20,22 @@ help: ## this list
 build: ## debug build of every binary
 	$(CARGO) build --workspace --bins
 
-test: build unit python crds-check chart e2e ## everything: unit, integration, Python SDK, chart, end-to-end
+test-build: ## compile every test, and the binaries the tests run, without running anything
+	$(CARGO_TEST) --no-run $(E2E_TESTS:%=--test %) --lib --bins --tests --examples
+
+test: test-build unit python crds-check chart e2e ## everything: unit, integration, Python SDK, chart, end-to-end
 
 unit: ## unit and integration tests (no cluster needed)
-	$(CARGO) test --workspace --exclude e2e
+	$(CARGO_TEST)
 
-python: build ## the OpenTelemetry Python SDK as a client of otlp-lb
+python: test-build ## the OpenTelemetry Python SDK as a client of otlp-lb
 	$(PYTHON) -m pytest -q dataplane/tests/python
 
-e2e: build tools-check ## end-to-end tests on a real control plane (root, network namespaces)
-	$(CARGO) test -p e2e -- --test-threads=1
+e2e: test-build tools-check ## end-to-end tests on a real control plane (root, network namespaces)
+	$(CARGO_TEST) $(E2E_TESTS:%=--test %) -- --test-threads=1
 
-e2e-rebalance: build tools-check ## scale a backend pool 3->5->2 under load; ring update latency, split traces, lost spans
-	$(CARGO) test -p e2e --test rebalance -- --nocapture --test-threads=1
+e2e-rebalance: test-build tools-check ## scale a backend pool 3->5->2 under load; ring update latency, split traces, lost spans
+	$(CARGO_TEST) --test rebalance -- --nocapture --test-threads=1
 
 bench: tools-check ## otlp-lb vs the Collector's loadbalancing exporter, pass-through, criterion, profile; writes bench/results.md (~10 min)
 	$(PYTHON) bench/macro.py --otelcol $(TOOLS_DIR)/bin/otelcol-lb
@@ -50,10 +58,10 @@ crds: ## regenerate the CRD from the operator's types (crds/ and the chart's cop
 	cp $(CRD_FILE) charts/otlp-lb/crds/loadbalancedcollector.yaml
 
 golden: ## regenerate the operator's golden files (review the diff)
-	UPDATE_GOLDEN=1 $(CARGO) test -p operator --test golden
+	UPDATE_GOLDEN=1 $(CARGO_TEST) --test golden
 
 crds-check: ## fail when crds/ differs from the code
-	$(CARGO) test -q -p operator --test crd
+	$(CARGO_TEST) -q --test crd
 
 chart: tools-check ## helm lint and template
 	$(HELM) lint --strict charts/otlp-lb
