@@ -23,7 +23,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::Api;
-use kube::api::{DynamicObject, ListParams, PostParams};
+use kube::api::{DynamicObject, ListParams, Patch, PatchParams, PostParams};
 
 use crate::apply;
 use crate::controlplane::ControlPlane;
@@ -297,6 +297,18 @@ impl Cluster {
             },
         )
         .await
+    }
+
+    /// Sets Deployment `name` to `replicas` through its scale subresource (as
+    /// `kubectl scale` does); returns at once (wait with
+    /// [`Cluster::wait_deployment_ready`]).
+    pub async fn scale_deployment(&self, namespace: &str, name: &str, replicas: i32) -> Result<()> {
+        let api: Api<Deployment> = Api::namespaced(self.client(), namespace);
+        let patch = serde_json::json!({"spec": {"replicas": replicas}});
+        api.patch_scale(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .with_context(|| format!("scaling deployment {namespace}/{name} to {replicas}"))?;
+        Ok(())
     }
 
     /// Ready endpoint addresses of Service `service` (from its EndpointSlices).

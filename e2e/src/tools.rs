@@ -149,6 +149,15 @@ pub fn otlp_lb_bin() -> Result<PathBuf> {
     )
 }
 
+/// `otlp-lb-tools` (loadgen, sink; `OTLP_LB_TOOLS_BIN` overrides).
+pub fn otlp_lb_tools_bin() -> Result<PathBuf> {
+    workspace_bin(
+        "otlp-lb-tools",
+        "OTLP_LB_TOOLS_BIN",
+        "cargo build -p dataplane --bin otlp-lb-tools",
+    )
+}
+
 /// The otlp-lb operator (`OTLP_LB_OPERATOR_BIN` overrides).
 pub fn operator_bin() -> Result<PathBuf> {
     workspace_bin(
