@@ -233,6 +233,11 @@ impl PoolManager {
         let index = backends.iter().enumerate().map(|(i, b)| (b.address.clone(), i)).collect();
         let pool = Pool { ring, backends, version, resolver: self.resolver, updated: SystemTime::now(), since: now, history, index };
         self.tx.send_replace(Arc::new(pool));
+        // What is left of the old clients has left the pool: parts not yet sent to them are handed back to be
+        // re-routed; requests already sent finish, and each connection closes when its last request lets go.
+        for gone in clients.values() {
+            gone.retire();
+        }
         self.metrics.pool_changed(self.resolver, size, fingerprint);
         tracing::info!(
             resolver = self.resolver,

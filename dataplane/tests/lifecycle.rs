@@ -20,13 +20,25 @@ fn pool_size(lb: &Lb) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_finishes_requests_in_flight_and_exits_zero() {
+    // SIGTERM: /readyz turns 503 at once, /healthz stays 200, the request in flight completes, exit 0.
     let backend = Backend::start().await;
     let mut lb = Lb::start(&[backend.address()]);
     backend.state.delay_ms.store(700, Ordering::SeqCst);
     let mut client = TraceServiceClient::connect(lb.grpc_url()).await.expect("connect");
     let inflight = tokio::spawn(async move { client.export(otlp::traces(0..10, 0..2, 1)).await });
     tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(lb.get("/readyz").map(|(code, _)| code), Some(200));
     lb.signal("TERM");
+    // While the request drains: not ready (load balancers in front stop sending), but alive.
+    let deadline = Instant::now() + Duration::from_millis(400);
+    let mut readyz = lb.get("/readyz");
+    while readyz.as_ref().is_some_and(|(code, _)| *code == 200) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+        readyz = lb.get("/readyz");
+    }
+    assert_eq!(readyz, Some((503, "draining\n".to_string())), "/readyz during the drain");
+    assert_eq!(lb.get("/healthz").map(|(code, _)| code), Some(200), "/healthz during the drain");
+    assert!(!inflight.is_finished(), "the probes ran while the request was still in flight");
     let reply = inflight.await.expect("join");
     assert!(reply.is_ok(), "the request in flight completes: {reply:?}");
     let status = lb.wait_exit(Duration::from_secs(10)).expect("exits after SIGTERM");
@@ -137,4 +149,48 @@ async fn scaling_out_splits_no_trace_in_flight() {
     assert_eq!(split, 0, "traces in flight during the scale-out stayed whole");
     let on_new = homes.values().filter(|h| h.contains(&2)).count();
     assert!((60..=160).contains(&on_new), "about a third of the 300 new traces use the added backend: {on_new}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parts_queued_for_a_removed_backend_go_to_its_successor_and_its_request_in_flight_finishes() {
+    // Backend A answers after 1.5 s and takes one request at a time (num_consumers: 1): request 1 is in flight on
+    // it, request 2 waits for its slot. A is then replaced by B: request 2 is re-routed to B at once (it was never
+    // sent to A), request 1 finishes on A (drain). Nothing is lost, nothing is sent twice.
+    let (a, b) = (Backend::start().await, Backend::start().await);
+    a.state.delay_ms.store(1500, Ordering::SeqCst);
+    let otlp = "timeout: 5s, compression: gzip, tls: {insecure: true}, sending_queue: {num_consumers: 1, queue_size: 10}";
+    let lb = Lb::start_with(&[a.address()], Opts { otlp, ..Default::default() });
+    let send = |traces: std::ops::Range<u64>| {
+        let url = lb.grpc_url();
+        tokio::spawn(async move {
+            let mut client = TraceServiceClient::connect(url).await.expect("connect");
+            let reply = client.export(otlp::traces(traces, 0..2, 1)).await;
+            (reply.map(|_| ()), Instant::now())
+        })
+    };
+    let first = send(0..10);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let second = send(10..20);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(a.spans().is_empty() && !first.is_finished() && !second.is_finished());
+
+    let text = std::fs::read_to_string(&lb.config).expect("config");
+    std::fs::write(&lb.config, text.replace(&a.address(), &b.address())).expect("write");
+    let reloaded = Instant::now();
+    lb.signal("HUP");
+    let (second, second_done) = second.await.expect("join");
+    let (first, first_done) = first.await.expect("join");
+    assert!(first.is_ok() && second.is_ok(), "both acknowledged: {first:?} {second:?}\n{}", lb.logs());
+    assert!(second_done < first_done, "the queued request did not wait for the removed backend");
+    assert!(second_done.duration_since(reloaded) < Duration::from_millis(1000), "re-routed at once, not after a backoff");
+    // Span names are `t<trace>-s<span>`: the trace numbers each backend received.
+    let traces = |backend: &Backend| -> Vec<u64> {
+        let mut t: Vec<u64> = backend.spans().iter().filter_map(|(_, n)| n.strip_prefix('t')?.split('-').next()?.parse().ok()).collect();
+        t.sort_unstable();
+        t
+    };
+    let two_each = |r: std::ops::Range<u64>| r.flat_map(|t| [t, t]).collect::<Vec<_>>();
+    assert_eq!(traces(&a), two_each(0..10), "request 1 drained on A, and only it");
+    assert_eq!(traces(&b), two_each(10..20), "request 2 on B, once");
+    assert!(lb.logs().contains("left the pool"), "{}", lb.logs());
 }

@@ -5,7 +5,7 @@
 //! pool) lets go of it.
 
 use std::str::FromStr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -45,6 +45,8 @@ pub struct Backend {
     slots: Option<Semaphore>,
     waiting: AtomicUsize,
     queue_size: usize,
+    /// Set when the backend leaves the pool: parts still waiting for a slot, or not yet sent, are handed back.
+    retired: AtomicBool,
 }
 
 impl std::fmt::Debug for Backend {
@@ -94,12 +96,19 @@ impl Backend {
             slots,
             waiting: AtomicUsize::new(0),
             queue_size,
+            retired: AtomicBool::new(false),
         })
     }
 
     /// Sends one encoded export request; gives up at `deadline` or after the per-attempt timeout. Waits for one
     /// of the backend's `num_consumers` slots; fails at once with RESOURCE_EXHAUSTED when `queue_size` parts wait.
+    ///
+    /// Once the backend has left the pool ([`Backend::retire`]), parts not yet sent fail at once with UNAVAILABLE
+    /// so that delivery re-routes them to their keys' new owners; parts already sent finish here (drain).
     pub async fn export(&self, signal: Signal, body: Bytes, items: u64, deadline: Instant) -> Result<Reply, Status> {
+        if self.is_retired() {
+            return Err(self.left_pool());
+        }
         let _slot = match &self.slots {
             None => None,
             Some(slots) => {
@@ -113,8 +122,10 @@ impl Backend {
                 let waiting = self.waiting.fetch_sub(1, Ordering::Relaxed) - 1;
                 self.metrics.queue(&self.address, waiting, self.queue_size);
                 match acquired {
-                    Ok(Ok(permit)) => Some(permit),
-                    _ => return Err(Status::deadline_exceeded(format!("no free slot for {} before the deadline", self.address))),
+                    Ok(Ok(permit)) if !self.is_retired() => Some(permit),
+                    // The semaphore is closed by `retire`.
+                    Ok(_) => return Err(self.left_pool()),
+                    Err(_) => return Err(Status::deadline_exceeded(format!("no free slot for {} before the deadline", self.address))),
                 }
             }
         };
@@ -134,6 +145,23 @@ impl Backend {
             self.report(t, result.as_ref().err().map(|s| s.message()).unwrap_or_default());
         }
         result
+    }
+
+    /// Marks the backend as gone from the pool and wakes every part waiting for one of its slots, which then
+    /// fails with UNAVAILABLE and is re-routed. Requests already sent are left to finish.
+    pub fn retire(&self) {
+        self.retired.store(true, Ordering::SeqCst);
+        if let Some(slots) = &self.slots {
+            slots.close();
+        }
+    }
+
+    pub fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::SeqCst)
+    }
+
+    fn left_pool(&self) -> Status {
+        Status::unavailable(format!("backend {} left the pool before the part was sent", self.address))
     }
 
     /// Probes an ejected backend with an empty export (a valid no-op request) and readmits it on success.

@@ -1,6 +1,7 @@
 //! Delivery of one request's parts: all backends concurrently; only the parts that failed are tried again, after
 //! a backoff, re-routed against the pool as it is by then (so a part for a backend that left the pool goes to the
-//! key's new owner). The request is acknowledged only when every part was accepted; a part still failing at the
+//! key's new owner). A part handed back unsent by a backend that left the pool is re-routed at once, without a
+//! backoff. The request is acknowledged only when every part was accepted; a part still failing at the
 //! deadline makes the whole request fail with UNAVAILABLE, never a silent success.
 
 use std::sync::Arc;
@@ -63,8 +64,16 @@ pub async fn deliver(
         let results = join_all(pending.iter().map(|(b, p)| b.export(signal, p.body.clone(), p.items, deadline))).await;
         let mut failed: Vec<Part> = Vec::new();
         let mut last = None;
+        // Parts handed back by backends that left the pool: re-routed at once, without a backoff.
+        let mut handed_back = 0;
         for ((backend, part), result) in pending.into_iter().zip(results) {
             match result {
+                Err(status) if backend.is_retired() && status.code() == Code::Unavailable => {
+                    tracing::debug!(backend = %backend.address, "backend left the pool; re-routing its part");
+                    handed_back += 1;
+                    last = Some(status);
+                    failed.push(part);
+                }
                 Ok(reply) => {
                     delivered_any = true;
                     out.rejected += reply.rejected;
@@ -96,14 +105,18 @@ pub async fn deliver(
         let message = last.map(|s| s.message().to_string()).unwrap_or_default();
         let give_up = |why: &str| Failure { code: Code::Unavailable, message: format!("{why}: {message}"), undelivered };
         let wait = jittered(backoff, retry.randomization_factor);
-        if !retry.enabled {
+        // A part handed back was never sent: routing it again is no retry.
+        if !retry.enabled && handed_back < failed.len() {
             return Err(give_up("backend unavailable"));
         }
+        let wait = if handed_back == failed.len() { Duration::ZERO } else { wait };
         if Instant::now() + wait >= deadline || out.rounds >= MAX_ROUNDS {
             return Err(give_up("backend unavailable until the deadline"));
         }
-        tokio::time::sleep(wait).await;
-        backoff = retry.max_interval.0.min(backoff.mul_f64(retry.multiplier.max(1.0)));
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+            backoff = retry.max_interval.0.min(backoff.mul_f64(retry.multiplier.max(1.0)));
+        }
         let current = pools.borrow().clone();
         if current.ring.is_none() {
             return Err(give_up("no backends in the pool"));
