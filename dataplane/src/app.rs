@@ -44,7 +44,10 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
     let affinity = Arc::new(Affinity::new(window, config.routing.affinity_max_traces));
 
     let telemetry_addr = config.telemetry.metrics.address;
-    let telemetry = telemetry::serve(telemetry_addr, metrics.clone(), Arc::clone(&health), pools.clone(), stop.clone())
+    // The telemetry server outlives the drain: /readyz answers 503 and /metrics stays scrapable until the
+    // receivers have finished.
+    let (telemetry_stop_tx, telemetry_stop) = watch::channel(false);
+    let telemetry = telemetry::serve(telemetry_addr, metrics.clone(), Arc::clone(&health), pools.clone(), telemetry_stop)
         .await
         .with_context(|| format!("cannot listen on {telemetry_addr} (telemetry)"))?;
 
@@ -104,6 +107,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
     if drained.is_err() {
         tracing::warn!("requests still in flight after the drain timeout");
     }
+    let _ = telemetry_stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(2), telemetry).await;
     tracing::info!("otlp-lb stopped");
     Ok(())
