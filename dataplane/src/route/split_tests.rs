@@ -373,3 +373,66 @@ fn a_repeated_data_oneof_is_read_as_protobuf_parsers_read_it() {
         }
     }
 }
+
+/// Logs of 12 resources (service × host), the first one sent twice with its attributes in the other order.
+fn logs_of_resources() -> ExportLogsServiceRequest {
+    let attrs = |i: usize| vec![kv("service.name", &format!("svc{}", i % 4)), kv("host", &format!("h{}", i / 4))];
+    let records = |i: usize, n: usize| {
+        (0..n)
+            .map(|r| LogRecord {
+                body: Some(AnyValue { value: Some(any_value::Value::StringValue(format!("{i}/{r}"))) }),
+                ..Default::default()
+            })
+            .collect()
+    };
+    let mut rl: Vec<ResourceLogs> = (0..12)
+        .map(|i| ResourceLogs {
+            resource: Some(Resource { attributes: attrs(i), ..Default::default() }),
+            scope_logs: vec![ScopeLogs { scope: scope("app"), log_records: records(i, 3), schema_url: String::new() }],
+            schema_url: String::new(),
+        })
+        .collect();
+    let mut reversed = attrs(0);
+    reversed.reverse();
+    rl.push(ResourceLogs {
+        resource: Some(Resource { attributes: reversed, ..Default::default() }),
+        scope_logs: vec![ScopeLogs { scope: scope("app"), log_records: records(0, 2), schema_url: String::new() }],
+        schema_url: String::new(),
+    });
+    ExportLogsServiceRequest { resource_logs: rl }
+}
+
+#[test]
+fn resource_key_keeps_each_resource_whole_whatever_its_attribute_order() {
+    let policy = RoutingPolicy { logs: RoutingKey::Resource, ..Default::default() };
+    let split = split_ok(Signal::Logs, &logs_of_resources(), &policy);
+    assert_eq!(split.items, 12 * 3 + 2);
+    // resource index (from the record bodies) → backends; every record once.
+    let mut homes: BTreeMap<String, BTreeSet<usize>> = BTreeMap::new();
+    let mut records = 0;
+    for part in &split.parts {
+        let decoded = ExportLogsServiceRequest::decode(part.body.clone()).expect("part decodes");
+        for rec in decoded.resource_logs.iter().flat_map(|r| &r.scope_logs).flat_map(|s| &s.log_records) {
+            let Some(any_value::Value::StringValue(body)) = rec.body.as_ref().and_then(|b| b.value.clone()) else {
+                panic!("record without its body");
+            };
+            let resource = body.split('/').next().unwrap_or_default().to_string();
+            homes.entry(resource).or_default().insert(part.backend);
+            records += 1;
+        }
+    }
+    assert_eq!(records, 12 * 3 + 2, "every record exactly once");
+    assert_eq!(homes.len(), 12);
+    assert!(homes.values().all(|b| b.len() == 1), "a resource (in either attribute order) on one backend: {homes:?}");
+    let used: BTreeSet<usize> = homes.values().flatten().copied().collect();
+    assert!(used.len() > 1, "12 resources spread over backends");
+
+    // Metrics by resource: the same resource attributes go to the same backend as its logs.
+    let mut metrics = metrics_request();
+    metrics.resource_metrics[0].resource = logs_of_resources().resource_logs[5].resource.clone();
+    let policy = RoutingPolicy { metrics: RoutingKey::Resource, ..Default::default() };
+    let by_resource = split_ok(Signal::Metrics, &metrics, &policy);
+    assert_eq!(by_resource.parts.len(), 1, "one resource: one part");
+    assert_eq!(Some(&BTreeSet::from([by_resource.parts[0].backend])), homes.get("5"));
+    assert_eq!(by_resource.items, 14);
+}
