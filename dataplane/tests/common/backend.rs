@@ -34,6 +34,8 @@ pub struct State {
     pub failed: AtomicU32,
     /// Delay before answering, in ms.
     pub delay_ms: AtomicU32,
+    /// The request headers (gRPC metadata) of every trace export accepted.
+    pub trace_headers: Mutex<Vec<tonic::metadata::MetadataMap>>,
 }
 
 impl State {
@@ -62,6 +64,7 @@ struct Svc(Arc<State>);
 impl TraceService for Svc {
     async fn export(&self, r: Request<ExportTraceServiceRequest>) -> Result<Response<ExportTraceServiceResponse>, Status> {
         self.0.check().await?;
+        self.0.trace_headers.lock().expect("lock").push(r.metadata().clone());
         self.0.received.lock().expect("lock").traces.push(r.into_inner());
         Ok(Response::new(ExportTraceServiceResponse::default()))
     }
