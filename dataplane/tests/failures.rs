@@ -189,3 +189,37 @@ async fn all_backends_down_fails_fast_and_recovers() {
     }
     assert_eq!(backends.iter().map(|b| b.spans().len()).sum::<usize>(), 20, "data flows again; nothing from the refused requests");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_sending_queue_refuses_parts_by_its_sizer_and_they_are_retried() {
+    // One request at a time to the backend, at most 150 spans waiting (sizer: items). Three requests of 100 spans:
+    // the first is sent, the second waits (100 queued), the third does not fit (100 + 100 > 150): it is refused
+    // with RESOURCE_EXHAUSTED, retried, and delivered once room is made. Nothing lost, nothing twice.
+    let backend = Backend::start().await;
+    backend.state.delay_ms.store(800, Ordering::SeqCst);
+    let otlp = "timeout: 5s, compression: gzip, tls: {insecure: true}, sending_queue: {num_consumers: 1, queue_size: 150, sizer: items}";
+    let lb = Lb::start_with(
+        &[backend.address()],
+        Opts { otlp, lb: "  retry_on_failure: {initial_interval: 50ms, max_interval: 200ms, max_elapsed_time: 10s}\n", ..Opts::default() },
+    );
+    let queue_size = format!("otelcol_exporter_queue_size{{endpoint=\"{}\"}}", backend.address());
+    let capacity = format!("otelcol_exporter_queue_capacity{{endpoint=\"{}\"}}", backend.address());
+    assert_eq!(lb.metric(&capacity), 150.0);
+    let mut sent = Vec::new();
+    for r in 0..3u64 {
+        let url = lb.grpc_url();
+        sent.push(tokio::spawn(async move {
+            let mut client = TraceServiceClient::connect(url).await.expect("connect");
+            client.export(otlp::traces(r * 10..r * 10 + 10, 0..10, 1)).await
+        }));
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    assert_eq!(lb.metric(&queue_size), 100.0, "the second request's 100 spans wait; the third's do not fit");
+    for s in sent {
+        s.await.expect("join").expect("every request is delivered in the end");
+    }
+    let spans = backend.spans();
+    assert_eq!((spans.len(), unique(&spans)), (300, 300), "every span once");
+    assert!(lb.logs().contains("ResourceExhausted"), "the third part was refused by the full queue:\n{}", lb.logs());
+    assert_eq!(lb.metric(&queue_size), 0.0);
+}

@@ -83,10 +83,10 @@ async fn sighup_and_file_changes_reload_the_static_pool() {
 fn validate_flag_checks_and_exits() {
     let dir = tempfile::tempdir().expect("dir");
     let good = dir.path().join("good.yaml");
-    std::fs::write(&good, "loadbalancing:\n  protocol:\n    otlp: {sending_queue: {enabled: true, sizer: items}}\n  resolver:\n    static: {hostnames: [a:4317]}\n").expect("write");
+    std::fs::write(&good, "loadbalancing:\n  protocol:\n    otlp: {sending_queue: {enabled: true, blocking: true}}\n  resolver:\n    static: {hostnames: [a:4317]}\n").expect("write");
     let out = Command::new(env!("CARGO_BIN_EXE_otlp-lb")).args(["--validate", "--config"]).arg(&good).output().expect("run");
     assert!(out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("warning: loadbalancing.protocol.otlp.sending_queue.sizer is not supported"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("warning: loadbalancing.protocol.otlp.sending_queue.blocking is not supported"));
     let bad = dir.path().join("bad.yaml");
     std::fs::write(&bad, "loadbalancing:\n  resolver:\n    static: {hostnames: [a:4317]}\nrouting:\n  metrics: traceID\n").expect("write");
     let out = Command::new(env!("CARGO_BIN_EXE_otlp-lb")).args(["--validate", "--config"]).arg(&bad).output().expect("run");

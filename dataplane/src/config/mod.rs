@@ -133,7 +133,6 @@ impl Config {
             ("loadbalancing.protocol.otlp.read_buffer_size", otlp.read_buffer_size.is_some(), "not implemented"),
             ("loadbalancing.protocol.otlp.wait_for_ready", otlp.wait_for_ready.is_some(), "not implemented"),
             ("loadbalancing.protocol.otlp.sending_queue.storage", otlp.sending_queue.storage.is_some(), "use loadbalancing.sending_queue.storage"),
-            ("loadbalancing.protocol.otlp.sending_queue.sizer", otlp.sending_queue.sizer.is_some(), "queues count requests"),
             ("loadbalancing.protocol.otlp.sending_queue.blocking", otlp.sending_queue.blocking.is_some(), "a full queue fails the part, which is retried"),
             ("loadbalancing.protocol.otlp.sending_queue.block_on_overflow", otlp.sending_queue.block_on_overflow.is_some(), "a full queue fails the part, which is retried"),
             ("loadbalancing.protocol.otlp.sending_queue.wait_for_result", otlp.sending_queue.wait_for_result.is_some(), "requests are acknowledged after the backends accept them"),

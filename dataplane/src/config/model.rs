@@ -242,8 +242,9 @@ pub struct OtlpExporter {
     pub retry_on_failure: Option<Ignored>,
 }
 
-/// Per-backend sending: at most `num_consumers` requests in flight, at most `queue_size` more waiting; a part
-/// that finds the queue full fails with RESOURCE_EXHAUSTED and is retried. `enabled: false` removes both bounds.
+/// Per-backend sending: at most `num_consumers` requests in flight, at most `queue_size` more waiting, counted in
+/// `sizer` units (parts, their items, or their bytes); a part that finds the queue full fails with
+/// RESOURCE_EXHAUSTED and is retried. `enabled: false` removes both bounds.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EndpointQueue {
@@ -251,7 +252,7 @@ pub struct EndpointQueue {
     pub num_consumers: usize,
     pub queue_size: usize,
     pub storage: Option<Ignored>,
-    pub sizer: Option<Ignored>,
+    pub sizer: Sizer,
     pub blocking: Option<Ignored>,
     pub block_on_overflow: Option<Ignored>,
     pub wait_for_result: Option<Ignored>,
@@ -265,7 +266,7 @@ impl Default for EndpointQueue {
             num_consumers: 10,
             queue_size: 1000,
             storage: None,
-            sizer: None,
+            sizer: Sizer::Requests,
             blocking: None,
             block_on_overflow: None,
             wait_for_result: None,
@@ -292,6 +293,16 @@ impl Default for OtlpExporter {
             retry_on_failure: None,
         }
     }
+}
+
+/// What `queue_size` counts, as the Collector's `sending_queue.sizer`: parts (one per backend per incoming
+/// request), their items (spans, data points, log records), or their encoded bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Sizer {
+    Requests,
+    Items,
+    Bytes,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]

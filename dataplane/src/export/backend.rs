@@ -18,7 +18,7 @@ use tonic::{Code, Status};
 
 use super::health::{Health, Transition};
 use crate::codec::RawCodec;
-use crate::config::{Compression, HealthCheck, OtlpExporter};
+use crate::config::{Compression, HealthCheck, OtlpExporter, Sizer};
 use crate::signal::Signal;
 use crate::telemetry::Metrics;
 use crate::wire;
@@ -43,8 +43,10 @@ pub struct Backend {
     probe_timeout: Duration,
     /// `num_consumers` permits; `None` when the queue is disabled.
     slots: Option<Semaphore>,
+    /// Waiting parts, in `sizer` units.
     waiting: AtomicUsize,
     queue_size: usize,
+    sizer: Sizer,
     /// Set when the backend leaves the pool: parts still waiting for a slot, or not yet sent, are handed back.
     retired: AtomicBool,
 }
@@ -96,12 +98,14 @@ impl Backend {
             slots,
             waiting: AtomicUsize::new(0),
             queue_size,
+            sizer: queue.sizer,
             retired: AtomicBool::new(false),
         })
     }
 
     /// Sends one encoded export request; gives up at `deadline` or after the per-attempt timeout. Waits for one
-    /// of the backend's `num_consumers` slots; fails at once with RESOURCE_EXHAUSTED when `queue_size` parts wait.
+    /// of the backend's `num_consumers` slots; fails at once with RESOURCE_EXHAUSTED when waiting would take the
+    /// queue past `queue_size` (in `sizer` units; a part alone in the queue is always let in).
     ///
     /// Once the backend has left the pool ([`Backend::retire`]), parts not yet sent fail at once with UNAVAILABLE
     /// so that delivery re-routes them to their keys' new owners; parts already sent finish here (drain).
@@ -112,14 +116,20 @@ impl Backend {
         let _slot = match &self.slots {
             None => None,
             Some(slots) => {
-                if self.waiting.fetch_add(1, Ordering::Relaxed) >= self.queue_size {
-                    self.waiting.fetch_sub(1, Ordering::Relaxed);
+                let units = match self.sizer {
+                    Sizer::Requests => 1,
+                    Sizer::Items => usize::try_from(items).unwrap_or(usize::MAX),
+                    Sizer::Bytes => body.len(),
+                };
+                let before = self.waiting.fetch_add(units, Ordering::Relaxed);
+                if before > 0 && before.saturating_add(units) > self.queue_size {
+                    self.waiting.fetch_sub(units, Ordering::Relaxed);
                     return Err(Status::resource_exhausted(format!("sending queue of {} is full", self.address)));
                 }
-                self.metrics.queue(&self.address, self.waiting.load(Ordering::Relaxed), self.queue_size);
+                self.metrics.queue(&self.address, before + units, self.queue_size);
                 let wait = deadline.saturating_duration_since(Instant::now());
                 let acquired = tokio::time::timeout(wait, slots.acquire()).await;
-                let waiting = self.waiting.fetch_sub(1, Ordering::Relaxed) - 1;
+                let waiting = self.waiting.fetch_sub(units, Ordering::Relaxed) - units;
                 self.metrics.queue(&self.address, waiting, self.queue_size);
                 match acquired {
                     Ok(Ok(permit)) if !self.is_retired() => Some(permit),

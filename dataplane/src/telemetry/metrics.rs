@@ -77,8 +77,8 @@ impl Metrics {
             g
         };
         let backend_health = gauge_vec("otelcol_loadbalancer_backend_health", "1 while a backend takes keys, 0 while it is ejected");
-        let queue_size = gauge_vec("otelcol_exporter_queue_size", "Parts waiting for a sending slot of the backend");
-        let queue_capacity = gauge_vec("otelcol_exporter_queue_capacity", "Parts that may wait for a sending slot of the backend");
+        let queue_size = gauge_vec("otelcol_exporter_queue_size", "Parts waiting for a sending slot of the backend, in sending_queue.sizer units");
+        let queue_capacity = gauge_vec("otelcol_exporter_queue_capacity", "What may wait for a sending slot of the backend (queue_size, in sending_queue.sizer units)");
         let gauge = |name: &str, help: &str| {
             let g = IntGauge::new(name, help).expect("valid metric definition");
             registry.register(Box::new(g.clone())).expect("registered once");
