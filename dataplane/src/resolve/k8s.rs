@@ -21,10 +21,15 @@ const NAMESPACE_FILE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/name
 
 /// The Service to watch: `name[.namespace]`, the namespace inferred from the service-account file, else `default`.
 pub fn target(cfg: &K8sResolver) -> Target {
+    target_with(cfg, std::path::Path::new(NAMESPACE_FILE))
+}
+
+/// [`target`] with the service-account namespace read from `namespace_file`.
+fn target_with(cfg: &K8sResolver, namespace_file: &std::path::Path) -> Target {
     let (service, namespace) = match cfg.service.split_once('.') {
         Some((s, ns)) => (s.to_string(), ns.split('.').next().unwrap_or(ns).to_string()),
         None => {
-            let ns = std::fs::read_to_string(NAMESPACE_FILE).map(|s| s.trim().to_string()).ok().filter(|s| !s.is_empty());
+            let ns = std::fs::read_to_string(namespace_file).map(|s| s.trim().to_string()).ok().filter(|s| !s.is_empty());
             (cfg.service.clone(), ns.unwrap_or_else(|| "default".to_string()))
         }
     };
@@ -108,5 +113,17 @@ mod tests {
         assert_eq!((t.service.as_str(), t.namespace.as_str(), t.ports.as_slice()), ("pool", "observability", &[4317u16][..]));
         let t = target(&K8sResolver { service: "pool.obs.svc.cluster.local".into(), ports: vec![4317, 4318], ..Default::default() });
         assert_eq!((t.service.as_str(), t.namespace.as_str(), t.ports.len()), ("pool", "obs", 2));
+    }
+
+    #[test]
+    fn namespace_from_the_service_account_file_else_default() {
+        let dir = tempfile::tempdir().expect("dir");
+        let file = dir.path().join("namespace");
+        let cfg = K8sResolver { service: "pool".into(), ..Default::default() };
+        assert_eq!(target_with(&cfg, &file).namespace, "default", "no file");
+        std::fs::write(&file, "observability\n").expect("write");
+        assert_eq!(target_with(&cfg, &file).namespace, "observability");
+        let named = K8sResolver { service: "pool.other".into(), ..Default::default() };
+        assert_eq!(target_with(&named, &file).namespace, "other", "an explicit namespace wins");
     }
 }
