@@ -311,6 +311,29 @@ impl Cluster {
         Ok(())
     }
 
+    /// An API server outage: kube-apiserver is killed, stays down for `down`, then starts again on the same
+    /// address; returns once it answers `/readyz` again. Control-plane liveness checks fail while it is down.
+    pub async fn restart_apiserver(&self, down: Duration) -> Result<()> {
+        let cp = self.control_plane.as_ref().context("no control plane")?;
+        let lock = || cp.lock().map_err(|_| anyhow::anyhow!("control plane lock poisoned"));
+        lock()?.kill_apiserver()?;
+        tokio::time::sleep(down).await;
+        lock()?.respawn_apiserver(&self.table)?;
+        let client = self.client();
+        self.wait_for("kube-apiserver /readyz after its restart", Duration::from_secs(120), || {
+            let client = client.clone();
+            async move {
+                let req = http::Request::get("/readyz").body(Vec::new()).context("building /readyz request")?;
+                Ok(match client.request_text(req).await {
+                    Ok(body) if body.trim() == "ok" => Check::Done(()),
+                    Ok(body) => Check::Pending(body),
+                    Err(e) => Check::Pending(format!("{e}")),
+                })
+            }
+        })
+        .await
+    }
+
     /// Ready endpoint addresses of Service `service` (from its EndpointSlices).
     pub async fn ready_endpoints(&self, namespace: &str, service: &str) -> Result<Vec<Ipv4Addr>> {
         let api: Api<EndpointSlice> = Api::namespaced(self.client(), namespace);

@@ -48,6 +48,8 @@ pub const CONTROLLERS: &[&str] = &[
 pub struct ControlPlane {
     pub etcd: Proc,
     pub apiserver: Proc,
+    /// How kube-apiserver was started (to start it again after an outage).
+    api_spec: Spec,
     pub controller_manager: Proc,
     pub scheduler: Proc,
     /// The apiserver's secure port (on the bridge gateway address).
@@ -262,12 +264,33 @@ impl ControlPlane {
         Ok(ControlPlane {
             etcd,
             apiserver,
+            api_spec,
             controller_manager,
             scheduler,
             api_port,
             admin_kubeconfig,
             admin,
         })
+    }
+
+    /// Kills kube-apiserver (SIGKILL, as a crash would) and waits for it to exit: every client's connection
+    /// breaks and new ones are refused until [`ControlPlane::respawn_apiserver`].
+    pub fn kill_apiserver(&mut self) -> Result<()> {
+        self.apiserver.signal(nix::sys::signal::Signal::SIGKILL);
+        for _ in 0..100 {
+            if self.apiserver.try_status().is_some() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        bail!("kube-apiserver did not exit within 5 s of SIGKILL")
+    }
+
+    /// Starts kube-apiserver again with its original arguments (same port, certificates and etcd); its
+    /// readiness is the caller's to wait for.
+    pub fn respawn_apiserver(&mut self, table: &ProcTable) -> Result<()> {
+        self.apiserver = Proc::spawn(&self.api_spec, table)?;
+        Ok(())
     }
 
     /// Fails if any component has exited.
