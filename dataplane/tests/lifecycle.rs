@@ -63,7 +63,12 @@ async fn sighup_and_file_changes_reload_the_static_pool() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert_eq!(lb.metric("otelcol_loadbalancer_num_backend_updates{resolver=\"static\"}"), 2.0);
-    assert!(lb.logs().contains("backend pool changed"), "one log line per change");
+    let logs = lb.logs();
+    let changes: Vec<&str> = logs.lines().filter(|l| l.contains("backend pool changed")).collect();
+    assert_eq!(changes.len(), 2, "one log line per change (the first pool, then the reload): {changes:?}");
+    let grow = changes[1];
+    assert!(grow.contains(&format!("added=[\"{}\"]", backends[2].address())) && grow.contains("removed=[]"), "{grow}");
+    assert!(grow.contains("moved_keys=\"33."), "a third of the keys moved to the added backend: {grow}");
     // Data now reaches the third backend.
     let mut client = TraceServiceClient::connect(lb.grpc_url()).await.expect("connect");
     client.export(otlp::traces(0..90, 0..1, 3)).await.expect("accepted");
@@ -149,6 +154,12 @@ async fn scaling_out_splits_no_trace_in_flight() {
     assert_eq!(split, 0, "traces in flight during the scale-out stayed whole");
     let on_new = homes.values().filter(|h| h.contains(&2)).count();
     assert!((60..=160).contains(&on_new), "about a third of the 300 new traces use the added backend: {on_new}");
+    // The table behind the affinity holds the 600 trace ids seen, and says so (published every second).
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while lb.metric("otlp_lb_affinity_traces") != 600.0 {
+        assert!(Instant::now() < deadline, "otlp_lb_affinity_traces = {}", lb.metric("otlp_lb_affinity_traces"));
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
