@@ -83,6 +83,41 @@ async fn permanent_rejections_come_back_as_partial_success() {
     assert!(partial.rejected_spans > 0 && delivered > 0);
     assert!(partial.error_message.contains("backend told to fail"), "{}", partial.error_message);
     assert_eq!(backends[0].state.failed.load(Ordering::SeqCst), 1, "a permanent error is not retried");
+
+    // The same over OTLP/HTTP: 200 with the partial success in the reply's encoding.
+    let req = otlp::traces(100..160, 0..2, 2);
+    let json = serde_json::to_vec(&req).expect("OTLP/JSON");
+    for (content_type, body) in [("application/x-protobuf", req.encode_to_vec()), ("application/json", json)] {
+        let r = reqwest::Client::new().post(lb.http_url("/v1/traces")).header("content-type", content_type).body(body).send().await.expect("send");
+        assert_eq!(r.status(), 200, "{content_type}: partial success is a success");
+        let reply = r.bytes().await.expect("body");
+        let (rejected, message) = if content_type == "application/json" {
+            let v: serde_json::Value = serde_json::from_slice(&reply).expect("a JSON reply");
+            let p = &v["partialSuccess"];
+            (p["rejectedSpans"].as_str().and_then(|n| n.parse::<i64>().ok()).unwrap_or(0), p["errorMessage"].as_str().unwrap_or_default().to_string())
+        } else {
+            let p = opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse::decode(reply).expect("a protobuf reply").partial_success.expect("partial success");
+            (p.rejected_spans, p.error_message)
+        };
+        assert!(rejected > 0 && rejected < 120, "{content_type}: {rejected} of 120 spans rejected");
+        assert!(message.contains("backend told to fail"), "{content_type}: {message}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parts_go_to_their_backends_concurrently() {
+    // Each backend answers after 700 ms: one after the other, three parts would take 2.1 s.
+    let backends = [Backend::start().await, Backend::start().await, Backend::start().await];
+    for b in &backends {
+        b.state.delay_ms.store(700, Ordering::SeqCst);
+    }
+    let lb = Lb::start(&backends.iter().map(Backend::address).collect::<Vec<_>>());
+    let mut client = TraceServiceClient::connect(lb.grpc_url()).await.expect("connect");
+    let started = Instant::now();
+    client.export(otlp::traces(0..60, 0..2, 3)).await.expect("accepted");
+    let took = started.elapsed();
+    assert!(backends.iter().all(|b| b.requests() == 1), "one part per backend");
+    assert!(took < Duration::from_millis(1400), "three 700 ms parts took {took:?}: sent one after another");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -48,6 +48,17 @@ async fn sigterm_finishes_requests_in_flight_and_exits_zero() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigint_stops_it_like_sigterm() {
+    let backend = Backend::start().await;
+    let mut lb = Lb::start(&[backend.address()]);
+    lb.signal("INT");
+    let status = lb.wait_exit(Duration::from_secs(10)).expect("exits after SIGINT");
+    assert!(status.success(), "exit status {status}");
+    let logs = lb.logs();
+    assert!(logs.contains("SIGINT received") && logs.contains("otlp-lb stopped"), "{logs}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_and_file_changes_reload_the_static_pool() {
     let backends = [Backend::start().await, Backend::start().await, Backend::start().await];
     let lb = Lb::start(&[backends[0].address(), backends[1].address()]);
