@@ -9,15 +9,14 @@
 //! (data points are compared one by one, inside their metric). With a canonical encoding, spans routed by trace id
 //! sit on their trace id's owner.
 //!
-//! Known issue (`regressions/split_request/`): a metric whose data is on the wire twice; the prost-based checks
-//! skip such requests when `OTLP_LB_FUZZ_SKIP_KNOWN=1` (as `scripts/fuzz.sh` sets while fuzzing).
+//! `regressions/split_request/`: a metric whose data is on the wire twice (fixed; replayed by `scripts/fuzz.sh`).
 #![no_main]
 
 use bytes::Bytes;
 use dataplane::route::key::{RoutingKey, hash_key};
 use dataplane::route::split::split;
 use dataplane::signal::Signal;
-use fuzz_support::{Request, has_metric_data_twice, policy, signal_keys, skip_known_issues};
+use fuzz_support::{Request, policy, signal_keys};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -43,9 +42,6 @@ fuzz_target!(|data: &[u8]| {
     }
 
     let Some(req) = Request::decode(signal, &body) else { return };
-    if signal == Signal::Metrics && skip_known_issues() && has_metric_data_twice(&body) {
-        return;
-    }
     assert_eq!(s.items, req.items(), "split counts what prost counts");
     let mut placed = Vec::new();
     for p in &s.parts {

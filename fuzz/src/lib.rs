@@ -200,18 +200,3 @@ pub fn skip_known_issues() -> bool {
     static SKIP: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *SKIP.get_or_init(|| std::env::var_os("OTLP_LB_FUZZ_SKIP_KNOWN").is_some_and(|v| v == "1"))
 }
-
-/// Known issue `regressions/split_request/metric-data-twice-*`: a `Metric` whose data (gauge, sum, histogram,
-/// exponential histogram, summary: one `oneof`) is on the wire more than once. Protobuf merges repeated occurrences
-/// of the same message field and keeps the last member of a oneof; the splitter counts the points of the first
-/// occurrence only, and when it splits the metric's points (streamID, attributes) it writes each backend's points
-/// into every occurrence, so that the backend decodes them once per occurrence.
-pub fn has_metric_data_twice(request: &[u8]) -> bool {
-    use dataplane::wire::fields;
-    fn children(buf: &[u8], number: u32) -> Vec<&[u8]> {
-        fields(buf).filter_map(Result::ok).filter(|f| f.number == number).filter_map(|f| f.bytes().ok()).collect()
-    }
-    children(request, 1).into_iter().flat_map(|rm| children(rm, 2)).flat_map(|sm| children(sm, 2)).any(|metric| {
-        fields(metric).filter_map(Result::ok).filter(|f| matches!(f.number, 5 | 7 | 9 | 10 | 11)).count() > 1
-    })
-}

@@ -389,7 +389,9 @@ impl<'a, F: FnMut(u64) -> usize> Splitter<'a, F> {
         let mut backends: Vec<u32> = self.items.iter().map(|i| i.backend).collect();
         backends.sort_unstable();
         backends.dedup();
-        if backends.len() == 1 && self.owned.is_empty() {
+        // One backend: the request as it is. (Owned items are then only metrics rewritten to their parsed form,
+        // which the backend's parser reads the original as anyway.)
+        if backends.len() == 1 {
             let part = Part { backend: backends[0] as usize, body: body.clone(), items: total };
             return Split { parts: vec![part], items: total };
         }
