@@ -14,6 +14,11 @@ pub enum Signal {
 impl Signal {
     pub const ALL: [Signal; 3] = [Signal::Traces, Signal::Metrics, Signal::Logs];
 
+    /// The signal's position in [`Signal::ALL`], for per-signal arrays.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     /// The gRPC method a request of this signal is exported with.
     pub fn grpc_path(self) -> &'static str {
         match self {

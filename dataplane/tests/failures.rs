@@ -258,3 +258,46 @@ async fn a_full_sending_queue_refuses_parts_by_its_sizer_and_they_are_retried() 
     assert!(lb.logs().contains("ResourceExhausted"), "the third part was refused by the full queue:\n{}", lb.logs());
     assert_eq!(lb.metric(&queue_size), 0.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parts_waiting_together_leave_as_one_request_and_share_its_outcome() {
+    // One request at a time to the backend (num_consumers: 1), which answers after 500 ms. Request 0 takes the
+    // slot; requests 1–5 wait and then leave together as one request. Every client is answered, every span once.
+    let backend = Backend::start().await;
+    backend.state.delay_ms.store(500, Ordering::SeqCst);
+    let otlp = "timeout: 5s, compression: gzip, tls: {insecure: true}, sending_queue: {num_consumers: 1}";
+    let lb = Lb::start_with(&[backend.address()], Opts { otlp, ..Opts::default() });
+    let send = |r: u64, spans: u64| {
+        let url = lb.grpc_url();
+        tokio::spawn(async move {
+            let mut client = TraceServiceClient::connect(url).await.expect("connect");
+            client.export(otlp::traces(r * 10..r * 10 + 10, 0..spans, 1)).await.map(|reply| reply.into_inner())
+        })
+    };
+    let first = send(0, 2);
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let waiting: Vec<_> = (1..6).map(|r| send(r, 2)).collect();
+    first.await.expect("join").expect("request 0 delivered");
+    for w in waiting {
+        w.await.expect("join").expect("a coalesced request is acknowledged");
+    }
+    let spans = backend.spans();
+    assert_eq!((spans.len(), unique(&spans)), (120, 120), "every span once");
+    assert_eq!(backend.requests(), 2, "request 0, then requests 1-5 as one");
+    let coalesced = format!("otlp_lb_exporter_coalesced_parts{{endpoint=\"{}\"}}", backend.address());
+    assert_eq!(lb.metric(&coalesced), 5.0);
+
+    // A permanent rejection: request 10 is in flight when requests 11-13 arrive; they wait, leave as one request
+    // and share its outcome: each fails with the backend's error, and none is sent again.
+    backend.state.fail_code.store(tonic::Code::InvalidArgument as u32, Ordering::SeqCst);
+    let first = send(10, 1);
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let waiting: Vec<_> = (11..14).map(|r| send(r, r - 10)).collect();
+    for (r, w) in (10..14u64).zip(std::iter::once(first).chain(waiting)) {
+        let err = w.await.expect("join").expect_err("a request rejected whole fails");
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "request {r}: {err:?}");
+        assert!(err.message().contains("backend told to fail"), "{}", err.message());
+    }
+    assert_eq!(backend.state.failed.load(Ordering::SeqCst), 2, "request 10, then requests 11-13 as one; no retry");
+    assert_eq!(lb.metric(&coalesced), 8.0);
+}

@@ -136,7 +136,7 @@ impl Config {
             ("loadbalancing.protocol.otlp.sending_queue.blocking", otlp.sending_queue.blocking.is_some(), "a full queue fails the part, which is retried"),
             ("loadbalancing.protocol.otlp.sending_queue.block_on_overflow", otlp.sending_queue.block_on_overflow.is_some(), "a full queue fails the part, which is retried"),
             ("loadbalancing.protocol.otlp.sending_queue.wait_for_result", otlp.sending_queue.wait_for_result.is_some(), "requests are acknowledged after the backends accept them"),
-            ("loadbalancing.protocol.otlp.sending_queue.batch", otlp.sending_queue.batch.is_some(), "requests are not re-batched"),
+            ("loadbalancing.protocol.otlp.sending_queue.batch", otlp.sending_queue.batch.is_some(), "parts waiting for the same backend are coalesced instead: sending_queue.coalesce"),
             ("loadbalancing.protocol.otlp.retry_on_failure", otlp.retry_on_failure.is_some(), "use loadbalancing.retry_on_failure"),
             ("loadbalancing.sending_queue.enabled", lb.sending_queue.enabled.is_some(), "use sending_queue.ack: queued"),
             ("loadbalancing.sending_queue.num_consumers", lb.sending_queue.num_consumers.is_some(), "use protocol.otlp.sending_queue for per-backend queues"),

@@ -244,7 +244,8 @@ pub struct OtlpExporter {
 
 /// Per-backend sending: at most `num_consumers` requests in flight, at most `queue_size` more waiting, counted in
 /// `sizer` units (parts, their items, or their bytes); a part that finds the queue full fails with
-/// RESOURCE_EXHAUSTED and is retried. `enabled: false` removes both bounds.
+/// RESOURCE_EXHAUSTED and is retried. `enabled: false` removes both bounds. Parts waiting together leave as one
+/// request (`coalesce`).
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EndpointQueue {
@@ -257,6 +258,24 @@ pub struct EndpointQueue {
     pub block_on_overflow: Option<Ignored>,
     pub wait_for_result: Option<Ignored>,
     pub batch: Option<Ignored>,
+    pub coalesce: Coalesce,
+}
+
+/// Parts of concurrent requests bound for the same backend that wait at the same moment (for a sending slot, or
+/// for the scheduler's next turn) are sent as one request of at most `max_bytes` (uncompressed; a larger part goes
+/// alone). Nothing waits on purpose: coalescing adds no latency. `enabled: false` sends every part on its own.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Coalesce {
+    pub enabled: bool,
+    pub max_bytes: usize,
+}
+
+impl Default for Coalesce {
+    fn default() -> Self {
+        // Well below the 4 MiB a Collector's OTLP receiver takes by default.
+        Coalesce { enabled: true, max_bytes: 1 << 20 }
+    }
 }
 
 impl Default for EndpointQueue {
@@ -271,6 +290,7 @@ impl Default for EndpointQueue {
             block_on_overflow: None,
             wait_for_result: None,
             batch: None,
+            coalesce: Coalesce::default(),
         }
     }
 }

@@ -1,4 +1,5 @@
-//! One backend: a lazily connected OTLP/gRPC client with the configured timeout, compression and headers.
+//! One backend: a lazily connected OTLP/gRPC client with the configured timeout, compression and headers, and the
+//! queue of parts waiting for one of its sending slots.
 //!
 //! Requests travel as raw bytes ([`RawCodec`]); the channel multiplexes them over one HTTP/2 connection that
 //! closes when the last holder of the backend (the pool, or a request still in flight after the backend left the
@@ -6,16 +7,18 @@
 
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::uri::PathAndQuery;
 use tonic::codec::CompressionEncoding;
 use tonic::metadata::{MetadataKey, MetadataValue};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::{Code, Status};
 
+use super::coalesce::{self, Queue, Waiting};
 use super::health::{Health, Transition};
 use crate::codec::RawCodec;
 use crate::config::{Compression, HealthCheck, OtlpExporter, Sizer};
@@ -42,7 +45,10 @@ pub struct Backend {
     pub health: Health,
     probe_timeout: Duration,
     /// `num_consumers` permits; `None` when the queue is disabled.
-    slots: Option<Semaphore>,
+    slots: Option<Arc<Semaphore>>,
+    /// Parts waiting for a slot, per signal.
+    queues: [Mutex<Queue>; 3],
+    coalesce_max_bytes: usize,
     /// Waiting parts, in `sizer` units.
     waiting: AtomicUsize,
     queue_size: usize,
@@ -82,7 +88,7 @@ impl Backend {
             Compression::Zstd => Some(CompressionEncoding::Zstd),
         };
         let queue = &cfg.sending_queue;
-        let slots = queue.enabled.then(|| Semaphore::new(queue.num_consumers.max(1)));
+        let slots = queue.enabled.then(|| Arc::new(Semaphore::new(queue.num_consumers.max(1))));
         let queue_size = if queue.enabled { queue.queue_size } else { usize::MAX };
         metrics.queue(address, 0, if queue.enabled { queue.queue_size } else { 0 });
         metrics.backend_health(address, true);
@@ -96,6 +102,8 @@ impl Backend {
             health: Health::new(health.clone()),
             probe_timeout: health.probe_timeout.0,
             slots,
+            queues: Default::default(),
+            coalesce_max_bytes: if queue.coalesce.enabled { queue.coalesce.max_bytes } else { 0 },
             waiting: AtomicUsize::new(0),
             queue_size,
             sizer: queue.sizer,
@@ -103,47 +111,108 @@ impl Backend {
         })
     }
 
-    /// Sends one encoded export request; gives up at `deadline` or after the per-attempt timeout. Waits for one
-    /// of the backend's `num_consumers` slots; fails at once with RESOURCE_EXHAUSTED when waiting would take the
+    /// Sends one encoded export request (a part); gives up at `deadline`. The part waits in the backend's queue
+    /// for one of its `num_consumers` slots and leaves with the parts of the same signal waiting with it, as one
+    /// request ([`coalesce`](super::coalesce)). Fails at once with RESOURCE_EXHAUSTED when waiting would take the
     /// queue past `queue_size` (in `sizer` units; a part alone in the queue is always let in).
     ///
     /// Once the backend has left the pool ([`Backend::retire`]), parts not yet sent fail at once with UNAVAILABLE
     /// so that delivery re-routes them to their keys' new owners; parts already sent finish here (drain).
-    pub async fn export(&self, signal: Signal, body: Bytes, items: u64, deadline: Instant) -> Result<Reply, Status> {
+    pub async fn export(self: &Arc<Self>, signal: Signal, body: Bytes, items: u64, deadline: Instant) -> Result<Reply, Status> {
         if self.is_retired() {
             return Err(self.left_pool());
         }
-        let _slot = match &self.slots {
-            None => None,
-            Some(slots) => {
-                let units = match self.sizer {
-                    Sizer::Requests => 1,
-                    Sizer::Items => usize::try_from(items).unwrap_or(usize::MAX),
-                    Sizer::Bytes => body.len(),
-                };
-                let before = self.waiting.fetch_add(units, Ordering::Relaxed);
-                if before > 0 && before.saturating_add(units) > self.queue_size {
-                    self.waiting.fetch_sub(units, Ordering::Relaxed);
-                    return Err(Status::resource_exhausted(format!("sending queue of {} is full", self.address)));
-                }
-                self.metrics.queue(&self.address, before + units, self.queue_size);
-                let wait = deadline.saturating_duration_since(Instant::now());
-                let acquired = tokio::time::timeout(wait, slots.acquire()).await;
-                let waiting = self.waiting.fetch_sub(units, Ordering::Relaxed) - units;
-                self.metrics.queue(&self.address, waiting, self.queue_size);
-                match acquired {
-                    Ok(Ok(permit)) if !self.is_retired() => Some(permit),
-                    // The semaphore is closed by `retire`.
-                    Ok(_) => return Err(self.left_pool()),
-                    Err(_) => return Err(Status::deadline_exceeded(format!("no free slot for {} before the deadline", self.address))),
-                }
-            }
+        let units = match self.sizer {
+            Sizer::Requests => 1,
+            Sizer::Items => usize::try_from(items).unwrap_or(usize::MAX),
+            Sizer::Bytes => body.len(),
         };
-        let timeout = self.timeout.min(deadline.saturating_duration_since(Instant::now()));
-        let started = Instant::now();
+        let before = self.waiting.fetch_add(units, Ordering::Relaxed);
+        if before > 0 && before.saturating_add(units) > self.queue_size {
+            self.waiting.fetch_sub(units, Ordering::Relaxed);
+            return Err(Status::resource_exhausted(format!("sending queue of {} is full", self.address)));
+        }
+        self.report_queue(before + units);
+        let (reply, outcome) = oneshot::channel();
+        let start = self.queue(signal).push(Waiting { body, items, units, deadline, reply });
+        if start {
+            tokio::spawn(Arc::clone(self).flush(signal));
+        }
+        let wait = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(wait, outcome).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(Status::unavailable(format!("backend {}: the part was dropped unsent", self.address))),
+            // Dropping `outcome` tells the queue that nobody awaits the part any more: it will not be sent.
+            Err(_) => Err(Status::deadline_exceeded(format!("no answer from {} before the deadline", self.address))),
+        }
+    }
+
+    fn queue(&self, signal: Signal) -> std::sync::MutexGuard<'_, Queue> {
+        // A panic while holding the lock leaves the queue consistent (every method completes its change first).
+        self.queues[signal.index()].lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn report_queue(&self, waiting: usize) {
+        if self.slots.is_some() {
+            self.metrics.queue(&self.address, waiting, self.queue_size);
+        }
+    }
+
+    fn dequeued(&self, units: usize) {
+        let waiting = self.waiting.fetch_sub(units, Ordering::Relaxed) - units;
+        self.report_queue(waiting);
+    }
+
+    /// Sends what waits for this backend, one request per free slot, until the queue is empty. Runs once the
+    /// tasks that are ready now have run, so that parts routed at the same moment leave together.
+    async fn flush(self: Arc<Self>, signal: Signal) {
+        tokio::task::yield_now().await;
+        loop {
+            let slot = match &self.slots {
+                None => None,
+                // The semaphore is closed by `retire`.
+                Some(slots) => match Arc::clone(slots).acquire_owned().await {
+                    Ok(permit) => Some(permit),
+                    Err(_) => return self.hand_back(signal),
+                },
+            };
+            if self.is_retired() {
+                return self.hand_back(signal);
+            }
+            let (batch, units, more) = {
+                let mut queue = self.queue(signal);
+                let (batch, units) = queue.take(self.coalesce_max_bytes);
+                (batch, units, !queue.is_empty())
+            };
+            self.dequeued(units);
+            if !batch.is_empty() {
+                tokio::spawn(Arc::clone(&self).send(signal, batch, slot));
+            }
+            if !more {
+                return;
+            }
+        }
+    }
+
+    /// Fails every waiting part with UNAVAILABLE: the backend left the pool, delivery re-routes them.
+    fn hand_back(&self, signal: Signal) {
+        let (parts, units) = self.queue(signal).take_all();
+        self.dequeued(units);
+        coalesce::answer_all(parts, &Err(self.left_pool()));
+    }
+
+    /// Sends one request carrying `parts`, holding `slot` until the answer, and hands each part its outcome.
+    async fn send(self: Arc<Self>, signal: Signal, parts: Vec<Waiting>, slot: Option<OwnedSemaphorePermit>) {
+        let items = parts.iter().map(|p| p.items).sum();
+        let body = coalesce::merge(&parts);
+        let now = Instant::now();
+        let deadline = parts.iter().map(|p| p.deadline).min().unwrap_or(now);
+        let timeout = self.timeout.min(deadline.saturating_duration_since(now));
         let result = tokio::time::timeout(timeout, self.call(signal, body, timeout)).await;
         let result = result.unwrap_or_else(|_| Err(Status::deadline_exceeded(format!("no answer from {} in {timeout:?}", self.address))));
-        self.metrics.backend_result(&self.address, signal, items, started.elapsed(), result.is_ok());
+        drop(slot);
+        self.metrics.backend_result(&self.address, signal, items, now.elapsed(), result.is_ok());
+        self.metrics.sent_parts(&self.address, parts.len());
         // Only a success resets the failure count; a rejection of the data says nothing about the backend's health.
         // tonic reports its own timeout as CANCELLED ("Timeout expired").
         let outcome = match &result {
@@ -154,7 +223,7 @@ impl Backend {
         if let Some(t) = outcome.and_then(|failure| self.health.record(failure)) {
             self.report(t, result.as_ref().err().map(|s| s.message()).unwrap_or_default());
         }
-        result
+        coalesce::answer_all(parts, &result);
     }
 
     /// Marks the backend as gone from the pool and wakes every part waiting for one of its slots, which then

@@ -1,6 +1,8 @@
-//! Export: deliver the parts of a split request to their backends, concurrently, retrying only what failed.
+//! Export: deliver the parts of a split request to their backends, concurrently, retrying only what failed; parts
+//! waiting for the same backend leave together.
 
 mod backend;
+mod coalesce;
 mod deliver;
 pub mod wal;
 pub mod health;

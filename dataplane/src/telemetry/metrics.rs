@@ -20,6 +20,7 @@ struct Inner {
     num_backend_updates: IntCounterVec,
     backend_latency: HistogramVec,
     backend_outcome: IntCounterVec,
+    coalesced: IntCounterVec,
     accepted: [IntCounterVec; 3],
     refused: [IntCounterVec; 3],
     sent: [IntCounterVec; 3],
@@ -33,13 +34,6 @@ struct Inner {
     affinity_early_rotations: IntGauge,
 }
 
-fn idx(signal: Signal) -> usize {
-    match signal {
-        Signal::Traces => 0,
-        Signal::Metrics => 1,
-        Signal::Logs => 2,
-    }
-}
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric definition");
@@ -90,6 +84,7 @@ impl Metrics {
             num_backend_updates: counter(r, "otelcol_loadbalancer_num_backend_updates", "Changes of the backend pool", &["resolver"]),
             backend_latency,
             backend_outcome: counter(r, "otelcol_loadbalancer_backend_outcome", "Exports to backends by outcome", &["endpoint", "success"]),
+            coalesced: counter(r, "otlp_lb_exporter_coalesced_parts", "Parts sent to a backend in one request with other parts", &["endpoint"]),
             accepted: per_signal(r, "otelcol_receiver_accepted", "Items accepted from clients", &["receiver", "transport"]),
             refused: per_signal(r, "otelcol_receiver_refused", "Items refused to clients", &["receiver", "transport"]),
             sent: per_signal(r, "otelcol_exporter_sent", "Items delivered to a backend", &["exporter", "endpoint"]),
@@ -130,14 +125,21 @@ impl Metrics {
 
     pub fn received(&self, signal: Signal, transport: &str, items: u64, accepted: bool) {
         let set = if accepted { &self.0.accepted } else { &self.0.refused };
-        set[idx(signal)].with_label_values(&["otlp", transport]).inc_by(items);
+        set[signal.index()].with_label_values(&["otlp", transport]).inc_by(items);
     }
 
     pub fn backend_result(&self, endpoint: &str, signal: Signal, items: u64, latency: Duration, success: bool) {
         self.0.backend_latency.with_label_values(&[endpoint]).observe(latency.as_secs_f64() * 1000.0);
         self.0.backend_outcome.with_label_values(&[endpoint, bool_label(success)]).inc();
         let set = if success { &self.0.sent } else { &self.0.send_failed };
-        set[idx(signal)].with_label_values(&[EXPORTER, endpoint]).inc_by(items);
+        set[signal.index()].with_label_values(&[EXPORTER, endpoint]).inc_by(items);
+    }
+
+    /// One request to `endpoint` carried `parts` parts.
+    pub fn sent_parts(&self, endpoint: &str, parts: usize) {
+        if parts > 1 {
+            self.0.coalesced.with_label_values(&[endpoint]).inc_by(parts as u64);
+        }
     }
 
     pub fn backend_health(&self, endpoint: &str, healthy: bool) {
