@@ -206,7 +206,8 @@ impl Backend {
         let items = parts.iter().map(|p| p.items).sum();
         let body = coalesce::merge(&parts);
         let now = Instant::now();
-        let deadline = parts.iter().map(|p| p.deadline).min().unwrap_or(now);
+        // Each part's caller gives up at its own deadline; the request serves the part that may wait longest.
+        let deadline = parts.iter().map(|p| p.deadline).max().unwrap_or(now);
         let timeout = self.timeout.min(deadline.saturating_duration_since(now));
         let result = tokio::time::timeout(timeout, self.call(signal, body, timeout)).await;
         let result = result.unwrap_or_else(|_| Err(Status::deadline_exceeded(format!("no answer from {} in {timeout:?}", self.address))));
