@@ -635,7 +635,7 @@ def top_functions(annotate_text, n, merge):
 
 
 ATTRIBUTION = [
-    ("gRPC message compression (tonic → flate2/miniz_oxide, one encoder per message)", "tonic::codec::compression::compress"),
+    ("gRPC message compression (tonic → flate2 with zlib-rs, one encoder per message)", "tonic::codec::compression::compress"),
     ("  of which compressor set-up (`flate2::mem::Compress::new`)", "flate2::mem::Compress::new"),
     ("gRPC message decompression (tonic)", "tonic::codec::compression::decompress"),
     ("receiving: `GrpcReceiver::call` (tonic server unary path, incl. the pipeline)",
@@ -644,8 +644,10 @@ ATTRIBUTION = [
      ("dataplane::pipeline::Pipeline::export", "dataplane::pipeline::Pipeline::route_and_deliver")),
     ("    routing: `split::split` (walk, keys, ring, affinity, assemble parts)", "dataplane::route::split::split"),
     ("      of which trace affinity (`Affinity::first_seen`)", "dataplane::route::affinity::Affinity::first_seen"),
-    ("    `Backend::export` (tonic client call per part, not its body's encoding)",
-     "dataplane::export::backend::Backend::export"),
+    ("    `Backend::export` (a part joins its backend's queue)", "dataplane::export::backend::Backend::export"),
+    ("sending: `Backend::send` (one tonic client call per request of coalesced parts, not its body's encoding)",
+     "dataplane::export::backend::Backend::send"),
+    ("  of which merging the parts (`coalesce::merge`)", "dataplane::export::coalesce::merge"),
     ("h2 frame reading (`FramedRead::poll_next`)", "<h2::codec::framed_read::FramedRead"),
     ("h2 frame writing (`framed_write::Encoder::buffer`)", "h2::codec::framed_write::Encoder"),
     ("malloc / free / realloc (self)", None),
@@ -956,6 +958,12 @@ def write_report(args, facts, runs, crit, prof, started, path):
         L.append("### Observations")
         L.append("")
         L.extend(notes)
+        L.append("")
+    # Written by hand: what the figures taught us, with the before/after figures of each change.
+    findings = os.path.join(ROOT, "bench", "findings.md")
+    if os.path.exists(findings):
+        with open(findings) as f:
+            L.append(f.read().rstrip())
         L.append("")
     L.append("## Steps")
     L.append("")
