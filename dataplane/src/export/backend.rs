@@ -1,7 +1,8 @@
 //! One backend: a lazily connected OTLP/gRPC client with the configured timeout, compression and headers, and the
 //! queue of parts waiting for one of its sending slots.
 //!
-//! Requests travel as raw bytes ([`RawCodec`]); the channel multiplexes them over one HTTP/2 connection that
+//! Requests travel as raw bytes, framed and compressed by [`grpc`](super::grpc); the channel multiplexes them over
+//! one HTTP/2 connection that
 //! closes when the last holder of the backend (the pool, or a request still in flight after the backend left the
 //! pool) lets go of it.
 
@@ -11,16 +12,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::uri::PathAndQuery;
-use tonic::codec::CompressionEncoding;
-use tonic::metadata::{MetadataKey, MetadataValue};
+use http::{HeaderName, HeaderValue};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::{Code, Status};
 
 use super::coalesce::{self, Queue, Waiting};
+use super::grpc;
 use super::health::{Health, Transition};
-use crate::codec::RawCodec;
 use crate::config::{Compression, HealthCheck, OtlpExporter, Sizer};
 use crate::signal::Signal;
 use crate::telemetry::Metrics;
@@ -38,8 +37,9 @@ pub struct Reply {
 pub struct Backend {
     pub address: String,
     channel: Channel,
-    compression: Option<CompressionEncoding>,
-    headers: Vec<(MetadataKey<tonic::metadata::Ascii>, MetadataValue<tonic::metadata::Ascii>)>,
+    compression: Compression,
+    /// Every request's headers: the configured ones and gRPC's.
+    headers: Vec<(HeaderName, HeaderValue)>,
     timeout: Duration,
     metrics: Metrics,
     pub health: Health,
@@ -78,15 +78,10 @@ impl Backend {
             .keep_alive_timeout(Duration::from_secs(10));
         let mut headers = Vec::new();
         for (k, v) in &cfg.headers {
-            let key = MetadataKey::from_str(&k.to_ascii_lowercase()).map_err(|e| format!("header {k}: {e}"))?;
-            let value = MetadataValue::try_from(v.as_str()).map_err(|e| format!("header {k}: {e}"))?;
+            let key = HeaderName::from_str(&k.to_ascii_lowercase()).map_err(|e| format!("header {k}: {e}"))?;
+            let value = HeaderValue::try_from(v.as_str()).map_err(|e| format!("header {k}: {e}"))?;
             headers.push((key, value));
         }
-        let compression = match cfg.compression {
-            Compression::None => None,
-            Compression::Gzip => Some(CompressionEncoding::Gzip),
-            Compression::Zstd => Some(CompressionEncoding::Zstd),
-        };
         let queue = &cfg.sending_queue;
         let slots = queue.enabled.then(|| Arc::new(Semaphore::new(queue.num_consumers.max(1))));
         let queue_size = if queue.enabled { queue.queue_size } else { usize::MAX };
@@ -95,8 +90,8 @@ impl Backend {
         Ok(Backend {
             address: address.to_string(),
             channel: endpoint.connect_lazy(),
-            compression,
-            headers,
+            compression: cfg.compression,
+            headers: grpc::headers(cfg.compression, &headers),
             timeout: cfg.timeout.0,
             metrics,
             health: Health::new(health.clone()),
@@ -271,20 +266,11 @@ impl Backend {
     }
 
     async fn call(&self, signal: Signal, body: Bytes, timeout: Duration) -> Result<Reply, Status> {
-        let mut client = tonic::client::Grpc::new(self.channel.clone());
-        if let Some(c) = self.compression {
-            client = client.send_compressed(c);
-        }
-        client = client.accept_compressed(CompressionEncoding::Gzip).accept_compressed(CompressionEncoding::Zstd);
-        client.ready().await.map_err(|e| Status::unavailable(format!("{}: {e}", self.address)))?;
-        let mut request = tonic::Request::new(body);
-        request.set_timeout(timeout);
-        for (k, v) in &self.headers {
-            request.metadata_mut().insert(k.clone(), v.clone());
-        }
-        let path = PathAndQuery::from_static(signal.grpc_path());
-        let response = client.unary(request, path, RawCodec).await.map_err(|s| annotate(s, &self.address))?;
-        Ok(parse_reply(response.get_ref()))
+        let frame = grpc::frame(&body, self.compression)?;
+        let reply = grpc::unary(self.channel.clone(), signal.grpc_path(), frame, &self.headers, timeout)
+            .await
+            .map_err(|s| annotate(s, &self.address))?;
+        Ok(parse_reply(&reply))
     }
 }
 

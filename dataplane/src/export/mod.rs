@@ -4,6 +4,7 @@
 mod backend;
 mod coalesce;
 mod deliver;
+mod grpc;
 pub mod wal;
 pub mod health;
 pub mod queued;

@@ -1,0 +1,195 @@
+//! One unary gRPC call with an encoded message. The request frame is built here: the message compressed by a
+//! compressor kept per thread and reset between messages (tonic sets up a new one per message, and setting up a
+//! gzip compressor costs about as much as compressing a 25-span part); the answer is read with tonic's decoder,
+//! which also turns a missing or failed `grpc-status` into the right [`Status`].
+
+use std::cell::RefCell;
+use std::time::Duration;
+
+use bytes::Bytes;
+use flate2::{Compress, FlushCompress};
+use http::header::{CONTENT_TYPE, HeaderName, HeaderValue, TE};
+use http::uri::PathAndQuery;
+use tonic::codec::{CompressionEncoding, Streaming};
+use tonic::transport::Channel;
+use tonic::{Code, Status};
+use tower::ServiceExt;
+
+use crate::codec::RawCodec;
+use crate::config::Compression;
+
+/// gzip at the level tonic uses.
+const GZIP_LEVEL: u32 = 6;
+/// Each round of `Compress::compress_vec` has at least this much room; bounds the rounds of one message.
+const ROUND_BYTES: usize = 16 * 1024;
+
+thread_local! {
+    static GZIP: RefCell<Option<Compress>> = const { RefCell::new(None) };
+    static ZSTD: RefCell<Option<zstd::bulk::Compressor<'static>>> = const { RefCell::new(None) };
+}
+
+/// The gRPC length-prefixed frame of `message`, compressed with `compression`.
+pub fn frame(message: &[u8], compression: Compression) -> Result<Bytes, Status> {
+    let mut out = Vec::with_capacity(5 + message.len() / 2 + 64);
+    out.extend_from_slice(&[0; 5]);
+    let compressed = match compression {
+        Compression::None => {
+            out.extend_from_slice(message);
+            false
+        }
+        Compression::Gzip => {
+            gzip(message, &mut out).map_err(|e| Status::internal(format!("gzip: {e}")))?;
+            true
+        }
+        Compression::Zstd => {
+            zstd_into(message, &mut out).map_err(|e| Status::internal(format!("zstd: {e}")))?;
+            true
+        }
+    };
+    let len = u32::try_from(out.len() - 5).map_err(|_| Status::resource_exhausted("message over 4 GiB"))?;
+    out[0] = u8::from(compressed);
+    out[1..5].copy_from_slice(&len.to_be_bytes());
+    Ok(Bytes::from(out))
+}
+
+/// Appends the gzip stream of `input` to `out`.
+fn gzip(input: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
+    GZIP.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        let c = slot.get_or_insert_with(|| Compress::new_gzip(flate2::Compression::new(GZIP_LEVEL), 15));
+        c.reset();
+        let base = c.total_in();
+        // Each round either ends the stream or fills its room; the rounds are bounded by the worst-case output.
+        let max_rounds = 2 + (input.len() + input.len() / 1000 + 64) / ROUND_BYTES;
+        for _ in 0..=max_rounds {
+            out.reserve(ROUND_BYTES.max(input.len() / 2));
+            let consumed = usize::try_from(c.total_in() - base).map_err(|e| e.to_string())?;
+            let status = c.compress_vec(&input[consumed..], out, FlushCompress::Finish).map_err(|e| e.to_string())?;
+            if status == flate2::Status::StreamEnd {
+                return Ok(());
+            }
+        }
+        // Leave no half-written stream in the compressor for the next message.
+        *slot = None;
+        Err("the compressor did not finish the stream".into())
+    })
+}
+
+/// Appends the zstd frame of `input` to `out`.
+fn zstd_into(input: &[u8], out: &mut Vec<u8>) -> std::io::Result<()> {
+    ZSTD.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        let c = match slot.as_mut() {
+            Some(c) => c,
+            None => slot.insert(zstd::bulk::Compressor::new(zstd::DEFAULT_COMPRESSION_LEVEL)?),
+        };
+        out.extend_from_slice(&c.compress(input)?);
+        Ok(())
+    })
+}
+
+/// Request headers of every call to a backend: the configured ones, then gRPC's (which win over a configured
+/// header of the same name).
+pub fn headers(compression: Compression, configured: &[(HeaderName, HeaderValue)]) -> Vec<(HeaderName, HeaderValue)> {
+    let mut out = configured.to_vec();
+    out.extend([
+        (TE, HeaderValue::from_static("trailers")),
+        (CONTENT_TYPE, HeaderValue::from_static("application/grpc")),
+        (HeaderName::from_static("grpc-accept-encoding"), HeaderValue::from_static("gzip,zstd")),
+    ]);
+    let encoding = match compression {
+        Compression::None => None,
+        Compression::Gzip => Some("gzip"),
+        Compression::Zstd => Some("zstd"),
+    };
+    if let Some(e) = encoding {
+        out.push((HeaderName::from_static("grpc-encoding"), HeaderValue::from_static(e)));
+    }
+    out
+}
+
+/// Sends `frame` to `path` over `channel` and returns the reply message.
+pub async fn unary(
+    channel: Channel,
+    path: &'static str,
+    frame: Bytes,
+    headers: &[(HeaderName, HeaderValue)],
+    timeout: Duration,
+) -> Result<Bytes, Status> {
+    let mut request = http::Request::new(tonic::body::Body::new(http_body_util::Full::new(frame)));
+    *request.method_mut() = http::Method::POST;
+    *request.version_mut() = http::Version::HTTP_2;
+    *request.uri_mut() = http::Uri::from(PathAndQuery::from_static(path));
+    let map = request.headers_mut();
+    map.reserve(headers.len() + 1);
+    for (k, v) in headers {
+        map.insert(k.clone(), v.clone());
+    }
+    if let Ok(v) = HeaderValue::try_from(format!("{}m", timeout.as_millis().clamp(1, 99_999_999))) {
+        map.insert(HeaderName::from_static("grpc-timeout"), v);
+    }
+    let response = channel.oneshot(request).await.map_err(|e| Status::from_error(e.into()))?;
+    // A trailers-only answer: the status is in the headers.
+    if let Some(status) = Status::from_header_map(response.headers()) {
+        if status.code() != Code::Ok {
+            return Err(status);
+        }
+        return Err(Status::internal("the backend answered OK without a message"));
+    }
+    let encoding = match response.headers().get("grpc-encoding").map(HeaderValue::as_bytes) {
+        None | Some(b"identity") => None,
+        Some(b"gzip") => Some(CompressionEncoding::Gzip),
+        Some(b"zstd") => Some(CompressionEncoding::Zstd),
+        Some(other) => {
+            return Err(Status::unimplemented(format!("the backend answered in {}", String::from_utf8_lossy(other))));
+        }
+    };
+    let status = response.status();
+    let mut body = Streaming::new_response(RawCodec, response.into_body(), status, encoding, None);
+    let message = body.message().await?.ok_or_else(|| Status::internal("the backend's answer has no message"))?;
+    // Reads the trailers: a failed `grpc-status` there is an error too.
+    body.trailers().await?;
+    Ok(message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    fn gunzip(frame: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(&frame[5..]).read_to_end(&mut out).expect("a gzip stream");
+        out
+    }
+
+    #[test]
+    fn frames_carry_flag_length_and_the_message_a_reused_compressor_compressed() {
+        let big: Vec<u8> = (0..200_000u32).flat_map(|i| (i % 251).to_le_bytes()).collect();
+        for message in [&b"hello"[..], &big, &[], &b"hello again"[..]] {
+            let f = frame(message, Compression::Gzip).expect("framed");
+            assert_eq!(f[0], 1, "compressed flag");
+            assert_eq!(u32::from_be_bytes([f[1], f[2], f[3], f[4]]) as usize, f.len() - 5);
+            assert_eq!(gunzip(&f), message, "each message is a whole gzip stream of its own");
+        }
+        let f = frame(b"plain", Compression::None).expect("framed");
+        assert_eq!(&f[..], &[0, 0, 0, 0, 5, b'p', b'l', b'a', b'i', b'n']);
+        for message in [&b"zstd message"[..], &big] {
+            let f = frame(message, Compression::Zstd).expect("framed");
+            assert_eq!(f[0], 1);
+            assert_eq!(zstd::decode_all(&f[5..]).expect("a zstd frame"), message);
+        }
+    }
+
+    #[test]
+    fn headers_name_the_encoding_and_keep_the_configured_ones() {
+        let configured = [(HeaderName::from_static("x-tenant"), HeaderValue::from_static("a"))];
+        let h = headers(Compression::Gzip, &configured);
+        let get = |name: &str| h.iter().find(|(k, _)| k.as_str() == name).map(|(_, v)| v.to_str().unwrap_or_default().to_string());
+        assert_eq!(get("grpc-encoding").as_deref(), Some("gzip"));
+        assert_eq!(get("content-type").as_deref(), Some("application/grpc"));
+        assert_eq!(get("te").as_deref(), Some("trailers"));
+        assert_eq!(get("x-tenant").as_deref(), Some("a"));
+        assert!(headers(Compression::None, &[]).iter().all(|(k, _)| k.as_str() != "grpc-encoding"));
+    }
+}
