@@ -635,8 +635,11 @@ def top_functions(annotate_text, n, merge):
 
 
 ATTRIBUTION = [
-    ("gRPC message compression (tonic → flate2 with zlib-rs, one encoder per message)", "tonic::codec::compression::compress"),
-    ("  of which compressor set-up (`flate2::mem::Compress::new`)", "flate2::mem::Compress::new"),
+    ("request framing and compression (`export::grpc::frame`, one compressor per thread, reset per message)",
+     "dataplane::export::grpc::frame"),
+    ("gRPC message compression in tonic (replies to clients that accept it; flate2 with zlib-rs, one encoder per "
+     "message)", "tonic::codec::compression::compress"),
+    ("compressor set-up (`flate2::mem::Compress::new`)", "flate2::mem::Compress::new"),
     ("gRPC message decompression (tonic)", "tonic::codec::compression::decompress"),
     ("receiving: `GrpcReceiver::call` (tonic server unary path, incl. the pipeline)",
      "<dataplane::receive::grpc::GrpcReceiver as tower_service::Service"),
