@@ -2,9 +2,8 @@
 //! queue of parts waiting for one of its sending slots.
 //!
 //! Requests travel as raw bytes, framed and compressed by [`grpc`](super::grpc); the channel multiplexes them over
-//! one HTTP/2 connection that
-//! closes when the last holder of the backend (the pool, or a request still in flight after the backend left the
-//! pool) lets go of it.
+//! one HTTP/2 connection that closes when the last holder of the backend (the pool, or a request still in flight
+//! after the backend left the pool) lets go of it.
 
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -108,7 +107,7 @@ impl Backend {
 
     /// Sends one encoded export request (a part); gives up at `deadline`. The part waits in the backend's queue
     /// for one of its `num_consumers` slots and leaves with the parts of the same signal waiting with it, as one
-    /// request ([`coalesce`](super::coalesce)). Fails at once with RESOURCE_EXHAUSTED when waiting would take the
+    /// request (see `export::coalesce`). Fails at once with RESOURCE_EXHAUSTED when waiting would take the
     /// queue past `queue_size` (in `sizer` units; a part alone in the queue is always let in).
     ///
     /// Once the backend has left the pool ([`Backend::retire`]), parts not yet sent fail at once with UNAVAILABLE

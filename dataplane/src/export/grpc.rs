@@ -1,7 +1,8 @@
 //! One unary gRPC call with an encoded message. The request frame is built here: the message compressed by a
 //! compressor kept per thread and reset between messages (tonic sets up a new one per message, and setting up a
-//! gzip compressor costs about as much as compressing a 25-span part); the answer is read with tonic's decoder,
-//! which also turns a missing or failed `grpc-status` into the right [`Status`].
+//! gzip compressor costs about 5 µs, a third of compressing a 25-span part: `response/gzip6_empty_message` in
+//! `make bench`); the answer is read with tonic's decoder, which also turns a missing or failed `grpc-status` into
+//! the right [`Status`].
 
 use std::cell::RefCell;
 use std::time::Duration;
