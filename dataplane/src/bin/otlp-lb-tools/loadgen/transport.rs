@@ -2,6 +2,7 @@
 //! OTLP/HTTP (hyper HTTP/1.1, one keep-alive connection per worker) and classifies the outcome the way an OTLP
 //! exporter does: acknowledged (with the partial-success rejected count) or failed with a code, retryable or not.
 
+use std::error::Error as _;
 use std::io::Write;
 use std::time::Duration;
 
@@ -118,6 +119,12 @@ impl Client {
                             && status.message() == tonic::TimeoutExpired(()).to_string() =>
                     {
                         Err(grpc_failure(Code::DeadlineExceeded))
+                    }
+                    // A status the server never sent: tonic made it from a transport error (the connection
+                    // closed mid-call, as when the balancer is killed). grpc-go clients see UNAVAILABLE and retry;
+                    // tonic says UNKNOWN. Count it as the HTTP client does, a retryable connection error.
+                    Ok(Err(status)) if status.code() == Code::Unknown && status.source().is_some() => {
+                        Err(Failure::new("CONNECTION_ERROR", true))
                     }
                     Ok(Err(status)) => Err(grpc_failure(status.code())),
                     Ok(Ok(response)) => Ok(rejected_items(response.get_ref())),
@@ -262,5 +269,39 @@ mod tests {
         // partial_success { rejected = 7 }
         assert_eq!(rejected_items(&[0x0a, 0x02, 0x08, 0x07]), 7);
         assert_eq!(rejected_items(&[]), 0);
+    }
+
+    /// An HTTP/2 server that receives a call and then dies without answering (its connection dropped): the
+    /// client reports a retryable connection error, not a final UNKNOWN.
+    #[tokio::test]
+    async fn a_call_cut_by_a_dying_server_is_retryable() {
+        use hyper_util::rt::TokioExecutor;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let authority = listener.local_addr().expect("addr").to_string();
+        let (got_call, call_seen) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.expect("accept");
+            let got_call = std::sync::Mutex::new(Some(got_call));
+            let service = hyper::service::service_fn(move |_req: http::Request<hyper::body::Incoming>| {
+                if let Some(tx) = got_call.lock().ok().and_then(|mut g| g.take()) {
+                    let _ = tx.send(());
+                }
+                std::future::pending::<Result<http::Response<Full<Bytes>>, std::convert::Infallible>>()
+            });
+            let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+            let _ = conn.serve_connection(TokioIo::new(tcp), service).await;
+        });
+        let target = Target {
+            authority,
+            signal: Signal::Traces,
+            gzip: false,
+            timeout: Duration::from_secs(10),
+        };
+        let mut client = Client::new(Protocol::Grpc, &target).expect("client");
+        let send = tokio::spawn(async move { client.send(Bytes::from_static(b"")).await });
+        tokio::time::timeout(Duration::from_secs(10), call_seen).await.expect("the call reached the server").ok();
+        server.abort();
+        let outcome = tokio::time::timeout(Duration::from_secs(10), send).await.expect("answered").expect("joined");
+        assert_eq!(outcome, Err(Failure::new("CONNECTION_ERROR", true)));
     }
 }
