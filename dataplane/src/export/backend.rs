@@ -198,12 +198,11 @@ impl Backend {
     /// Sends one request carrying `parts`, holding `slot` until the answer, and hands each part its outcome.
     async fn send(self: Arc<Self>, signal: Signal, parts: Vec<Waiting>, slot: Option<OwnedSemaphorePermit>) {
         let items = parts.iter().map(|p| p.items).sum();
-        let body = coalesce::merge(&parts);
         let now = Instant::now();
         // Each part's caller gives up at its own deadline; the request serves the part that may wait longest.
         let deadline = parts.iter().map(|p| p.deadline).max().unwrap_or(now);
         let timeout = self.timeout.min(deadline.saturating_duration_since(now));
-        let result = tokio::time::timeout(timeout, self.call(signal, body, timeout)).await;
+        let result = tokio::time::timeout(timeout, self.call(signal, &coalesce::bodies(&parts), timeout)).await;
         let result = result.unwrap_or_else(|_| Err(Status::deadline_exceeded(format!("no answer from {} in {timeout:?}", self.address))));
         drop(slot);
         self.metrics.backend_result(&self.address, signal, items, now.elapsed(), result.is_ok());
@@ -240,7 +239,7 @@ impl Backend {
 
     /// Probes an ejected backend with an empty export (a valid no-op request) and readmits it on success.
     pub async fn probe(&self) {
-        let result = tokio::time::timeout(self.probe_timeout, self.call(Signal::Traces, Bytes::new(), self.probe_timeout)).await;
+        let result = tokio::time::timeout(self.probe_timeout, self.call(Signal::Traces, &[], self.probe_timeout)).await;
         let error = match result {
             Ok(Ok(_)) => None,
             Ok(Err(s)) => Some(s.message().to_string()),
@@ -264,8 +263,9 @@ impl Backend {
         }
     }
 
-    async fn call(&self, signal: Signal, body: Bytes, timeout: Duration) -> Result<Reply, Status> {
-        let frame = grpc::frame(&body, self.compression)?;
+    /// One request whose message is the concatenation of `bodies`.
+    async fn call(&self, signal: Signal, bodies: &[&[u8]], timeout: Duration) -> Result<Reply, Status> {
+        let frame = grpc::frame(bodies, self.compression)?;
         let reply = grpc::unary(self.channel.clone(), signal.grpc_path(), frame, &self.headers, timeout)
             .await
             .map_err(|s| annotate(s, &self.address))?;

@@ -1,7 +1,8 @@
 //! The parts waiting for one backend, and how parts that wait together leave as one request.
 //!
 //! An OTLP export request is a single repeated field, so the concatenation of encoded requests is the request of
-//! all their items: parts bound for the same backend and signal are merged by concatenating their bytes. One
+//! all their items: parts bound for the same backend and signal leave as one request whose message is their
+//! bytes one after another (compressed as one stream where they lie, never copied into one body first). One
 //! request instead of many saves a stream, a compression context and a reply on both sides of the connection.
 //! The backend's answer is shared out again: a failure fails every part of the request (each is then retried on
 //! its own), and a partial success's rejected count is attributed to the parts in order, never more to a part
@@ -10,7 +11,7 @@
 use std::collections::VecDeque;
 use std::time::Instant;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use tokio::sync::oneshot;
 use tonic::Status;
 
@@ -81,16 +82,9 @@ impl Queue {
     }
 }
 
-/// The body of one request carrying `parts`.
-pub fn merge(parts: &[Waiting]) -> Bytes {
-    if let [one] = parts {
-        return one.body.clone();
-    }
-    let mut out = BytesMut::with_capacity(parts.iter().map(|p| p.body.len()).sum());
-    for p in parts {
-        out.extend_from_slice(&p.body);
-    }
-    out.freeze()
+/// The bodies of `parts`, in order: one request carrying them all has their concatenation as its message.
+pub fn bodies(parts: &[Waiting]) -> Vec<&[u8]> {
+    parts.iter().map(|p| &p.body[..]).collect()
 }
 
 /// Each part's share of a reply to the request that carried them all (part sizes in `items`, in order).
@@ -146,7 +140,7 @@ mod tests {
     fn concatenated_requests_are_the_request_of_all_their_items() {
         let (a, _ra) = part(request(&["a1", "a2"]), 2);
         let (b, _rb) = part(request(&["b1"]), 1);
-        let merged = ExportTraceServiceRequest::decode(merge(&[a, b])).expect("a valid request");
+        let merged = ExportTraceServiceRequest::decode(&bodies(&[a, b]).concat()[..]).expect("a valid request");
         let names: Vec<String> =
             merged.resource_spans.iter().flat_map(|r| &r.scope_spans).flat_map(|s| &s.spans).map(|s| s.name.clone()).collect();
         assert_eq!(names, ["a1", "a2", "b1"]);

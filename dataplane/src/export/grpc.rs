@@ -26,24 +26,28 @@ const ROUND_BYTES: usize = 16 * 1024;
 
 thread_local! {
     static GZIP: RefCell<Option<Compress>> = const { RefCell::new(None) };
-    static ZSTD: RefCell<Option<zstd::bulk::Compressor<'static>>> = const { RefCell::new(None) };
+    static ZSTD: RefCell<Option<(zstd::bulk::Compressor<'static>, Vec<u8>)>> = const { RefCell::new(None) };
 }
 
-/// The gRPC length-prefixed frame of `message`, compressed with `compression`.
-pub fn frame(message: &[u8], compression: Compression) -> Result<Bytes, Status> {
-    let mut out = Vec::with_capacity(5 + message.len() / 2 + 64);
+/// The gRPC length-prefixed frame of one message, the concatenation of `pieces` (requests of the same signal
+/// concatenate into the request of all their items), compressed with `compression`. The pieces are read where
+/// they lie: gzip takes them as one stream, no body is assembled first.
+pub fn frame(pieces: &[&[u8]], compression: Compression) -> Result<Bytes, Status> {
+    let total: usize = pieces.iter().map(|p| p.len()).sum();
+    let mut out = Vec::with_capacity(5 + total / 2 + 64);
     out.extend_from_slice(&[0; 5]);
     let compressed = match compression {
         Compression::None => {
-            out.extend_from_slice(message);
+            out.reserve(total);
+            pieces.iter().for_each(|p| out.extend_from_slice(p));
             false
         }
         Compression::Gzip => {
-            gzip(message, &mut out).map_err(|e| Status::internal(format!("gzip: {e}")))?;
+            gzip(pieces, total, &mut out).map_err(|e| Status::internal(format!("gzip: {e}")))?;
             true
         }
         Compression::Zstd => {
-            zstd_into(message, &mut out).map_err(|e| Status::internal(format!("zstd: {e}")))?;
+            zstd_into(pieces, &mut out).map_err(|e| Status::internal(format!("zstd: {e}")))?;
             true
         }
     };
@@ -53,36 +57,64 @@ pub fn frame(message: &[u8], compression: Compression) -> Result<Bytes, Status> 
     Ok(Bytes::from(out))
 }
 
-/// Appends the gzip stream of `input` to `out`.
-fn gzip(input: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
+/// Appends to `out` the gzip stream of the concatenation of `pieces` (`total` bytes).
+fn gzip(pieces: &[&[u8]], total: usize, out: &mut Vec<u8>) -> Result<(), String> {
     GZIP.with(|cell| {
         let mut slot = cell.borrow_mut();
         let c = slot.get_or_insert_with(|| Compress::new_gzip(flate2::Compression::new(GZIP_LEVEL), 15));
         c.reset();
-        let base = c.total_in();
-        // Each round either ends the stream or fills its room; the rounds are bounded by the worst-case output.
-        let max_rounds = 2 + (input.len() + input.len() / 1000 + 64) / ROUND_BYTES;
-        for _ in 0..=max_rounds {
-            out.reserve(ROUND_BYTES.max(input.len() / 2));
-            let consumed = usize::try_from(c.total_in() - base).map_err(|e| e.to_string())?;
-            let status = c.compress_vec(&input[consumed..], out, FlushCompress::Finish).map_err(|e| e.to_string())?;
-            if status == flate2::Status::StreamEnd {
-                return Ok(());
-            }
+        let result = gzip_pieces(c, pieces, total, out);
+        if result.is_err() {
+            // Leave no half-written stream in the compressor for the next message.
+            *slot = None;
         }
-        // Leave no half-written stream in the compressor for the next message.
-        *slot = None;
-        Err("the compressor did not finish the stream".into())
+        result
     })
 }
 
-/// Appends the zstd frame of `input` to `out`.
-fn zstd_into(input: &[u8], out: &mut Vec<u8>) -> std::io::Result<()> {
+fn gzip_pieces(c: &mut Compress, pieces: &[&[u8]], total: usize, out: &mut Vec<u8>) -> Result<(), String> {
+    // Each round consumes all its input, ends the stream or fills its room: the rounds are bounded by the
+    // worst-case output size, plus one per piece.
+    let mut rounds = 2 + pieces.len() + (total + total / 1000 + 64) / ROUND_BYTES;
+    let room = ROUND_BYTES.max(total / 2);
+    for piece in pieces.iter().filter(|p| !p.is_empty()) {
+        let base = c.total_in();
+        loop {
+            let consumed = usize::try_from(c.total_in() - base).map_err(|e| e.to_string())?;
+            if consumed == piece.len() {
+                break;
+            }
+            rounds = rounds.checked_sub(1).ok_or("the compressor did not take its input")?;
+            out.reserve(room);
+            c.compress_vec(&piece[consumed..], out, FlushCompress::None).map_err(|e| e.to_string())?;
+        }
+    }
+    loop {
+        rounds = rounds.checked_sub(1).ok_or("the compressor did not finish the stream")?;
+        out.reserve(room);
+        if c.compress_vec(&[], out, FlushCompress::Finish).map_err(|e| e.to_string())? == flate2::Status::StreamEnd {
+            return Ok(());
+        }
+    }
+}
+
+/// Appends the zstd frame of the concatenation of `pieces` to `out` (several pieces are gathered in a buffer
+/// kept per thread: the bulk compressor takes one input).
+fn zstd_into(pieces: &[&[u8]], out: &mut Vec<u8>) -> std::io::Result<()> {
     ZSTD.with(|cell| {
         let mut slot = cell.borrow_mut();
-        let c = match slot.as_mut() {
-            Some(c) => c,
-            None => slot.insert(zstd::bulk::Compressor::new(zstd::DEFAULT_COMPRESSION_LEVEL)?),
+        let (c, scratch) = match slot.as_mut() {
+            Some(state) => state,
+            None => slot.insert((zstd::bulk::Compressor::new(zstd::DEFAULT_COMPRESSION_LEVEL)?, Vec::new())),
+        };
+        let input: &[u8] = match pieces {
+            [] => &[],
+            [one] => one,
+            _ => {
+                scratch.clear();
+                pieces.iter().for_each(|p| scratch.extend_from_slice(p));
+                scratch
+            }
         };
         out.extend_from_slice(&c.compress(input)?);
         Ok(())
@@ -168,18 +200,33 @@ mod tests {
     fn frames_carry_flag_length_and_the_message_a_reused_compressor_compressed() {
         let big: Vec<u8> = (0..200_000u32).flat_map(|i| (i % 251).to_le_bytes()).collect();
         for message in [&b"hello"[..], &big, &[], &b"hello again"[..]] {
-            let f = frame(message, Compression::Gzip).expect("framed");
+            let f = frame(&[message], Compression::Gzip).expect("framed");
             assert_eq!(f[0], 1, "compressed flag");
             assert_eq!(u32::from_be_bytes([f[1], f[2], f[3], f[4]]) as usize, f.len() - 5);
             assert_eq!(gunzip(&f), message, "each message is a whole gzip stream of its own");
         }
-        let f = frame(b"plain", Compression::None).expect("framed");
+        let f = frame(&[b"plain"], Compression::None).expect("framed");
         assert_eq!(&f[..], &[0, 0, 0, 0, 5, b'p', b'l', b'a', b'i', b'n']);
         for message in [&b"zstd message"[..], &big] {
-            let f = frame(message, Compression::Zstd).expect("framed");
+            let f = frame(&[message], Compression::Zstd).expect("framed");
             assert_eq!(f[0], 1);
             assert_eq!(zstd::decode_all(&f[5..]).expect("a zstd frame"), message);
         }
+    }
+
+    #[test]
+    fn pieces_are_framed_as_their_concatenation() {
+        let big: Vec<u8> = (0..100_000u32).flat_map(|i| (i % 241).to_le_bytes()).collect();
+        let pieces: [&[u8]; 5] = [b"first ", &[], &big, b" middle ", &big[..70_000]];
+        let whole = pieces.concat();
+        let f = frame(&pieces, Compression::Gzip).expect("framed");
+        assert_eq!(u32::from_be_bytes([f[1], f[2], f[3], f[4]]) as usize, f.len() - 5);
+        assert_eq!(gunzip(&f), whole);
+        let f = frame(&pieces, Compression::Zstd).expect("framed");
+        assert_eq!(zstd::decode_all(&f[5..]).expect("a zstd frame"), whole);
+        let f = frame(&pieces, Compression::None).expect("framed");
+        assert_eq!((f[0], &f[5..]), (0, &whole[..]));
+        assert_eq!(gunzip(&frame(&[], Compression::Gzip).expect("framed")), b"", "no piece: the empty message");
     }
 
     #[test]
