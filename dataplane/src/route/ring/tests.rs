@@ -48,7 +48,7 @@ fn stray_moves(
     let allowed_new = allowed_new
         .and_then(|a| new.index_of(a))
         .map_or(u16::MAX, |i| i as u16);
-    let (old_table, new_table): (&[u16], &[u16]) = (&old.table, &new.table);
+    let (old_table, new_table) = (old.table.owners(), new.table.owners());
     let (mut stray, mut s) = (0, 0);
     while s < old_table.len() {
         let (o, n) = (old_table[s], new_table[s]);
@@ -104,7 +104,7 @@ fn order_independent() {
             members.shuffle(&mut rng);
             let ring = small(members.clone());
             assert_eq!(ring.members(), reference.members());
-            assert_eq!(ring.table, reference.table);
+            assert!(ring.table.owners() == reference.table.owners(), "the updated table equals the full build");
             assert_eq!(ring.fingerprint(), reference.fingerprint());
         }
         // The fingerprint tracks the set and the weights.
@@ -180,8 +180,8 @@ fn lookup_matches_slot_shares() {
         let sigma = (p * (1.0 - p) / f64::from(keys)).sqrt();
         assert!((seen - p).abs() < 5.0 * sigma, "member {i}: {seen} vs {p}");
     }
-    assert_eq!(ring.lookup(0), ring.table[0] as usize);
-    assert_eq!(ring.lookup(u64::MAX), ring.table[SLOTS - 1] as usize);
+    assert_eq!(ring.lookup(0), ring.table.get(0));
+    assert_eq!(ring.lookup(u64::MAX), ring.table.get(SLOTS - 1));
 }
 
 #[test]
@@ -213,7 +213,7 @@ fn weight_change_moves_keys_only_to_or_from_that_member() {
     for (weight, to, from) in [(6, Some(&changed), None), (1, None, Some(&changed))] {
         members[4].weight = weight;
         let after = before.update(members.clone()).expect("ring");
-        assert_eq!(after.table, small(members.clone()).table);
+        assert!(after.table.owners() == small(members.clone()).table.owners(), "the updated table equals the full build");
         assert!(Ring::moved_fraction(&before, &after) > 0.01);
         assert_eq!(
             stray_moves(
@@ -319,7 +319,7 @@ fn update_matches_full_build() {
     for (from, to) in cases.into_iter().chain(more) {
         let updated = small(from.clone()).update(to.clone()).expect("ring");
         let full = small(to.clone());
-        assert_eq!(updated.table, full.table);
+        assert!(updated.table.owners() == full.table.owners(), "the updated table equals the full build");
         assert_eq!(updated.counts, full.counts);
         assert_eq!(updated.fingerprint(), full.fingerprint());
     }
@@ -388,7 +388,7 @@ fn moved_fraction_compares_owners_by_address() {
     let mut heavier = pool(10);
     heavier[0].weight = 2;
     let other = small(heavier);
-    let differing = (ring.table.iter().zip(other.table.iter()))
+    let differing = (ring.table.owners().iter().zip(other.table.owners().iter()))
         .filter(|(a, b)| a != b)
         .count();
     assert!(differing > 0);
@@ -430,4 +430,24 @@ fn pruned_weighted_race_matches_naive_race() {
             );
         }
     }
+}
+
+#[test]
+fn tables_are_one_byte_per_slot_up_to_256_members_and_two_beyond() {
+    let mut rng = StdRng::seed_from_u64(256);
+    for n in [255, 256, 257, 300] {
+        let ring = small(pool(n));
+        assert_eq!(matches!(ring.table, Table::Narrow(_)), n <= 256, "{n} members");
+        assert_eq!(ring.counts.iter().map(|&c| c as usize).sum::<usize>(), 1 << SMALL);
+        assert!(ring.counts.iter().all(|&c| c > 0), "{n} members: every member, the last included, owns slots");
+        for _ in 0..2000 {
+            let key: u64 = rng.random();
+            assert_eq!(ring.lookup(key), ring.candidates(key)[0], "{n} members: the table holds the draw's winner");
+        }
+    }
+    // Growing past 256 members by an update widens the table and gives the full build's owners.
+    let (narrow, wide) = (small(pool(256)), small(pool(257)));
+    let grown = narrow.update(pool(257)).expect("ring");
+    assert!(matches!(grown.table, Table::Wide(_)));
+    assert!(grown.table.owners() == wide.table.owners(), "the updated table equals the full build");
 }
