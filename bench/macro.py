@@ -426,6 +426,7 @@ def step(args, bal, sinks, signal_name, rate, duration_s, kind="sweep", connecti
     acked = rep["sent_items"]
     final_items, bad, per = settle(sinks, signal_name, base_items + acked, args.settle_max)
     cpu2 = cpu_seconds(bal.pid)
+    hwm = vm_hwm_kib(bal.pid)  # the peak so far: the sweep climbs, so this is the peak up to this rate
     elapsed = max(rep["elapsed_s"], 1e-6)
     delivered = final_items - base_items
     errors = sum(rep["errors"].values()) + rep["failed_requests"]
@@ -458,6 +459,7 @@ def step(args, bal, sinks, signal_name, rate, duration_s, kind="sweep", connecti
         "per_sink": [p for p in per],
         "elapsed_s": elapsed,
         "connections": connections or args.connections,
+        "vm_hwm_kib": hwm,
     }
     ok_rate = rate == 0 or res["sustained_rate"] >= args.pass_fraction * rate
     res["clean"] = errors == 0 and res["lost"] == 0 and res["sink_refusals"] == 0
@@ -650,7 +652,6 @@ ATTRIBUTION = [
     ("    `Backend::export` (a part joins its backend's queue)", "dataplane::export::backend::Backend::export"),
     ("sending: `Backend::send` (one tonic client call per request of coalesced parts, not its body's encoding)",
      "dataplane::export::backend::Backend::send"),
-    ("  of which merging the parts (`coalesce::merge`)", "dataplane::export::coalesce::merge"),
     ("h2 frame reading (`FramedRead::poll_next`)", "<h2::codec::framed_read::FramedRead"),
     ("h2 frame writing (`framed_write::Encoder::buffer`)", "h2::codec::framed_write::Encoder"),
     ("malloc / free / realloc (self)", None),
@@ -798,6 +799,15 @@ def summary_rows(runs, signal_name, compression, peer=None, names=("otlp-lb", "C
         cpu = sum(s["lb_cpu_s"] for s in steps)
         return sum(s["delivered"] for s in steps) / cpu if cpu > 0 else float("nan")
 
+    # The peer's sweep stops at its first failed step; up to there both were offered the same load, and VmHWM
+    # read after each step is the peak so far, so this compares memory at equal load rather than at each
+    # one's saturation (where otlp-lb carries several times the peer's traffic).
+    top = max((s["offered"] for s in (col["steps"] if col else []) if s["offered"] > 0), default=0)
+
+    def hwm_upto(r, rate):
+        at = [s["vm_hwm_kib"] for s in (r["steps"] if r else []) if s["offered"] == rate and "vm_hwm_kib" in s]
+        return at[0] / 1024 if at else float("nan")
+
     span = f"{fmt_rate(common[0])}–{fmt_rate(common[-1])}/s" if common else "none"
     rows = [
         (f"{item} per CPU-second, pooled over the steps both passed at equal offered rates ({span}) and the "
@@ -808,6 +818,8 @@ def summary_rows(runs, signal_name, compression, peer=None, names=("otlp-lb", "C
         ("client p50 latency at that common rate (ms)", lat(lb, "p50_ms"), lat(col, "p50_ms"), 2),
         ("client p99 latency at that common rate (ms)", lat(lb, "p99_ms"), lat(col, "p99_ms"), 2),
         ("peak RSS, VmHWM (MiB)", lb and lb["vm_hwm_kib"] / 1024, col and col["vm_hwm_kib"] / 1024, 1),
+        (f"peak RSS through the same offered load, the sweep up to {names[1]}'s last step at {fmt_rate(top)}/s (MiB)",
+         hwm_upto(lb, top), hwm_upto(col, top), 1),
     ]
     lines = [f"| {signal_name}: {item}, exporter compression {compression} | {names[0]} | {names[1]} | {names[0]} / {names[1]} |",
              "|---|---:|---:|---:|"]
