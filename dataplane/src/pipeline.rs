@@ -167,6 +167,9 @@ impl Pipeline {
             return Err(Refusal::Unavailable("every backend is ejected after failures; retry later".into()));
         }
         let split = self.split(signal, pool, &body).map_err(|e| Refusal::Invalid(e.to_string()))?;
+        // The parts hold what they need of it (copies, or the request itself when one backend takes it all):
+        // the request is not kept for the time of the delivery.
+        drop(body);
         *items = split.items;
         if split.parts.is_empty() {
             return Ok(Delivered { rounds: 0, ..Delivered::default() });
