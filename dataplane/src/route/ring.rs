@@ -3,8 +3,9 @@
 //!
 //! **Design: rendezvous (highest-random-weight) hashing compiled into a slot table.** The key space
 //! is cut into 2^22 equal slots, the same for every pool size so slot boundaries never move;
-//! `lookup` is `table[key >> 42]` (u8 entries, 4 MiB, up to 256 members; u16, 8 MiB, beyond). Slot `s` belongs to the member with the best
-//! draw for `s`; a member's draw is splitmix64 output `s` of the stream seeded with xxh3(address).
+//! `lookup` is `table[key >> 42]` (u8 entries, 4 MiB, up to 256 members; u16, 8 MiB, beyond).
+//! Slot `s` belongs to the member with the best draw for `s`; a member's draw is splitmix64 output
+//! `s` of the stream seeded with xxh3(address).
 //! Measured by `cargo run --release -p dataplane --example ring_report` (N = 3..=64, equal weights):
 //! - *Deterministic*: draws depend on (address, slot) only, members are sorted by address, ties
 //!   go to the lower address; no randomness, no history ([`Ring::update`] equals [`Ring::new`]).
