@@ -72,44 +72,27 @@ fn gzip(pieces: &[&[u8]], total: usize, out: &mut Vec<u8>) -> Result<(), String>
     })
 }
 
-/// Writes the stream into `out` grown by zero-filled rounds of room, each byte zeroed once (flate2's
-/// `compress_vec` would zero all the spare capacity again on every call, once per piece), and cuts it to what
-/// was written.
 fn gzip_pieces(c: &mut Compress, pieces: &[&[u8]], total: usize, out: &mut Vec<u8>) -> Result<(), String> {
-    let (start, base_out) = (out.len(), c.total_out());
-    let result = deflate_pieces(c, pieces, total, out, start);
-    let written = usize::try_from(c.total_out() - base_out).map_err(|e| e.to_string())?;
-    out.truncate(start + written);
-    result
-}
-
-fn deflate_pieces(c: &mut Compress, pieces: &[&[u8]], total: usize, out: &mut Vec<u8>, start: usize) -> Result<(), String> {
-    let (base_in, base_out) = (c.total_in(), c.total_out());
-    let count = |n: u64| usize::try_from(n).map_err(|e| e.to_string());
-    // Each call consumes all its input, ends the stream or fills its room: the calls are bounded by the
+    // Each round consumes all its input, ends the stream or fills its room: the rounds are bounded by the
     // worst-case output size, plus one per piece.
-    let mut calls = 2 + pieces.len() + (total + total / 1000 + 64) / ROUND_BYTES;
+    let mut rounds = 2 + pieces.len() + (total + total / 1000 + 64) / ROUND_BYTES;
     let room = ROUND_BYTES.max(total / 2);
-    let mut pieces = pieces.iter().copied().filter(|p| !p.is_empty()).peekable();
-    // Input bytes of the pieces already passed.
-    let mut passed = 0usize;
-    loop {
-        let consumed = count(c.total_in() - base_in)?;
-        let (input, flush) = match pieces.peek() {
-            Some(p) if consumed - passed == p.len() => {
-                passed = consumed;
-                pieces.next();
-                continue;
+    for piece in pieces.iter().filter(|p| !p.is_empty()) {
+        let base = c.total_in();
+        loop {
+            let consumed = usize::try_from(c.total_in() - base).map_err(|e| e.to_string())?;
+            if consumed == piece.len() {
+                break;
             }
-            Some(p) => (&p[consumed - passed..], FlushCompress::None),
-            None => (&[][..], FlushCompress::Finish),
-        };
-        calls = calls.checked_sub(1).ok_or("the compressor did not finish the stream")?;
-        let written = start + count(c.total_out() - base_out)?;
-        if out.len() - written < ROUND_BYTES {
-            out.resize(written + room, 0);
+            rounds = rounds.checked_sub(1).ok_or("the compressor did not take its input")?;
+            out.reserve(room);
+            c.compress_vec(&piece[consumed..], out, FlushCompress::None).map_err(|e| e.to_string())?;
         }
-        if c.compress(input, &mut out[written..], flush).map_err(|e| e.to_string())? == flate2::Status::StreamEnd {
+    }
+    loop {
+        rounds = rounds.checked_sub(1).ok_or("the compressor did not finish the stream")?;
+        out.reserve(room);
+        if c.compress_vec(&[], out, FlushCompress::Finish).map_err(|e| e.to_string())? == flate2::Status::StreamEnd {
             return Ok(());
         }
     }
