@@ -67,8 +67,8 @@ pub enum RingError {
 }
 
 /// An immutable consistent-hash ring over a pool of members. Cheap to query, 4 MiB (8 MiB over 256
-/// members), rebuilt on
-/// every pool change with [`Ring::new`] or, faster for small changes, [`Ring::update`].
+/// members), rebuilt on every pool change with [`Ring::new`] or, faster for small changes,
+/// [`Ring::update`].
 #[derive(Clone)]
 pub struct Ring {
     /// `64 - log2(slots)`: slot of a key = `key >> shift`. Always `64 - SLOT_BITS` except in tests.
