@@ -34,11 +34,11 @@ thread_local! {
 /// they lie: gzip takes them as one stream, no body is assembled first.
 pub fn frame(pieces: &[&[u8]], compression: Compression) -> Result<Bytes, Status> {
     let total: usize = pieces.iter().map(|p| p.len()).sum();
-    let mut out = Vec::with_capacity(5 + total / 2 + 64);
+    let body = if compression == Compression::None { total } else { total / 2 + 64 };
+    let mut out = Vec::with_capacity(5 + body);
     out.extend_from_slice(&[0; 5]);
     let compressed = match compression {
         Compression::None => {
-            out.reserve(total);
             pieces.iter().for_each(|p| out.extend_from_slice(p));
             false
         }
