@@ -120,7 +120,7 @@ async fn serve_connection<IO, S, B>(
     if opts.http2_only {
         builder = builder.http2_only();
     }
-    builder.http2().max_concurrent_streams(1024).adaptive_window(true);
+    builder.http2().max_concurrent_streams(1024).initial_stream_window_size(1 << 20).initial_connection_window_size(4 << 20);
     let conn = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
     tokio::pin!(conn);
     let age = opts.max_connection_age.map(jitter);
