@@ -1,9 +1,9 @@
 //! One backend: a lazily connected OTLP/gRPC client with the configured timeout, compression and headers, and the
 //! queue of parts waiting for one of its sending slots.
 //!
-//! Requests travel as raw bytes, framed and compressed by [`grpc`](super::grpc); the channel multiplexes them over
-//! one HTTP/2 connection that closes when the last holder of the backend (the pool, or a request still in flight
-//! after the backend left the pool) lets go of it.
+//! Requests travel as raw bytes, framed and compressed by [`grpc`](super::grpc) and multiplexed over one HTTP/2
+//! [`connection`](super::connection), which closes when the last holder of the backend (the pool, or a request
+//! still in flight after the backend left the pool) lets go of it.
 
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -13,10 +13,11 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use http::uri::{Authority, Scheme};
 use tonic::{Code, Status};
 
 use super::coalesce::{self, Queue, Waiting};
+use super::connection::Connection;
 use super::grpc;
 use super::health::{Health, Transition};
 use crate::config::{Compression, HealthCheck, OtlpExporter, Sizer};
@@ -35,7 +36,10 @@ pub struct Reply {
 /// A backend of the pool.
 pub struct Backend {
     pub address: String,
-    channel: Channel,
+    connection: Connection,
+    /// The `:scheme` and `:authority` of every request.
+    scheme: Scheme,
+    authority: Authority,
     compression: Compression,
     /// Every request's headers: the configured ones and gRPC's.
     headers: Vec<(HeaderName, HeaderValue)>,
@@ -64,17 +68,12 @@ impl std::fmt::Debug for Backend {
 
 impl Backend {
     pub fn new(address: &str, cfg: &OtlpExporter, health: &HealthCheck, metrics: Metrics) -> Result<Backend, String> {
-        let scheme = if cfg.tls.insecure { "http" } else { "https" };
-        let mut endpoint = Endpoint::from_shared(format!("{scheme}://{address}"))
-            .map_err(|e| format!("{address}: not a valid backend address: {e}"))?;
-        if !cfg.tls.insecure {
-            endpoint = endpoint.tls_config(client_tls(&cfg.tls)?).map_err(|e| format!("{address}: TLS: {e}"))?;
+        let authority = Authority::from_str(address).map_err(|e| format!("{address}: not a valid backend address: {e}"))?;
+        if authority.port().is_none() {
+            return Err(format!("{address}: not a valid backend address: no port"));
         }
-        let endpoint = endpoint
-            .connect_timeout(cfg.timeout.0)
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(30))
-            .keep_alive_timeout(Duration::from_secs(10));
+        let scheme = if cfg.tls.insecure { Scheme::HTTP } else { Scheme::HTTPS };
+        let connection = Connection::new(address, &cfg.tls, cfg.timeout.0).map_err(|e| format!("{address}: {e}"))?;
         let mut headers = Vec::new();
         for (k, v) in &cfg.headers {
             let key = HeaderName::from_str(&k.to_ascii_lowercase()).map_err(|e| format!("header {k}: {e}"))?;
@@ -88,7 +87,9 @@ impl Backend {
         metrics.backend_health(address, true);
         Ok(Backend {
             address: address.to_string(),
-            channel: endpoint.connect_lazy(),
+            connection,
+            scheme,
+            authority,
             compression: cfg.compression,
             headers: grpc::headers(cfg.compression, &headers),
             timeout: cfg.timeout.0,
@@ -266,33 +267,12 @@ impl Backend {
     /// One request whose message is the concatenation of `bodies`.
     async fn call(&self, signal: Signal, bodies: &[&[u8]], timeout: Duration) -> Result<Reply, Status> {
         let frame = grpc::frame(bodies, self.compression)?;
-        let reply = grpc::unary(self.channel.clone(), signal.grpc_path(), frame, &self.headers, timeout)
+        let uri = (&self.scheme, &self.authority);
+        let reply = grpc::unary(&self.connection, uri, signal.grpc_path(), frame, &self.headers, timeout)
             .await
             .map_err(|s| annotate(s, &self.address))?;
         Ok(parse_reply(&reply))
     }
-}
-
-/// The client TLS settings of the backends (`tls.insecure: false`).
-fn client_tls(tls: &crate::config::ClientTls) -> Result<ClientTlsConfig, String> {
-    if tls.insecure_skip_verify {
-        return Err("tls.insecure_skip_verify is not supported: give the backends' CA in tls.ca_file".into());
-    }
-    let read = |what: &str, path: &str| std::fs::read(path).map_err(|e| format!("tls.{what} {path}: {e}"));
-    let mut config = ClientTlsConfig::new();
-    config = match &tls.ca_file {
-        Some(ca) => config.ca_certificate(Certificate::from_pem(read("ca_file", ca)?)),
-        None => config.with_native_roots(),
-    };
-    match (&tls.cert_file, &tls.key_file) {
-        (Some(c), Some(k)) => config = config.identity(Identity::from_pem(read("cert_file", c)?, read("key_file", k)?)),
-        (None, None) => {}
-        _ => return Err("tls: give both cert_file and key_file for a client certificate".into()),
-    }
-    if let Some(name) = &tls.server_name_override {
-        config = config.domain_name(name.clone());
-    }
-    Ok(config)
 }
 
 fn annotate(status: Status, address: &str) -> Status {

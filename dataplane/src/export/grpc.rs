@@ -1,22 +1,20 @@
 //! One unary gRPC call with an encoded message. The request frame is built here: the message compressed by a
 //! compressor kept per thread and reset between messages (tonic sets up a new one per message, and setting up a
 //! gzip compressor costs about 5 µs, a third of compressing a 25-span part: `response/gzip6_empty_message` in
-//! `make bench`); the answer is read with tonic's decoder, which also turns a missing or failed `grpc-status` into
-//! the right [`Status`].
+//! `make bench`); the answer's message is read, and a missing or failed `grpc-status` turned into the right
+//! [`Status`].
 
 use std::cell::RefCell;
+use std::io::Read;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use flate2::{Compress, FlushCompress};
-use http::header::{CONTENT_TYPE, HeaderName, HeaderValue, TE};
+use http::header::{CONTENT_TYPE, HeaderName, HeaderValue, TE, USER_AGENT};
 use http::uri::PathAndQuery;
-use tonic::codec::{CompressionEncoding, Streaming};
-use tonic::transport::Channel;
 use tonic::{Code, Status};
-use tower::ServiceExt;
 
-use crate::codec::RawCodec;
+use super::connection::{self, Connection};
 use crate::config::Compression;
 
 /// gzip at the level tonic uses.
@@ -129,6 +127,7 @@ pub fn headers(compression: Compression, configured: &[(HeaderName, HeaderValue)
         (TE, HeaderValue::from_static("trailers")),
         (CONTENT_TYPE, HeaderValue::from_static("application/grpc")),
         (HeaderName::from_static("grpc-accept-encoding"), HeaderValue::from_static("gzip,zstd")),
+        (USER_AGENT, HeaderValue::from_static(concat!("otlp-lb/", env!("CARGO_PKG_VERSION")))),
     ]);
     let encoding = match compression {
         Compression::None => None,
@@ -141,18 +140,28 @@ pub fn headers(compression: Compression, configured: &[(HeaderName, HeaderValue)
     out
 }
 
-/// Sends `frame` to `path` over `channel` and returns the reply message.
+/// The largest reply read from a backend (gRPC's default limit on received messages).
+const MAX_REPLY_BYTES: usize = 4 << 20;
+
+/// Sends `frame` to `path` over `connection` and returns the reply message. `authority` is the backend's address
+/// as the request's `:authority`; `scheme` is `http` or `https`.
 pub async fn unary(
-    channel: Channel,
+    connection: &Connection,
+    uri: (&http::uri::Scheme, &http::uri::Authority),
     path: &'static str,
     frame: Bytes,
     headers: &[(HeaderName, HeaderValue)],
     timeout: Duration,
 ) -> Result<Bytes, Status> {
-    let mut request = http::Request::new(tonic::body::Body::new(http_body_util::Full::new(frame)));
+    let uri = http::Uri::builder()
+        .scheme(uri.0.clone())
+        .authority(uri.1.clone())
+        .path_and_query(PathAndQuery::from_static(path))
+        .build()
+        .map_err(|e| Status::internal(format!("request URI: {e}")))?;
+    let mut request = http::Request::new(());
     *request.method_mut() = http::Method::POST;
-    *request.version_mut() = http::Version::HTTP_2;
-    *request.uri_mut() = http::Uri::from(PathAndQuery::from_static(path));
+    *request.uri_mut() = uri;
     let map = request.headers_mut();
     map.reserve(headers.len() + 1);
     for (k, v) in headers {
@@ -161,28 +170,86 @@ pub async fn unary(
     if let Ok(v) = HeaderValue::try_from(format!("{}m", timeout.as_millis().clamp(1, 99_999_999))) {
         map.insert(HeaderName::from_static("grpc-timeout"), v);
     }
-    let response = channel.oneshot(request).await.map_err(|e| Status::from_error(e.into()))?;
+    let mut sender = connection.ready().await?;
+    let (response, mut stream) = sender.send_request(request, false).map_err(|e| connection::status(&e))?;
+    stream.send_data(frame, true).map_err(|e| connection::status(&e))?;
+    let (head, mut body) = response.await.map_err(|e| connection::status(&e))?.into_parts();
     // A trailers-only answer: the status is in the headers.
-    if let Some(status) = Status::from_header_map(response.headers()) {
+    if let Some(status) = Status::from_header_map(&head.headers) {
         if status.code() != Code::Ok {
             return Err(status);
         }
         return Err(Status::internal("the backend answered OK without a message"));
     }
-    let encoding = match response.headers().get("grpc-encoding").map(HeaderValue::as_bytes) {
-        None | Some(b"identity") => None,
-        Some(b"gzip") => Some(CompressionEncoding::Gzip),
-        Some(b"zstd") => Some(CompressionEncoding::Zstd),
-        Some(other) => {
-            return Err(Status::unimplemented(format!("the backend answered in {}", String::from_utf8_lossy(other))));
+    if head.status != http::StatusCode::OK {
+        return Err(http_status(head.status));
+    }
+    let mut message = BytesMut::new();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.map_err(|e| connection::status(&e))?;
+        let _ = body.flow_control().release_capacity(chunk.len());
+        if message.len() + chunk.len() > MAX_REPLY_BYTES + 5 {
+            return Err(Status::resource_exhausted(format!("the backend's answer is over {MAX_REPLY_BYTES} bytes")));
         }
+        message.extend_from_slice(&chunk);
+    }
+    let trailers = body.trailers().await.map_err(|e| connection::status(&e))?;
+    match trailers.as_ref().and_then(Status::from_header_map) {
+        Some(status) if status.code() == Code::Ok => {}
+        Some(status) => return Err(status),
+        None => return Err(Status::internal("the backend's answer has no grpc-status")),
+    }
+    let encoding = head.headers.get("grpc-encoding").map(HeaderValue::as_bytes);
+    reply_message(message.freeze(), encoding)
+}
+
+/// The message of a reply's body: one gRPC frame, decompressed per `grpc-encoding`.
+fn reply_message(body: Bytes, encoding: Option<&[u8]>) -> Result<Bytes, Status> {
+    if body.len() < 5 {
+        return Err(Status::internal("the backend's answer has no message"));
+    }
+    let len = u32::from_be_bytes([body[1], body[2], body[3], body[4]]) as usize;
+    if body.len() != 5 + len {
+        return Err(Status::internal(format!("the backend's answer is not one gRPC message ({} bytes after a {len}-byte frame)", body.len() - 5)));
+    }
+    let message = body.slice(5..);
+    if body[0] == 0 {
+        return Ok(message);
+    }
+    let mut out = Vec::new();
+    match encoding {
+        Some(b"gzip") => {
+            flate2::read::GzDecoder::new(&message[..])
+                .take(MAX_REPLY_BYTES as u64 + 1)
+                .read_to_end(&mut out)
+                .map_err(|e| Status::internal(format!("the backend's answer: gzip: {e}")))?;
+        }
+        Some(b"zstd") => {
+            out = zstd::bulk::decompress(&message, MAX_REPLY_BYTES).map_err(|e| Status::internal(format!("the backend's answer: zstd: {e}")))?;
+        }
+        other => {
+            let name = other.map(String::from_utf8_lossy).unwrap_or_else(|| "no grpc-encoding".into());
+            return Err(Status::unimplemented(format!("the backend answered a compressed message in {name}")));
+        }
+    }
+    if out.len() > MAX_REPLY_BYTES {
+        return Err(Status::resource_exhausted(format!("the backend's answer is over {MAX_REPLY_BYTES} bytes")));
+    }
+    Ok(Bytes::from(out))
+}
+
+/// The gRPC status of an HTTP answer without `grpc-status` (a proxy's, or a server that is not gRPC), as gRPC's
+/// HTTP-to-gRPC mapping gives it.
+fn http_status(status: http::StatusCode) -> Status {
+    let code = match status.as_u16() {
+        400 => Code::Internal,
+        401 => Code::Unauthenticated,
+        403 => Code::PermissionDenied,
+        404 => Code::Unimplemented,
+        429 | 502 | 503 | 504 => Code::Unavailable,
+        _ => Code::Unknown,
     };
-    let status = response.status();
-    let mut body = Streaming::new_response(RawCodec, response.into_body(), status, encoding, None);
-    let message = body.message().await?.ok_or_else(|| Status::internal("the backend's answer has no message"))?;
-    // Reads the trailers: a failed `grpc-status` there is an error too.
-    body.trailers().await?;
-    Ok(message)
+    Status::new(code, format!("the backend answered HTTP {status} without a gRPC status"))
 }
 
 #[cfg(test)]
