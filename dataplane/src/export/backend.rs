@@ -180,11 +180,15 @@ impl Backend {
                 (batch, units, !queue.is_empty())
             };
             self.dequeued(units);
+            if !more {
+                // The last request of this flush is sent from its task: parts queued from now on start another.
+                if !batch.is_empty() {
+                    self.send(signal, batch, slot).await;
+                }
+                return;
+            }
             if !batch.is_empty() {
                 tokio::spawn(Arc::clone(&self).send(signal, batch, slot));
-            }
-            if !more {
-                return;
             }
         }
     }
