@@ -650,7 +650,7 @@ ATTRIBUTION = [
     ("    routing: `split::split` (walk, keys, ring, affinity, assemble parts)", "dataplane::route::split::split"),
     ("      of which trace affinity (`Affinity::first_seen`)", "dataplane::route::affinity::Affinity::first_seen"),
     ("    `Backend::export` (a part joins its backend's queue)", "dataplane::export::backend::Backend::export"),
-    ("sending: `Backend::send` (one tonic client call per request of coalesced parts, not its body's encoding)",
+    ("sending: `Backend::send` (one HTTP/2 call per request of coalesced parts, incl. framing and compressing its body)",
      "dataplane::export::backend::Backend::send"),
     ("h2 frame reading (`FramedRead::poll_next`)", "<h2::codec::framed_read::FramedRead"),
     ("h2 frame writing (`framed_write::Encoder::buffer`)", "h2::codec::framed_write::Encoder"),
