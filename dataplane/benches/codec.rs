@@ -32,14 +32,22 @@ fn decode_regroup_encode(body: &[u8], ring: &dataplane::route::ring::Ring) -> Ve
             for span in ss.spans {
                 let b = ring.lookup(hash_key(&span.trace_id));
                 scoped[b]
-                    .get_or_insert_with(|| ScopeSpans { scope: ss.scope.clone(), spans: Vec::new(), schema_url: ss.schema_url.clone() })
+                    .get_or_insert_with(|| ScopeSpans {
+                        scope: ss.scope.clone(),
+                        spans: Vec::new(),
+                        schema_url: ss.schema_url.clone(),
+                    })
                     .spans
                     .push(span);
             }
             for (b, s) in scoped.into_iter().enumerate() {
                 if let Some(s) = s {
                     per[b]
-                        .get_or_insert_with(|| ResourceSpans { resource: rs.resource.clone(), scope_spans: Vec::new(), schema_url: rs.schema_url.clone() })
+                        .get_or_insert_with(|| ResourceSpans {
+                            resource: rs.resource.clone(),
+                            scope_spans: Vec::new(),
+                            schema_url: rs.schema_url.clone(),
+                        })
                         .scope_spans
                         .push(s);
                 }
@@ -71,7 +79,9 @@ fn codec(c: &mut Criterion) {
     g.bench_function("prost_decode_encode_traces", |b| {
         b.iter(|| ExportTraceServiceRequest::decode(black_box(&body[..])).expect("decode").encode_to_vec())
     });
-    g.bench_function("prost_decode_regroup_encode_traces", |b| b.iter(|| decode_regroup_encode(black_box(&body), &ring)));
+    g.bench_function("prost_decode_regroup_encode_traces", |b| {
+        b.iter(|| decode_regroup_encode(black_box(&body), &ring))
+    });
     g.bench_function("gzip6_traces", |b| {
         b.iter(|| {
             let mut enc = flate2::write::GzEncoder::new(Vec::with_capacity(body.len()), flate2::Compression::new(6));

@@ -29,18 +29,8 @@ const ROWS: [usize; 11] = [3, 4, 5, 6, 8, 12, 16, 24, 32, 48, 64];
 fn cpu_ms() -> f64 {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
     // Fields after the command name: state is the 1st, utime the 12th, stime the 13th.
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
     (ticks(11) + ticks(12)) * 10.0
 }
 
@@ -58,22 +48,14 @@ impl Crc32 {
     fn new() -> Crc32 {
         let mut table = [0u32; 256];
         for (i, entry) in table.iter_mut().enumerate() {
-            *entry = (0..8).fold(i as u32, |c, _| {
-                if c & 1 == 1 {
-                    0xEDB8_8320 ^ (c >> 1)
-                } else {
-                    c >> 1
-                }
-            });
+            *entry = (0..8).fold(i as u32, |c, _| if c & 1 == 1 { 0xEDB8_8320 ^ (c >> 1) } else { c >> 1 });
         }
         Crc32(table)
     }
 
     fn sum(&self, parts: &[&[u8]]) -> u32 {
         let bytes = parts.iter().flat_map(|p| p.iter());
-        !bytes.fold(!0u32, |c, &b| {
-            self.0[((c ^ u32::from(b)) & 0xFF) as usize] ^ (c >> 8)
-        })
+        !bytes.fold(!0u32, |c, &b| self.0[((c ^ u32::from(b)) & 0xFF) as usize] ^ (c >> 8))
     }
 }
 
@@ -109,14 +91,8 @@ impl CollectorRing {
             }
         }
         items.sort_unstable();
-        let owner = (0..POSITIONS)
-            .map(|p| {
-                items
-                    .get(items.partition_point(|&(q, _)| q < p))
-                    .unwrap_or(&items[0])
-                    .1
-            })
-            .collect();
+        let owner =
+            (0..POSITIONS).map(|p| items.get(items.partition_point(|&(q, _)| q < p)).unwrap_or(&items[0]).1).collect();
         CollectorRing { endpoints, owner }
     }
 }
@@ -149,10 +125,7 @@ impl Owners for CollectorRing {
 fn balance(counts: &[f64]) -> (f64, f64) {
     let mean = counts.iter().sum::<f64>() / counts.len() as f64;
     let var = counts.iter().map(|c| (c - mean).powi(2)).sum::<f64>() / counts.len() as f64;
-    (
-        counts.iter().cloned().fold(0.0, f64::max) / mean,
-        var.sqrt() / mean,
-    )
+    (counts.iter().cloned().fold(0.0, f64::max) / mean, var.sqrt() / mean)
 }
 
 /// Weighted fraction of points that moved, and of those that moved between backends other than
@@ -196,101 +169,49 @@ struct Keys {
 
 fn ours(keys: &Keys, pool: &[String], joined: &str, left: &str) -> Row {
     let members = |it: &mut dyn Iterator<Item = &String>| -> Vec<Member> {
-        it.map(|a| Member {
-            address: a.clone(),
-            weight: 1,
-        })
-        .collect()
+        it.map(|a| Member { address: a.clone(), weight: 1 }).collect()
     };
     let (ring, build) = timed(|| Ring::new(members(&mut pool.iter())));
-    let Ok(ring) = ring else {
-        panic!("invalid pool")
-    };
+    let Ok(ring) = ring else { panic!("invalid pool") };
     let n = ring.len();
     let exact: Vec<f64> = (0..n).map(|i| ring.share(i)).collect();
     let mut sampled = vec![0.0; n];
-    keys.xxh3
-        .iter()
-        .for_each(|&k| sampled[ring.lookup(k)] += 1.0);
+    keys.xxh3.iter().for_each(|&k| sampled[ring.lookup(k)] += 1.0);
     let grown = members(&mut pool.iter().chain([&joined.to_string()]));
     let (grown, add_time) = timed(|| ring.update(grown));
     let shrunk = members(&mut pool.iter().filter(|a| *a != left));
     let (shrunk, remove_time) = timed(|| ring.update(shrunk));
-    let (Ok(grown), Ok(shrunk)) = (grown, shrunk) else {
-        panic!("invalid pool")
-    };
+    let (Ok(grown), Ok(shrunk)) = (grown, shrunk) else { panic!("invalid pool") };
     // Exact movement: every slot, through a key that falls in it.
     let slots = |other: &Ring| -> Vec<(usize, usize, f64)> {
-        (0..1u64 << SLOT_BITS)
-            .map(|s| s << (64 - SLOT_BITS))
-            .map(|k| (ring.lookup(k), other.lookup(k), 1.0))
-            .collect()
+        (0..1u64 << SLOT_BITS).map(|s| s << (64 - SLOT_BITS)).map(|k| (ring.lookup(k), other.lookup(k), 1.0)).collect()
     };
     let add = movement(&ring, &grown, slots(&grown).into_iter(), Some(joined), None);
     let remove = movement(&ring, &shrunk, slots(&shrunk).into_iter(), None, Some(left));
     assert!((add.0 - Ring::moved_fraction(&ring, &grown)).abs() < 1e-12);
-    Row {
-        exact: balance(&exact),
-        sampled: balance(&sampled),
-        add,
-        remove,
-        build,
-        add_time,
-        remove_time,
-    }
+    Row { exact: balance(&exact), sampled: balance(&sampled), add, remove, build, add_time, remove_time }
 }
 
 fn collector(crc: &Crc32, keys: &Keys, pool: &[String], joined: &str, left: &str) -> Row {
     let (ring, build) = timed(|| CollectorRing::new(crc, pool));
     // A uniform 32-bit crc lands on position p < 2^32 mod 36000 once more than on the others.
     let weight = |p: usize| {
-        if (p as u64) < (1u64 << 32) % u64::from(POSITIONS) {
-            119_305.0
-        } else {
-            119_304.0
-        }
+        if (p as u64) < (1u64 << 32) % u64::from(POSITIONS) { 119_305.0 } else { 119_304.0 }
     };
     let mut exact = vec![0.0; ring.len()];
-    ring.owner
-        .iter()
-        .enumerate()
-        .for_each(|(p, &o)| exact[o as usize] += weight(p));
+    ring.owner.iter().enumerate().for_each(|(p, &o)| exact[o as usize] += weight(p));
     let mut sampled = vec![0.0; ring.len()];
-    keys.crc_pos
-        .iter()
-        .for_each(|&p| sampled[ring.owner[p as usize] as usize] += 1.0);
+    keys.crc_pos.iter().for_each(|&p| sampled[ring.owner[p as usize] as usize] += 1.0);
     let grown: Vec<String> = pool.iter().cloned().chain([joined.to_string()]).collect();
     let (grown, add_time) = timed(|| CollectorRing::new(crc, &grown));
     let shrunk: Vec<String> = pool.iter().filter(|a| *a != left).cloned().collect();
     let (shrunk, remove_time) = timed(|| CollectorRing::new(crc, &shrunk));
     let positions = |other: &CollectorRing| -> Vec<(usize, usize, f64)> {
-        (0..POSITIONS as usize)
-            .map(|p| (ring.owner[p] as usize, other.owner[p] as usize, weight(p)))
-            .collect()
+        (0..POSITIONS as usize).map(|p| (ring.owner[p] as usize, other.owner[p] as usize, weight(p))).collect()
     };
-    let add = movement(
-        &ring,
-        &grown,
-        positions(&grown).into_iter(),
-        Some(joined),
-        None,
-    );
-    let remove = movement(
-        &ring,
-        &shrunk,
-        positions(&shrunk).into_iter(),
-        None,
-        Some(left),
-    );
-    Row {
-        exact: balance(&exact),
-        sampled: balance(&sampled),
-        add,
-        remove,
-        build,
-        add_time,
-        remove_time,
-    }
+    let add = movement(&ring, &grown, positions(&grown).into_iter(), Some(joined), None);
+    let remove = movement(&ring, &shrunk, positions(&shrunk).into_iter(), None, Some(left));
+    Row { exact: balance(&exact), sampled: balance(&sampled), add, remove, build, add_time, remove_time }
 }
 
 fn print_table(title: &str, rows: &[(usize, Row)]) {
@@ -324,32 +245,18 @@ fn print_table(title: &str, rows: &[(usize, Row)]) {
 fn worst(rows: &[(usize, Row)]) -> (f64, f64, f64, f64, f64) {
     rows.iter().fold((0.0, 0.0, 0.0, 0.0, 0.0), |w, (n, r)| {
         let moved = (r.add.0 * (*n + 1) as f64).max(r.remove.0 * *n as f64);
-        (
-            w.0.max(r.exact.0),
-            w.1.max(r.sampled.0),
-            w.2.max(moved),
-            w.3.max(r.add.1.max(r.remove.1)),
-            w.4.max(r.build.1),
-        )
+        (w.0.max(r.exact.0), w.1.max(r.sampled.0), w.2.max(moved), w.3.max(r.add.1.max(r.remove.1)), w.4.max(r.build.1))
     })
 }
 
 fn main() {
     let crc = Crc32::new();
-    assert_eq!(
-        crc.sum(&[b"123456789"]),
-        0xCBF4_3926,
-        "CRC-32/IEEE check value"
-    );
+    assert_eq!(crc.sum(&[b"123456789"]), 0xCBF4_3926, "CRC-32/IEEE check value");
     let mut rng = StdRng::seed_from_u64(2024);
     // Pod-like addresses, distinct; pool(N) = the first N, N+1-th joins, N/2-th leaves.
     let mut addresses: Vec<String> = Vec::new();
     while addresses.len() < 66 {
-        let a = format!(
-            "10.244.{}.{}:4317",
-            rng.random_range(0..64),
-            rng.random_range(2..255)
-        );
+        let a = format!("10.244.{}.{}:4317", rng.random_range(0..64), rng.random_range(2..255));
         if !addresses.contains(&a) {
             addresses.push(a);
         }
@@ -371,9 +278,7 @@ fn main() {
     println!(
         "Ours: rendezvous hashing compiled into 2^{SLOT_BITS} slots. Collector: Karger ring, 36000 positions, 100 points/endpoint."
     );
-    println!(
-        "'stray' = share of all keys moved between backends that neither joined nor left (must be 0)."
-    );
+    println!("'stray' = share of all keys moved between backends that neither joined nor left (must be 0).");
 
     let (mut mine, mut theirs) = (Vec::new(), Vec::new());
     for n in 3..=64 {
@@ -382,10 +287,7 @@ fn main() {
         theirs.push((n, collector(&crc, &keys, pool, joined, left)));
     }
     let pick = |rows: &[(usize, Row)]| -> Vec<(usize, Row)> {
-        rows.iter()
-            .filter(|(n, _)| ROWS.contains(n))
-            .cloned()
-            .collect()
+        rows.iter().filter(|(n, _)| ROWS.contains(n)).cloned().collect()
     };
     print_table("otlp-lb ring (rendezvous → slot table)", &pick(&mine));
     print_table("OpenTelemetry Collector ring (replay)", &pick(&theirs));
@@ -394,41 +296,23 @@ fn main() {
     let weighted: Vec<Member> = addresses[..64]
         .iter()
         .enumerate()
-        .map(|(i, a)| Member {
-            address: a.clone(),
-            weight: 1 + (i % 2) as u32,
-        })
+        .map(|(i, a)| Member { address: a.clone(), weight: 1 + (i % 2) as u32 })
         .collect();
     let (ring, _) = timed(|| Ring::new(weighted.clone()));
-    let Ok(ring) = ring else {
-        panic!("invalid pool")
-    };
+    let Ok(ring) = ring else { panic!("invalid pool") };
     let ratio = |w: u32| -> f64 {
-        let shares: Vec<f64> = (0..64)
-            .filter(|&i| ring.members()[i].weight == w)
-            .map(|i| ring.share(i) * 96.0 / f64::from(w))
-            .collect();
+        let shares: Vec<f64> =
+            (0..64).filter(|&i| ring.members()[i].weight == w).map(|i| ring.share(i) * 96.0 / f64::from(w)).collect();
         shares.iter().cloned().fold(0.0, f64::max)
     };
     let best = |f: &dyn Fn() -> Ring| {
-        (0..3)
-            .map(|_| timed(f).1)
-            .fold((f64::MAX, f64::MAX), |a, b| (a.0.min(b.0), a.1.min(b.1)))
+        (0..3).map(|_| timed(f).1).fold((f64::MAX, f64::MAX), |a, b| (a.0.min(b.0), a.1.min(b.1)))
     };
-    let equal: Vec<Member> = weighted
-        .iter()
-        .map(|m| Member {
-            weight: 1,
-            ..m.clone()
-        })
-        .collect();
+    let equal: Vec<Member> = weighted.iter().map(|m| Member { weight: 1, ..m.clone() }).collect();
     let full_equal = best(&|| Ring::new(equal.clone()).expect("ring"));
     let full_weighted = best(&|| Ring::new(weighted.clone()).expect("ring"));
     let mut with_one_more = weighted.clone();
-    with_one_more.push(Member {
-        address: addresses[64].clone(),
-        weight: 2,
-    });
+    with_one_more.push(Member { address: addresses[64].clone(), weight: 2 });
     let add_weighted = best(&|| ring.update(with_one_more.clone()).expect("ring"));
     let remove_weighted = best(&|| ring.update(weighted[1..].to_vec()).expect("ring"));
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -443,14 +327,8 @@ fn main() {
         ratio(1),
         ratio(2)
     );
-    println!(
-        "- full rebuild, equal weights: {:.0} ms wall / {:.0} ms cpu",
-        full_equal.0, full_equal.1
-    );
-    println!(
-        "- full rebuild, mixed weights: {:.0} ms wall / {:.0} ms cpu",
-        full_weighted.0, full_weighted.1
-    );
+    println!("- full rebuild, equal weights: {:.0} ms wall / {:.0} ms cpu", full_equal.0, full_equal.1);
+    println!("- full rebuild, mixed weights: {:.0} ms wall / {:.0} ms cpu", full_weighted.0, full_weighted.1);
     println!(
         "- incremental update, mixed weights, one member joins: {:.0} ms wall / {:.0} ms cpu",
         add_weighted.0, add_weighted.1
@@ -462,26 +340,10 @@ fn main() {
 
     let (m, t) = (worst(&mine), worst(&theirs));
     println!("\n### Sweep N = 3..=64 (worst case)\n");
-    println!(
-        "| ring | max/mean exact | max/mean sampled | moved/ideal | stray | build ms cpu (10 ms ticks) |"
-    );
+    println!("| ring | max/mean exact | max/mean sampled | moved/ideal | stray | build ms cpu (10 ms ticks) |");
     println!("|---|---:|---:|---:|---:|---:|");
-    println!(
-        "| otlp-lb | {:.4} | {:.4} | {:.3} | {:.2}% | {:.0} |",
-        m.0,
-        m.1,
-        m.2,
-        m.3 * 100.0,
-        m.4
-    );
-    println!(
-        "| Collector | {:.4} | {:.4} | {:.3} | {:.2}% | {:.2} |",
-        t.0,
-        t.1,
-        t.2,
-        t.3 * 100.0,
-        t.4
-    );
+    println!("| otlp-lb | {:.4} | {:.4} | {:.3} | {:.2}% | {:.0} |", m.0, m.1, m.2, m.3 * 100.0, m.4);
+    println!("| Collector | {:.4} | {:.4} | {:.3} | {:.2}% | {:.2} |", t.0, t.1, t.2, t.3 * 100.0, t.4);
     // Judged on CPU time (the work of all threads), which other load on the machine does not
     // inflate: under 1 s of CPU, a rebuild finishes within 1 s even on a single idle core.
     let slowest = full_weighted.1.max(full_equal.1).max(m.4);

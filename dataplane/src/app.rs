@@ -16,12 +16,12 @@ use crate::config::{AckMode, Config};
 use crate::export::queued::{self, Durable};
 use crate::pipeline::Pipeline;
 use crate::pool::PoolManager;
-use crate::route::affinity::Affinity;
 use crate::receive::auth::Bearer;
 use crate::receive::grpc::GrpcReceiver;
-use crate::receive::tls;
 use crate::receive::server::{self, ServeOptions};
+use crate::receive::tls;
 use crate::resolve;
+use crate::route::affinity::Affinity;
 use crate::telemetry::{self, Health, Metrics};
 
 async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
@@ -39,7 +39,8 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
     let lb = &config.loadbalancing;
     let resolver = resolve::name(&lb.resolver);
     let window = config.routing.affinity_window.0;
-    let (pool, pools) = PoolManager::new(lb.protocol.otlp.clone(), lb.health_check.clone(), metrics.clone(), resolver, window);
+    let (pool, pools) =
+        PoolManager::new(lb.protocol.otlp.clone(), lb.health_check.clone(), metrics.clone(), resolver, window);
     let _prober = tokio::spawn(Arc::clone(&pool).probe_ejected(stop.clone()));
     let affinity = Arc::new(Affinity::new(window, config.routing.affinity_max_traces));
 
@@ -47,19 +48,29 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
     // The telemetry server outlives the drain: /readyz answers 503 and /metrics stays scrapable until the
     // receivers have finished.
     let (telemetry_stop_tx, telemetry_stop) = watch::channel(false);
-    let telemetry = telemetry::serve(telemetry_addr, metrics.clone(), Arc::clone(&health), pools.clone(), telemetry_stop)
-        .await
-        .with_context(|| format!("cannot listen on {telemetry_addr} (telemetry)"))?;
+    let telemetry =
+        telemetry::serve(telemetry_addr, metrics.clone(), Arc::clone(&health), pools.clone(), telemetry_stop)
+            .await
+            .with_context(|| format!("cannot listen on {telemetry_addr} (telemetry)"))?;
 
     let _resolver_task = match (&lb.resolver.static_, &lb.resolver.dns, &lb.resolver.k8s) {
-        (Some(s), _, _) => resolve::static_pool::start(config_path, s, Arc::clone(&pool), metrics.clone(), stop.clone()).await?,
+        (Some(s), _, _) => {
+            resolve::static_pool::start(config_path, s, Arc::clone(&pool), metrics.clone(), stop.clone()).await?
+        }
         (_, Some(d), _) => resolve::dns::start(d, Arc::clone(&pool), metrics.clone(), stop.clone()),
         (_, _, Some(k)) => resolve::k8s::start(k, Arc::clone(&pool), metrics.clone(), stop.clone()).await?,
         _ => bail!("loadbalancing.resolver: configure one resolver"),
     };
 
     let policy = config.routing_policy()?;
-    let mut pipeline = Pipeline::new(pools, policy, Arc::clone(&affinity), lb.retry_on_failure.clone(), config.limits.memory_limit_mib, metrics.clone());
+    let mut pipeline = Pipeline::new(
+        pools,
+        policy,
+        Arc::clone(&affinity),
+        lb.retry_on_failure.clone(),
+        config.limits.memory_limit_mib,
+        metrics.clone(),
+    );
     let mut replay = None;
     if lb.sending_queue.ack == AckMode::Queued {
         let queue = lb.sending_queue.clone();
@@ -80,7 +91,12 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
     let auth = Bearer::from_config(config.receivers.otlp.auth.as_ref()).map_err(anyhow::Error::msg)?;
     let mut servers = Vec::new();
     if let Some(g) = &config.receivers.otlp.protocols.grpc {
-        let tls = g.tls.as_ref().map(|t| tls::acceptor(t, &[b"h2"])).transpose().map_err(|e| anyhow::anyhow!("receivers.otlp.protocols.grpc.{e}"))?;
+        let tls = g
+            .tls
+            .as_ref()
+            .map(|t| tls::acceptor(t, &[b"h2"]))
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("receivers.otlp.protocols.grpc.{e}"))?;
         let listener = bind(g.endpoint, "OTLP/gRPC").await?;
         let max_age = Some(g.max_connection_age.0).filter(|d| !d.is_zero());
         let opts = ServeOptions { http2_only: true, max_connection_age: max_age, grace, tls };
@@ -89,7 +105,12 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
         servers.push(server::spawn(listener, receiver, opts, stop.clone()));
     }
     if let Some(h) = &config.receivers.otlp.protocols.http {
-        let tls = h.tls.as_ref().map(|t| tls::acceptor(t, &[b"h2", b"http/1.1"])).transpose().map_err(|e| anyhow::anyhow!("receivers.otlp.protocols.http.{e}"))?;
+        let tls = h
+            .tls
+            .as_ref()
+            .map(|t| tls::acceptor(t, &[b"h2", b"http/1.1"]))
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("receivers.otlp.protocols.http.{e}"))?;
         let listener = bind(h.endpoint, "OTLP/HTTP").await?;
         let router = crate::receive::http::router(Arc::clone(&pipeline), h, auth.clone());
         tracing::info!(address = %listener.local_addr()?, tls = h.tls.is_some(), "OTLP/HTTP receiver listening");

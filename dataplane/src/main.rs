@@ -28,7 +28,11 @@ fn main() -> ExitCode {
     // Colours only on a terminal: log files and `kubectl logs` get plain lines.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let subscriber = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
-    if cli.log_format == "json" { subscriber.json().init() } else { subscriber.init() }
+    if cli.log_format == "json" {
+        subscriber.json().init()
+    } else {
+        subscriber.init()
+    }
 
     let config = match Config::load(&cli.config) {
         Ok(c) => c,

@@ -118,7 +118,13 @@ impl Pipeline {
     }
 
     /// Routes and delivers one encoded export request. `client_timeout` is the client's own deadline, if it sent one.
-    pub async fn export(&self, signal: Signal, transport: &str, body: Bytes, client_timeout: Option<Duration>) -> Result<Delivered, Refusal> {
+    pub async fn export(
+        &self,
+        signal: Signal,
+        transport: &str,
+        body: Bytes,
+        client_timeout: Option<Duration>,
+    ) -> Result<Delivered, Refusal> {
         // The request and its per-backend copies are held until delivery ends.
         let cost_kib = (body.len().saturating_mul(2) / 1024 + 1).min(u32::MAX as usize) as u32;
         if cost_kib > self.budget_kib {
@@ -134,7 +140,13 @@ impl Pipeline {
         result
     }
 
-    async fn route_and_deliver(&self, signal: Signal, transport: &str, body: Bytes, client_timeout: Option<Duration>) -> Result<Delivered, Refusal> {
+    async fn route_and_deliver(
+        &self,
+        signal: Signal,
+        transport: &str,
+        body: Bytes,
+        client_timeout: Option<Duration>,
+    ) -> Result<Delivered, Refusal> {
         if let Some(durable) = &self.durable {
             // Refuse what can never be delivered before acknowledging it.
             let split = split(signal, &body, &self.policy, |_| 0).map_err(|e| Refusal::Invalid(e.to_string()))?;
@@ -152,14 +164,26 @@ impl Pipeline {
     }
 
     /// Splits and delivers a request (without counting it as received); returns its item count with the outcome.
-    async fn deliver_body(&self, signal: Signal, body: Bytes, client_timeout: Option<Duration>) -> (u64, Result<Delivered, Refusal>) {
+    async fn deliver_body(
+        &self,
+        signal: Signal,
+        body: Bytes,
+        client_timeout: Option<Duration>,
+    ) -> (u64, Result<Delivered, Refusal>) {
         let pool = self.pools.borrow().clone();
         let mut items = 0;
         let result = self.deliver_split(signal, &pool, body, client_timeout, &mut items).await;
         (items, result)
     }
 
-    async fn deliver_split(&self, signal: Signal, pool: &Pool, body: Bytes, client_timeout: Option<Duration>, items: &mut u64) -> Result<Delivered, Refusal> {
+    async fn deliver_split(
+        &self,
+        signal: Signal,
+        pool: &Pool,
+        body: Bytes,
+        client_timeout: Option<Duration>,
+        items: &mut u64,
+    ) -> Result<Delivered, Refusal> {
         if pool.ring.is_none() {
             return Err(Refusal::Unavailable("no backends in the pool".into()));
         }
@@ -180,9 +204,11 @@ impl Pipeline {
         }
         let deadline = Instant::now() + budget;
         let resplit = |current: &Pool, part: &Bytes| self.split(signal, current, part);
-        deliver(signal, &self.pools, pool, split.parts, &self.retry, deadline, resplit).await.map_err(|f| match f.code {
-            Code::Unavailable => Refusal::Unavailable(f.message),
-            code => Refusal::Rejected(code, f.message),
+        deliver(signal, &self.pools, pool, split.parts, &self.retry, deadline, resplit).await.map_err(|f| {
+            match f.code {
+                Code::Unavailable => Refusal::Unavailable(f.message),
+                code => Refusal::Rejected(code, f.message),
+            }
         })
     }
 }

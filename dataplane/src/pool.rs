@@ -158,7 +158,10 @@ impl PoolManager {
         keep_history: Duration,
     ) -> (Arc<PoolManager>, watch::Receiver<Arc<Pool>>) {
         let (tx, rx) = watch::channel(Arc::new(Pool::empty(resolver)));
-        (Arc::new(PoolManager { tx, exporter, health, metrics, resolver, keep_history, apply_lock: Mutex::new(()) }), rx)
+        (
+            Arc::new(PoolManager { tx, exporter, health, metrics, resolver, keep_history, apply_lock: Mutex::new(()) }),
+            rx,
+        )
     }
 
     /// Probes ejected backends of the current pool when their ejection time is over, until `stop`.
@@ -188,7 +191,8 @@ impl PoolManager {
         let old = self.tx.borrow().clone();
         let mut wanted: Vec<(String, u32)> = members.iter().map(|m| (m.address.clone(), m.weight)).collect();
         wanted.sort();
-        let mut current: Vec<(String, u32)> = old.ring.iter().flat_map(|r| r.members()).map(|m| (m.address.clone(), m.weight)).collect();
+        let mut current: Vec<(String, u32)> =
+            old.ring.iter().flat_map(|r| r.members()).map(|m| (m.address.clone(), m.weight)).collect();
         current.sort();
         if wanted == current {
             return Ok(None);
@@ -215,8 +219,10 @@ impl PoolManager {
             };
             backends.push(backend);
         }
-        let added: Vec<String> = wanted.iter().filter(|w| !current.iter().any(|c| c.0 == w.0)).map(|w| w.0.clone()).collect();
-        let removed: Vec<String> = current.iter().filter(|c| !wanted.iter().any(|w| w.0 == c.0)).map(|c| c.0.clone()).collect();
+        let added: Vec<String> =
+            wanted.iter().filter(|w| !current.iter().any(|c| c.0 == w.0)).map(|w| w.0.clone()).collect();
+        let removed: Vec<String> =
+            current.iter().filter(|c| !wanted.iter().any(|w| w.0 == c.0)).map(|c| c.0.clone()).collect();
         let moved = match (&old.ring, &ring) {
             (Some(a), Some(b)) => Ring::moved_fraction(a, b),
             (None, None) => 0.0,
@@ -226,12 +232,26 @@ impl PoolManager {
         let fingerprint = ring.as_ref().map(|r| r.fingerprint()).unwrap_or(0);
         let size = backends.len();
         let now = Instant::now();
-        let mut history: Vec<Epoch> = old.history.iter().filter(|e| now.duration_since(e.until) < self.keep_history).map(|e| Epoch { ring: Arc::clone(&e.ring), from: e.from, until: e.until }).collect();
+        let mut history: Vec<Epoch> = old
+            .history
+            .iter()
+            .filter(|e| now.duration_since(e.until) < self.keep_history)
+            .map(|e| Epoch { ring: Arc::clone(&e.ring), from: e.from, until: e.until })
+            .collect();
         if let Some(r) = &old.ring {
             history.push(Epoch { ring: Arc::clone(r), from: old.since, until: now });
         }
         let index = backends.iter().enumerate().map(|(i, b)| (b.address.clone(), i)).collect();
-        let pool = Pool { ring, backends, version, resolver: self.resolver, updated: SystemTime::now(), since: now, history, index };
+        let pool = Pool {
+            ring,
+            backends,
+            version,
+            resolver: self.resolver,
+            updated: SystemTime::now(),
+            since: now,
+            history,
+            index,
+        };
         self.tx.send_replace(Arc::new(pool));
         // What is left of the old clients has left the pool: parts not yet sent to them are handed back to be
         // re-routed; requests already sent finish, and each connection closes when its last request lets go.
@@ -263,13 +283,23 @@ mod tests {
 
     #[tokio::test]
     async fn swaps_rings_keeps_clients_and_reports_changes() {
-        let (mgr, rx) = PoolManager::new(OtlpExporter::default(), HealthCheck::default(), Metrics::new(), "static", Duration::from_secs(30));
+        let (mgr, rx) = PoolManager::new(
+            OtlpExporter::default(),
+            HealthCheck::default(),
+            Metrics::new(),
+            "static",
+            Duration::from_secs(30),
+        );
         assert!(rx.borrow().ring.is_none());
-        let first = mgr.apply(vec![member("10.0.0.2:4317"), member("10.0.0.1:4317")]).await.expect("valid").expect("changed");
+        let first =
+            mgr.apply(vec![member("10.0.0.2:4317"), member("10.0.0.1:4317")]).await.expect("valid").expect("changed");
         assert_eq!(first.added.len(), 2);
         assert_eq!(first.moved, 1.0);
         let kept = Arc::clone(&rx.borrow().backends[0]);
-        assert!(mgr.apply(vec![member("10.0.0.1:4317"), member("10.0.0.2:4317")]).await.expect("valid").is_none(), "same set, any order: no change");
+        assert!(
+            mgr.apply(vec![member("10.0.0.1:4317"), member("10.0.0.2:4317")]).await.expect("valid").is_none(),
+            "same set, any order: no change"
+        );
         let change = mgr
             .apply(vec![member("10.0.0.1:4317"), member("10.0.0.2:4317"), member("10.0.0.3:4317")])
             .await
@@ -285,7 +315,11 @@ mod tests {
         let view = pool.describe();
         assert_eq!(view.backends.len(), 3);
         assert!((view.backends.iter().map(|b| b.share).sum::<f64>() - 1.0).abs() < 1e-9);
-        assert_eq!(pool.history.len(), 1, "the ring before the change is kept for affinity (the empty start is not a ring)");
+        assert_eq!(
+            pool.history.len(),
+            1,
+            "the ring before the change is kept for affinity (the empty start is not a ring)"
+        );
         let emptied = mgr.apply(vec![]).await.expect("valid").expect("changed");
         assert_eq!(emptied.removed.len(), 3);
         assert!(rx.borrow().ring.is_none());
@@ -293,14 +327,23 @@ mod tests {
 
     #[tokio::test]
     async fn affinity_keeps_traces_seen_before_a_scale_out_on_their_backend() {
-        let (mgr, rx) = PoolManager::new(OtlpExporter::default(), HealthCheck::default(), Metrics::new(), "static", Duration::from_secs(30));
+        let (mgr, rx) = PoolManager::new(
+            OtlpExporter::default(),
+            HealthCheck::default(),
+            Metrics::new(),
+            "static",
+            Duration::from_secs(30),
+        );
         let three: Vec<Member> = (1..=3).map(|i| member(&format!("10.0.0.{i}:4317"))).collect();
         mgr.apply(three.clone()).await.expect("valid");
         let affinity = Affinity::new(Duration::from_secs(30), 1_000_000);
         let before = rx.borrow().clone();
         let now = affinity.now_ms();
         let old_traces: Vec<u64> = (0..3000u64).map(|k| k.wrapping_mul(0x9e37_79b9_7f4a_7c15)).collect();
-        let old_owner: Vec<String> = old_traces.iter().map(|k| before.backends[before.owner(*k, Some(&affinity), now)].address.clone()).collect();
+        let old_owner: Vec<String> = old_traces
+            .iter()
+            .map(|k| before.backends[before.owner(*k, Some(&affinity), now)].address.clone())
+            .collect();
         let mut five = three.clone();
         five.extend((4..=5).map(|i| member(&format!("10.0.0.{i}:4317"))));
         mgr.apply(five).await.expect("valid");
@@ -316,7 +359,9 @@ mod tests {
         }
         assert!(would_move > 600, "without affinity about 2/5 of the traces would move: {would_move}");
         // New traces use the new ring, including the added backends.
-        let fresh: Vec<usize> = (5000..8000u64).map(|k| after.owner(k.wrapping_mul(0x9e37_79b9_7f4a_7c15), Some(&affinity), later)).collect();
+        let fresh: Vec<usize> = (5000..8000u64)
+            .map(|k| after.owner(k.wrapping_mul(0x9e37_79b9_7f4a_7c15), Some(&affinity), later))
+            .collect();
         assert!(fresh.iter().any(|i| after.backends[*i].address == "10.0.0.4:4317"));
         // Scaling in: a removed backend's traces go to their new owner consistently.
         mgr.apply(three[..2].to_vec()).await.expect("valid");

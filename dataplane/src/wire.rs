@@ -155,7 +155,7 @@ impl<'a> Iterator for Fields<'a> {
 /// Bytes needed to encode `v` as a varint.
 #[inline]
 pub fn varint_len(v: u64) -> usize {
-    ((64 - (v | 1).leading_zeros() as usize) + 6) / 7
+    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
 }
 
 /// Appends `v` as a varint.

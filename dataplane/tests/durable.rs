@@ -38,7 +38,10 @@ async fn acknowledged_requests_survive_sigkill_and_are_delivered_after_restart()
     }
     let storage = tempfile::tempdir().expect("dir");
     let lb_cfg = queued(storage.path(), "");
-    let mut lb = Lb::start_with(&backends.iter().map(Backend::address).collect::<Vec<_>>(), Opts { lb: &lb_cfg, ..Opts::default() });
+    let mut lb = Lb::start_with(
+        &backends.iter().map(Backend::address).collect::<Vec<_>>(),
+        Opts { lb: &lb_cfg, ..Opts::default() },
+    );
     let mut client = TraceServiceClient::connect(lb.grpc_url()).await.expect("connect");
     let started = Instant::now();
     for batch in 0..20u64 {
@@ -62,7 +65,11 @@ async fn acknowledged_requests_survive_sigkill_and_are_delivered_after_restart()
     assert!(lb.wait_exit(Duration::from_secs(10)).is_some_and(|s| s.success()));
     lb.respawn();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(backends.iter().map(|b| b.spans().len()).sum::<usize>(), 1000, "nothing delivered twice after a clean restart");
+    assert_eq!(
+        backends.iter().map(|b| b.spans().len()).sum::<usize>(),
+        1000,
+        "nothing delivered twice after a clean restart"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -25,7 +25,10 @@ fn unique(spans: &[(Vec<u8>, String)]) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_briefly_failing_backend_gets_only_its_part_again() {
     let backends = [Backend::start().await, Backend::start().await, Backend::start().await];
-    let lb = Lb::start_with(&backends.iter().map(Backend::address).collect::<Vec<_>>(), Opts { lb: FAST_RETRY, ..Opts::default() });
+    let lb = Lb::start_with(
+        &backends.iter().map(Backend::address).collect::<Vec<_>>(),
+        Opts { lb: FAST_RETRY, ..Opts::default() },
+    );
     backends[1].state.fail_next.store(2, Ordering::SeqCst);
     let mut client = TraceServiceClient::connect(lb.grpc_url()).await.expect("connect");
     client.export(otlp::traces(0..90, 0..4, 3)).await.expect("accepted after the backend recovers");
@@ -36,13 +39,19 @@ async fn a_briefly_failing_backend_gets_only_its_part_again() {
     for b in &backends {
         assert_eq!(b.requests(), 1, "each backend accepted one request: the healthy ones were not sent the data again");
     }
-    assert!(lb.metrics().contains(&format!("otelcol_loadbalancer_backend_outcome{{endpoint=\"{}\",success=\"false\"}} 2", backends[1].address())));
+    assert!(lb.metrics().contains(&format!(
+        "otelcol_loadbalancer_backend_outcome{{endpoint=\"{}\",success=\"false\"}} 2",
+        backends[1].address()
+    )));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_failover_a_backend_that_stays_down_fails_the_request_with_unavailable() {
     let backends = [Backend::start().await, Backend::start().await];
-    let lb = Lb::start_with(&backends.iter().map(Backend::address).collect::<Vec<_>>(), Opts { lb: NO_FAILOVER, ..Opts::default() });
+    let lb = Lb::start_with(
+        &backends.iter().map(Backend::address).collect::<Vec<_>>(),
+        Opts { lb: NO_FAILOVER, ..Opts::default() },
+    );
     backends[0].state.fail_code.store(tonic::Code::Unavailable as u32, Ordering::SeqCst);
     let mut client = TraceServiceClient::connect(lb.grpc_url()).await.expect("connect");
     let started = Instant::now();
@@ -65,7 +74,13 @@ async fn an_unreachable_backend_is_an_error_over_http_too() {
     let dead = format!("127.0.0.1:{}", common::lb::free_port());
     let lb = Lb::start_with(&[backend.address(), dead], Opts { lb: NO_FAILOVER, ..Opts::default() });
     let body = otlp::traces(0..40, 0..1, 1).encode_to_vec();
-    let r = reqwest::Client::new().post(lb.http_url("/v1/traces")).header("content-type", "application/x-protobuf").body(body).send().await.expect("send");
+    let r = reqwest::Client::new()
+        .post(lb.http_url("/v1/traces"))
+        .header("content-type", "application/x-protobuf")
+        .body(body)
+        .send()
+        .await
+        .expect("send");
     assert_eq!(r.status(), 503);
     assert_eq!(r.headers().get("retry-after").and_then(|v| v.to_str().ok()), Some("1"));
 }
@@ -88,15 +103,27 @@ async fn permanent_rejections_come_back_as_partial_success() {
     let req = otlp::traces(100..160, 0..2, 2);
     let json = serde_json::to_vec(&req).expect("OTLP/JSON");
     for (content_type, body) in [("application/x-protobuf", req.encode_to_vec()), ("application/json", json)] {
-        let r = reqwest::Client::new().post(lb.http_url("/v1/traces")).header("content-type", content_type).body(body).send().await.expect("send");
+        let r = reqwest::Client::new()
+            .post(lb.http_url("/v1/traces"))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .expect("send");
         assert_eq!(r.status(), 200, "{content_type}: partial success is a success");
         let reply = r.bytes().await.expect("body");
         let (rejected, message) = if content_type == "application/json" {
             let v: serde_json::Value = serde_json::from_slice(&reply).expect("a JSON reply");
             let p = &v["partialSuccess"];
-            (p["rejectedSpans"].as_str().and_then(|n| n.parse::<i64>().ok()).unwrap_or(0), p["errorMessage"].as_str().unwrap_or_default().to_string())
+            (
+                p["rejectedSpans"].as_str().and_then(|n| n.parse::<i64>().ok()).unwrap_or(0),
+                p["errorMessage"].as_str().unwrap_or_default().to_string(),
+            )
         } else {
-            let p = opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse::decode(reply).expect("a protobuf reply").partial_success.expect("partial success");
+            let p = opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse::decode(reply)
+                .expect("a protobuf reply")
+                .partial_success
+                .expect("partial success");
             (p.rejected_spans, p.error_message)
         };
         assert!(rejected > 0 && rejected < 120, "{content_type}: {rejected} of 120 spans rejected");
@@ -123,14 +150,23 @@ async fn parts_go_to_their_backends_concurrently() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn overload_is_refused_with_resource_exhausted_and_429() {
     let backend = Backend::start().await;
-    let lb = Lb::start_with(&[backend.address()], Opts { top: "limits: {memory_limit_mib: 1}\n", grpc: ", max_recv_msg_size_mib: 4", ..Opts::default() });
+    let lb = Lb::start_with(
+        &[backend.address()],
+        Opts { top: "limits: {memory_limit_mib: 1}\n", grpc: ", max_recv_msg_size_mib: 4", ..Opts::default() },
+    );
     let mut big = otlp::traces(0..1, 0..1, 1);
     big.resource_spans[0].scope_spans[0].spans[0].name = "x".repeat(700 * 1024);
     let mut client = TraceServiceClient::connect(lb.grpc_url()).await.expect("connect");
     let err = client.export(big.clone()).await.expect_err("over the memory budget");
     assert_eq!(err.code(), tonic::Code::ResourceExhausted);
     assert!(!err.details().is_empty(), "carries RetryInfo so that OTLP clients retry");
-    let r = reqwest::Client::new().post(lb.http_url("/v1/traces")).header("content-type", "application/x-protobuf").body(big.encode_to_vec()).send().await.expect("send");
+    let r = reqwest::Client::new()
+        .post(lb.http_url("/v1/traces"))
+        .header("content-type", "application/x-protobuf")
+        .body(big.encode_to_vec())
+        .send()
+        .await
+        .expect("send");
     assert_eq!(r.status(), 429);
     assert!(r.headers().contains_key("retry-after"));
     client.export(otlp::traces(0..5, 0..1, 1)).await.expect("small requests still pass");
@@ -140,7 +176,10 @@ async fn overload_is_refused_with_resource_exhausted_and_429() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_backend_is_ejected_its_keys_fail_over_and_come_back() {
     let backends = [Backend::start().await, Backend::start().await, Backend::start().await];
-    let lb = Lb::start_with(&backends.iter().map(Backend::address).collect::<Vec<_>>(), Opts { lb: FAST_FAILOVER, ..Opts::default() });
+    let lb = Lb::start_with(
+        &backends.iter().map(Backend::address).collect::<Vec<_>>(),
+        Opts { lb: FAST_FAILOVER, ..Opts::default() },
+    );
     backends[0].state.fail_code.store(tonic::Code::Unavailable as u32, Ordering::SeqCst);
     let mut client = TraceServiceClient::connect(lb.grpc_url()).await.expect("connect");
     for batch in 0..10u64 {
@@ -184,7 +223,8 @@ async fn failover_is_deterministic_next_in_ring_order() {
     let mut homes: std::collections::BTreeMap<Vec<u8>, BTreeSet<usize>> = Default::default();
     for (i, be) in backends.iter().enumerate() {
         for (t, name) in be.spans() {
-            let trace: u64 = name[1..].split('-').next().and_then(|t| t.parse().ok()).expect("span name t<trace>-s<span>");
+            let trace: u64 =
+                name[1..].split('-').next().and_then(|t| t.parse().ok()).expect("span name t<trace>-s<span>");
             if trace < 10_000 {
                 homes.entry(t).or_default().insert(i);
             }
@@ -197,7 +237,10 @@ async fn failover_is_deterministic_next_in_ring_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn all_backends_down_fails_fast_and_recovers() {
     let backends = [Backend::start().await, Backend::start().await];
-    let lb = Lb::start_with(&backends.iter().map(Backend::address).collect::<Vec<_>>(), Opts { lb: FAST_FAILOVER, ..Opts::default() });
+    let lb = Lb::start_with(
+        &backends.iter().map(Backend::address).collect::<Vec<_>>(),
+        Opts { lb: FAST_FAILOVER, ..Opts::default() },
+    );
     for b in &backends {
         b.state.fail_code.store(tonic::Code::Unavailable as u32, Ordering::SeqCst);
     }
@@ -222,7 +265,11 @@ async fn all_backends_down_fails_fast_and_recovers() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(backends.iter().map(|b| b.spans().len()).sum::<usize>(), 20, "data flows again; nothing from the refused requests");
+    assert_eq!(
+        backends.iter().map(|b| b.spans().len()).sum::<usize>(),
+        20,
+        "data flows again; nothing from the refused requests"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -235,7 +282,11 @@ async fn a_full_sending_queue_refuses_parts_by_its_sizer_and_they_are_retried() 
     let otlp = "timeout: 5s, compression: gzip, tls: {insecure: true}, sending_queue: {num_consumers: 1, queue_size: 150, sizer: items}";
     let lb = Lb::start_with(
         &[backend.address()],
-        Opts { otlp, lb: "  retry_on_failure: {initial_interval: 50ms, max_interval: 200ms, max_elapsed_time: 10s}\n", ..Opts::default() },
+        Opts {
+            otlp,
+            lb: "  retry_on_failure: {initial_interval: 50ms, max_interval: 200ms, max_elapsed_time: 10s}\n",
+            ..Opts::default()
+        },
     );
     let queue_size = format!("otelcol_exporter_queue_size{{endpoint=\"{}\"}}", backend.address());
     let capacity = format!("otelcol_exporter_queue_capacity{{endpoint=\"{}\"}}", backend.address());

@@ -53,11 +53,38 @@ const RETRY_BUDGET: &str = "30s";
 
 /// Loadgen arguments shared by the cases: traces of 10 spans, 100 spans a request, retrying like an OTLP exporter
 /// (backoff from 100 ms up to 1 s) for at most `budget`.
-fn load_args<'a>(endpoint: &'a str, rate: &'a str, duration: &'a str, connections: &'a str, seed: &'a str, budget: &'a str) -> Vec<&'a str> {
+fn load_args<'a>(
+    endpoint: &'a str,
+    rate: &'a str,
+    duration: &'a str,
+    connections: &'a str,
+    seed: &'a str,
+    budget: &'a str,
+) -> Vec<&'a str> {
     vec![
-        "--endpoint", endpoint, "--rate", rate, "--duration", duration, "--connections", connections, "--seed", seed,
-        "--spans-per-trace", "10", "--items-per-request", "100", "--retry", "--retry-initial", "100ms",
-        "--retry-max-interval", "1s", "--retry-max-elapsed", budget, "--retry-max-attempts", "200",
+        "--endpoint",
+        endpoint,
+        "--rate",
+        rate,
+        "--duration",
+        duration,
+        "--connections",
+        connections,
+        "--seed",
+        seed,
+        "--spans-per-trace",
+        "10",
+        "--items-per-request",
+        "100",
+        "--retry",
+        "--retry-initial",
+        "100ms",
+        "--retry-max-interval",
+        "1s",
+        "--retry-max-elapsed",
+        budget,
+        "--retry-max-attempts",
+        "200",
     ]
 }
 
@@ -82,7 +109,11 @@ fn count(case: &str, runs: &[(&str, &LoadReport)], sinks: &[&Sink]) -> (u64, u64
             run.json["p99_ms"],
             run.json["max_ms"],
         );
-        assert_eq!(run.acked_items(), run.u("sent_items"), "[{case}] {name}: the record covers every acknowledged span");
+        assert_eq!(
+            run.acked_items(),
+            run.u("sent_items"),
+            "[{case}] {name}: the record covers every acknowledged span"
+        );
     }
     let mut per_sink: Vec<_> = tally.per_sink.iter().collect();
     per_sink.sort();
@@ -206,12 +237,18 @@ fn b_a_hanging_backend_is_ejected_and_the_others_keep_serving() {
          {rate:.0} spans/s meanwhile; {} ejection log lines for it, ejected_for {:?}; released {:?} after the hang \
          started, readmitted {readmitted:?} after that, then took {after_release} spans; runtime {:?}",
         ejections.len(),
-        ejections.iter().map(|l| l.split("ejected_for=").nth(1).and_then(|r| r.split_whitespace().next()).unwrap_or("?")).collect::<Vec<_>>(),
+        ejections
+            .iter()
+            .map(|l| l.split("ejected_for=").nth(1).and_then(|r| r.split_whitespace().next()).unwrap_or("?"))
+            .collect::<Vec<_>>(),
         released - hang_at,
         started.elapsed()
     );
     let ejected = ejected.unwrap_or_else(|| panic!("the hanging backend was never ejected:\n{logs}"));
-    assert!(ejected <= timeout + Duration::from_millis(1500), "ejected {ejected:?} after the hang started (timeout {timeout:?})");
+    assert!(
+        ejected <= timeout + Duration::from_millis(1500),
+        "ejected {ejected:?} after the hang started (timeout {timeout:?})"
+    );
     assert!(!ejections.is_empty(), "no \"backend ejected\" log line for {hung}:\n{logs}");
     assert!(rate > 1000.0, "the other backends kept serving at only {rate:.0} spans/s (loadgen offers 4000/s)");
     assert_eq!(lost, 0, "acknowledged spans missing at the sinks:\n{logs}");
@@ -319,7 +356,10 @@ fn d_all_backends_down_refuses_quickly_and_recovers() {
         let m = lb.metrics();
         ["grpc", "http"]
             .iter()
-            .map(|t| LbProc::series(&m, &format!("otelcol_receiver_accepted_spans{{receiver=\"otlp\",transport=\"{t}\"}}")).unwrap_or(0.0) as u64)
+            .map(|t| {
+                LbProc::series(&m, &format!("otelcol_receiver_accepted_spans{{receiver=\"otlp\",transport=\"{t}\"}}"))
+                    .unwrap_or(0.0) as u64
+            })
             .sum::<u64>()
     };
     let before_outage = [&sinks[2], &sinks[3]].map(|s| s.spans_counted());
@@ -367,7 +407,10 @@ fn d_all_backends_down_refuses_quickly_and_recovers() {
     assert!(run_http.error("HTTP_503") > 0, "HTTP clients were told 503: {}", run_http.json);
     for (name, run) in [("grpc", &run_grpc), ("http", &run_http)] {
         let max_ms = run.json["max_ms"].as_f64().unwrap_or(f64::MAX);
-        assert!(max_ms < (max_elapsed + Duration::from_millis(1500)).as_secs_f64() * 1000.0, "{name}: an attempt took {max_ms} ms");
+        assert!(
+            max_ms < (max_elapsed + Duration::from_millis(1500)).as_secs_f64() * 1000.0,
+            "{name}: an attempt took {max_ms} ms"
+        );
         assert_eq!(run.u("failed_requests"), 0, "{name}: the clients' retries outlast the outage");
     }
     assert!(max_inflight <= limit_mib << 20, "inflight {max_inflight} bytes over the budget");
@@ -405,7 +448,10 @@ fn e_sigterm_drains_and_a_new_balancer_takes_over() {
         let m = lb.metrics();
         ["grpc", "http"]
             .iter()
-            .map(|t| LbProc::series(&m, &format!("otelcol_receiver_accepted_spans{{receiver=\"otlp\",transport=\"{t}\"}}")).unwrap_or(0.0) as u64)
+            .map(|t| {
+                LbProc::series(&m, &format!("otelcol_receiver_accepted_spans{{receiver=\"otlp\",transport=\"{t}\"}}"))
+                    .unwrap_or(0.0) as u64
+            })
             .sum::<u64>()
     };
     let before_term = accepted_by(&lb1);

@@ -25,7 +25,8 @@ async fn oversized_messages_and_gzip_bombs_are_refused_and_the_server_stays_up()
     let backend = Backend::start().await;
     let lb = Lb::start_with(&[backend.address()], Opts { grpc: ", max_recv_msg_size_mib: 1", ..Default::default() });
     let mut plain = TraceServiceClient::connect(lb.grpc_url()).await.expect("connect");
-    let mut gzip = TraceServiceClient::connect(lb.grpc_url()).await.expect("connect").send_compressed(CompressionEncoding::Gzip);
+    let mut gzip =
+        TraceServiceClient::connect(lb.grpc_url()).await.expect("connect").send_compressed(CompressionEncoding::Gzip);
 
     let err = plain.export(big_request(2 << 20)).await.expect_err("2 MiB over a 1 MiB limit");
     assert_eq!(err.code(), Code::OutOfRange, "{err:?}");

@@ -32,8 +32,18 @@ async fn protobuf_json_and_gzip_bodies_are_routed() {
     let r = post(&lb, "/v1/traces", "application/x-protobuf", None, pb.clone()).await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["content-type"], "application/x-protobuf");
-    assert_eq!(ExportTraceServiceResponse::decode(r.bytes().await.expect("body")).expect("response decodes"), ExportTraceServiceResponse::default());
-    let r = post(&lb, "/v1/traces", "application/x-protobuf", Some("gzip"), gzip(&otlp::traces(10..20, 0..2, 2).encode_to_vec())).await;
+    assert_eq!(
+        ExportTraceServiceResponse::decode(r.bytes().await.expect("body")).expect("response decodes"),
+        ExportTraceServiceResponse::default()
+    );
+    let r = post(
+        &lb,
+        "/v1/traces",
+        "application/x-protobuf",
+        Some("gzip"),
+        gzip(&otlp::traces(10..20, 0..2, 2).encode_to_vec()),
+    )
+    .await;
     assert_eq!(r.status(), 200);
     // OTLP/JSON: hex ids, lowerCamelCase, as an SDK sends it.
     let json = r#"{"resourceSpans":[{"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"json-svc"}}]},
@@ -77,16 +87,23 @@ async fn bad_requests_get_otlp_status_codes_and_the_server_stays_up() {
     assert_eq!(post(&lb, "/v1/traces", "text/plain", None, b"hi".to_vec()).await.status(), 415);
     assert_eq!(post(&lb, "/v1/traces", "application/x-protobuf", Some("br"), b"hi".to_vec()).await.status(), 415);
     // Broken gzip: 400.
-    assert_eq!(post(&lb, "/v1/traces", "application/x-protobuf", Some("gzip"), b"not gzip".to_vec()).await.status(), 400);
+    assert_eq!(
+        post(&lb, "/v1/traces", "application/x-protobuf", Some("gzip"), b"not gzip".to_vec()).await.status(),
+        400
+    );
     // Unknown path: 404; wrong method: 405.
     assert_eq!(post(&lb, "/v1/profiles", "application/x-protobuf", None, vec![]).await.status(), 404);
     assert_eq!(reqwest::get(lb.http_url("/v1/traces")).await.expect("get").status(), 405);
     // Malformed over gRPC: INVALID_ARGUMENT.
-    let channel = tonic::transport::Endpoint::from_shared(lb.grpc_url()).expect("url").connect().await.expect("connect");
+    let channel =
+        tonic::transport::Endpoint::from_shared(lb.grpc_url()).expect("url").connect().await.expect("connect");
     let mut raw = tonic::client::Grpc::new(channel);
     raw.ready().await.expect("ready");
     let path = http::uri::PathAndQuery::from_static("/opentelemetry.proto.collector.trace.v1.TraceService/Export");
-    let err = raw.unary(tonic::Request::new(bytes::Bytes::from_static(&[0x0a, 0x7f, 0x01])), path, dataplane::codec::RawCodec).await.expect_err("malformed");
+    let err = raw
+        .unary(tonic::Request::new(bytes::Bytes::from_static(&[0x0a, 0x7f, 0x01])), path, dataplane::codec::RawCodec)
+        .await
+        .expect_err("malformed");
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
     assert!(err.message().contains("malformed traces request"), "{}", err.message());
     // Still serving.
@@ -107,7 +124,11 @@ async fn oversized_bodies_get_413() {
     repetitive.resource_spans[0].scope_spans[0].spans[0].name = "a".repeat(100_000);
     let bomb = gzip(&repetitive.encode_to_vec());
     assert!(bomb.len() < 2048, "compresses below the body limit: {}", bomb.len());
-    assert_eq!(post(&lb, "/v1/traces", "application/x-protobuf", Some("gzip"), bomb).await.status(), 413, "decompressed limit");
+    assert_eq!(
+        post(&lb, "/v1/traces", "application/x-protobuf", Some("gzip"), bomb).await.status(),
+        413,
+        "decompressed limit"
+    );
     assert!(backend.spans().is_empty(), "nothing forwarded");
     let small = otlp::traces(0..2, 0..1, 1).encode_to_vec();
     assert_eq!(post(&lb, "/v1/traces", "application/x-protobuf", None, small).await.status(), 200);

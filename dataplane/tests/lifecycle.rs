@@ -64,7 +64,10 @@ async fn sighup_and_file_changes_reload_the_static_pool() {
     let lb = Lb::start(&[backends[0].address(), backends[1].address()]);
     assert_eq!(pool_size(&lb), 2);
     let text = std::fs::read_to_string(&lb.config).expect("config");
-    let grown = text.replace(&format!("\"{}\"]", backends[1].address()), &format!("\"{}\", \"{}\"]", backends[1].address(), backends[2].address()));
+    let grown = text.replace(
+        &format!("\"{}\"]", backends[1].address()),
+        &format!("\"{}\", \"{}\"]", backends[1].address(), backends[2].address()),
+    );
     assert_ne!(grown, text);
     std::fs::write(&lb.config, &grown).expect("write");
     lb.signal("HUP");
@@ -100,12 +103,21 @@ fn validate_flag_checks_and_exits() {
     let dir = tempfile::tempdir().expect("dir");
     let good = dir.path().join("good.yaml");
     std::fs::write(&good, "loadbalancing:\n  protocol:\n    otlp: {sending_queue: {enabled: true, blocking: true}}\n  resolver:\n    static: {hostnames: [a:4317]}\n").expect("write");
-    let out = Command::new(env!("CARGO_BIN_EXE_otlp-lb")).args(["--validate", "--config"]).arg(&good).output().expect("run");
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_otlp-lb")).args(["--validate", "--config"]).arg(&good).output().expect("run");
     assert!(out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("warning: loadbalancing.protocol.otlp.sending_queue.blocking is not supported"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("warning: loadbalancing.protocol.otlp.sending_queue.blocking is not supported")
+    );
     let bad = dir.path().join("bad.yaml");
-    std::fs::write(&bad, "loadbalancing:\n  resolver:\n    static: {hostnames: [a:4317]}\nrouting:\n  metrics: traceID\n").expect("write");
-    let out = Command::new(env!("CARGO_BIN_EXE_otlp-lb")).args(["--validate", "--config"]).arg(&bad).output().expect("run");
+    std::fs::write(
+        &bad,
+        "loadbalancing:\n  resolver:\n    static: {hostnames: [a:4317]}\nrouting:\n  metrics: traceID\n",
+    )
+    .expect("write");
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_otlp-lb")).args(["--validate", "--config"]).arg(&bad).output().expect("run");
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("routing.metrics: traceID is not a key for metrics"), "{err}");
@@ -114,7 +126,10 @@ fn validate_flag_checks_and_exits() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_connection_age_sends_goaway() {
     let backend = Backend::start().await;
-    let lb = Lb::start_with(&[backend.address()], Opts { grpc: ", max_connection_age: 1s, max_connection_age_grace: 1s", ..Opts::default() });
+    let lb = Lb::start_with(
+        &[backend.address()],
+        Opts { grpc: ", max_connection_age: 1s, max_connection_age_grace: 1s", ..Opts::default() },
+    );
     let tcp = tokio::net::TcpStream::connect(lb.grpc).await.expect("connect");
     let (_sender, conn) = hyper::client::conn::http2::handshake::<_, _, http_body_util::Empty<bytes::Bytes>>(
         hyper_util::rt::TokioExecutor::new(),
@@ -144,7 +159,10 @@ async fn scaling_out_splits_no_trace_in_flight() {
     // The first half of 300 traces, then a backend joins, then the second half and 300 new traces.
     client.export(otlp::traces(0..300, 0..3, 3)).await.expect("accepted");
     let text = std::fs::read_to_string(&lb.config).expect("config");
-    let grown = text.replace(&format!("\"{}\"]", backends[1].address()), &format!("\"{}\", \"{}\"]", backends[1].address(), backends[2].address()));
+    let grown = text.replace(
+        &format!("\"{}\"]", backends[1].address()),
+        &format!("\"{}\", \"{}\"]", backends[1].address(), backends[2].address()),
+    );
     std::fs::write(&lb.config, grown).expect("write");
     lb.signal("HUP");
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -180,7 +198,8 @@ async fn parts_queued_for_a_removed_backend_go_to_its_successor_and_its_request_
     // sent to A), request 1 finishes on A (drain). Nothing is lost, nothing is sent twice.
     let (a, b) = (Backend::start().await, Backend::start().await);
     a.state.delay_ms.store(1500, Ordering::SeqCst);
-    let otlp = "timeout: 5s, compression: gzip, tls: {insecure: true}, sending_queue: {num_consumers: 1, queue_size: 10}";
+    let otlp =
+        "timeout: 5s, compression: gzip, tls: {insecure: true}, sending_queue: {num_consumers: 1, queue_size: 10}";
     let lb = Lb::start_with(&[a.address()], Opts { otlp, ..Default::default() });
     let send = |traces: std::ops::Range<u64>| {
         let url = lb.grpc_url();
@@ -204,10 +223,14 @@ async fn parts_queued_for_a_removed_backend_go_to_its_successor_and_its_request_
     let (first, first_done) = first.await.expect("join");
     assert!(first.is_ok() && second.is_ok(), "both acknowledged: {first:?} {second:?}\n{}", lb.logs());
     assert!(second_done < first_done, "the queued request did not wait for the removed backend");
-    assert!(second_done.duration_since(reloaded) < Duration::from_millis(1000), "re-routed at once, not after a backoff");
+    assert!(
+        second_done.duration_since(reloaded) < Duration::from_millis(1000),
+        "re-routed at once, not after a backoff"
+    );
     // Span names are `t<trace>-s<span>`: the trace numbers each backend received.
     let traces = |backend: &Backend| -> Vec<u64> {
-        let mut t: Vec<u64> = backend.spans().iter().filter_map(|(_, n)| n.strip_prefix('t')?.split('-').next()?.parse().ok()).collect();
+        let mut t: Vec<u64> =
+            backend.spans().iter().filter_map(|(_, n)| n.strip_prefix('t')?.split('-').next()?.parse().ok()).collect();
         t.sort_unstable();
         t
     };

@@ -44,7 +44,8 @@ fn trace_placement(backends: &[Backend]) -> (BTreeMap<Vec<u8>, BTreeSet<usize>>,
 async fn spans_of_a_trace_meet_on_one_backend_across_requests() {
     let backends = backends(4).await;
     let lb = Lb::start(&addresses(&backends));
-    let mut client = TraceServiceClient::connect(lb.grpc_url()).await.expect("connect").send_compressed(CompressionEncoding::Gzip);
+    let mut client =
+        TraceServiceClient::connect(lb.grpc_url()).await.expect("connect").send_compressed(CompressionEncoding::Gzip);
     // 200 traces × 6 spans, each trace's spans sent in three different requests, 40 traces per request.
     for part in 0..3u64 {
         for batch in 0..5u64 {
@@ -114,7 +115,9 @@ async fn logs_sit_with_their_traces_spans() {
     let mut records = 0;
     for (i, b) in backends.iter().enumerate() {
         let r = b.state.received.lock().expect("lock");
-        for rec in r.logs.iter().flat_map(|l| &l.resource_logs).flat_map(|rl| &rl.scope_logs).flat_map(|s| &s.log_records) {
+        for rec in
+            r.logs.iter().flat_map(|l| &l.resource_logs).flat_map(|rl| &rl.scope_logs).flat_map(|s| &s.log_records)
+        {
             records += 1;
             if rec.trace_id.is_empty() {
                 untraced_homes.insert(i);

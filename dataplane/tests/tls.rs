@@ -52,7 +52,11 @@ fn read(p: &Path) -> Vec<u8> {
     std::fs::read(p).expect("read")
 }
 
-async fn tls_channel(addr: SocketAddr, ca: &Path, identity: Option<(&Path, &Path)>) -> Result<Channel, tonic::transport::Error> {
+async fn tls_channel(
+    addr: SocketAddr,
+    ca: &Path,
+    identity: Option<(&Path, &Path)>,
+) -> Result<Channel, tonic::transport::Error> {
     let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read(ca))).domain_name("localhost");
     if let Some((c, k)) = identity {
         tls = tls.identity(Identity::from_pem(read(c), read(k)));
@@ -65,7 +69,10 @@ struct Recorder(Arc<Mutex<usize>>);
 
 #[tonic::async_trait]
 impl TraceService for Recorder {
-    async fn export(&self, r: tonic::Request<ExportTraceServiceRequest>) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+    async fn export(
+        &self,
+        r: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
         let spans: usize = r.get_ref().resource_spans.iter().flat_map(|r| &r.scope_spans).map(|s| s.spans.len()).sum();
         *self.0.lock().expect("lock") += spans;
         Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
@@ -95,7 +102,12 @@ async fn mutual_tls_on_the_receiver_and_towards_the_backend() {
     let (sc, sk) = pki.issue("lb", &["localhost", "127.0.0.1"]);
     let (cc, ck) = pki.issue("client", &["client"]);
     let ca = pki.ca();
-    let grpc_tls = format!(", tls: {{cert_file: \"{}\", key_file: \"{}\", client_ca_file: \"{}\"}}", sc.display(), sk.display(), ca.display());
+    let grpc_tls = format!(
+        ", tls: {{cert_file: \"{}\", key_file: \"{}\", client_ca_file: \"{}\"}}",
+        sc.display(),
+        sk.display(),
+        ca.display()
+    );
     let http_tls = format!(", tls: {{cert_file: \"{}\", key_file: \"{}\"}}", sc.display(), sk.display());
     let otlp = format!(
         "timeout: 2s, tls: {{insecure: false, ca_file: \"{}\", cert_file: \"{}\", key_file: \"{}\", server_name_override: localhost}}",
@@ -103,7 +115,10 @@ async fn mutual_tls_on_the_receiver_and_towards_the_backend() {
         cc.display(),
         ck.display()
     );
-    let lb = Lb::start_with(&[format!("127.0.0.1:{}", backend.port())], Opts { grpc: &grpc_tls, http: &http_tls, otlp: &otlp, ..Opts::default() });
+    let lb = Lb::start_with(
+        &[format!("127.0.0.1:{}", backend.port())],
+        Opts { grpc: &grpc_tls, http: &http_tls, otlp: &otlp, ..Opts::default() },
+    );
     // A client with a certificate from the CA gets through, and the load balancer reaches the mTLS backend.
     let channel = tls_channel(lb.grpc, &ca, Some((&cc, &ck))).await.expect("mTLS handshake");
     TraceServiceClient::new(channel).export(otlp::traces(0..3, 0..2, 1)).await.expect("delivered over TLS both ways");
@@ -143,10 +158,17 @@ async fn a_backend_with_an_untrusted_certificate_is_not_trusted() {
     let pki = Pki::new();
     let other = Pki::new();
     let (backend, recorder) = tls_backend(&other, false).await;
-    let otlp = format!("timeout: 1s, tls: {{insecure: false, ca_file: \"{}\", server_name_override: localhost}}", pki.ca().display());
-    let lb = Lb::start_with(&[format!("127.0.0.1:{}", backend.port())], Opts { otlp: &otlp, lb: "  retry_on_failure: {max_elapsed_time: 1s}\n", ..Opts::default() });
+    let otlp = format!(
+        "timeout: 1s, tls: {{insecure: false, ca_file: \"{}\", server_name_override: localhost}}",
+        pki.ca().display()
+    );
+    let lb = Lb::start_with(
+        &[format!("127.0.0.1:{}", backend.port())],
+        Opts { otlp: &otlp, lb: "  retry_on_failure: {max_elapsed_time: 1s}\n", ..Opts::default() },
+    );
     let mut client = TraceServiceClient::connect(lb.grpc_url()).await.expect("connect");
-    let err = client.export(otlp::traces(0..1, 0..1, 1)).await.expect_err("the backend's certificate is not from our CA");
+    let err =
+        client.export(otlp::traces(0..1, 0..1, 1)).await.expect_err("the backend's certificate is not from our CA");
     assert_eq!(err.code(), tonic::Code::Unavailable);
     assert_eq!(*recorder.0.lock().expect("lock"), 0);
 }
@@ -170,9 +192,22 @@ async fn bearer_token_is_required_when_configured() {
     client.export(req).await.expect("the right token passes");
     let http = reqwest::Client::new();
     let body = otlp::traces(10..12, 0..1, 1).encode_to_vec();
-    let r = http.post(lb.http_url("/v1/traces")).header("content-type", "application/x-protobuf").body(body.clone()).send().await.expect("send");
+    let r = http
+        .post(lb.http_url("/v1/traces"))
+        .header("content-type", "application/x-protobuf")
+        .body(body.clone())
+        .send()
+        .await
+        .expect("send");
     assert_eq!(r.status(), 401);
-    let r = http.post(lb.http_url("/v1/traces")).header("content-type", "application/x-protobuf").bearer_auth("s3cret-token").body(body).send().await.expect("send");
+    let r = http
+        .post(lb.http_url("/v1/traces"))
+        .header("content-type", "application/x-protobuf")
+        .bearer_auth("s3cret-token")
+        .body(body)
+        .send()
+        .await
+        .expect("send");
     assert_eq!(r.status(), 200);
     assert_eq!(backend.spans().len(), 4);
 }

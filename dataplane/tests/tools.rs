@@ -137,8 +137,18 @@ fn traces_over_grpc_match_the_sink_exactly_and_are_recorded() {
     let sink = Sink::start(&[]);
     let record = temp_file("grpc-record");
     let r = loadgen(&[
-        "--endpoint", &sink.grpc, "--traces", "300", "--spans-per-trace", "7", "--items-per-request", "50",
-        "--connections", "3", "--record", record.to_str().expect("utf-8 path"),
+        "--endpoint",
+        &sink.grpc,
+        "--traces",
+        "300",
+        "--spans-per-trace",
+        "7",
+        "--items-per-request",
+        "50",
+        "--connections",
+        "3",
+        "--record",
+        record.to_str().expect("utf-8 path"),
     ]);
     assert_eq!(u(&r["sent_items"]), 2100);
     assert_eq!(u(&r["traces"]), 300);
@@ -164,8 +174,18 @@ fn traces_over_grpc_match_the_sink_exactly_and_are_recorded() {
 fn traces_over_http_with_gzip_at_a_bounded_rate() {
     let sink = Sink::start(&[]);
     let r = loadgen(&[
-        "--endpoint", &format!("http://{}", sink.http), "--protocol", "http", "--compression", "gzip", "--rate", "4000",
-        "--duration", "1500ms", "--connections", "2",
+        "--endpoint",
+        &format!("http://{}", sink.http),
+        "--protocol",
+        "http",
+        "--compression",
+        "gzip",
+        "--rate",
+        "4000",
+        "--duration",
+        "1500ms",
+        "--connections",
+        "2",
     ]);
     let sent = u(&r["sent_items"]);
     assert!((3000..=7000).contains(&sent), "rate 4000/s for 1.5 s sent {sent}");
@@ -184,8 +204,18 @@ fn metrics_and_logs_counts_match_and_logs_share_trace_ids_with_traces() {
     assert_eq!(u(&m["sent_items"]), 4000);
     let t = loadgen(&["--endpoint", &sink.grpc, "--traces", "50", "--seed", "7", "--connections", "3"]);
     let l = loadgen(&[
-        "--endpoint", &sink.http, "--protocol", "http", "--signal", "logs", "--traces", "50", "--seed", "7",
-        "--connections", "2",
+        "--endpoint",
+        &sink.http,
+        "--protocol",
+        "http",
+        "--signal",
+        "logs",
+        "--traces",
+        "50",
+        "--seed",
+        "7",
+        "--connections",
+        "2",
     ]);
     let s = sink.report();
     assert_eq!(s["metrics"]["data_points"], m["sent_items"]);
@@ -208,8 +238,16 @@ fn trace_spread_sends_each_trace_in_that_many_requests_over_time() {
     let sink = Sink::start(&[]);
     let started = Instant::now();
     let r = loadgen(&[
-        "--endpoint", &sink.grpc, "--traces", "40", "--trace-spread", "3", "--spread-interval", "300ms",
-        "--connections", "2",
+        "--endpoint",
+        &sink.grpc,
+        "--traces",
+        "40",
+        "--trace-spread",
+        "3",
+        "--spread-interval",
+        "300ms",
+        "--connections",
+        "2",
     ]);
     assert!(started.elapsed() >= Duration::from_millis(600));
     assert_eq!(u(&r["traces"]), 40);
@@ -255,8 +293,17 @@ fn failure_modes_are_reported_by_code() {
 fn retry_recovers_when_the_sink_comes_back() {
     let sink = Sink::start(&["--reply", "unavailable"]);
     let lg = spawn_loadgen(&[
-        "--endpoint", &sink.grpc, "--traces", "100", "--connections", "2", "--retry", "--retry-initial", "50ms",
-        "--retry-max-interval", "200ms",
+        "--endpoint",
+        &sink.grpc,
+        "--traces",
+        "100",
+        "--connections",
+        "2",
+        "--retry",
+        "--retry-initial",
+        "50ms",
+        "--retry-max-interval",
+        "200ms",
     ]);
     std::thread::sleep(Duration::from_millis(800));
     sink.set_mode(r#"{"reply": "ok"}"#);

@@ -22,24 +22,17 @@ pub fn parse_yaml(text: &str) -> Result<Vec<DynamicObject>> {
             continue;
         }
         let items = if doc.get("kind").and_then(|k| k.as_str()) == Some("List") {
-            doc.get("items")
-                .and_then(|i| i.as_array())
-                .cloned()
-                .unwrap_or_default()
+            doc.get("items").and_then(|i| i.as_array()).cloned().unwrap_or_default()
         } else {
             vec![doc]
         };
         for item in items {
-            let obj: DynamicObject =
-                serde_json::from_value(item).context("not a Kubernetes object")?;
+            let obj: DynamicObject = serde_json::from_value(item).context("not a Kubernetes object")?;
             if obj.types.is_none() {
                 bail!("object {:?} has no apiVersion/kind", obj.metadata.name);
             }
             if obj.metadata.name.as_deref().unwrap_or("").is_empty() {
-                bail!(
-                    "object of kind {:?} has no metadata.name",
-                    obj.types.as_ref().map(|t| t.kind.clone())
-                );
+                bail!("object of kind {:?} has no metadata.name", obj.types.as_ref().map(|t| t.kind.clone()));
             }
             out.push(obj);
         }
@@ -48,15 +41,9 @@ pub fn parse_yaml(text: &str) -> Result<Vec<DynamicObject>> {
 }
 
 /// Finds the API resource of `gvk`, waiting (bounded) for it to be served.
-pub async fn resolve(
-    client: &Client,
-    gvk: &GroupVersionKind,
-) -> Result<(ApiResource, ApiCapabilities)> {
+pub async fn resolve(client: &Client, gvk: &GroupVersionKind) -> Result<(ApiResource, ApiCapabilities)> {
     wait::until(
-        &format!(
-            "the API to serve {}/{} {}",
-            gvk.group, gvk.version, gvk.kind
-        ),
+        &format!("the API to serve {}/{} {}", gvk.group, gvk.version, gvk.kind),
         Duration::from_secs(30),
         Duration::from_millis(500),
         || async {
@@ -70,47 +57,28 @@ pub async fn resolve(
 }
 
 /// A dynamic API for `obj`'s kind in its namespace (or `default_ns`).
-pub async fn api_for(
-    client: &Client,
-    obj: &DynamicObject,
-    default_ns: &str,
-) -> Result<Api<DynamicObject>> {
-    let types = obj
-        .types
-        .as_ref()
-        .context("object without apiVersion/kind")?;
+pub async fn api_for(client: &Client, obj: &DynamicObject, default_ns: &str) -> Result<Api<DynamicObject>> {
+    let types = obj.types.as_ref().context("object without apiVersion/kind")?;
     let gvk = GroupVersionKind::try_from(types).context("bad apiVersion")?;
     let (ar, caps) = resolve(client, &gvk).await?;
     Ok(match caps.scope {
-        Scope::Namespaced => Api::namespaced_with(
-            client.clone(),
-            obj.metadata.namespace.as_deref().unwrap_or(default_ns),
-            &ar,
-        ),
+        Scope::Namespaced => {
+            Api::namespaced_with(client.clone(), obj.metadata.namespace.as_deref().unwrap_or(default_ns), &ar)
+        }
         Scope::Cluster => Api::all_with(client.clone(), &ar),
     })
 }
 
 /// Server-side applies every object; returns them as stored.
-pub async fn apply_all(
-    client: &Client,
-    objs: &[DynamicObject],
-    default_ns: &str,
-) -> Result<Vec<DynamicObject>> {
+pub async fn apply_all(client: &Client, objs: &[DynamicObject], default_ns: &str) -> Result<Vec<DynamicObject>> {
     let pp = PatchParams::apply("otlp-lb-e2e").force();
     let mut out = Vec::new();
     for obj in objs {
         let api = api_for(client, obj, default_ns).await?;
         let name = obj.metadata.name.clone().unwrap_or_default();
-        let kind = obj
-            .types
-            .as_ref()
-            .map(|t| t.kind.clone())
-            .unwrap_or_default();
-        let applied = api
-            .patch(&name, &pp, &Patch::Apply(obj))
-            .await
-            .with_context(|| format!("applying {kind} {name}"))?;
+        let kind = obj.types.as_ref().map(|t| t.kind.clone()).unwrap_or_default();
+        let applied =
+            api.patch(&name, &pp, &Patch::Apply(obj)).await.with_context(|| format!("applying {kind} {name}"))?;
         out.push(applied);
     }
     Ok(out)

@@ -49,10 +49,7 @@ pub struct ClusterOptions {
 
 impl Default for ClusterOptions {
     fn default() -> Self {
-        ClusterOptions {
-            images: ImageTable::default(),
-            node_name: "otlp-lb-e2e-node".into(),
-        }
+        ClusterOptions { images: ImageTable::default(), node_name: "otlp-lb-e2e-node".into() }
     }
 }
 
@@ -108,10 +105,7 @@ impl Cluster {
             Err(e) => {
                 cluster.dump_logs().await;
                 cluster.teardown(false);
-                Err(e.context(format!(
-                    "starting the e2e cluster (logs kept in {})",
-                    cluster.run.dir.display()
-                )))
+                Err(e.context(format!("starting the e2e cluster (logs kept in {})", cluster.run.dir.display())))
             }
         }
     }
@@ -136,8 +130,7 @@ impl Cluster {
             registry: self.registry.clone(),
         });
         self.agent = Some(NodeAgent::start(shared).await?);
-        self.wait_for_service_account("default", Duration::from_secs(90))
-            .await?;
+        self.wait_for_service_account("default", Duration::from_secs(90)).await?;
         Ok(())
     }
 
@@ -167,10 +160,7 @@ impl Cluster {
     /// The bridge gateway: the root namespace's address on the pod network,
     /// where pods reach the apiserver.
     pub fn gateway(&self) -> Ipv4Addr {
-        self.bridge
-            .as_ref()
-            .map(Bridge::gateway)
-            .unwrap_or(Ipv4Addr::UNSPECIFIED)
+        self.bridge.as_ref().map(Bridge::gateway).unwrap_or(Ipv4Addr::UNSPECIFIED)
     }
 
     /// The apiserver's secure port.
@@ -181,22 +171,14 @@ impl Cluster {
     /// Fails if a control-plane process has exited.
     pub fn check_alive(&self) -> Result<()> {
         match &self.control_plane {
-            Some(cp) => cp
-                .lock()
-                .map_err(|_| anyhow::anyhow!("control plane lock poisoned"))?
-                .check_alive(),
+            Some(cp) => cp.lock().map_err(|_| anyhow::anyhow!("control plane lock poisoned"))?.check_alive(),
             None => bail!("no control plane"),
         }
     }
 
     /// Polls `check` (bounded by `timeout`), failing early if the control
     /// plane dies.
-    pub async fn wait_for<T, F, Fut>(
-        &self,
-        what: &str,
-        timeout: Duration,
-        mut check: F,
-    ) -> Result<T>
+    pub async fn wait_for<T, F, Fut>(&self, what: &str, timeout: Duration, mut check: F) -> Result<T>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<Check<T>>>,
@@ -225,34 +207,26 @@ impl Cluster {
 
     /// Creates a namespace and waits until pods can be created in it.
     pub async fn create_namespace(&self, name: &str) -> Result<()> {
-        let ns: Namespace =
-            serde_json::from_value(serde_json::json!({"metadata": {"name": name}}))?;
+        let ns: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": name}}))?;
         Api::<Namespace>::all(self.client())
             .create(&PostParams::default(), &ns)
             .await
             .with_context(|| format!("creating namespace {name}"))?;
-        self.wait_for_service_account(name, Duration::from_secs(60))
-            .await
+        self.wait_for_service_account(name, Duration::from_secs(60)).await
     }
 
     async fn wait_for_service_account(&self, namespace: &str, timeout: Duration) -> Result<()> {
         let sas: Api<ServiceAccount> = Api::namespaced(self.client(), namespace);
-        self.wait_for(
-            &format!("service account {namespace}/default"),
-            timeout,
-            || {
-                let sas = sas.clone();
-                async move {
-                    Ok(match sas.get_opt("default").await {
-                        Ok(Some(_)) => Check::Done(()),
-                        Ok(None) => {
-                            Check::Pending("not created yet (kube-controller-manager)".into())
-                        }
-                        Err(e) => Check::Pending(e.to_string()),
-                    })
-                }
-            },
-        )
+        self.wait_for(&format!("service account {namespace}/default"), timeout, || {
+            let sas = sas.clone();
+            async move {
+                Ok(match sas.get_opt("default").await {
+                    Ok(Some(_)) => Check::Done(()),
+                    Ok(None) => Check::Pending("not created yet (kube-controller-manager)".into()),
+                    Err(e) => Check::Pending(e.to_string()),
+                })
+            }
+        })
         .await
     }
 
@@ -265,37 +239,30 @@ impl Cluster {
         timeout: Duration,
     ) -> Result<()> {
         let api: Api<Deployment> = Api::namespaced(self.client(), namespace);
-        self.wait_for(
-            &format!("deployment {namespace}/{name} to have {replicas} ready replicas"),
-            timeout,
-            || {
-                let api = api.clone();
-                async move {
-                    let d = match api.get_opt(name).await {
-                        Ok(Some(d)) => d,
-                        Ok(None) => return Ok(Check::Pending("not found".into())),
-                        Err(e) => return Ok(Check::Pending(e.to_string())),
-                    };
-                    let gen_ = d.metadata.generation.unwrap_or(0);
-                    let st = d.status.unwrap_or_default();
-                    let done = st.observed_generation.unwrap_or(0) >= gen_
-                        && st.ready_replicas.unwrap_or(0) == replicas
-                        && st.updated_replicas.unwrap_or(0) == replicas
-                        && st.replicas.unwrap_or(0) == replicas;
-                    Ok(if done {
-                        Check::Done(())
-                    } else {
-                        Check::Pending(format!(
-                            "replicas={:?} updated={:?} ready={:?} observedGeneration={:?}/{gen_}",
-                            st.replicas,
-                            st.updated_replicas,
-                            st.ready_replicas,
-                            st.observed_generation
-                        ))
-                    })
-                }
-            },
-        )
+        self.wait_for(&format!("deployment {namespace}/{name} to have {replicas} ready replicas"), timeout, || {
+            let api = api.clone();
+            async move {
+                let d = match api.get_opt(name).await {
+                    Ok(Some(d)) => d,
+                    Ok(None) => return Ok(Check::Pending("not found".into())),
+                    Err(e) => return Ok(Check::Pending(e.to_string())),
+                };
+                let gen_ = d.metadata.generation.unwrap_or(0);
+                let st = d.status.unwrap_or_default();
+                let done = st.observed_generation.unwrap_or(0) >= gen_
+                    && st.ready_replicas.unwrap_or(0) == replicas
+                    && st.updated_replicas.unwrap_or(0) == replicas
+                    && st.replicas.unwrap_or(0) == replicas;
+                Ok(if done {
+                    Check::Done(())
+                } else {
+                    Check::Pending(format!(
+                        "replicas={:?} updated={:?} ready={:?} observedGeneration={:?}/{gen_}",
+                        st.replicas, st.updated_replicas, st.ready_replicas, st.observed_generation
+                    ))
+                })
+            }
+        })
         .await
     }
 
@@ -338,20 +305,13 @@ impl Cluster {
     pub async fn ready_endpoints(&self, namespace: &str, service: &str) -> Result<Vec<Ipv4Addr>> {
         let api: Api<EndpointSlice> = Api::namespaced(self.client(), namespace);
         let lp = ListParams::default().labels(&format!("kubernetes.io/service-name={service}"));
-        let slices = api
-            .list(&lp)
-            .await
-            .with_context(|| format!("listing EndpointSlices of {namespace}/{service}"))?;
+        let slices = api.list(&lp).await.with_context(|| format!("listing EndpointSlices of {namespace}/{service}"))?;
         let mut out = Vec::new();
         for s in slices.items {
             for ep in s.endpoints {
                 let ready = ep.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true);
                 if ready {
-                    out.extend(
-                        ep.addresses
-                            .iter()
-                            .filter_map(|a| a.parse::<Ipv4Addr>().ok()),
-                    );
+                    out.extend(ep.addresses.iter().filter_map(|a| a.parse::<Ipv4Addr>().ok()));
                 }
             }
         }
@@ -368,36 +328,25 @@ impl Cluster {
         n: usize,
         timeout: Duration,
     ) -> Result<Vec<Ipv4Addr>> {
-        self.wait_for(
-            &format!("{n} ready endpoints of service {namespace}/{service}"),
-            timeout,
-            || async move {
-                Ok(match self.ready_endpoints(namespace, service).await {
-                    Ok(eps) if eps.len() == n => Check::Done(eps),
-                    Ok(eps) => Check::Pending(format!("ready endpoints {eps:?}")),
-                    Err(e) => Check::Pending(format!("{e:#}")),
-                })
-            },
-        )
+        self.wait_for(&format!("{n} ready endpoints of service {namespace}/{service}"), timeout, || async move {
+            Ok(match self.ready_endpoints(namespace, service).await {
+                Ok(eps) if eps.len() == n => Check::Done(eps),
+                Ok(eps) => Check::Pending(format!("ready endpoints {eps:?}")),
+                Err(e) => Check::Pending(format!("{e:#}")),
+            })
+        })
         .await
     }
 
     /// Pods in `namespace` matching `label_selector`.
     pub async fn pods(&self, namespace: &str, label_selector: &str) -> Result<Vec<Pod>> {
         let api: Api<Pod> = Api::namespaced(self.client(), namespace);
-        Ok(api
-            .list(&ListParams::default().labels(label_selector))
-            .await
-            .context("listing pods")?
-            .items)
+        Ok(api.list(&ListParams::default().labels(label_selector)).await.context("listing pods")?.items)
     }
 
     /// What the node agent knows of pod `namespace/name` (latest incarnation).
     pub fn pod_record(&self, namespace: &str, name: &str) -> Result<PodRecord> {
-        let reg = self
-            .registry
-            .lock()
-            .map_err(|_| anyhow::anyhow!("pod registry lock poisoned"))?;
+        let reg = self.registry.lock().map_err(|_| anyhow::anyhow!("pod registry lock poisoned"))?;
         reg.get(&(namespace.to_string(), name.to_string()))
             .cloned()
             .with_context(|| format!("the node agent never ran pod {namespace}/{name}"))
@@ -411,11 +360,7 @@ impl Cluster {
     /// The host directory behind the pod's volume `volume` (emptyDir,
     /// ConfigMap, ...): tests read what the pod wrote there.
     pub fn pod_volume_dir(&self, namespace: &str, pod: &str, volume: &str) -> Result<PathBuf> {
-        Ok(self
-            .pod_record(namespace, pod)?
-            .dir
-            .join("volumes")
-            .join(volume))
+        Ok(self.pod_record(namespace, pod)?.dir.join("volumes").join(volume))
     }
 
     /// All container logs of the pod (stdout and stderr, every restart).
@@ -423,9 +368,7 @@ impl Cluster {
         let rec = self.pod_record(namespace, pod)?;
         let mut out = String::new();
         for (c, path) in &rec.logs {
-            let text = std::fs::read(path)
-                .map(|b| String::from_utf8_lossy(&b).into_owned())
-                .unwrap_or_default();
+            let text = std::fs::read(path).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
             out.push_str(&format!("==> {namespace}/{pod}/{c} <==\n{text}"));
         }
         Ok(out)
@@ -445,30 +388,16 @@ impl Cluster {
         if !rec.active {
             bail!("pod {namespace}/{pod} is no longer running");
         }
-        let spec = Spec::new(
-            format!("exec in {namespace}/{pod}"),
-            program,
-            PathBuf::new(),
-        )
-        .args(args.iter().cloned())
-        .netns(netns::ns_path(&rec.netns));
+        let spec = Spec::new(format!("exec in {namespace}/{pod}"), program, PathBuf::new())
+            .args(args.iter().cloned())
+            .netns(netns::ns_path(&rec.netns));
         run_captured(&spec, &self.table, timeout).await
     }
 
     /// Runs `program args` to completion in the root namespace (which
     /// reaches pod IPs through the bridge).
-    pub async fn exec_on_host(
-        &self,
-        program: &Path,
-        args: &[String],
-        timeout: Duration,
-    ) -> Result<Output> {
-        let spec = Spec::new(
-            format!("exec {}", program.display()),
-            program,
-            PathBuf::new(),
-        )
-        .args(args.iter().cloned());
+    pub async fn exec_on_host(&self, program: &Path, args: &[String], timeout: Duration) -> Result<Output> {
+        let spec = Spec::new(format!("exec {}", program.display()), program, PathBuf::new()).args(args.iter().cloned());
         run_captured(&spec, &self.table, timeout).await
     }
 
@@ -488,25 +417,15 @@ impl Cluster {
 
     /// Prints pods, events and the tails of all logs to stderr.
     pub async fn dump_logs(&self) {
-        eprintln!(
-            "===== otlp-lb e2e diagnostics: run {} in {} =====",
-            self.run.id,
-            self.run.dir.display()
-        );
+        eprintln!("===== otlp-lb e2e diagnostics: run {} in {} =====", self.run.id, self.run.dir.display());
         if let Some(client) = &self.client {
             let pods: Api<Pod> = Api::all(client.clone());
-            if let Ok(Ok(list)) =
-                tokio::time::timeout(Duration::from_secs(5), pods.list(&ListParams::default()))
-                    .await
+            if let Ok(Ok(list)) = tokio::time::timeout(Duration::from_secs(5), pods.list(&ListParams::default())).await
             {
                 for p in list.items {
                     let st = p.status.unwrap_or_default();
-                    let conds: Vec<String> = st
-                        .conditions
-                        .iter()
-                        .flatten()
-                        .map(|c| format!("{}={}", c.type_, c.status))
-                        .collect();
+                    let conds: Vec<String> =
+                        st.conditions.iter().flatten().map(|c| format!("{}={}", c.type_, c.status)).collect();
                     eprintln!(
                         "pod {}/{} node={:?} phase={:?} ip={:?} {} {}",
                         p.metadata.namespace.unwrap_or_default(),
@@ -521,14 +440,9 @@ impl Cluster {
             }
             let events: Api<k8s_openapi::api::core::v1::Event> = Api::all(client.clone());
             if let Ok(Ok(list)) =
-                tokio::time::timeout(Duration::from_secs(5), events.list(&ListParams::default()))
-                    .await
+                tokio::time::timeout(Duration::from_secs(5), events.list(&ListParams::default())).await
             {
-                for e in list
-                    .items
-                    .iter()
-                    .filter(|e| e.type_.as_deref() != Some("Normal"))
-                {
+                for e in list.items.iter().filter(|e| e.type_.as_deref() != Some("Normal")) {
                     eprintln!(
                         "event {} {}/{}: {} {}",
                         e.type_.clone().unwrap_or_default(),
@@ -548,16 +462,9 @@ impl Cluster {
         collect_logs(&self.run.dir.join("logs"), &mut files);
         collect_logs(&self.run.dir.join("pods"), &mut files);
         for f in files {
-            eprintln!(
-                "----- {} (last {DUMP_LINES} lines) -----\n{}",
-                f.display(),
-                tail_file(&f, DUMP_LINES)
-            );
+            eprintln!("----- {} (last {DUMP_LINES} lines) -----\n{}", f.display(), tail_file(&f, DUMP_LINES));
         }
-        eprintln!(
-            "===== end of diagnostics; run directory kept: {} =====",
-            self.run.dir.display()
-        );
+        eprintln!("===== end of diagnostics; run directory kept: {} =====", self.run.dir.display());
     }
 
     /// Synchronous teardown: kill everything, remove network and mount
@@ -579,10 +486,7 @@ impl Cluster {
         let keep = !success || std::env::var_os("OTLP_LB_E2E_KEEP").is_some();
         self.run.finish(!keep);
         if keep {
-            eprintln!(
-                "otlp-lb e2e: run directory kept: {}",
-                self.run.dir.display()
-            );
+            eprintln!("otlp-lb e2e: run directory kept: {}", self.run.dir.display());
         }
     }
 }

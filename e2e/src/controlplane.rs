@@ -61,8 +61,7 @@ pub struct ControlPlane {
 
 /// A free TCP port on `ip` (bound then released; a small race is accepted).
 pub fn free_port(ip: Ipv4Addr) -> Result<u16> {
-    let l =
-        std::net::TcpListener::bind(SocketAddr::from((ip, 0))).context("finding a free port")?;
+    let l = std::net::TcpListener::bind(SocketAddr::from((ip, 0))).context("finding a free port")?;
     Ok(l.local_addr().context("local_addr")?.port())
 }
 
@@ -73,11 +72,7 @@ fn p(path: &Path) -> String {
 /// Fails with the log tail if `proc` has exited.
 fn check_alive(proc: &mut Proc) -> Result<()> {
     if let Some(st) = proc.try_status() {
-        bail!(
-            "{} exited ({st}); last log lines:\n{}",
-            proc.name(),
-            tail_file(proc.log_path(), 40)
-        );
+        bail!("{} exited ({st}); last log lines:\n{}", proc.name(), tail_file(proc.log_path(), 40));
     }
     Ok(())
 }
@@ -89,10 +84,7 @@ impl ControlPlane {
         let dir = &run.dir;
         let logs = dir.join("logs");
         std::fs::create_dir_all(&logs).context("creating logs dir")?;
-        let pki = Pki::generate(
-            &dir.join("pki"),
-            &["127.0.0.1".parse()?, gateway.into(), "10.214.0.1".parse()?],
-        )?;
+        let pki = Pki::generate(&dir.join("pki"), &["127.0.0.1".parse()?, gateway.into(), "10.214.0.1".parse()?])?;
 
         // etcd
         let etcd_client = free_port(Ipv4Addr::LOCALHOST)?;
@@ -120,99 +112,66 @@ impl ControlPlane {
         ]);
         let mut etcd = Proc::spawn(&etcd_spec, table)?;
         let health: SocketAddr = ([127, 0, 0, 1], etcd_client).into();
-        wait::until(
-            "etcd health",
-            Duration::from_secs(30),
-            Duration::from_millis(200),
-            || {
-                let alive = check_alive(&mut etcd);
-                async move {
-                    alive?;
-                    Ok(
-                        match crate::probe::http_get(health, "/health", &[], Duration::from_secs(2))
-                            .await
-                        {
-                            Ok((200, body)) if body.contains("true") => Check::Done(()),
-                            Ok((code, body)) => Check::Pending(format!("{code} {body}")),
-                            Err(e) => Check::Pending(format!("{e:#}")),
-                        },
-                    )
-                }
-            },
-        )
+        wait::until("etcd health", Duration::from_secs(30), Duration::from_millis(200), || {
+            let alive = check_alive(&mut etcd);
+            async move {
+                alive?;
+                Ok(match crate::probe::http_get(health, "/health", &[], Duration::from_secs(2)).await {
+                    Ok((200, body)) if body.contains("true") => Check::Done(()),
+                    Ok((code, body)) => Check::Pending(format!("{code} {body}")),
+                    Err(e) => Check::Pending(format!("{e:#}")),
+                })
+            }
+        })
         .await?;
 
         // kube-apiserver
         let api_port = free_port(gateway)?;
-        let api_spec = Spec::new(
-            "kube-apiserver",
-            tools::tool(tools::KUBE_APISERVER)?,
-            logs.join("kube-apiserver.log"),
-        )
-        .args([
-            format!("--etcd-servers={client_url}"),
-            format!("--bind-address={gateway}"),
-            format!("--secure-port={api_port}"),
-            format!("--advertise-address={gateway}"),
-            format!("--cert-dir={}", p(&dir.join("pki"))),
-            format!("--tls-cert-file={}", p(&pki.apiserver.cert)),
-            format!("--tls-private-key-file={}", p(&pki.apiserver.key)),
-            format!("--client-ca-file={}", p(&pki.ca_cert)),
-            "--authorization-mode=Node,RBAC".into(),
-            format!("--service-account-issuer={ISSUER}"),
-            format!("--service-account-key-file={}", p(&pki.sa_pub)),
-            format!("--service-account-signing-key-file={}", p(&pki.sa_key)),
-            format!("--service-cluster-ip-range={SERVICE_CIDR}"),
-            "--allow-privileged=true".into(),
-            "--profiling=false".into(),
-            "--v=1".into(),
-        ]);
+        let api_spec =
+            Spec::new("kube-apiserver", tools::tool(tools::KUBE_APISERVER)?, logs.join("kube-apiserver.log")).args([
+                format!("--etcd-servers={client_url}"),
+                format!("--bind-address={gateway}"),
+                format!("--secure-port={api_port}"),
+                format!("--advertise-address={gateway}"),
+                format!("--cert-dir={}", p(&dir.join("pki"))),
+                format!("--tls-cert-file={}", p(&pki.apiserver.cert)),
+                format!("--tls-private-key-file={}", p(&pki.apiserver.key)),
+                format!("--client-ca-file={}", p(&pki.ca_cert)),
+                "--authorization-mode=Node,RBAC".into(),
+                format!("--service-account-issuer={ISSUER}"),
+                format!("--service-account-key-file={}", p(&pki.sa_pub)),
+                format!("--service-account-signing-key-file={}", p(&pki.sa_key)),
+                format!("--service-cluster-ip-range={SERVICE_CIDR}"),
+                "--allow-privileged=true".into(),
+                "--profiling=false".into(),
+                "--v=1".into(),
+            ]);
         let mut apiserver = Proc::spawn(&api_spec, table)?;
 
         let admin_cert = pki.client_cert("admin", "otlp-lb-e2e-admin", Some("system:masters"))?;
         let admin_kubeconfig = dir.join("admin.kubeconfig");
         let local_server = format!("https://{gateway}:{api_port}");
-        kubeconfig::write(
-            &admin_kubeconfig,
-            &local_server,
-            &pki.ca_pem,
-            &admin_cert,
-            "admin",
-        )?;
+        kubeconfig::write(&admin_kubeconfig, &local_server, &pki.ca_pem, &admin_cert, "admin")?;
         let admin = kubeconfig::client(&admin_kubeconfig).await?;
-        wait::until(
-            "kube-apiserver /readyz",
-            Duration::from_secs(120),
-            Duration::from_millis(500),
-            || {
-                let alive = check_alive(&mut apiserver);
-                let admin = admin.clone();
-                async move {
-                    alive?;
-                    let req = http::Request::get("/readyz")
-                        .body(Vec::new())
-                        .context("building /readyz request")?;
-                    Ok(match admin.request_text(req).await {
-                        Ok(body) if body.trim() == "ok" => Check::Done(()),
-                        Ok(body) => Check::Pending(body),
-                        Err(e) => Check::Pending(format!("{e}")),
-                    })
-                }
-            },
-        )
+        wait::until("kube-apiserver /readyz", Duration::from_secs(120), Duration::from_millis(500), || {
+            let alive = check_alive(&mut apiserver);
+            let admin = admin.clone();
+            async move {
+                alive?;
+                let req = http::Request::get("/readyz").body(Vec::new()).context("building /readyz request")?;
+                Ok(match admin.request_text(req).await {
+                    Ok(body) if body.trim() == "ok" => Check::Done(()),
+                    Ok(body) => Check::Pending(body),
+                    Err(e) => Check::Pending(format!("{e}")),
+                })
+            }
+        })
         .await?;
 
         // kube-controller-manager
-        let kcm_cert =
-            pki.client_cert("controller-manager", "system:kube-controller-manager", None)?;
+        let kcm_cert = pki.client_cert("controller-manager", "system:kube-controller-manager", None)?;
         let kcm_kubeconfig = dir.join("controller-manager.kubeconfig");
-        kubeconfig::write(
-            &kcm_kubeconfig,
-            &local_server,
-            &pki.ca_pem,
-            &kcm_cert,
-            "system:kube-controller-manager",
-        )?;
+        kubeconfig::write(&kcm_kubeconfig, &local_server, &pki.ca_pem, &kcm_cert, "system:kube-controller-manager")?;
         let kcm_spec = Spec::new(
             "kube-controller-manager",
             tools::tool(tools::KUBE_CONTROLLER_MANAGER)?,
@@ -238,39 +197,20 @@ impl ControlPlane {
         // kube-scheduler
         let sched_cert = pki.client_cert("scheduler", "system:kube-scheduler", None)?;
         let sched_kubeconfig = dir.join("scheduler.kubeconfig");
-        kubeconfig::write(
-            &sched_kubeconfig,
-            &local_server,
-            &pki.ca_pem,
-            &sched_cert,
-            "system:kube-scheduler",
-        )?;
-        let sched_spec = Spec::new(
-            "kube-scheduler",
-            tools::tool(tools::KUBE_SCHEDULER)?,
-            logs.join("kube-scheduler.log"),
-        )
-        .args([
-            format!("--kubeconfig={}", p(&sched_kubeconfig)),
-            format!("--authentication-kubeconfig={}", p(&sched_kubeconfig)),
-            format!("--authorization-kubeconfig={}", p(&sched_kubeconfig)),
-            "--bind-address=127.0.0.1".into(),
-            format!("--secure-port={}", free_port(Ipv4Addr::LOCALHOST)?),
-            "--leader-elect=false".into(),
-            "--v=1".into(),
-        ]);
+        kubeconfig::write(&sched_kubeconfig, &local_server, &pki.ca_pem, &sched_cert, "system:kube-scheduler")?;
+        let sched_spec =
+            Spec::new("kube-scheduler", tools::tool(tools::KUBE_SCHEDULER)?, logs.join("kube-scheduler.log")).args([
+                format!("--kubeconfig={}", p(&sched_kubeconfig)),
+                format!("--authentication-kubeconfig={}", p(&sched_kubeconfig)),
+                format!("--authorization-kubeconfig={}", p(&sched_kubeconfig)),
+                "--bind-address=127.0.0.1".into(),
+                format!("--secure-port={}", free_port(Ipv4Addr::LOCALHOST)?),
+                "--leader-elect=false".into(),
+                "--v=1".into(),
+            ]);
         let scheduler = Proc::spawn(&sched_spec, table)?;
 
-        Ok(ControlPlane {
-            etcd,
-            apiserver,
-            api_spec,
-            controller_manager,
-            scheduler,
-            api_port,
-            admin_kubeconfig,
-            admin,
-        })
+        Ok(ControlPlane { etcd, apiserver, api_spec, controller_manager, scheduler, api_port, admin_kubeconfig, admin })
     }
 
     /// Kills kube-apiserver (SIGKILL, as a crash would) and waits for it to exit: every client's connection
@@ -295,12 +235,7 @@ impl ControlPlane {
 
     /// Fails if any component has exited.
     pub fn check_alive(&mut self) -> Result<()> {
-        for proc in [
-            &mut self.etcd,
-            &mut self.apiserver,
-            &mut self.controller_manager,
-            &mut self.scheduler,
-        ] {
+        for proc in [&mut self.etcd, &mut self.apiserver, &mut self.controller_manager, &mut self.scheduler] {
             check_alive(proc)?;
         }
         Ok(())

@@ -73,15 +73,9 @@ pub fn builtin_rules() -> Vec<(Pattern, Target)> {
     vec![
         (Pattern::Exact("otlp-lb-operator"), Target::Operator),
         (Pattern::Exact("otlp-lb"), Target::DataPlane),
-        (
-            Pattern::Contains("opentelemetry-collector"),
-            Target::Tool(tools::OTELCOL),
-        ),
+        (Pattern::Contains("opentelemetry-collector"), Target::Tool(tools::OTELCOL)),
         (Pattern::Prefix("otelcol"), Target::Tool(tools::OTELCOL)),
-        (
-            Pattern::Exact("telemetrygen"),
-            Target::Tool(tools::TELEMETRYGEN),
-        ),
+        (Pattern::Exact("telemetrygen"), Target::Tool(tools::TELEMETRYGEN)),
     ]
 }
 
@@ -101,19 +95,14 @@ pub struct ImageTable {
 
 impl Default for ImageTable {
     fn default() -> Self {
-        ImageTable {
-            rules: builtin_rules(),
-        }
+        ImageTable { rules: builtin_rules() }
     }
 }
 
 impl ImageTable {
     /// Adds a rule that takes precedence over the built-in ones.
     pub fn with_rule(mut self, repo: impl Into<String>, binary: impl Into<PathBuf>) -> ImageTable {
-        self.rules.insert(
-            0,
-            (Pattern::Named(repo.into()), Target::Path(binary.into())),
-        );
+        self.rules.insert(0, (Pattern::Named(repo.into()), Target::Path(binary.into())));
         self
     }
 
@@ -122,9 +111,7 @@ impl ImageTable {
         let repo = repo_name(image);
         match self.rules.iter().find(|(p, _)| p.matches(repo)) {
             Some((_, t)) => Ok(t),
-            None => bail!(
-                "image {image:?} (repository {repo:?}) maps to no local binary; see e2e/src/images.rs"
-            ),
+            None => bail!("image {image:?} (repository {repo:?}) maps to no local binary; see e2e/src/images.rs"),
         }
     }
 
@@ -142,40 +129,21 @@ mod tests {
     fn repo_names() {
         assert_eq!(repo_name("ghcr.io/org/otlp-lb:0.1.0"), "otlp-lb");
         assert_eq!(repo_name("otlp-lb"), "otlp-lb");
-        assert_eq!(
-            repo_name("localhost:5000/otlp-lb-operator@sha256:abc"),
-            "otlp-lb-operator"
-        );
-        assert_eq!(
-            repo_name("otel/opentelemetry-collector-contrib:0.161.0"),
-            "opentelemetry-collector-contrib"
-        );
+        assert_eq!(repo_name("localhost:5000/otlp-lb-operator@sha256:abc"), "otlp-lb-operator");
+        assert_eq!(repo_name("otel/opentelemetry-collector-contrib:0.161.0"), "opentelemetry-collector-contrib");
     }
 
     #[test]
     fn table_order() {
         let t = ImageTable::default();
-        assert!(matches!(
-            t.target("x/otlp-lb-operator:1").unwrap(),
-            Target::Operator
-        ));
-        assert!(matches!(
-            t.target("x/otlp-lb:1").unwrap(),
-            Target::DataPlane
-        ));
-        assert!(matches!(
-            t.target("otel/opentelemetry-collector-contrib:0.1")
-                .unwrap(),
-            Target::Tool("otelcol-lb")
-        ));
+        assert!(matches!(t.target("x/otlp-lb-operator:1").unwrap(), Target::Operator));
+        assert!(matches!(t.target("x/otlp-lb:1").unwrap(), Target::DataPlane));
+        assert!(matches!(t.target("otel/opentelemetry-collector-contrib:0.1").unwrap(), Target::Tool("otelcol-lb")));
         assert!(matches!(
             t.target("ghcr.io/open-telemetry/opentelemetry-collector-releases/opentelemetry-collector-k8s:1").unwrap(),
             Target::Tool("otelcol-lb")
         ));
-        assert!(matches!(
-            t.target("otelcol-lb").unwrap(),
-            Target::Tool("otelcol-lb")
-        ));
+        assert!(matches!(t.target("otelcol-lb").unwrap(), Target::Tool("otelcol-lb")));
         assert!(t.target("nginx:1.27").is_err());
         let t = t.with_rule("nginx", "/bin/true");
         assert!(matches!(t.target("nginx:1.27").unwrap(), Target::Path(_)));

@@ -41,12 +41,10 @@ pub fn write(path: &Path, server: &str, ca_pem: &str, cert: &CertFiles, user: &s
 
 /// A client from a kubeconfig file.
 pub async fn client(path: &Path) -> Result<kube::Client> {
-    let kc = kube::config::Kubeconfig::read_from(path)
-        .with_context(|| format!("reading {}", path.display()))?;
-    let mut config =
-        kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
-            .await
-            .context("loading kubeconfig")?;
+    let kc = kube::config::Kubeconfig::read_from(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut config = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+        .await
+        .context("loading kubeconfig")?;
     config.read_timeout = Some(std::time::Duration::from_secs(60));
     config.connect_timeout = Some(std::time::Duration::from_secs(10));
     kube::Client::try_from(config).context("building kube client")

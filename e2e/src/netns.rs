@@ -52,9 +52,7 @@ pub fn owner_id(name: &str) -> Option<&str> {
     let rest = name.strip_prefix(PREFIX)?;
     let id = rest.get(..ID_LEN)?;
     let tail = &rest[ID_LEN..];
-    let ours = id
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+    let ours = id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
         && (tail == "br"
             || tail
                 .strip_prefix('v')
@@ -76,15 +74,9 @@ pub struct Bridge {
 impl Bridge {
     /// Creates the bridge with the gateway address of a free /24.
     pub fn create(run_id: &str) -> Result<Bridge> {
-        let used =
-            run_sync("ip", &["-4", "-o", "addr", "show"]).context("listing host addresses")?;
-        let third = pick_free_subnet(&used, rand::random::<u8>())
-            .context("no free /24 in 10.213.0.0/16")?;
-        let bridge = Bridge {
-            name: bridge_name(run_id),
-            run_id: run_id.to_string(),
-            subnet: [10, 213, third],
-        };
+        let used = run_sync("ip", &["-4", "-o", "addr", "show"]).context("listing host addresses")?;
+        let third = pick_free_subnet(&used, rand::random::<u8>()).context("no free /24 in 10.213.0.0/16")?;
+        let bridge = Bridge { name: bridge_name(run_id), run_id: run_id.to_string(), subnet: [10, 213, third] };
         run_sync("ip", &["link", "add", &bridge.name, "type", "bridge"])?;
         let gw = format!("{}/24", bridge.gateway());
         run_sync("ip", &["addr", "add", &gw, "dev", &bridge.name])?;
@@ -105,33 +97,12 @@ impl Bridge {
 
     /// Creates pod network `n` (netns, veth pair, address `ip`, routes).
     pub fn add_pod(&self, n: u32, ip: Ipv4Addr) -> Result<PodNet> {
-        let net = PodNet {
-            ns: netns_name(&self.run_id, n),
-            ip,
-            host_veth: host_veth_name(&self.run_id, n),
-        };
+        let net = PodNet { ns: netns_name(&self.run_id, n), ip, host_veth: host_veth_name(&self.run_id, n) };
         let res = (|| -> Result<()> {
             run_sync("ip", &["netns", "add", &net.ns])?;
             let peer = peer_veth_name(&self.run_id, n);
-            run_sync(
-                "ip",
-                &[
-                    "link",
-                    "add",
-                    &net.host_veth,
-                    "type",
-                    "veth",
-                    "peer",
-                    "name",
-                    &peer,
-                    "netns",
-                    &net.ns,
-                ],
-            )?;
-            run_sync(
-                "ip",
-                &["link", "set", &net.host_veth, "master", &self.name, "up"],
-            )?;
+            run_sync("ip", &["link", "add", &net.host_veth, "type", "veth", "peer", "name", &peer, "netns", &net.ns])?;
+            run_sync("ip", &["link", "set", &net.host_veth, "master", &self.name, "up"])?;
             let addr = format!("{ip}/24");
             let gw = self.gateway().to_string();
             for args in [
@@ -191,10 +162,7 @@ impl PodNet {
 
 fn delete_netns(ns: &str) {
     if let Ok(pids) = run_sync("ip", &["netns", "pids", ns]) {
-        for pid in pids
-            .split_whitespace()
-            .filter_map(|p| p.parse::<i32>().ok())
-        {
+        for pid in pids.split_whitespace().filter_map(|p| p.parse::<i32>().ok()) {
             let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
         }
     }
@@ -225,27 +193,17 @@ fn our_links() -> Vec<String> {
 
 /// Run ids that own a netns or an interface on this host.
 pub fn owner_ids() -> BTreeSet<String> {
-    our_netns()
-        .iter()
-        .chain(our_links().iter())
-        .filter_map(|n| owner_id(n).map(str::to_string))
-        .collect()
+    our_netns().iter().chain(our_links().iter()).filter_map(|n| owner_id(n).map(str::to_string)).collect()
 }
 
 /// Removes every netns and interface of run `run_id`, killing processes
 /// still inside its namespaces.
 pub fn sweep(run_id: &str) {
-    for ns in our_netns()
-        .into_iter()
-        .filter(|n| owner_id(n) == Some(run_id))
-    {
+    for ns in our_netns().into_iter().filter(|n| owner_id(n) == Some(run_id)) {
         delete_netns(&ns);
     }
     // Host veth ends first, the bridge last.
-    let mut links: Vec<String> = our_links()
-        .into_iter()
-        .filter(|n| owner_id(n) == Some(run_id))
-        .collect();
+    let mut links: Vec<String> = our_links().into_iter().filter(|n| owner_id(n) == Some(run_id)).collect();
     links.sort_by_key(|l| l.ends_with("br"));
     for link in links {
         let _ = run_sync("ip", &["link", "del", &link]);

@@ -41,10 +41,7 @@ struct IpPool {
 
 impl IpPool {
     fn new() -> IpPool {
-        IpPool {
-            next: 2,
-            used: BTreeSet::new(),
-        }
+        IpPool { next: 2, used: BTreeSet::new() }
     }
 
     fn alloc(&mut self) -> Option<u8> {
@@ -75,10 +72,7 @@ impl NodeAgent {
         register_node(&shared).await?;
         let (tx, rx) = watch::channel(false);
         let task = tokio::spawn(agent_loop(shared, rx));
-        Ok(NodeAgent {
-            shutdown: tx,
-            task: Some(task),
-        })
+        Ok(NodeAgent { shutdown: tx, task: Some(task) })
     }
 
     /// Stops every pod (SIGKILL, network teardown) and the agent.
@@ -102,8 +96,7 @@ impl Drop for NodeAgent {
 async fn register_node(shared: &AgentShared) -> Result<()> {
     let nodes: Api<Node> = Api::all(shared.client.clone());
     let name = &shared.node_name;
-    let capacity =
-        json!({"cpu": "64", "memory": "256Gi", "pods": "250", "ephemeral-storage": "100Gi"});
+    let capacity = json!({"cpu": "64", "memory": "256Gi", "pods": "250", "ephemeral-storage": "100Gi"});
     let node: Node = serde_json::from_value(json!({
         "apiVersion": "v1",
         "kind": "Node",
@@ -119,10 +112,7 @@ async fn register_node(shared: &AgentShared) -> Result<()> {
         "spec": {}
     }))
     .context("building Node")?;
-    nodes
-        .create(&PostParams::default(), &node)
-        .await
-        .context("creating the Node")?;
+    nodes.create(&PostParams::default(), &node).await.context("creating the Node")?;
     let now = Timestamp::now().to_string();
     let cond = |ty: &str, status: &str, reason: &str| {
         json!({"type": ty, "status": status, "reason": reason, "message": reason,
@@ -147,18 +137,11 @@ async fn register_node(shared: &AgentShared) -> Result<()> {
             "architecture": std::env::consts::ARCH
         }
     }});
-    nodes
-        .patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
-        .await
-        .context("setting Node status")?;
+    nodes.patch_status(name, &PatchParams::default(), &Patch::Merge(&status)).await.context("setting Node status")?;
     // The TaintNodesByCondition admission plugin taints new nodes not-ready;
     // the (not running) node lifecycle controller would lift it.
     nodes
-        .patch(
-            name,
-            &PatchParams::default(),
-            &Patch::Merge(&json!({"spec": {"taints": null}})),
-        )
+        .patch(name, &PatchParams::default(), &Patch::Merge(&json!({"spec": {"taints": null}})))
         .await
         .context("removing Node taints")?;
     Ok(())
@@ -174,10 +157,7 @@ async fn renew_lease(shared: &AgentShared) -> Result<()> {
                  "renewTime": Timestamp::now().strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()}
     });
     let pp = PatchParams::apply("otlp-lb-e2e-node-agent").force();
-    leases
-        .patch(&shared.node_name, &pp, &Patch::Apply(&lease))
-        .await
-        .context("renewing node lease")?;
+    leases.patch(&shared.node_name, &pp, &Patch::Apply(&lease)).await.context("renewing node lease")?;
     Ok(())
 }
 

@@ -28,34 +28,11 @@ pub fn spans_in_text(text: &str) -> Result<Vec<SpanKey>> {
             Err(_) if i + 1 == lines.len() => break,
             Err(e) => bail!("line {} is not JSON: {e}", i + 1),
         };
-        for rs in doc
-            .get("resourceSpans")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            for ss in rs
-                .get("scopeSpans")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
-                for span in ss
-                    .get("spans")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                {
-                    let id = |k: &str| {
-                        span.get(k)
-                            .and_then(Value::as_str)
-                            .unwrap_or("")
-                            .to_ascii_lowercase()
-                    };
-                    out.push(SpanKey {
-                        trace_id: id("traceId"),
-                        span_id: id("spanId"),
-                    });
+        for rs in doc.get("resourceSpans").and_then(Value::as_array).into_iter().flatten() {
+            for ss in rs.get("scopeSpans").and_then(Value::as_array).into_iter().flatten() {
+                for span in ss.get("spans").and_then(Value::as_array).into_iter().flatten() {
+                    let id = |k: &str| span.get(k).and_then(Value::as_str).unwrap_or("").to_ascii_lowercase();
+                    out.push(SpanKey { trace_id: id("traceId"), span_id: id("spanId") });
                 }
             }
         }
@@ -74,8 +51,7 @@ pub fn spans_in_dir(dir: &Path) -> Result<Vec<SpanKey>> {
         if path.is_dir() {
             out.extend(spans_in_dir(&path)?);
         } else if path.is_file() {
-            let bytes =
-                std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+            let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
             out.extend(
                 spans_in_text(&String::from_utf8_lossy(&bytes))
                     .with_context(|| format!("parsing {}", path.display()))?,
@@ -104,8 +80,7 @@ impl Distribution {
         let mut distinct = BTreeSet::new();
         for (name, spans) in backends {
             let traces: BTreeSet<&str> = spans.iter().map(|s| s.trace_id.as_str()).collect();
-            d.per_backend
-                .insert(name.clone(), (spans.len(), traces.len()));
+            d.per_backend.insert(name.clone(), (spans.len(), traces.len()));
             d.total_spans += spans.len();
             for s in spans {
                 distinct.insert(s);
@@ -125,12 +100,7 @@ impl Distribution {
     /// The load-balancing contract: exactly `expected_spans` spans (no loss,
     /// no duplicates), `expected_traces` traces, each on exactly one backend,
     /// and every one of `backends` backends used.
-    pub fn check(
-        &self,
-        expected_spans: usize,
-        expected_traces: usize,
-        backends: usize,
-    ) -> Result<()> {
+    pub fn check(&self, expected_spans: usize, expected_traces: usize, backends: usize) -> Result<()> {
         if self.total_spans != expected_spans || self.distinct_spans != expected_spans {
             bail!(
                 "expected {expected_spans} spans, got {} ({} distinct): {self}",
@@ -139,10 +109,7 @@ impl Distribution {
             );
         }
         if self.traces != expected_traces {
-            bail!(
-                "expected {expected_traces} traces, got {}: {self}",
-                self.traces
-            );
+            bail!("expected {expected_traces} traces, got {}: {self}", self.traces);
         }
         if !self.split_traces.is_empty() {
             bail!(
@@ -161,11 +128,7 @@ impl Distribution {
 
 impl std::fmt::Display for Distribution {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{} spans ({} distinct) in {} traces;",
-            self.total_spans, self.distinct_spans, self.traces
-        )?;
+        write!(f, "{} spans ({} distinct) in {} traces;", self.total_spans, self.distinct_spans, self.traces)?;
         for (name, (spans, traces)) in &self.per_backend {
             write!(f, " {name}: {spans} spans/{traces} traces;")?;
         }
@@ -178,20 +141,15 @@ mod tests {
     use super::*;
 
     fn line(spans: &[(&str, &str)]) -> String {
-        let spans: Vec<Value> = spans
-            .iter()
-            .map(|(t, s)| serde_json::json!({"traceId": t, "spanId": s, "name": "x"}))
-            .collect();
-        serde_json::json!({"resourceSpans": [{"resource": {}, "scopeSpans": [{"scope": {}, "spans": spans}]}]}).to_string()
+        let spans: Vec<Value> =
+            spans.iter().map(|(t, s)| serde_json::json!({"traceId": t, "spanId": s, "name": "x"})).collect();
+        serde_json::json!({"resourceSpans": [{"resource": {}, "scopeSpans": [{"scope": {}, "spans": spans}]}]})
+            .to_string()
     }
 
     #[test]
     fn parses_lines_and_ignores_partial_tail() {
-        let text = format!(
-            "{}\n{}\n{{\"resourceSp",
-            line(&[("AA", "01"), ("aa", "02")]),
-            line(&[("bb", "03")])
-        );
+        let text = format!("{}\n{}\n{{\"resourceSp", line(&[("AA", "01"), ("aa", "02")]), line(&[("bb", "03")]));
         let spans = spans_in_text(&text).unwrap();
         assert_eq!(spans.len(), 3);
         assert_eq!(spans[0].trace_id, "aa");
@@ -201,22 +159,13 @@ mod tests {
     #[test]
     fn distribution_checks() {
         let mut b = BTreeMap::new();
-        b.insert(
-            "a".to_string(),
-            spans_in_text(&line(&[("t1", "1"), ("t1", "2")])).unwrap(),
-        );
-        b.insert(
-            "b".to_string(),
-            spans_in_text(&line(&[("t2", "3")])).unwrap(),
-        );
+        b.insert("a".to_string(), spans_in_text(&line(&[("t1", "1"), ("t1", "2")])).unwrap());
+        b.insert("b".to_string(), spans_in_text(&line(&[("t2", "3")])).unwrap());
         let d = Distribution::of(&b);
         d.check(3, 2, 2).unwrap();
         assert!(d.check(4, 2, 2).is_err());
         assert!(d.check(3, 2, 3).is_err());
-        b.insert(
-            "c".to_string(),
-            spans_in_text(&line(&[("t2", "4")])).unwrap(),
-        );
+        b.insert("c".to_string(), spans_in_text(&line(&[("t2", "4")])).unwrap());
         let d = Distribution::of(&b);
         assert_eq!(d.split_traces.len(), 1);
         assert!(d.check(4, 2, 3).is_err());

@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, SanType,
 };
 
 /// A certificate and its private key, written as PEM files.
@@ -45,11 +45,8 @@ impl Pki {
         let mut ca_params = CertificateParams::default();
         ca_params.distinguished_name = dn("otlp-lb-e2e-ca", None);
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
+        ca_params.key_usages =
+            vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
         let ca_cert = ca_params.self_signed(&ca_key).context("self-signing CA")?;
         let ca_pem = ca_cert.pem();
         let ca_cert_path = dir.join("ca.crt");
@@ -77,10 +74,7 @@ impl Pki {
             sa_key,
             sa_pub,
         };
-        let mut sans: Vec<SanType> = server_ips
-            .iter()
-            .map(|ip| SanType::IpAddress(*ip))
-            .collect();
+        let mut sans: Vec<SanType> = server_ips.iter().map(|ip| SanType::IpAddress(*ip)).collect();
         for name in [
             "localhost",
             "kubernetes",
@@ -90,26 +84,14 @@ impl Pki {
         ] {
             sans.push(SanType::DnsName(name.try_into().context("DNS SAN")?));
         }
-        pki.apiserver = pki.issue(
-            "apiserver",
-            "kube-apiserver",
-            None,
-            sans,
-            ExtendedKeyUsagePurpose::ServerAuth,
-        )?;
+        pki.apiserver = pki.issue("apiserver", "kube-apiserver", None, sans, ExtendedKeyUsagePurpose::ServerAuth)?;
         Ok(pki)
     }
 
     /// A client certificate for user `cn`, in group `org` if given (rcgen
     /// writes one O= attribute, so one group).
     pub fn client_cert(&self, file_stem: &str, cn: &str, org: Option<&str>) -> Result<CertFiles> {
-        self.issue(
-            file_stem,
-            cn,
-            org,
-            Vec::new(),
-            ExtendedKeyUsagePurpose::ClientAuth,
-        )
+        self.issue(file_stem, cn, org, Vec::new(), ExtendedKeyUsagePurpose::ClientAuth)
     }
 
     fn issue(
@@ -124,15 +106,10 @@ impl Pki {
         let mut params = CertificateParams::default();
         params.distinguished_name = dn(cn, org);
         params.subject_alt_names = sans;
-        params.key_usages = vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyEncipherment,
-        ];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
         params.extended_key_usages = vec![usage];
         params.use_authority_key_identifier_extension = true;
-        let cert = params
-            .signed_by(&key, &self.ca)
-            .with_context(|| format!("signing certificate for {cn}"))?;
+        let cert = params.signed_by(&key, &self.ca).with_context(|| format!("signing certificate for {cn}"))?;
         let files = CertFiles {
             cert: self.dir.join(format!("{file_stem}.crt")),
             key: self.dir.join(format!("{file_stem}.key")),
@@ -166,15 +143,9 @@ mod tests {
     fn generates_files() {
         let dir = std::env::temp_dir().join(format!("olb-pki-test-{}", std::process::id()));
         let pki = Pki::generate(&dir, &["127.0.0.1".parse().unwrap()]).unwrap();
-        let admin = pki
-            .client_cert("admin", "admin", Some("system:masters"))
-            .unwrap();
+        let admin = pki.client_cert("admin", "admin", Some("system:masters")).unwrap();
         assert!(admin.cert_pem.contains("BEGIN CERTIFICATE"));
-        assert!(
-            std::fs::read_to_string(&pki.sa_pub)
-                .unwrap()
-                .contains("PUBLIC KEY")
-        );
+        assert!(std::fs::read_to_string(&pki.sa_pub).unwrap().contains("PUBLIC KEY"));
         assert!(pki.apiserver.key.exists());
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -13,9 +13,7 @@ use std::net::Ipv4Addr;
 use std::path::{Component, Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use k8s_openapi::api::core::v1::{
-    ConfigMap, Container, DownwardAPIVolumeFile, KeyToPath, Pod, Secret,
-};
+use k8s_openapi::api::core::v1::{ConfigMap, Container, DownwardAPIVolumeFile, KeyToPath, Pod, Secret};
 
 use crate::process::BindMount;
 
@@ -50,18 +48,11 @@ pub struct TokenNeed {
 
 pub fn service_account(pod: &Pod) -> String {
     let spec = pod.spec.as_ref();
-    spec.and_then(|s| s.service_account_name.clone())
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "default".into())
+    spec.and_then(|s| s.service_account_name.clone()).filter(|s| !s.is_empty()).unwrap_or_else(|| "default".into())
 }
 
 fn all_containers(pod: &Pod) -> impl Iterator<Item = &Container> {
-    pod.spec.iter().flat_map(|s| {
-        s.init_containers
-            .iter()
-            .flatten()
-            .chain(s.containers.iter())
-    })
+    pod.spec.iter().flat_map(|s| s.init_containers.iter().flatten().chain(s.containers.iter()))
 }
 
 /// Names of the ConfigMaps the pod uses (volumes and env).
@@ -84,11 +75,7 @@ pub fn referenced_configmaps(pod: &Pod) -> BTreeSet<String> {
             }
         }
         for e in c.env.iter().flatten() {
-            if let Some(r) = e
-                .value_from
-                .as_ref()
-                .and_then(|v| v.config_map_key_ref.as_ref())
-            {
+            if let Some(r) = e.value_from.as_ref().and_then(|v| v.config_map_key_ref.as_ref()) {
                 out.insert(r.name.clone());
             }
         }
@@ -116,11 +103,7 @@ pub fn referenced_secrets(pod: &Pod) -> BTreeSet<String> {
             }
         }
         for e in c.env.iter().flatten() {
-            if let Some(r) = e
-                .value_from
-                .as_ref()
-                .and_then(|v| v.secret_key_ref.as_ref())
-            {
+            if let Some(r) = e.value_from.as_ref().and_then(|v| v.secret_key_ref.as_ref()) {
                 out.insert(r.name.clone());
             }
         }
@@ -133,12 +116,7 @@ pub fn token_needs(pod: &Pod) -> Vec<TokenNeed> {
     let sa = service_account(pod);
     let mut out = Vec::new();
     for v in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
-        for (i, src) in v
-            .projected
-            .iter()
-            .flat_map(|p| p.sources.iter().flatten())
-            .enumerate()
-        {
+        for (i, src) in v.projected.iter().flat_map(|p| p.sources.iter().flatten()).enumerate() {
             if let Some(t) = &src.service_account_token {
                 out.push(TokenNeed {
                     key: format!("{}/{i}", v.name),
@@ -155,11 +133,7 @@ pub fn token_needs(pod: &Pod) -> Vec<TokenNeed> {
 /// Rejects absolute paths and `..` in volume-relative paths.
 fn safe_rel(p: &str) -> Result<PathBuf> {
     let path = Path::new(p);
-    if p.is_empty()
-        || path
-            .components()
-            .any(|c| !matches!(c, Component::Normal(_)))
-    {
+    if p.is_empty() || path.components().any(|c| !matches!(c, Component::Normal(_))) {
         bail!("invalid relative path {p:?}");
     }
     Ok(path.to_path_buf())
@@ -174,9 +148,7 @@ pub fn write_atomic(dir: &Path, files: &BTreeMap<PathBuf, Vec<u8>>) -> Result<bo
     let data_link = dir.join("..data");
     if let Ok(current) = std::fs::read_link(&data_link) {
         let current_dir = dir.join(&current);
-        let same = files
-            .iter()
-            .all(|(p, b)| std::fs::read(current_dir.join(p)).is_ok_and(|x| &x == b))
+        let same = files.iter().all(|(p, b)| std::fs::read(current_dir.join(p)).is_ok_and(|x| &x == b))
             && count_files(&current_dir) == files.len();
         if same {
             return Ok(false);
@@ -187,8 +159,7 @@ pub fn write_atomic(dir: &Path, files: &BTreeMap<PathBuf, Vec<u8>>) -> Result<bo
     for (p, bytes) in files {
         let target = new_dir.join(p);
         if let Some(parent) = target.parent() {
-            std::fs::create_dir_all(parent)
-                .with_context(|| format!("creating {}", parent.display()))?;
+            std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
         }
         std::fs::write(&target, bytes).with_context(|| format!("writing {}", target.display()))?;
     }
@@ -229,16 +200,7 @@ fn count_files(dir: &Path) -> usize {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return 0;
     };
-    entries
-        .filter_map(|e| e.ok())
-        .map(|e| {
-            if e.path().is_dir() {
-                count_files(&e.path())
-            } else {
-                1
-            }
-        })
-        .sum()
+    entries.filter_map(|e| e.ok()).map(|e| if e.path().is_dir() { count_files(&e.path()) } else { 1 }).sum()
 }
 
 fn key_files(
@@ -250,9 +212,7 @@ fn key_files(
     match items {
         Some(items) if !items.is_empty() => {
             for it in items {
-                let bytes = data
-                    .get(&it.key)
-                    .with_context(|| format!("{what} has no key {:?}", it.key))?;
+                let bytes = data.get(&it.key).with_context(|| format!("{what} has no key {:?}", it.key))?;
                 out.insert(safe_rel(&it.path)?, bytes.clone());
             }
         }
@@ -266,12 +226,8 @@ fn key_files(
 }
 
 fn configmap_data(cm: &ConfigMap) -> BTreeMap<String, Vec<u8>> {
-    let mut out: BTreeMap<String, Vec<u8>> = cm
-        .data
-        .iter()
-        .flatten()
-        .map(|(k, v)| (k.clone(), v.clone().into_bytes()))
-        .collect();
+    let mut out: BTreeMap<String, Vec<u8>> =
+        cm.data.iter().flatten().map(|(k, v)| (k.clone(), v.clone().into_bytes())).collect();
     for (k, v) in cm.binary_data.iter().flatten() {
         out.insert(k.clone(), v.0.clone());
     }
@@ -279,12 +235,7 @@ fn configmap_data(cm: &ConfigMap) -> BTreeMap<String, Vec<u8>> {
 }
 
 fn secret_data(s: &Secret) -> BTreeMap<String, Vec<u8>> {
-    let mut out: BTreeMap<String, Vec<u8>> = s
-        .data
-        .iter()
-        .flatten()
-        .map(|(k, v)| (k.clone(), v.0.clone()))
-        .collect();
+    let mut out: BTreeMap<String, Vec<u8>> = s.data.iter().flatten().map(|(k, v)| (k.clone(), v.0.clone())).collect();
     for (k, v) in s.string_data.iter().flatten() {
         out.insert(k.clone(), v.clone().into_bytes());
     }
@@ -306,12 +257,7 @@ fn downward_files(
                 .iter()
                 .flat_map(|s| s.containers.iter())
                 .find(|c| Some(c.name.as_str()) == r.container_name.as_deref())
-                .with_context(|| {
-                    format!(
-                        "downwardAPI item {:?}: no container {:?}",
-                        it.path, r.container_name
-                    )
-                })?;
+                .with_context(|| format!("downwardAPI item {:?}: no container {:?}", it.path, r.container_name))?;
             resource_field(c, &r.resource, r.divisor.as_ref().map(|q| q.0.as_str()))?
         } else {
             bail!("downwardAPI item {:?} has no source", it.path)
@@ -336,24 +282,16 @@ pub fn materialize_volumes(
         let mut files: BTreeMap<PathBuf, Vec<u8>> = BTreeMap::new();
         if let Some(cm) = &v.config_map {
             match inputs.configmaps.get(&cm.name) {
-                Some(obj) => key_files(
-                    configmap_data(obj),
-                    cm.items.as_ref(),
-                    &format!("ConfigMap {}", cm.name),
-                    &mut files,
-                )?,
+                Some(obj) => {
+                    key_files(configmap_data(obj), cm.items.as_ref(), &format!("ConfigMap {}", cm.name), &mut files)?
+                }
                 None if cm.optional == Some(true) => {}
                 None => bail!("configmap {:?} not found", cm.name),
             }
         } else if let Some(sec) = &v.secret {
             let name = sec.secret_name.clone().unwrap_or_default();
             match inputs.secrets.get(&name) {
-                Some(obj) => key_files(
-                    secret_data(obj),
-                    sec.items.as_ref(),
-                    &format!("Secret {name}"),
-                    &mut files,
-                )?,
+                Some(obj) => key_files(secret_data(obj), sec.items.as_ref(), &format!("Secret {name}"), &mut files)?,
                 None if sec.optional == Some(true) => {}
                 None => bail!("secret {name:?} not found"),
             }
@@ -361,10 +299,8 @@ pub fn materialize_volumes(
             for (i, src) in p.sources.iter().flatten().enumerate() {
                 if let Some(t) = &src.service_account_token {
                     let key = format!("{}/{i}", v.name);
-                    let token = inputs
-                        .tokens
-                        .get(&key)
-                        .with_context(|| format!("no token for projected volume {key}"))?;
+                    let token =
+                        inputs.tokens.get(&key).with_context(|| format!("no token for projected volume {key}"))?;
                     files.insert(safe_rel(&t.path)?, token.clone().into_bytes());
                 } else if let Some(cm) = &src.config_map {
                     match inputs.configmaps.get(&cm.name) {
@@ -379,12 +315,9 @@ pub fn materialize_volumes(
                     }
                 } else if let Some(s) = &src.secret {
                     match inputs.secrets.get(&s.name) {
-                        Some(obj) => key_files(
-                            secret_data(obj),
-                            s.items.as_ref(),
-                            &format!("Secret {}", s.name),
-                            &mut files,
-                        )?,
+                        Some(obj) => {
+                            key_files(secret_data(obj), s.items.as_ref(), &format!("Secret {}", s.name), &mut files)?
+                        }
                         None if s.optional == Some(true) => {}
                         None => bail!("secret {:?} not found", s.name),
                     }
@@ -397,8 +330,7 @@ pub fn materialize_volumes(
         } else if let Some(d) = &v.downward_api {
             downward_files(pod, ctx, d.items.as_deref().unwrap_or_default(), &mut files)?;
         } else if v.empty_dir.is_some() {
-            std::fs::create_dir_all(&dir)
-                .with_context(|| format!("creating emptyDir {}", dir.display()))?;
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating emptyDir {}", dir.display()))?;
             out.insert(v.name.clone(), dir);
             continue;
         } else if let Some(h) = &v.host_path {
@@ -428,16 +360,10 @@ pub fn materialize_volumes(
 pub fn field_ref(pod: &Pod, ctx: &PodContext, path: &str) -> Result<String> {
     let meta = &pod.metadata;
     let spec = pod.spec.as_ref();
-    let label_or_annotation =
-        |prefix: &str, map: &Option<BTreeMap<String, String>>| -> Option<String> {
-            let key = path.strip_prefix(prefix)?.strip_suffix("']")?;
-            Some(
-                map.as_ref()
-                    .and_then(|m| m.get(key))
-                    .cloned()
-                    .unwrap_or_default(),
-            )
-        };
+    let label_or_annotation = |prefix: &str, map: &Option<BTreeMap<String, String>>| -> Option<String> {
+        let key = path.strip_prefix(prefix)?.strip_suffix("']")?;
+        Some(map.as_ref().and_then(|m| m.get(key)).cloned().unwrap_or_default())
+    };
     if let Some(v) = label_or_annotation("metadata.labels['", &meta.labels) {
         return Ok(v);
     }
@@ -445,11 +371,7 @@ pub fn field_ref(pod: &Pod, ctx: &PodContext, path: &str) -> Result<String> {
         return Ok(v);
     }
     let kv = |m: &Option<BTreeMap<String, String>>| {
-        m.iter()
-            .flatten()
-            .map(|(k, v)| format!("{k}=\"{v}\""))
-            .collect::<Vec<_>>()
-            .join("\n")
+        m.iter().flatten().map(|(k, v)| format!("{k}=\"{v}\"")).collect::<Vec<_>>().join("\n")
     };
     Ok(match path {
         "metadata.name" => meta.name.clone().unwrap_or_default(),
@@ -458,9 +380,7 @@ pub fn field_ref(pod: &Pod, ctx: &PodContext, path: &str) -> Result<String> {
         "metadata.labels" => kv(&meta.labels),
         "metadata.annotations" => kv(&meta.annotations),
         "spec.nodeName" => ctx.node_name.clone(),
-        "spec.serviceAccountName" => spec
-            .and_then(|s| s.service_account_name.clone())
-            .unwrap_or_default(),
+        "spec.serviceAccountName" => spec.and_then(|s| s.service_account_name.clone()).unwrap_or_default(),
         "status.hostIP" | "status.hostIPs" => ctx.host_ip.to_string(),
         "status.podIP" | "status.podIPs" => ctx.pod_ip.to_string(),
         other => bail!("unsupported fieldRef fieldPath {other:?}"),
@@ -501,35 +421,23 @@ const NODE_MEMORY: f64 = 256.0 * 1073741824.0;
 /// divisor, rounded up (limits default to the node's allocatable).
 pub fn resource_field(c: &Container, resource: &str, divisor: Option<&str>) -> Result<String> {
     let res = c.resources.as_ref();
-    let get =
-        |m: Option<&BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>>,
-         k: &str| { m.and_then(|m| m.get(k)).and_then(|q| parse_quantity(&q.0)) };
+    let get = |m: Option<&BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>>, k: &str| {
+        m.and_then(|m| m.get(k)).and_then(|q| parse_quantity(&q.0))
+    };
     let limits = res.and_then(|r| r.limits.as_ref());
     let requests = res.and_then(|r| r.requests.as_ref());
     let (value, default_divisor) = match resource {
         "limits.cpu" => (get(limits, "cpu").unwrap_or(NODE_CPU), 1.0),
         "limits.memory" => (get(limits, "memory").unwrap_or(NODE_MEMORY), 1.0),
-        "requests.cpu" => (
-            get(requests, "cpu")
-                .or_else(|| get(limits, "cpu"))
-                .unwrap_or(0.0),
-            1.0,
-        ),
-        "requests.memory" => (
-            get(requests, "memory")
-                .or_else(|| get(limits, "memory"))
-                .unwrap_or(0.0),
-            1.0,
-        ),
+        "requests.cpu" => (get(requests, "cpu").or_else(|| get(limits, "cpu")).unwrap_or(0.0), 1.0),
+        "requests.memory" => (get(requests, "memory").or_else(|| get(limits, "memory")).unwrap_or(0.0), 1.0),
         "limits.ephemeral-storage" | "requests.ephemeral-storage" => {
             (get(limits, "ephemeral-storage").unwrap_or(NODE_MEMORY), 1.0)
         }
         other => bail!("unsupported resourceFieldRef resource {other:?}"),
     };
     let div = match divisor {
-        Some(d) => parse_quantity(d)
-            .filter(|d| *d > 0.0)
-            .with_context(|| format!("bad divisor {d:?}"))?,
+        Some(d) => parse_quantity(d).filter(|d| *d > 0.0).with_context(|| format!("bad divisor {d:?}"))?,
         None => default_divisor,
     };
     Ok(format!("{}", (value / div).ceil() as i64))
@@ -538,8 +446,7 @@ pub fn resource_field(c: &Container, resource: &str, divisor: Option<&str>) -> R
 fn is_env_name(s: &str) -> bool {
     !s.is_empty()
         && !s.starts_with(|c: char| c.is_ascii_digit())
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
 }
 
 /// Kubernetes `$(VAR)` expansion: `$$` is a literal `$`, `$(NAME)` becomes
@@ -607,19 +514,13 @@ impl Env {
 /// The container's full environment.
 pub fn container_env(pod: &Pod, ctx: &PodContext, c: &Container, inputs: &Inputs) -> Result<Env> {
     let mut env = Env::default();
-    env.set(
-        "PATH",
-        "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-    );
+    env.set("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
     env.set("HOSTNAME", pod.metadata.name.clone().unwrap_or_default());
     env.set("HOME", "/root");
     env.set("KUBERNETES_SERVICE_HOST", ctx.api_host.clone());
     env.set("KUBERNETES_SERVICE_PORT", ctx.api_port.to_string());
     env.set("KUBERNETES_SERVICE_PORT_HTTPS", ctx.api_port.to_string());
-    env.set(
-        "KUBERNETES_PORT",
-        format!("tcp://{}:{}", ctx.api_host, ctx.api_port),
-    );
+    env.set("KUBERNETES_PORT", format!("tcp://{}:{}", ctx.api_host, ctx.api_port));
     for from in c.env_from.iter().flatten() {
         let prefix = from.prefix.clone().unwrap_or_default();
         let data = if let Some(r) = &from.config_map_ref {
@@ -651,34 +552,16 @@ pub fn container_env(pod: &Pod, ctx: &PodContext, c: &Container, inputs: &Inputs
             } else if let Some(r) = &src.resource_field_ref {
                 resource_field(c, &r.resource, r.divisor.as_ref().map(|q| q.0.as_str()))?
             } else if let Some(r) = &src.config_map_key_ref {
-                match inputs
-                    .configmaps
-                    .get(&r.name)
-                    .and_then(|cm| configmap_data(cm).remove(&r.key))
-                {
+                match inputs.configmaps.get(&r.name).and_then(|cm| configmap_data(cm).remove(&r.key)) {
                     Some(v) => String::from_utf8_lossy(&v).into_owned(),
                     None if r.optional == Some(true) => continue,
-                    None => bail!(
-                        "env {}: configmap {:?} key {:?} not found",
-                        e.name,
-                        r.name,
-                        r.key
-                    ),
+                    None => bail!("env {}: configmap {:?} key {:?} not found", e.name, r.name, r.key),
                 }
             } else if let Some(r) = &src.secret_key_ref {
-                match inputs
-                    .secrets
-                    .get(&r.name)
-                    .and_then(|s| secret_data(s).remove(&r.key))
-                {
+                match inputs.secrets.get(&r.name).and_then(|s| secret_data(s).remove(&r.key)) {
                     Some(v) => String::from_utf8_lossy(&v).into_owned(),
                     None if r.optional == Some(true) => continue,
-                    None => bail!(
-                        "env {}: secret {:?} key {:?} not found",
-                        e.name,
-                        r.name,
-                        r.key
-                    ),
+                    None => bail!("env {}: secret {:?} key {:?} not found", e.name, r.name, r.key),
                 }
             } else {
                 bail!("env {}: unsupported valueFrom", e.name)
@@ -694,51 +577,30 @@ pub fn container_env(pod: &Pod, ctx: &PodContext, c: &Container, inputs: &Inputs
 /// The process arguments: `command[1..]` (command[0] names the image's
 /// binary, replaced by the mapped local one) then `args`, `$(VAR)`-expanded.
 pub fn container_argv(c: &Container, env: &Env) -> Vec<String> {
-    c.command
-        .iter()
-        .flatten()
-        .skip(1)
-        .chain(c.args.iter().flatten())
-        .map(|a| expand(a, |n| env.get(n)))
-        .collect()
+    c.command.iter().flatten().skip(1).chain(c.args.iter().flatten()).map(|a| expand(a, |n| env.get(n))).collect()
 }
 
 /// The container's bind mounts, parents before children.
-pub fn container_mounts(
-    c: &Container,
-    volumes: &BTreeMap<String, PathBuf>,
-) -> Result<Vec<BindMount>> {
+pub fn container_mounts(c: &Container, volumes: &BTreeMap<String, PathBuf>) -> Result<Vec<BindMount>> {
     let mut out = Vec::new();
     for m in c.volume_mounts.iter().flatten() {
-        let base = volumes
-            .get(&m.name)
-            .with_context(|| format!("volumeMount {:?}: no such volume", m.name))?;
+        let base = volumes.get(&m.name).with_context(|| format!("volumeMount {:?}: no such volume", m.name))?;
         let dst = PathBuf::from(&m.mount_path);
         if !dst.is_absolute() || dst.parent().is_none() {
-            bail!(
-                "volumeMount {:?}: mountPath {:?} must be absolute and not /",
-                m.name,
-                m.mount_path
-            );
+            bail!("volumeMount {:?}: mountPath {:?} must be absolute and not /", m.name, m.mount_path);
         }
         let src = match m.sub_path.as_deref().filter(|s| !s.is_empty()) {
             Some(sub) => {
                 let p = base.join(safe_rel(sub)?);
                 if !p.exists() {
-                    std::fs::create_dir_all(&p)
-                        .with_context(|| format!("creating subPath {}", p.display()))?;
+                    std::fs::create_dir_all(&p).with_context(|| format!("creating subPath {}", p.display()))?;
                 }
                 // Through the ..data symlinks to the file itself.
-                p.canonicalize()
-                    .with_context(|| format!("resolving subPath {}", p.display()))?
+                p.canonicalize().with_context(|| format!("resolving subPath {}", p.display()))?
             }
             None => base.clone(),
         };
-        out.push(BindMount {
-            src,
-            dst,
-            read_only: m.read_only.unwrap_or(false),
-        });
+        out.push(BindMount { src, dst, read_only: m.read_only.unwrap_or(false) });
     }
     out.sort_by_key(|m| m.dst.components().count());
     Ok(out)
@@ -751,13 +613,8 @@ pub fn mount_point_locations(mounts: &[BindMount]) -> Vec<(PathBuf, bool)> {
         .iter()
         .enumerate()
         .map(|(i, m)| {
-            let parent = mounts[..i]
-                .iter()
-                .rev()
-                .find(|p| m.dst.starts_with(&p.dst) && m.dst != p.dst);
-            let loc = match parent
-                .and_then(|p| m.dst.strip_prefix(&p.dst).ok().map(|rel| p.src.join(rel)))
-            {
+            let parent = mounts[..i].iter().rev().find(|p| m.dst.starts_with(&p.dst) && m.dst != p.dst);
+            let loc = match parent.and_then(|p| m.dst.strip_prefix(&p.dst).ok().map(|rel| p.src.join(rel))) {
                 Some(inner) => inner,
                 None => m.dst.clone(),
             };
@@ -800,15 +657,12 @@ mod tests {
         assert_eq!(parse_quantity("1Gi"), Some(1073741824.0));
         assert_eq!(parse_quantity("2"), Some(2.0));
         assert_eq!(parse_quantity("1e3"), Some(1000.0));
-        let c: Container = serde_json::from_value(serde_json::json!({"name": "c", "resources": {"limits": {"memory": "512Mi", "cpu": "500m"}}})).unwrap();
-        assert_eq!(
-            resource_field(&c, "limits.memory", None).unwrap(),
-            "536870912"
-        );
-        assert_eq!(
-            resource_field(&c, "limits.memory", Some("1Mi")).unwrap(),
-            "512"
-        );
+        let c: Container = serde_json::from_value(
+            serde_json::json!({"name": "c", "resources": {"limits": {"memory": "512Mi", "cpu": "500m"}}}),
+        )
+        .unwrap();
+        assert_eq!(resource_field(&c, "limits.memory", None).unwrap(), "536870912");
+        assert_eq!(resource_field(&c, "limits.memory", Some("1Mi")).unwrap(), "512");
         assert_eq!(resource_field(&c, "limits.cpu", None).unwrap(), "1");
         assert_eq!(resource_field(&c, "limits.cpu", Some("1m")).unwrap(), "500");
     }
@@ -833,10 +687,8 @@ mod tests {
         let mut inputs = Inputs::default();
         inputs.configmaps.insert(
             "cm".into(),
-            serde_json::from_value(
-                serde_json::json!({"metadata": {"name": "cm"}, "data": {"k": "v", "bad key": "z"}}),
-            )
-            .unwrap(),
+            serde_json::from_value(serde_json::json!({"metadata": {"name": "cm"}, "data": {"k": "v", "bad key": "z"}}))
+                .unwrap(),
         );
         let c = &p.spec.as_ref().unwrap().containers[0];
         let env = container_env(&p, &ctx(), c, &inputs).unwrap();
@@ -847,10 +699,7 @@ mod tests {
         assert_eq!(env.get("CM_k").as_deref(), Some("v"));
         assert_eq!(env.get("CM_bad key"), None);
         assert_eq!(env.get("KUBERNETES_SERVICE_PORT").as_deref(), Some("6443"));
-        assert_eq!(
-            container_argv(c, &env),
-            vec!["--config", "/etc/x-ns/c.yaml"]
-        );
+        assert_eq!(container_argv(c, &env), vec!["--config", "/etc/x-ns/c.yaml"]);
     }
 
     #[test]
@@ -877,19 +726,15 @@ mod tests {
                 ]
             }
         }));
-        assert_eq!(
-            referenced_configmaps(&p).into_iter().collect::<Vec<_>>(),
-            vec!["cm", "kube-root-ca.crt"]
-        );
+        assert_eq!(referenced_configmaps(&p).into_iter().collect::<Vec<_>>(), vec!["cm", "kube-root-ca.crt"]);
         let needs = token_needs(&p);
         assert_eq!(needs.len(), 1);
         assert_eq!(needs[0].key, "api/0");
         assert_eq!(needs[0].service_account, "sa");
         let mut inputs = Inputs::default();
-        inputs.configmaps.insert(
-            "cm".into(),
-            serde_json::from_value(serde_json::json!({"data": {"c.yaml": "a: 1"}})).unwrap(),
-        );
+        inputs
+            .configmaps
+            .insert("cm".into(), serde_json::from_value(serde_json::json!({"data": {"c.yaml": "a: 1"}})).unwrap());
         inputs.configmaps.insert(
             "kube-root-ca.crt".into(),
             serde_json::from_value(serde_json::json!({"data": {"ca.crt": "PEM"}})).unwrap(),
@@ -899,57 +744,26 @@ mod tests {
         let api = &vols["api"];
         assert_eq!(std::fs::read_to_string(api.join("token")).unwrap(), "TOKEN");
         assert_eq!(std::fs::read_to_string(api.join("ca.crt")).unwrap(), "PEM");
-        assert_eq!(
-            std::fs::read_to_string(api.join("namespace")).unwrap(),
-            "ns"
-        );
-        assert_eq!(
-            std::fs::read_to_string(vols["conf"].join("c.yaml")).unwrap(),
-            "a: 1"
-        );
+        assert_eq!(std::fs::read_to_string(api.join("namespace")).unwrap(), "ns");
+        assert_eq!(std::fs::read_to_string(vols["conf"].join("c.yaml")).unwrap(), "a: 1");
         let c = &p.spec.as_ref().unwrap().containers[0];
         let mounts = container_mounts(c, &vols).unwrap();
         assert_eq!(mounts[0].dst, PathBuf::from("/etc/conf"));
         assert!(mounts.iter().any(|m| m.read_only));
         let locs = mount_point_locations(&mounts);
-        let data_loc = mounts
-            .iter()
-            .zip(&locs)
-            .find(|(m, _)| m.dst.ends_with("data"))
-            .unwrap()
-            .1;
+        let data_loc = mounts.iter().zip(&locs).find(|(m, _)| m.dst.ends_with("data")).unwrap().1;
         assert!(data_loc.0.starts_with(&dir), "{data_loc:?}");
-        let file_loc = mounts
-            .iter()
-            .zip(&locs)
-            .find(|(m, _)| m.dst.ends_with("one.yaml"))
-            .unwrap()
-            .1;
+        let file_loc = mounts.iter().zip(&locs).find(|(m, _)| m.dst.ends_with("one.yaml")).unwrap().1;
         assert!(file_loc.1, "subPath file mount point is a file");
         // Unchanged data is left alone; new data swaps ..data and old keys go.
         assert!(
-            !write_atomic(
-                &vols["conf"],
-                &[(PathBuf::from("c.yaml"), b"a: 1".to_vec())]
-                    .into_iter()
-                    .collect()
-            )
-            .unwrap()
+            !write_atomic(&vols["conf"], &[(PathBuf::from("c.yaml"), b"a: 1".to_vec())].into_iter().collect()).unwrap()
         );
         assert!(
-            write_atomic(
-                &vols["conf"],
-                &[(PathBuf::from("d.yaml"), b"b: 2".to_vec())]
-                    .into_iter()
-                    .collect()
-            )
-            .unwrap()
+            write_atomic(&vols["conf"], &[(PathBuf::from("d.yaml"), b"b: 2".to_vec())].into_iter().collect()).unwrap()
         );
         assert!(!vols["conf"].join("c.yaml").exists());
-        assert_eq!(
-            std::fs::read_to_string(vols["conf"].join("d.yaml")).unwrap(),
-            "b: 2"
-        );
+        assert_eq!(std::fs::read_to_string(vols["conf"].join("d.yaml")).unwrap(), "b: 2");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

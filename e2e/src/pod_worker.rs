@@ -92,20 +92,9 @@ pub enum Msg {
 /// A container's current state as reported in its status.
 #[derive(Debug, Clone)]
 enum State {
-    Waiting {
-        reason: String,
-        message: String,
-    },
-    Running {
-        started_at: Timestamp,
-    },
-    Terminated {
-        exit_code: i32,
-        signal: Option<i32>,
-        reason: String,
-        started_at: Timestamp,
-        finished_at: Timestamp,
-    },
+    Waiting { reason: String, message: String },
+    Running { started_at: Timestamp },
+    Terminated { exit_code: i32, signal: Option<i32>, reason: String, started_at: Timestamp, finished_at: Timestamp },
 }
 
 impl State {
@@ -117,13 +106,7 @@ impl State {
             State::Running { started_at } => {
                 json!({"running": {"startedAt": started_at.to_string()}})
             }
-            State::Terminated {
-                exit_code,
-                signal,
-                reason,
-                started_at,
-                finished_at,
-            } => json!({"terminated": {
+            State::Terminated { exit_code, signal, reason, started_at, finished_at } => json!({"terminated": {
                 "exitCode": exit_code, "signal": signal, "reason": reason, "containerID": container_id,
                 "startedAt": started_at.to_string(), "finishedAt": finished_at.to_string()
             }}),
@@ -172,10 +155,7 @@ impl Ctr {
             init,
             plan: None,
             proc: None,
-            state: State::Waiting {
-                reason: "ContainerCreating".into(),
-                message: String::new(),
-            },
+            state: State::Waiting { reason: "ContainerCreating".into(), message: String::new() },
             last_state: None,
             restarts: 0,
             started: false,
@@ -243,20 +223,10 @@ impl Worker {
         let ns = pod.metadata.namespace.clone().unwrap_or_default();
         let name = pod.metadata.name.clone().unwrap_or_default();
         let short_uid: String = uid.chars().take(8).collect();
-        let dir = shared
-            .run
-            .dir
-            .join("pods")
-            .join(format!("{ns}_{name}_{short_uid}"));
+        let dir = shared.run.dir.join("pods").join(format!("{ns}_{name}_{short_uid}"));
         let mut ctrs = Vec::new();
         if let Some(spec) = &pod.spec {
-            ctrs.extend(
-                spec.init_containers
-                    .iter()
-                    .flatten()
-                    .cloned()
-                    .map(|c| Ctr::new(c, true)),
-            );
+            ctrs.extend(spec.init_containers.iter().flatten().cloned().map(|c| Ctr::new(c, true)));
             ctrs.extend(spec.containers.iter().cloned().map(|c| Ctr::new(c, false)));
         }
         Worker {
@@ -301,11 +271,7 @@ impl Worker {
     }
 
     /// Runs until the pod is deleted (or gone, or the agent shuts down).
-    pub async fn run(
-        mut self,
-        mut rx: mpsc::UnboundedReceiver<Msg>,
-        mut shutdown: watch::Receiver<bool>,
-    ) {
+    pub async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>, mut shutdown: watch::Receiver<bool>) {
         let label = self.label();
         tracing::info!(pod = %label, ip = %self.ip, "node agent: starting pod");
         if let Err(e) = self.setup_network() {
@@ -365,8 +331,7 @@ impl Worker {
     }
 
     fn setup_network(&mut self) -> Result<()> {
-        std::fs::create_dir_all(&self.dir)
-            .with_context(|| format!("creating {}", self.dir.display()))?;
+        std::fs::create_dir_all(&self.dir).with_context(|| format!("creating {}", self.dir.display()))?;
         let net = self.shared.bridge.add_pod(self.seq, self.ip)?;
         let record = PodRecord {
             namespace: self.ns.clone(),
@@ -375,11 +340,7 @@ impl Worker {
             dir: self.dir.clone(),
             ip: self.ip,
             netns: net.ns.clone(),
-            logs: self
-                .ctrs
-                .iter()
-                .map(|c| (c.c.name.clone(), self.dir.join(format!("{}.log", c.c.name))))
-                .collect(),
+            logs: self.ctrs.iter().map(|c| (c.c.name.clone(), self.dir.join(format!("{}.log", c.c.name)))).collect(),
             active: true,
         };
         if let Ok(mut reg) = self.shared.registry.lock() {
@@ -400,10 +361,7 @@ impl Worker {
                     tracing::warn!(pod = %self.label(), "pod setup: {msg}");
                 }
                 for c in self.ctrs.iter_mut().filter(|c| c.plan.is_none()) {
-                    c.state = State::Waiting {
-                        reason: "CreateContainerConfigError".into(),
-                        message: msg.clone(),
-                    };
+                    c.state = State::Waiting { reason: "CreateContainerConfigError".into(), message: msg.clone() };
                 }
                 self.setup_error = Some(msg);
                 if self.setup_attempts >= MAX_SETUP_ATTEMPTS {
@@ -418,21 +376,13 @@ impl Worker {
         let mut inputs = Inputs::default();
         let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &self.ns);
         for name in pod_spec::referenced_configmaps(&self.pod) {
-            if let Some(cm) = cms
-                .get_opt(&name)
-                .await
-                .with_context(|| format!("getting configmap {name}"))?
-            {
+            if let Some(cm) = cms.get_opt(&name).await.with_context(|| format!("getting configmap {name}"))? {
                 inputs.configmaps.insert(name, cm);
             }
         }
         let secrets: Api<Secret> = Api::namespaced(client.clone(), &self.ns);
         for name in pod_spec::referenced_secrets(&self.pod) {
-            if let Some(s) = secrets
-                .get_opt(&name)
-                .await
-                .with_context(|| format!("getting secret {name}"))?
-            {
+            if let Some(s) = secrets.get_opt(&name).await.with_context(|| format!("getting secret {name}"))? {
                 inputs.secrets.insert(name, s);
             }
         }
@@ -459,20 +409,12 @@ impl Worker {
                 },
                 ..Default::default()
             };
-            let resp = sas
-                .create_token_request(&need.service_account, &PostParams::default(), &req)
-                .await
-                .with_context(|| {
-                    format!(
-                        "requesting a token for service account {}/{}",
-                        self.ns, need.service_account
-                    )
-                })?;
-            let token = resp
-                .status
-                .map(|s| s.token)
-                .filter(|t| !t.is_empty())
-                .context("TokenRequest returned no token")?;
+            let resp =
+                sas.create_token_request(&need.service_account, &PostParams::default(), &req).await.with_context(
+                    || format!("requesting a token for service account {}/{}", self.ns, need.service_account),
+                )?;
+            let token =
+                resp.status.map(|s| s.token).filter(|t| !t.is_empty()).context("TokenRequest returned no token")?;
             inputs.tokens.insert(need.key, token);
         }
         Ok(())
@@ -485,31 +427,21 @@ impl Worker {
         self.volumes = pod_spec::materialize_volumes(&self.pod, &ctx, &inputs, &self.dir)?;
         self.inputs = inputs;
         self.last_resync = Instant::now();
-        let Some(net) = &self.net else {
-            bail!("no pod network")
-        };
+        let Some(net) = &self.net else { bail!("no pod network") };
         for i in 0..self.ctrs.len() {
             if self.ctrs[i].plan.is_some() {
                 continue;
             }
             let c = self.ctrs[i].c.clone();
             let image = c.image.clone().unwrap_or_default();
-            let program = self
-                .shared
-                .images
-                .binary(&image)
-                .with_context(|| format!("container {}", c.name))?;
+            let program = self.shared.images.binary(&image).with_context(|| format!("container {}", c.name))?;
             let env = pod_spec::container_env(&self.pod, &ctx, &c, &self.inputs)
                 .with_context(|| format!("container {} env", c.name))?;
             let args = pod_spec::container_argv(&c, &env);
             let mounts = pod_spec::container_mounts(&c, &self.volumes)
                 .with_context(|| format!("container {} mounts", c.name))?;
             self.prepare_mount_points(&mounts)?;
-            let cwd = c
-                .working_dir
-                .as_ref()
-                .map(PathBuf::from)
-                .filter(|d| d.is_dir());
+            let cwd = c.working_dir.as_ref().map(PathBuf::from).filter(|d| d.is_dir());
             let spec = Spec {
                 name: format!("{}/{}/{}", self.ns, self.name, c.name),
                 program,
@@ -530,11 +462,9 @@ impl Worker {
             if loc.starts_with(&self.shared.run.dir) {
                 if !loc.exists() {
                     if is_file {
-                        std::fs::File::create(&loc)
-                            .with_context(|| format!("creating {}", loc.display()))?;
+                        std::fs::File::create(&loc).with_context(|| format!("creating {}", loc.display()))?;
                     } else {
-                        std::fs::create_dir_all(&loc)
-                            .with_context(|| format!("creating {}", loc.display()))?;
+                        std::fs::create_dir_all(&loc).with_context(|| format!("creating {}", loc.display()))?;
                     }
                 }
             } else {
@@ -547,12 +477,7 @@ impl Worker {
     /// One supervision step: init containers in order, then the app
     /// containers; reap exits, restart, probe.
     async fn step(&mut self) {
-        let policy = self
-            .pod
-            .spec
-            .as_ref()
-            .and_then(|s| s.restart_policy.clone())
-            .unwrap_or_else(|| "Always".into());
+        let policy = self.pod.spec.as_ref().and_then(|s| s.restart_policy.clone()).unwrap_or_else(|| "Always".into());
         if self.last_resync.elapsed() >= VOLUME_RESYNC {
             self.resync_volumes().await;
         }
@@ -565,10 +490,7 @@ impl Worker {
             }
             if blocked_by_init {
                 if !ctr.init {
-                    ctr.state = State::Waiting {
-                        reason: "PodInitializing".into(),
-                        message: String::new(),
-                    };
+                    ctr.state = State::Waiting { reason: "PodInitializing".into(), message: String::new() };
                 }
                 continue;
             }
@@ -612,28 +534,17 @@ impl Worker {
             return "Failed";
         }
         let init_failed = self.ctrs.iter().any(|c| {
-            c.init
-                && c.restart_at.is_none()
-                && matches!(c.state, State::Terminated { exit_code, .. } if exit_code != 0)
+            c.init && c.restart_at.is_none() && matches!(c.state, State::Terminated { exit_code, .. } if exit_code != 0)
         });
         if init_failed {
             return "Failed";
         }
         let apps: Vec<&Ctr> = self.ctrs.iter().filter(|c| !c.init).collect();
-        let policy = self
-            .pod
-            .spec
-            .as_ref()
-            .and_then(|s| s.restart_policy.as_deref())
-            .unwrap_or("Always");
+        let policy = self.pod.spec.as_ref().and_then(|s| s.restart_policy.as_deref()).unwrap_or("Always");
         let all_terminated = !apps.is_empty()
-            && apps
-                .iter()
-                .all(|c| matches!(c.state, State::Terminated { .. }) && c.restart_at.is_none());
+            && apps.iter().all(|c| matches!(c.state, State::Terminated { .. }) && c.restart_at.is_none());
         if all_terminated && policy != "Always" {
-            let ok = apps
-                .iter()
-                .all(|c| matches!(c.state, State::Terminated { exit_code: 0, .. }));
+            let ok = apps.iter().all(|c| matches!(c.state, State::Terminated { exit_code: 0, .. }));
             return if ok { "Succeeded" } else { "Failed" };
         }
         if apps.iter().any(|c| c.proc.is_some() || c.restarts > 0) {
@@ -665,13 +576,8 @@ impl Worker {
             "containerStatuses": self.ctrs.iter().filter(|c| !c.init).map(Ctr::status_json).collect::<Vec<_>>(),
         });
         if self.ctrs.iter().any(|c| c.init) {
-            status["initContainerStatuses"] = json!(
-                self.ctrs
-                    .iter()
-                    .filter(|c| c.init)
-                    .map(Ctr::status_json)
-                    .collect::<Vec<_>>()
-            );
+            status["initContainerStatuses"] =
+                json!(self.ctrs.iter().filter(|c| c.init).map(Ctr::status_json).collect::<Vec<_>>());
         }
         if self.net.is_some() {
             status["podIP"] = json!(self.ip.to_string());
@@ -690,15 +596,7 @@ impl Worker {
             return;
         }
         let patch = json!({"status": status});
-        match self
-            .pods()
-            .patch_status(
-                &self.name,
-                &PatchParams::default(),
-                &Patch::Strategic(&patch),
-            )
-            .await
-        {
+        match self.pods().patch_status(&self.name, &PatchParams::default(), &Patch::Strategic(&patch)).await {
             Ok(_) => self.last_status = Some(status),
             Err(e) => {
                 tracing::debug!(pod = %self.label(), "status update failed (will retry): {e}")
@@ -716,11 +614,7 @@ impl Worker {
             .unwrap_or(Duration::from_secs(30))
             .min(MAX_GRACE);
         tracing::info!(pod = %self.label(), "node agent: stopping pod (grace {grace:?})");
-        let stops = self
-            .ctrs
-            .iter_mut()
-            .filter_map(|c| c.proc.as_mut())
-            .map(|p| p.stop(grace));
+        let stops = self.ctrs.iter_mut().filter_map(|c| c.proc.as_mut()).map(|p| p.stop(grace));
         futures::future::join_all(stops).await;
         for c in self.ctrs.iter_mut() {
             if let Some(mut p) = c.proc.take() {
@@ -734,10 +628,7 @@ impl Worker {
         self.teardown();
         let dp = DeleteParams {
             grace_period_seconds: Some(0),
-            preconditions: Some(Preconditions {
-                uid: Some(self.uid.clone()),
-                resource_version: None,
-            }),
+            preconditions: Some(Preconditions { uid: Some(self.uid.clone()), resource_version: None }),
             ..DeleteParams::default()
         };
         for attempt in 0..5 {
@@ -754,11 +645,7 @@ impl Worker {
 
     /// Immediate stop (pod force-deleted, or agent shutdown).
     async fn kill_all(&mut self) {
-        let stops = self
-            .ctrs
-            .iter_mut()
-            .filter_map(|c| c.proc.as_mut())
-            .map(|p| p.stop(Duration::ZERO));
+        let stops = self.ctrs.iter_mut().filter_map(|c| c.proc.as_mut()).map(|p| p.stop(Duration::ZERO));
         futures::future::join_all(stops).await;
         for c in self.ctrs.iter_mut() {
             c.proc = None;
@@ -807,11 +694,7 @@ fn terminated_state(st: Option<std::process::ExitStatus>, prev: &State) -> State
     State::Terminated {
         exit_code,
         signal,
-        reason: if exit_code == 0 {
-            "Completed".into()
-        } else {
-            "Error".into()
-        },
+        reason: if exit_code == 0 { "Completed".into() } else { "Error".into() },
         started_at,
         finished_at: Timestamp::now(),
     }
@@ -830,11 +713,8 @@ async fn supervise(ctr: &mut Ctr, policy: &str, pod_ip: IpAddr, table: &ProcTabl
         tracing::info!(container = %ctr.c.name, "container exited: {st}");
         ctr.ready = false;
         ctr.started = false;
-        let restart = if ctr.init {
-            !ok && policy != "Never"
-        } else {
-            policy == "Always" || (policy == "OnFailure" && !ok)
-        };
+        let restart =
+            if ctr.init { !ok && policy != "Never" } else { policy == "Always" || (policy == "OnFailure" && !ok) };
         if ctr.init && ok {
             ctr.done = true;
         }
@@ -846,10 +726,7 @@ async fn supervise(ctr: &mut Ctr, policy: &str, pod_ip: IpAddr, table: &ProcTabl
             ctr.last_state = Some(state);
             ctr.state = State::Waiting {
                 reason: "CrashLoopBackOff".into(),
-                message: format!(
-                    "back-off {:?} restarting failed container {}",
-                    ctr.backoff, ctr.c.name
-                ),
+                message: format!("back-off {:?} restarting failed container {}", ctr.backoff, ctr.c.name),
             };
             ctr.backoff = (ctr.backoff * 2).min(BACKOFF_MAX);
         } else {
@@ -858,9 +735,7 @@ async fn supervise(ctr: &mut Ctr, policy: &str, pod_ip: IpAddr, table: &ProcTabl
     }
     // Start or restart.
     if ctr.proc.is_none() && !ctr.done {
-        let first = matches!(ctr.state, State::Waiting { .. })
-            && ctr.last_state.is_none()
-            && ctr.restart_at.is_none();
+        let first = matches!(ctr.state, State::Waiting { .. }) && ctr.last_state.is_none() && ctr.restart_at.is_none();
         let due = ctr.restart_at.is_some_and(|t| Instant::now() >= t);
         if (first || due)
             && let Some(plan) = &ctr.plan
@@ -873,19 +748,14 @@ async fn supervise(ctr: &mut Ctr, policy: &str, pod_ip: IpAddr, table: &ProcTabl
                     ctr.container_id = format!("e2e://{}", p.pid());
                     ctr.proc = Some(p);
                     ctr.restart_at = None;
-                    ctr.state = State::Running {
-                        started_at: Timestamp::now(),
-                    };
+                    ctr.state = State::Running { started_at: Timestamp::now() };
                     ctr.startup = ProbeState::default();
                     ctr.liveness = ProbeState::default();
                     ctr.readiness = ProbeState::default();
                     ctr.started = ctr.c.startup_probe.is_none();
                 }
                 Err(e) => {
-                    ctr.state = State::Waiting {
-                        reason: "RunContainerError".into(),
-                        message: format!("{e:#}"),
-                    };
+                    ctr.state = State::Waiting { reason: "RunContainerError".into(), message: format!("{e:#}") };
                     ctr.restart_at = Some(Instant::now() + ctr.backoff);
                     ctr.backoff = (ctr.backoff * 2).min(BACKOFF_MAX);
                 }
@@ -922,12 +792,8 @@ async fn supervise(ctr: &mut Ctr, policy: &str, pod_ip: IpAddr, table: &ProcTabl
     match ctr.c.readiness_probe.clone() {
         None => ctr.ready = !ctr.init,
         Some(p) => match run_if_due(&p, &mut ctr.readiness, age, now, pod_ip, &ctr.c).await {
-            Some(true) if ctr.readiness.successes >= p.success_threshold.unwrap_or(1).max(1) => {
-                ctr.ready = true
-            }
-            Some(false) if ctr.readiness.failures >= p.failure_threshold.unwrap_or(3).max(1) => {
-                ctr.ready = false
-            }
+            Some(true) if ctr.readiness.successes >= p.success_threshold.unwrap_or(1).max(1) => ctr.ready = true,
+            Some(false) if ctr.readiness.failures >= p.failure_threshold.unwrap_or(3).max(1) => ctr.ready = false,
             _ => {}
         },
     }

@@ -22,9 +22,7 @@ pub async fn http_get(
     timeout: Duration,
 ) -> Result<(u16, String)> {
     let fut = async {
-        let mut stream = tokio::net::TcpStream::connect(addr)
-            .await
-            .with_context(|| format!("connecting to {addr}"))?;
+        let mut stream = tokio::net::TcpStream::connect(addr).await.with_context(|| format!("connecting to {addr}"))?;
         let mut req = format!(
             "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: kube-probe/otlp-lb-e2e\r\nAccept: */*\r\nConnection: close\r\n"
         );
@@ -32,16 +30,9 @@ pub async fn http_get(
             req.push_str(&format!("{k}: {v}\r\n"));
         }
         req.push_str("\r\n");
-        stream
-            .write_all(req.as_bytes())
-            .await
-            .context("sending request")?;
+        stream.write_all(req.as_bytes()).await.context("sending request")?;
         let mut buf = Vec::new();
-        (&mut stream)
-            .take(MAX_RESPONSE)
-            .read_to_end(&mut buf)
-            .await
-            .context("reading response")?;
+        (&mut stream).take(MAX_RESPONSE).read_to_end(&mut buf).await.context("reading response")?;
         parse_response(&buf)
     };
     match tokio::time::timeout(timeout, fut).await {
@@ -58,10 +49,7 @@ fn parse_response(buf: &[u8]) -> Result<(u16, String)> {
         .nth(1)
         .and_then(|c| c.parse::<u16>().ok())
         .with_context(|| format!("malformed HTTP status line {status_line:?}"))?;
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
     Ok((code, body))
 }
 
@@ -107,16 +95,13 @@ pub async fn run(probe: &Probe, pod_ip: IpAddr, container: &Container) -> Outcom
         if let Some(h) = &probe.http_get {
             let port = resolve_port(&h.port, container)?;
             let host: IpAddr = match h.host.as_deref() {
-                Some(host) if !host.is_empty() => host
-                    .parse()
-                    .with_context(|| format!("probe host {host:?} is not an IP"))?,
+                Some(host) if !host.is_empty() => {
+                    host.parse().with_context(|| format!("probe host {host:?} is not an IP"))?
+                }
                 _ => pod_ip,
             };
             let addr = SocketAddr::new(host, port);
-            if h.scheme
-                .as_deref()
-                .is_some_and(|s| s.eq_ignore_ascii_case("HTTPS"))
-            {
+            if h.scheme.as_deref().is_some_and(|s| s.eq_ignore_ascii_case("HTTPS")) {
                 tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr))
                     .await
                     .context("timeout")?
@@ -124,12 +109,8 @@ pub async fn run(probe: &Probe, pod_ip: IpAddr, container: &Container) -> Outcom
                 return Ok(Outcome::Success);
             }
             let path = h.path.as_deref().filter(|p| !p.is_empty()).unwrap_or("/");
-            let headers: Vec<(String, String)> = h
-                .http_headers
-                .iter()
-                .flatten()
-                .map(|x| (x.name.clone(), x.value.clone()))
-                .collect();
+            let headers: Vec<(String, String)> =
+                h.http_headers.iter().flatten().map(|x| (x.name.clone(), x.value.clone())).collect();
             let (code, body) = http_get(addr, path, &headers, timeout).await?;
             return Ok(if (200..400).contains(&code) {
                 Outcome::Success
@@ -167,10 +148,7 @@ mod tests {
 
     #[test]
     fn parses_status() {
-        assert_eq!(
-            parse_response(b"HTTP/1.1 200 OK\r\nA: b\r\n\r\nhello").unwrap(),
-            (200, "hello".to_string())
-        );
+        assert_eq!(parse_response(b"HTTP/1.1 200 OK\r\nA: b\r\n\r\nhello").unwrap(), (200, "hello".to_string()));
         assert!(parse_response(b"garbage").is_err());
     }
 
@@ -180,10 +158,7 @@ mod tests {
             "name": "c", "ports": [{"name": "health", "containerPort": 13133}]
         }))
         .unwrap();
-        assert_eq!(
-            resolve_port(&IntOrString::String("health".into()), &c).unwrap(),
-            13133
-        );
+        assert_eq!(resolve_port(&IntOrString::String("health".into()), &c).unwrap(), 13133);
         assert_eq!(resolve_port(&IntOrString::Int(8888), &c).unwrap(), 8888);
         assert!(resolve_port(&IntOrString::String("nope".into()), &c).is_err());
     }
@@ -197,19 +172,12 @@ mod tests {
                 let (mut s, _) = listener.accept().await.unwrap();
                 let mut buf = [0u8; 1024];
                 let _ = s.read(&mut buf).await;
-                let _ = s
-                    .write_all(format!("HTTP/1.1 {code} X\r\nContent-Length: 0\r\n\r\n").as_bytes())
-                    .await;
+                let _ = s.write_all(format!("HTTP/1.1 {code} X\r\nContent-Length: 0\r\n\r\n").as_bytes()).await;
             }
         });
-        let probe: Probe = serde_json::from_value(
-            serde_json::json!({"httpGet": {"path": "/readyz", "port": addr.port()}}),
-        )
-        .unwrap();
-        let c = Container {
-            name: "c".into(),
-            ..Default::default()
-        };
+        let probe: Probe =
+            serde_json::from_value(serde_json::json!({"httpGet": {"path": "/readyz", "port": addr.port()}})).unwrap();
+        let c = Container { name: "c".into(), ..Default::default() };
         assert_eq!(run(&probe, addr.ip(), &c).await, Outcome::Success);
         assert!(!run(&probe, addr.ip(), &c).await.ok());
     }

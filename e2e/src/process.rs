@@ -45,10 +45,7 @@ impl ProcTable {
 
     /// Process groups still registered.
     pub fn groups(&self) -> Vec<i32> {
-        self.0
-            .lock()
-            .map(|s| s.iter().copied().collect())
-            .unwrap_or_default()
+        self.0.lock().map(|s| s.iter().copied().collect()).unwrap_or_default()
     }
 
     /// SIGKILLs every registered group (synchronous; for teardown).
@@ -85,17 +82,8 @@ pub struct Spec {
 }
 
 impl Spec {
-    pub fn new(
-        name: impl Into<String>,
-        program: impl Into<PathBuf>,
-        log: impl Into<PathBuf>,
-    ) -> Spec {
-        Spec {
-            name: name.into(),
-            program: program.into(),
-            log: log.into(),
-            ..Spec::default()
-        }
+    pub fn new(name: impl Into<String>, program: impl Into<PathBuf>, log: impl Into<PathBuf>) -> Spec {
+        Spec { name: name.into(), program: program.into(), log: log.into(), ..Spec::default() }
     }
 
     pub fn args<I, S>(mut self, args: I) -> Spec
@@ -133,10 +121,7 @@ impl Spec {
         }
         cmd.stdin(Stdio::null());
         let netns = match &self.netns {
-            Some(p) => Some(
-                File::open(p)
-                    .with_context(|| format!("opening network namespace {}", p.display()))?,
-            ),
+            Some(p) => Some(File::open(p).with_context(|| format!("opening network namespace {}", p.display()))?),
             None => None,
         };
         let mut mounts = Vec::new();
@@ -153,8 +138,7 @@ impl Spec {
 }
 
 fn cstring(p: &Path) -> Result<CString> {
-    CString::new(p.as_os_str().as_bytes())
-        .with_context(|| format!("path with NUL byte: {}", p.display()))
+    CString::new(p.as_os_str().as_bytes()).with_context(|| format!("path with NUL byte: {}", p.display()))
 }
 
 fn errno(e: nix::errno::Errno) -> std::io::Error {
@@ -239,9 +223,7 @@ impl Proc {
         let mut cmd = spec.command()?;
         cmd.stdout(Stdio::from(log.try_clone().context("cloning log fd")?));
         cmd.stderr(Stdio::from(log));
-        let child = cmd
-            .spawn()
-            .with_context(|| format!("starting {}: {}", spec.name, spec.command_line()))?;
+        let child = cmd.spawn().with_context(|| format!("starting {}: {}", spec.name, spec.command_line()))?;
         let pid = match child.id() {
             Some(pid) => pid as i32,
             None => bail!("{} exited before its pid was known", spec.name),
@@ -337,9 +319,7 @@ impl Output {
 
     /// The exit code, or 128+signal.
     pub fn code(&self) -> i32 {
-        self.status
-            .code()
-            .unwrap_or_else(|| 128 + self.status.signal().unwrap_or(0))
+        self.status.code().unwrap_or_else(|| 128 + self.status.signal().unwrap_or(0))
     }
 
     /// Fails with the command's output if it did not exit 0.
@@ -363,9 +343,7 @@ pub async fn run_captured(spec: &Spec, table: &ProcTable, timeout: Duration) -> 
     cmd.stdout(Stdio::piped());
     cmd.stderr(Stdio::piped());
     cmd.kill_on_drop(true);
-    let child = cmd
-        .spawn()
-        .with_context(|| format!("starting {}: {}", spec.name, spec.command_line()))?;
+    let child = cmd.spawn().with_context(|| format!("starting {}: {}", spec.name, spec.command_line()))?;
     let pid = child.id().map(|p| p as i32);
     if let Some(pid) = pid {
         table.insert(pid);
@@ -382,11 +360,7 @@ pub async fn run_captured(spec: &Spec, table: &ProcTable, timeout: Duration) -> 
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         }),
         Ok(Err(e)) => Err(e).with_context(|| format!("waiting for {}", spec.name)),
-        Err(_) => bail!(
-            "{} did not finish within {timeout:?}: {}",
-            spec.name,
-            spec.command_line()
-        ),
+        Err(_) => bail!("{} did not finish within {timeout:?}: {}", spec.name, spec.command_line()),
     }
 }
 
@@ -398,9 +372,7 @@ pub fn tail(text: &str, n: usize) -> String {
 
 /// The last `n` lines of a file ("" if unreadable).
 pub fn tail_file(path: &Path, n: usize) -> String {
-    std::fs::read(path)
-        .map(|b| tail(&String::from_utf8_lossy(&b), n))
-        .unwrap_or_default()
+    std::fs::read(path).map(|b| tail(&String::from_utf8_lossy(&b), n)).unwrap_or_default()
 }
 
 /// Runs a short host command synchronously (for `ip`, teardown, ...).
@@ -411,11 +383,7 @@ pub fn run_sync(program: &str, args: &[&str]) -> Result<String> {
         .output()
         .with_context(|| format!("running {program}"))?;
     if !out.status.success() {
-        bail!(
-            "`{program} {}` failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+        bail!("`{program} {}` failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }

@@ -47,26 +47,16 @@ impl Run {
         let lock = take_lock().await?;
         sweep_stale();
         let id = new_id();
-        let base = std::env::var_os("OTLP_LB_E2E_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(std::env::temp_dir);
+        let base = std::env::var_os("OTLP_LB_E2E_DIR").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
         let dir = base.join(format!("otlp-lb-e2e-{id}"));
-        std::fs::create_dir_all(&dir)
-            .with_context(|| format!("creating run directory {}", dir.display()))?;
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating run directory {}", dir.display()))?;
         let record = Path::new(STATE_DIR).join(format!("{id}.owner"));
         let me = std::process::id() as i32;
         let start = process_start_time(me).unwrap_or_default();
         std::fs::write(&record, format!("{me} {start}\n{}\n", dir.display()))
             .with_context(|| format!("writing {}", record.display()))?;
         let paths_file = Path::new(STATE_DIR).join(format!("{id}.paths"));
-        Ok(Run {
-            id,
-            dir,
-            record,
-            paths_file,
-            created_paths: Mutex::new(Vec::new()),
-            _lock: lock,
-        })
+        Ok(Run { id, dir, record, paths_file, created_paths: Mutex::new(Vec::new()), _lock: lock })
     }
 
     /// Creates the missing directories of `path` (and `path` itself: a
@@ -86,11 +76,7 @@ impl Run {
             cur = p.parent();
         }
         missing.reverse();
-        let mut log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.paths_file)
-            .ok();
+        let mut log = std::fs::OpenOptions::new().create(true).append(true).open(&self.paths_file).ok();
         for (i, p) in missing.iter().enumerate() {
             if let Some(f) = log.as_mut() {
                 let _ = writeln!(f, "{}", p.display());
@@ -99,8 +85,7 @@ impl Run {
             if last && file {
                 File::create(p).with_context(|| format!("creating mount point {}", p.display()))?;
             } else {
-                std::fs::create_dir(p)
-                    .with_context(|| format!("creating mount point {}", p.display()))?;
+                std::fs::create_dir(p).with_context(|| format!("creating mount point {}", p.display()))?;
             }
             if let Ok(mut v) = self.created_paths.lock() {
                 v.push(p.clone());
@@ -113,11 +98,7 @@ impl Run {
     /// its owner record. The run directory itself is removed only if
     /// `remove_dir` (kept on failure for the logs).
     pub fn finish(&self, remove_dir: bool) {
-        let paths = self
-            .created_paths
-            .lock()
-            .map(|v| v.clone())
-            .unwrap_or_default();
+        let paths = self.created_paths.lock().map(|v| v.clone()).unwrap_or_default();
         remove_created(&paths);
         let _ = std::fs::remove_file(&self.paths_file);
         let _ = std::fs::remove_file(&self.record);
@@ -152,9 +133,7 @@ fn new_id() -> String {
     const CHARS: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
     let mut rng = rand::rng();
     loop {
-        let id: String = (0..netns::ID_LEN)
-            .map(|_| CHARS[rng.random_range(0..CHARS.len())] as char)
-            .collect();
+        let id: String = (0..netns::ID_LEN).map(|_| CHARS[rng.random_range(0..CHARS.len())] as char).collect();
         // A leading letter keeps names readable; avoid ids present on the host.
         if id.as_bytes()[0].is_ascii_lowercase() && !netns::owner_ids().contains(&id) {
             return id;
@@ -177,16 +156,10 @@ async fn take_lock() -> Result<Flock<File>> {
             Ok(lock) => return Ok(lock),
             Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
                 if Instant::now() > deadline {
-                    bail!(
-                        "another e2e run held {} for more than {LOCK_WAIT:?}",
-                        path.display()
-                    );
+                    bail!("another e2e run held {} for more than {LOCK_WAIT:?}", path.display());
                 }
                 if !announced {
-                    tracing::info!(
-                        "another e2e cluster runs on this host; waiting for {}",
-                        path.display()
-                    );
+                    tracing::info!("another e2e cluster runs on this host; waiting for {}", path.display());
                     announced = true;
                 }
                 tokio::time::sleep(Duration::from_millis(500)).await;
@@ -224,14 +197,8 @@ pub fn sweep_stale() {
         let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
         let mut lines = text.lines();
         let mut first = lines.next().unwrap_or("").split_whitespace();
-        let pid = first
-            .next()
-            .and_then(|p| p.parse::<i32>().ok())
-            .unwrap_or(0);
-        let start = first
-            .next()
-            .and_then(|s| s.parse::<u64>().ok())
-            .unwrap_or(0);
+        let pid = first.next().and_then(|p| p.parse::<i32>().ok()).unwrap_or(0);
+        let start = first.next().and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
         let dir = lines.next().unwrap_or("").to_string();
         if pid > 0 && owner_alive(pid, start) {
             live.insert(id.to_string());
@@ -246,11 +213,8 @@ pub fn sweep_stale() {
         }
         netns::sweep(id);
         let paths_file = Path::new(STATE_DIR).join(format!("{id}.paths"));
-        let paths: Vec<PathBuf> = std::fs::read_to_string(&paths_file)
-            .unwrap_or_default()
-            .lines()
-            .map(PathBuf::from)
-            .collect();
+        let paths: Vec<PathBuf> =
+            std::fs::read_to_string(&paths_file).unwrap_or_default().lines().map(PathBuf::from).collect();
         remove_created(&paths);
         let _ = std::fs::remove_file(paths_file);
         let _ = std::fs::remove_file(entry.path());
@@ -270,11 +234,7 @@ fn kill_processes_mentioning(needle: &str) {
         return;
     };
     for entry in procs.filter_map(|e| e.ok()) {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<i32>().ok())
-        else {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
             continue;
         };
         if pid == me {

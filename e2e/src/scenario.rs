@@ -33,9 +33,7 @@ pub fn fixture(name: &str) -> Result<String> {
 
 /// Replaces each `${KEY}` in `text`.
 pub fn substitute(text: &str, vars: &[(&str, String)]) -> String {
-    vars.iter().fold(text.to_string(), |t, (k, v)| {
-        t.replace(&format!("${{{k}}}"), v)
-    })
+    vars.iter().fold(text.to_string(), |t, (k, v)| t.replace(&format!("${{{k}}}"), v))
 }
 
 /// `["ip:4317", ...]` as a YAML flow sequence.
@@ -47,22 +45,10 @@ pub fn hostnames(ips: &[Ipv4Addr], port: u16) -> String {
 /// Deploys `replicas` backends and waits for them to be ready endpoints of
 /// their Service; returns their pod IPs.
 pub async fn deploy_backends(cluster: &Cluster, replicas: usize) -> Result<Vec<Ipv4Addr>> {
-    let yaml = substitute(
-        &fixture("backends.yaml")?,
-        &[("REPLICAS", replicas.to_string())],
-    );
+    let yaml = substitute(&fixture("backends.yaml")?, &[("REPLICAS", replicas.to_string())]);
     cluster.apply_yaml_in(NAMESPACE, &yaml).await?;
-    cluster
-        .wait_deployment_ready(
-            NAMESPACE,
-            BACKENDS,
-            replicas as i32,
-            Duration::from_secs(120),
-        )
-        .await?;
-    cluster
-        .wait_ready_endpoints(NAMESPACE, BACKENDS, replicas, Duration::from_secs(60))
-        .await
+    cluster.wait_deployment_ready(NAMESPACE, BACKENDS, replicas as i32, Duration::from_secs(120)).await?;
+    cluster.wait_ready_endpoints(NAMESPACE, BACKENDS, replicas, Duration::from_secs(60)).await
 }
 
 /// Each backend pod's name and the host directory its file exporter writes.
@@ -71,10 +57,7 @@ pub async fn backend_dirs(cluster: &Cluster) -> Result<BTreeMap<String, PathBuf>
     let mut out = BTreeMap::new();
     for p in pods {
         let name = p.metadata.name.clone().unwrap_or_default();
-        out.insert(
-            name.clone(),
-            cluster.pod_volume_dir(NAMESPACE, &name, "data")?,
-        );
+        out.insert(name.clone(), cluster.pod_volume_dir(NAMESPACE, &name, "data")?);
     }
     Ok(out)
 }
@@ -116,67 +99,37 @@ pub async fn balanced_traces(
 ) -> Result<Distribution> {
     let t0 = Instant::now();
     let ips = deploy_backends(cluster, backends).await?;
-    tracing::info!(
-        "{backends} backends ready at {ips:?} after {:.1}s",
-        t0.elapsed().as_secs_f64()
-    );
+    tracing::info!("{backends} backends ready at {ips:?} after {:.1}s", t0.elapsed().as_secs_f64());
 
-    let yaml = substitute(
-        &fixture(balancer_fixture)?,
-        &[("BACKEND_HOSTNAMES", hostnames(&ips, 4317))],
-    );
+    let yaml = substitute(&fixture(balancer_fixture)?, &[("BACKEND_HOSTNAMES", hostnames(&ips, 4317))]);
     cluster.apply_yaml_in(NAMESPACE, &yaml).await?;
-    cluster
-        .wait_deployment_ready(NAMESPACE, balancer_app, 1, Duration::from_secs(90))
-        .await?;
+    cluster.wait_deployment_ready(NAMESPACE, balancer_app, 1, Duration::from_secs(90)).await?;
     let (lb_pod, lb_ip) = ready_pod_ip(cluster, balancer_app).await?;
-    tracing::info!(
-        "balancer {lb_pod} ready at {lb_ip} after {:.1}s",
-        t0.elapsed().as_secs_f64()
-    );
+    tracing::info!("balancer {lb_pod} ready at {lb_ip} after {:.1}s", t0.elapsed().as_secs_f64());
 
     let telemetrygen = tools::tool(tools::TELEMETRYGEN)?;
     let out = cluster
-        .exec_on_host(
-            &telemetrygen,
-            &load.args(&format!("{lb_ip}:4317")),
-            Duration::from_secs(120),
-        )
+        .exec_on_host(&telemetrygen, &load.args(&format!("{lb_ip}:4317")), Duration::from_secs(120))
         .await?
         .check("telemetrygen")?;
     load.check_output(&format!("{}\n{}", out.stdout, out.stderr))?;
-    tracing::info!(
-        "telemetrygen sent {} spans after {:.1}s",
-        load.expected_spans(),
-        t0.elapsed().as_secs_f64()
-    );
+    tracing::info!("telemetrygen sent {} spans after {:.1}s", load.expected_spans(), t0.elapsed().as_secs_f64());
 
     let dirs = backend_dirs(cluster).await?;
     let expected = load.expected_spans();
     cluster
-        .wait_for(
-            &format!("{expected} spans to reach the backends"),
-            Duration::from_secs(60),
-            || {
-                let d = received(&dirs);
-                async move {
-                    let d = d?;
-                    Ok(if d.total_spans >= expected {
-                        Check::Done(())
-                    } else {
-                        Check::Pending(d.to_string())
-                    })
-                }
-            },
-        )
+        .wait_for(&format!("{expected} spans to reach the backends"), Duration::from_secs(60), || {
+            let d = received(&dirs);
+            async move {
+                let d = d?;
+                Ok(if d.total_spans >= expected { Check::Done(()) } else { Check::Pending(d.to_string()) })
+            }
+        })
         .await
         .with_context(|| {
             format!(
                 "balancer logs:\n{}",
-                cluster
-                    .logs(NAMESPACE, &lb_pod)
-                    .map(|l| crate::process::tail(&l, 30))
-                    .unwrap_or_default()
+                cluster.logs(NAMESPACE, &lb_pod).map(|l| crate::process::tail(&l, 30)).unwrap_or_default()
             )
         })?;
     // Let any duplicate or straggler arrive before the final count.
@@ -193,31 +146,19 @@ mod tests {
 
     #[test]
     fn substitution_and_hostnames() {
-        let h = hostnames(
-            &[Ipv4Addr::new(10, 213, 0, 2), Ipv4Addr::new(10, 213, 0, 3)],
-            4317,
-        );
+        let h = hostnames(&[Ipv4Addr::new(10, 213, 0, 2), Ipv4Addr::new(10, 213, 0, 3)], 4317);
         assert_eq!(h, "[\"10.213.0.2:4317\", \"10.213.0.3:4317\"]");
-        assert_eq!(
-            substitute("a: ${X}\nb: ${X}", &[("X", "1".into())]),
-            "a: 1\nb: 1"
-        );
+        assert_eq!(substitute("a: ${X}\nb: ${X}", &[("X", "1".into())]), "a: 1\nb: 1");
     }
 
     #[test]
     fn fixtures_parse_after_substitution() {
-        let vars = [
-            ("REPLICAS", "3".to_string()),
-            ("BACKEND_HOSTNAMES", hostnames(&[Ipv4Addr::LOCALHOST], 4317)),
-        ];
+        let vars = [("REPLICAS", "3".to_string()), ("BACKEND_HOSTNAMES", hostnames(&[Ipv4Addr::LOCALHOST], 4317))];
         for f in ["backends.yaml", "collector-lb.yaml", "otlp-lb.yaml"] {
             let objs = crate::apply::parse_yaml(&substitute(&fixture(f).unwrap(), &vars)).unwrap();
             assert!(!objs.is_empty(), "{f}");
             // Embedded configs are valid YAML too.
-            for o in objs
-                .iter()
-                .filter(|o| o.types.as_ref().is_some_and(|t| t.kind == "ConfigMap"))
-            {
+            for o in objs.iter().filter(|o| o.types.as_ref().is_some_and(|t| t.kind == "ConfigMap")) {
                 let conf = o.data["data"]["config.yaml"].as_str().unwrap();
                 let v: serde_json::Value = serde_saphyr::from_str(conf).unwrap();
                 assert!(v.get("receivers").is_some(), "{f}");

@@ -49,10 +49,7 @@ impl Traces {
     /// Checks telemetrygen's combined output: no export error, and the
     /// workers' "traces generated" counts add up to what was asked.
     pub fn check_output(&self, output: &str) -> Result<()> {
-        if let Some(err) = output
-            .lines()
-            .find(|l| l.contains("traces export:") || l.contains("failed to export"))
-        {
+        if let Some(err) = output.lines().find(|l| l.contains("traces export:") || l.contains("failed to export")) {
             bail!("telemetrygen reported an export failure: {err}");
         }
         let generated: u64 = output
@@ -62,10 +59,7 @@ impl Traces {
             .filter_map(|rest| rest.trim().trim_end_matches('}').trim().parse::<u64>().ok())
             .sum();
         if generated != self.expected_traces() as u64 {
-            bail!(
-                "telemetrygen generated {generated} traces, expected {}",
-                self.expected_traces()
-            );
+            bail!("telemetrygen generated {generated} traces, expected {}", self.expected_traces());
         }
         Ok(())
     }
@@ -77,22 +71,13 @@ mod tests {
 
     #[test]
     fn counts_and_output() {
-        let t = Traces {
-            workers: 2,
-            traces_per_worker: 100,
-            child_spans: 4,
-        };
+        let t = Traces { workers: 2, traces_per_worker: 100, child_spans: 4 };
         assert_eq!(t.expected_traces(), 200);
         assert_eq!(t.expected_spans(), 1000);
         let out = "x\tINFO\ttraces/worker.go:180\ttraces generated\t{\"worker\": 1, \"traces\": 100}\n\
                    x\tINFO\ttraces/worker.go:180\ttraces generated\t{\"worker\": 0, \"traces\": 100}\n";
         t.check_output(out).unwrap();
         assert!(t.check_output(&out[..out.len() / 2]).is_err());
-        assert!(
-            t.check_output(&format!(
-                "{out}2026/11/21 traces export: exporter export timeout\n"
-            ))
-            .is_err()
-        );
+        assert!(t.check_output(&format!("{out}2026/11/21 traces export: exporter export timeout\n")).is_err());
     }
 }

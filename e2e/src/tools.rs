@@ -14,8 +14,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 
 /// What to tell the user when a pinned tool is missing.
-pub const TOOLS_HINT: &str =
-    "run `make tools` (e2e/tools/build-tools.sh) to build the pinned e2e tools";
+pub const TOOLS_HINT: &str = "run `make tools` (e2e/tools/build-tools.sh) to build the pinned e2e tools";
 
 /// The pinned tools (names of the binaries in `$TOOLS_DIR/bin`).
 pub const ETCD: &str = "etcd";
@@ -28,12 +27,7 @@ pub const KUBECTL: &str = "kubectl";
 pub const HELM: &str = "helm";
 
 /// Tools every cluster needs.
-pub const CONTROL_PLANE_TOOLS: &[&str] = &[
-    ETCD,
-    KUBE_APISERVER,
-    KUBE_CONTROLLER_MANAGER,
-    KUBE_SCHEDULER,
-];
+pub const CONTROL_PLANE_TOOLS: &[&str] = &[ETCD, KUBE_APISERVER, KUBE_CONTROLLER_MANAGER, KUBE_SCHEDULER];
 
 /// The workspace root (parent of this crate's directory).
 pub fn workspace_root() -> PathBuf {
@@ -45,15 +39,9 @@ pub fn workspace_root() -> PathBuf {
 pub fn tools_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("TOOLS_DIR").filter(|d| !d.is_empty()) {
         let dir = PathBuf::from(dir);
-        return if dir.is_absolute() {
-            dir
-        } else {
-            workspace_root().join(dir)
-        };
+        return if dir.is_absolute() { dir } else { workspace_root().join(dir) };
     }
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/root"));
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/root"));
     home.join(".cache/otlp-lb/tools")
 }
 
@@ -65,24 +53,16 @@ pub fn tools_bin_dir() -> PathBuf {
 /// Path of a pinned tool, checked to exist and be executable.
 pub fn tool(name: &str) -> Result<PathBuf> {
     let path = tools_bin_dir().join(name);
-    check_executable(&path)
-        .with_context(|| format!("e2e tool `{name}` is missing: {TOOLS_HINT}"))?;
+    check_executable(&path).with_context(|| format!("e2e tool `{name}` is missing: {TOOLS_HINT}"))?;
     Ok(path)
 }
 
 /// Checks all the named tools at once, listing every missing one.
 pub fn require(names: &[&str]) -> Result<()> {
-    let missing: Vec<&str> = names
-        .iter()
-        .copied()
-        .filter(|n| check_executable(&tools_bin_dir().join(n)).is_err())
-        .collect();
+    let missing: Vec<&str> =
+        names.iter().copied().filter(|n| check_executable(&tools_bin_dir().join(n)).is_err()).collect();
     if !missing.is_empty() {
-        bail!(
-            "e2e tools missing from {}: {}; {TOOLS_HINT}",
-            tools_bin_dir().display(),
-            missing.join(", ")
-        );
+        bail!("e2e tools missing from {}: {}; {TOOLS_HINT}", tools_bin_dir().display(), missing.join(", "));
     }
     Ok(())
 }
@@ -98,8 +78,7 @@ fn check_executable(path: &Path) -> Result<()> {
 /// The pinned versions, `KEY=value` lines of `e2e/tools.env`.
 pub fn tools_env() -> Result<BTreeMap<String, String>> {
     let path = workspace_root().join("e2e/tools.env");
-    let text =
-        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     Ok(parse_env_file(&text))
 }
 
@@ -118,11 +97,7 @@ pub fn target_dir() -> PathBuf {
     match std::env::var_os("CARGO_TARGET_DIR").filter(|d| !d.is_empty()) {
         Some(dir) => {
             let dir = PathBuf::from(dir);
-            if dir.is_absolute() {
-                dir
-            } else {
-                workspace_root().join(dir)
-            }
+            if dir.is_absolute() { dir } else { workspace_root().join(dir) }
         }
         None => workspace_root().join("target"),
     }
@@ -135,36 +110,25 @@ pub fn workspace_bin(name: &str, env_override: &str, build_cmd: &str) -> Result<
         Some(p) => PathBuf::from(p),
         None => target_dir().join("debug").join(name),
     };
-    check_executable(&path)
-        .with_context(|| format!("workspace binary `{name}` is missing: build it with `{build_cmd}` (or set {env_override})"))?;
+    check_executable(&path).with_context(|| {
+        format!("workspace binary `{name}` is missing: build it with `{build_cmd}` (or set {env_override})")
+    })?;
     Ok(path)
 }
 
 /// The otlp-lb data plane (`OTLP_LB_BIN` overrides).
 pub fn otlp_lb_bin() -> Result<PathBuf> {
-    workspace_bin(
-        "otlp-lb",
-        "OTLP_LB_BIN",
-        "cargo build -p dataplane --bin otlp-lb",
-    )
+    workspace_bin("otlp-lb", "OTLP_LB_BIN", "cargo build -p dataplane --bin otlp-lb")
 }
 
 /// `otlp-lb-tools` (loadgen, sink; `OTLP_LB_TOOLS_BIN` overrides).
 pub fn otlp_lb_tools_bin() -> Result<PathBuf> {
-    workspace_bin(
-        "otlp-lb-tools",
-        "OTLP_LB_TOOLS_BIN",
-        "cargo build -p dataplane --bin otlp-lb-tools",
-    )
+    workspace_bin("otlp-lb-tools", "OTLP_LB_TOOLS_BIN", "cargo build -p dataplane --bin otlp-lb-tools")
 }
 
 /// The otlp-lb operator (`OTLP_LB_OPERATOR_BIN` overrides).
 pub fn operator_bin() -> Result<PathBuf> {
-    workspace_bin(
-        "otlp-lb-operator",
-        "OTLP_LB_OPERATOR_BIN",
-        "cargo build -p operator --bin otlp-lb-operator",
-    )
+    workspace_bin("otlp-lb-operator", "OTLP_LB_OPERATOR_BIN", "cargo build -p operator --bin otlp-lb-operator")
 }
 
 #[cfg(test)]

@@ -17,12 +17,7 @@ pub enum Check<T> {
 /// Polls `check` every `interval` until it returns `Done`, an error (fatal,
 /// returned at once), or `timeout` passes (error naming `what` and the last
 /// pending state). At most `timeout / interval + 2` polls are made.
-pub async fn until<T, F, Fut>(
-    what: &str,
-    timeout: Duration,
-    interval: Duration,
-    mut check: F,
-) -> Result<T>
+pub async fn until<T, F, Fut>(what: &str, timeout: Duration, interval: Duration, mut check: F) -> Result<T>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<Check<T>>>,
@@ -43,10 +38,7 @@ where
         }
         tokio::time::sleep(interval.min(timeout.saturating_sub(start.elapsed()))).await;
     }
-    bail!(
-        "timed out after {:.1}s waiting for {what}; last state: {last}",
-        start.elapsed().as_secs_f64()
-    )
+    bail!("timed out after {:.1}s waiting for {what}; last state: {last}", start.elapsed().as_secs_f64())
 }
 
 #[cfg(test)]
@@ -56,38 +48,21 @@ mod tests {
     #[tokio::test]
     async fn returns_value_or_times_out() {
         let mut n = 0;
-        let v = until(
-            "three polls",
-            Duration::from_secs(5),
-            Duration::from_millis(1),
-            || {
-                n += 1;
-                let n = n;
-                async move {
-                    Ok(if n >= 3 {
-                        Check::Done(n)
-                    } else {
-                        Check::Pending(format!("n={n}"))
-                    })
-                }
-            },
-        )
+        let v = until("three polls", Duration::from_secs(5), Duration::from_millis(1), || {
+            n += 1;
+            let n = n;
+            async move { Ok(if n >= 3 { Check::Done(n) } else { Check::Pending(format!("n={n}")) }) }
+        })
         .await
         .unwrap();
         assert_eq!(v, 3);
 
-        let err = until::<(), _, _>(
-            "never",
-            Duration::from_millis(30),
-            Duration::from_millis(5),
-            || async { Ok(Check::Pending("still pending".into())) },
-        )
+        let err = until::<(), _, _>("never", Duration::from_millis(30), Duration::from_millis(5), || async {
+            Ok(Check::Pending("still pending".into()))
+        })
         .await
         .unwrap_err()
         .to_string();
-        assert!(
-            err.contains("never") && err.contains("still pending"),
-            "{err}"
-        );
+        assert!(err.contains("never") && err.contains("still pending"), "{err}");
     }
 }

@@ -38,7 +38,12 @@ async fn pool(addr: SocketAddr) -> Result<(u64, BTreeSet<String>)> {
     ensure!(code == 200, "GET /debug/pool: {code} {body}");
     let v: Value = serde_json::from_str(&body).with_context(|| format!("parsing {body:?}"))?;
     let version = v["version"].as_u64().context("no version")?;
-    let set = v["backends"].as_array().context("no backends")?.iter().filter_map(|b| b["address"].as_str().map(str::to_string)).collect();
+    let set = v["backends"]
+        .as_array()
+        .context("no backends")?
+        .iter()
+        .filter_map(|b| b["address"].as_str().map(str::to_string))
+        .collect();
     Ok((version, set))
 }
 
@@ -73,7 +78,10 @@ fn spans_written(dir: &Path) -> Result<usize> {
 async fn scenario(cluster: &Cluster, loadgen: &Path) -> Result<()> {
     let data_dir = cluster.run_dir().join("backend-data");
     std::fs::create_dir_all(&data_dir)?;
-    let yaml = substitute(&fixture("rebalance/backends.yaml")?, &[("REPLICAS", "3".into()), ("DATA_DIR", data_dir.display().to_string())]);
+    let yaml = substitute(
+        &fixture("rebalance/backends.yaml")?,
+        &[("REPLICAS", "3".into()), ("DATA_DIR", data_dir.display().to_string())],
+    );
     cluster.apply_yaml_in(NS, &yaml).await?;
     cluster.wait_deployment_ready(NS, "backends", 3, Duration::from_secs(120)).await?;
     let ips = cluster.wait_ready_endpoints(NS, "backends", 3, Duration::from_secs(60)).await?;
@@ -88,8 +96,23 @@ async fn scenario(cluster: &Cluster, loadgen: &Path) -> Result<()> {
     // The outage, with the load sent while the API server is down.
     let record = cluster.run_dir().join("loadgen.txt");
     let args: Vec<String> = [
-        "loadgen", "--endpoint", &format!("{lb_ip}:4317"), "--traces", &(SPANS / 10).to_string(), "--spans-per-trace", "10",
-        "--rate", "2000", "--connections", "2", "--retry", "--seed", "5", "--report-json", "--quiet", "--record",
+        "loadgen",
+        "--endpoint",
+        &format!("{lb_ip}:4317"),
+        "--traces",
+        &(SPANS / 10).to_string(),
+        "--spans-per-trace",
+        "10",
+        "--rate",
+        "2000",
+        "--connections",
+        "2",
+        "--retry",
+        "--seed",
+        "5",
+        "--report-json",
+        "--quiet",
+        "--record",
         &record.display().to_string(),
     ]
     .iter()
@@ -104,12 +127,16 @@ async fn scenario(cluster: &Cluster, loadgen: &Path) -> Result<()> {
     let (outage, load) = tokio::join!(cluster.restart_apiserver(DOWN), load);
     outage?;
     let (out, during) = load?;
-    let report: Value = out.stdout.lines().rev().find_map(|l| serde_json::from_str(l.trim()).ok()).context("no loadgen report")?;
+    let report: Value =
+        out.stdout.lines().rev().find_map(|l| serde_json::from_str(l.trim()).ok()).context("no loadgen report")?;
     eprintln!("apiserver_outage: loadgen during the outage: {report}");
     ensure!(report["failed_requests"].as_u64() == Some(0), "requests failed during the outage: {report}");
     ensure!(report["sent_items"].as_u64() == Some(SPANS), "not every span acknowledged: {report}");
     let during = during.context("/debug/pool during the outage")?;
-    ensure!(during == (version, before.clone()), "the pool changed during the outage: {during:?}, was {version} {before:?}");
+    ensure!(
+        during == (version, before.clone()),
+        "the pool changed during the outage: {during:?}, was {version} {before:?}"
+    );
     let log = cluster.logs(NS, &lb_pod)?;
     ensure!(log.contains("EndpointSlice watch failed; keeping the current pool"), "no watch failure logged:\n{log}");
 
@@ -132,6 +159,8 @@ async fn scenario(cluster: &Cluster, loadgen: &Path) -> Result<()> {
     ensure!(after > version, "ring version {after} after the scale-out, {version} before");
     let log = cluster.logs(NS, &lb_pod)?;
     ensure!(log.contains("EndpointSlice watch recovered"), "no recovery logged:\n{log}");
-    eprintln!("apiserver_outage: pool kept at version {version} through a {DOWN:?} outage; 4 backends at version {after} after it");
+    eprintln!(
+        "apiserver_outage: pool kept at version {version} through a {DOWN:?} outage; 4 backends at version {after} after it"
+    );
     Ok(())
 }

@@ -14,14 +14,7 @@ async fn collector_loadbalancing_exporter() -> anyhow::Result<()> {
     e2e::init_logging();
     e2e::tools::require(&[e2e::tools::OTELCOL, e2e::tools::TELEMETRYGEN])?;
     let cluster = Cluster::start().await?;
-    let load = Traces {
-        workers: 2,
-        traces_per_worker: 100,
-        child_spans: 4,
-    };
-    let res =
-        scenario::balanced_traces(&cluster, 3, "collector-lb.yaml", "collector-lb", load).await;
-    cluster
-        .finish(res.map(|d| eprintln!("collector loadbalancing exporter: {d}")))
-        .await
+    let load = Traces { workers: 2, traces_per_worker: 100, child_spans: 4 };
+    let res = scenario::balanced_traces(&cluster, 3, "collector-lb.yaml", "collector-lb", load).await;
+    cluster.finish(res.map(|d| eprintln!("collector loadbalancing exporter: {d}"))).await
 }

@@ -45,12 +45,7 @@ const NS: &str = "default";
 
 /// Every binary these tests run; a missing one fails the test with what to run.
 fn require() -> Result<()> {
-    tools::require(&[
-        tools::OTELCOL,
-        tools::TELEMETRYGEN,
-        tools::KUBECTL,
-        tools::HELM,
-    ])?;
+    tools::require(&[tools::OTELCOL, tools::TELEMETRYGEN, tools::KUBECTL, tools::HELM])?;
     tools::otlp_lb_bin()?;
     tools::operator_bin()?;
     Ok(())
@@ -77,26 +72,14 @@ where
 // ------------------------------------------------------------------ kubectl, helm
 
 async fn kubectl(cluster: &Cluster, args: &[&str]) -> Result<Output> {
-    let mut argv = vec![format!(
-        "--kubeconfig={}",
-        cluster.kubeconfig_path().display()
-    )];
+    let mut argv = vec![format!("--kubeconfig={}", cluster.kubeconfig_path().display())];
     argv.extend(args.iter().map(|s| s.to_string()));
-    cluster
-        .exec_on_host(
-            &tools::tool(tools::KUBECTL)?,
-            &argv,
-            Duration::from_secs(90),
-        )
-        .await
+    cluster.exec_on_host(&tools::tool(tools::KUBECTL)?, &argv, Duration::from_secs(90)).await
 }
 
 /// `kubectl ARGS` that must succeed; returns stdout.
 async fn kubectl_ok(cluster: &Cluster, args: &[&str]) -> Result<String> {
-    Ok(kubectl(cluster, args)
-        .await?
-        .check(&format!("kubectl {}", args.join(" ")))?
-        .stdout)
+    Ok(kubectl(cluster, args).await?.check(&format!("kubectl {}", args.join(" ")))?.stdout)
 }
 
 /// Writes `text` into the run directory and returns its path (for `kubectl apply -f`).
@@ -133,20 +116,8 @@ async fn install_operator(cluster: &Cluster) -> Result<()> {
         .exec_on_host(&tools::tool(tools::HELM)?, &args, Duration::from_secs(150))
         .await?
         .check("helm install charts/otlp-lb")?;
-    cluster
-        .wait_deployment_ready(
-            OPERATOR_NS,
-            OPERATOR_DEPLOYMENT,
-            OPERATOR_REPLICAS,
-            Duration::from_secs(90),
-        )
-        .await?;
-    let pods = cluster
-        .pods(
-            OPERATOR_NS,
-            "app.kubernetes.io/name=otlp-lb,app.kubernetes.io/component=operator",
-        )
-        .await?;
+    cluster.wait_deployment_ready(OPERATOR_NS, OPERATOR_DEPLOYMENT, OPERATOR_REPLICAS, Duration::from_secs(90)).await?;
+    let pods = cluster.pods(OPERATOR_NS, "app.kubernetes.io/name=otlp-lb,app.kubernetes.io/component=operator").await?;
     ensure!(
         pods.len() == OPERATOR_REPLICAS as usize,
         "expected {OPERATOR_REPLICAS} operator pods, found {}",
@@ -155,19 +126,11 @@ async fn install_operator(cluster: &Cluster) -> Result<()> {
     for p in &pods {
         let name = p.metadata.name.clone().unwrap_or_default();
         let ip = cluster.pod_ip(OPERATOR_NS, &name)?;
-        let (code, body) = e2e::probe::http_get(
-            SocketAddr::from((ip, 8080)),
-            "/readyz",
-            &[],
-            Duration::from_secs(5),
-        )
-        .await?;
+        let (code, body) =
+            e2e::probe::http_get(SocketAddr::from((ip, 8080)), "/readyz", &[], Duration::from_secs(5)).await?;
         ensure!(code == 200, "operator {name} /readyz: {code} {body}");
     }
-    tracing::info!(
-        "operator installed and ready after {:.1}s",
-        t0.elapsed().as_secs_f64()
-    );
+    tracing::info!("operator installed and ready after {:.1}s", t0.elapsed().as_secs_f64());
     Ok(())
 }
 
@@ -185,11 +148,7 @@ fn ready_state(lbc: &DynamicObject, want_backends: Option<i64>) -> std::result::
     let status = &lbc.data["status"];
     let generation = lbc.metadata.generation.unwrap_or(0);
     let observed = status["observedGeneration"].as_i64().unwrap_or(-1);
-    let ready = status["conditions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|c| c["type"] == "Ready");
+    let ready = status["conditions"].as_array().into_iter().flatten().find(|c| c["type"] == "Ready");
     let b = &status["backends"];
     let lb = &status["loadBalancer"];
     let n = |v: &Value| v.as_i64().unwrap_or(-1);
@@ -204,10 +163,7 @@ fn ready_state(lbc: &DynamicObject, want_backends: Option<i64>) -> std::result::
     if ok {
         Ok(())
     } else {
-        Err(format!(
-            "generation {generation}, status {}",
-            serde_json::to_string(status).unwrap_or_default()
-        ))
+        Err(format!("generation {generation}, status {}", serde_json::to_string(status).unwrap_or_default()))
     }
 }
 
@@ -244,10 +200,7 @@ async fn wait_lbc_ready(
 /// Names of the load-balancer pods of `name` that are running.
 async fn lb_pods(cluster: &Cluster, name: &str) -> Result<Vec<String>> {
     let pods = cluster
-        .pods(
-            NS,
-            &format!("app.kubernetes.io/instance={name},app.kubernetes.io/component=load-balancer"),
-        )
+        .pods(NS, &format!("app.kubernetes.io/instance={name},app.kubernetes.io/component=load-balancer"))
         .await?;
     Ok(pods
         .into_iter()
@@ -259,13 +212,8 @@ async fn lb_pods(cluster: &Cluster, name: &str) -> Result<Vec<String>> {
 
 /// The backend addresses in a load-balancer pod's `/debug/pool`.
 async fn debug_pool(ip: Ipv4Addr) -> Result<Vec<String>> {
-    let (code, body) = e2e::probe::http_get(
-        SocketAddr::from((ip, 8888)),
-        "/debug/pool",
-        &[],
-        Duration::from_secs(5),
-    )
-    .await?;
+    let (code, body) =
+        e2e::probe::http_get(SocketAddr::from((ip, 8888)), "/debug/pool", &[], Duration::from_secs(5)).await?;
     ensure!(code == 200, "/debug/pool: {code} {body}");
     let v: Value = serde_json::from_str(&body).with_context(|| format!("/debug/pool: {body}"))?;
     Ok(v["backends"]
@@ -279,30 +227,22 @@ async fn debug_pool(ip: Ipv4Addr) -> Result<Vec<String>> {
 /// Waits until every load-balancer pod of `name` lists `n` backends in `/debug/pool`.
 async fn wait_pool_size(cluster: &Cluster, name: &str, n: usize, timeout: Duration) -> Result<()> {
     cluster
-        .wait_for(
-            &format!("/debug/pool of every {name} load-balancer pod to list {n} backends"),
-            timeout,
-            || async {
-                let pods = lb_pods(cluster, name).await?;
-                if pods.is_empty() {
-                    return Ok(Check::Pending("no load-balancer pod".into()));
+        .wait_for(&format!("/debug/pool of every {name} load-balancer pod to list {n} backends"), timeout, || async {
+            let pods = lb_pods(cluster, name).await?;
+            if pods.is_empty() {
+                return Ok(Check::Pending("no load-balancer pod".into()));
+            }
+            let mut seen = Vec::new();
+            for pod in &pods {
+                let ip = cluster.pod_ip(NS, pod)?;
+                match debug_pool(ip).await {
+                    Ok(b) if b.len() == n => {}
+                    Ok(b) => seen.push(format!("{pod}: {b:?}")),
+                    Err(e) => seen.push(format!("{pod}: {e:#}")),
                 }
-                let mut seen = Vec::new();
-                for pod in &pods {
-                    let ip = cluster.pod_ip(NS, pod)?;
-                    match debug_pool(ip).await {
-                        Ok(b) if b.len() == n => {}
-                        Ok(b) => seen.push(format!("{pod}: {b:?}")),
-                        Err(e) => seen.push(format!("{pod}: {e:#}")),
-                    }
-                }
-                Ok(if seen.is_empty() {
-                    Check::Done(())
-                } else {
-                    Check::Pending(seen.join("; "))
-                })
-            },
-        )
+            }
+            Ok(if seen.is_empty() { Check::Done(()) } else { Check::Pending(seen.join("; ")) })
+        })
         .await
 }
 
@@ -310,18 +250,12 @@ async fn wait_pool_size(cluster: &Cluster, name: &str, n: usize, timeout: Durati
 /// for it to be Ready with 3 backends.
 async fn apply_traces_fixture(cluster: &Cluster, out_dir: &Path) -> Result<()> {
     std::fs::create_dir_all(out_dir)?;
-    let yaml = substitute(
-        &fixture("operator/traces.yaml")?,
-        &[("OUT_DIR", out_dir.display().to_string())],
-    );
+    let yaml = substitute(&fixture("operator/traces.yaml")?, &[("OUT_DIR", out_dir.display().to_string())]);
     let file = write_run_file(cluster, "traces.yaml", &yaml)?;
     kubectl_ok(cluster, &["apply", "-n", NS, "-f", &file.to_string_lossy()]).await?;
     let t0 = Instant::now();
     let status = wait_lbc_ready(cluster, NS, "traces", Some(3), Duration::from_secs(120)).await?;
-    tracing::info!(
-        "traces Ready after {:.1}s: {status}",
-        t0.elapsed().as_secs_f64()
-    );
+    tracing::info!("traces Ready after {:.1}s: {status}", t0.elapsed().as_secs_f64());
     Ok(())
 }
 
@@ -330,16 +264,9 @@ fn received(out_dir: &Path) -> Result<Distribution> {
     let mut spans = BTreeMap::new();
     for e in std::fs::read_dir(out_dir)?.filter_map(|e| e.ok()) {
         let path = e.path();
-        let name = path
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
         let text = String::from_utf8_lossy(&std::fs::read(&path)?).into_owned();
-        spans.insert(
-            name,
-            otlp_json::spans_in_text(&text)
-                .with_context(|| format!("parsing {}", path.display()))?,
-        );
+        spans.insert(name, otlp_json::spans_in_text(&text).with_context(|| format!("parsing {}", path.display()))?);
     }
     Ok(Distribution::of(&spans))
 }
@@ -348,69 +275,44 @@ fn received(out_dir: &Path) -> Result<Distribution> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operator_helm_install_and_traces() -> Result<()> {
-    with_cluster(
-        "operator_helm_install_and_traces",
-        Duration::from_secs(360),
-        async |cluster| {
-            install_operator(cluster).await?;
-            let out_dir = cluster.run_dir().join("operator-out");
-            apply_traces_fixture(cluster, &out_dir).await?;
+    with_cluster("operator_helm_install_and_traces", Duration::from_secs(360), async |cluster| {
+        install_operator(cluster).await?;
+        let out_dir = cluster.run_dir().join("operator-out");
+        apply_traces_fixture(cluster, &out_dir).await?;
 
-            // The ring must be complete before sending, or the first traces go to fewer backends.
-            wait_pool_size(cluster, "traces", 3, Duration::from_secs(30)).await?;
-            let lb_pod = lb_pods(cluster, "traces")
-                .await?
-                .into_iter()
-                .next()
-                .context("no load-balancer pod")?;
-            let lb_ip = cluster.pod_ip(NS, &lb_pod)?;
+        // The ring must be complete before sending, or the first traces go to fewer backends.
+        wait_pool_size(cluster, "traces", 3, Duration::from_secs(30)).await?;
+        let lb_pod = lb_pods(cluster, "traces").await?.into_iter().next().context("no load-balancer pod")?;
+        let lb_ip = cluster.pod_ip(NS, &lb_pod)?;
 
-            let load = Traces {
-                workers: 2,
-                traces_per_worker: 100,
-                child_spans: 4,
-            };
-            let out = cluster
-                .exec_on_host(
-                    &tools::tool(tools::TELEMETRYGEN)?,
-                    &load.args(&format!("{lb_ip}:4317")),
-                    Duration::from_secs(120),
-                )
-                .await?
-                .check("telemetrygen")?;
-            load.check_output(&format!("{}\n{}", out.stdout, out.stderr))?;
+        let load = Traces { workers: 2, traces_per_worker: 100, child_spans: 4 };
+        let out = cluster
+            .exec_on_host(
+                &tools::tool(tools::TELEMETRYGEN)?,
+                &load.args(&format!("{lb_ip}:4317")),
+                Duration::from_secs(120),
+            )
+            .await?
+            .check("telemetrygen")?;
+        load.check_output(&format!("{}\n{}", out.stdout, out.stderr))?;
 
-            let expected = load.expected_spans();
-            cluster
-                .wait_for(
-                    &format!("{expected} spans to reach the backends"),
-                    Duration::from_secs(60),
-                    || {
-                        let d = received(&out_dir);
-                        async move {
-                            let d = d?;
-                            Ok(if d.total_spans >= expected {
-                                Check::Done(())
-                            } else {
-                                Check::Pending(d.to_string())
-                            })
-                        }
-                    },
-                )
-                .await
-                .with_context(|| {
-                    cluster
-                        .logs(NS, &lb_pod)
-                        .map(|l| e2e::process::tail(&l, 30))
-                        .unwrap_or_default()
-                })?;
-            tokio::time::sleep(Duration::from_secs(2)).await;
-            let d = received(&out_dir)?;
-            eprintln!("operator-managed pool: {d}");
-            d.check(expected, load.expected_traces(), 3)?;
-            Ok(())
-        },
-    )
+        let expected = load.expected_spans();
+        cluster
+            .wait_for(&format!("{expected} spans to reach the backends"), Duration::from_secs(60), || {
+                let d = received(&out_dir);
+                async move {
+                    let d = d?;
+                    Ok(if d.total_spans >= expected { Check::Done(()) } else { Check::Pending(d.to_string()) })
+                }
+            })
+            .await
+            .with_context(|| cluster.logs(NS, &lb_pod).map(|l| e2e::process::tail(&l, 30)).unwrap_or_default())?;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let d = received(&out_dir)?;
+        eprintln!("operator-managed pool: {d}");
+        d.check(expected, load.expected_traces(), 3)?;
+        Ok(())
+    })
     .await
 }
 
@@ -420,16 +322,7 @@ const CHILD_KINDS: &str = "deployments.apps,services,configmaps,serviceaccounts,
 async fn children(cluster: &Cluster, name: &str) -> Result<Vec<String>> {
     let out = kubectl_ok(
         cluster,
-        &[
-            "get",
-            "-n",
-            NS,
-            CHILD_KINDS,
-            "-l",
-            &format!("app.kubernetes.io/instance={name}"),
-            "-o",
-            "name",
-        ],
+        &["get", "-n", NS, CHILD_KINDS, "-l", &format!("app.kubernetes.io/instance={name}"), "-o", "name"],
     )
     .await?;
     let mut v: Vec<String> = out.lines().map(str::to_string).collect();
@@ -439,81 +332,53 @@ async fn children(cluster: &Cluster, name: &str) -> Result<Vec<String>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operator_scale_and_garbage_collection() -> Result<()> {
-    with_cluster(
-        "operator_scale_and_garbage_collection",
-        Duration::from_secs(360),
-        async |cluster| {
-            install_operator(cluster).await?;
-            apply_traces_fixture(cluster, &cluster.run_dir().join("operator-out")).await?;
+    with_cluster("operator_scale_and_garbage_collection", Duration::from_secs(360), async |cluster| {
+        install_operator(cluster).await?;
+        apply_traces_fixture(cluster, &cluster.run_dir().join("operator-out")).await?;
 
-            // Scale through the scale subresource with the real kubectl.
-            let t0 = Instant::now();
-            kubectl_ok(
-                cluster,
-                &["scale", "-n", NS, "lbc", "traces", "--replicas", "5"],
-            )
-            .await?;
-            let status =
-                wait_lbc_ready(cluster, NS, "traces", Some(5), Duration::from_secs(120)).await?;
-            tracing::info!(
-                "scaled to 5 in {:.1}s: {status}",
-                t0.elapsed().as_secs_f64()
-            );
-            wait_pool_size(cluster, "traces", 5, Duration::from_secs(30)).await?;
-            eprintln!(
-                "scale 3 -> 5: status and /debug/pool at 5 after {:.1}s",
-                t0.elapsed().as_secs_f64()
-            );
+        // Scale through the scale subresource with the real kubectl.
+        let t0 = Instant::now();
+        kubectl_ok(cluster, &["scale", "-n", NS, "lbc", "traces", "--replicas", "5"]).await?;
+        let status = wait_lbc_ready(cluster, NS, "traces", Some(5), Duration::from_secs(120)).await?;
+        tracing::info!("scaled to 5 in {:.1}s: {status}", t0.elapsed().as_secs_f64());
+        wait_pool_size(cluster, "traces", 5, Duration::from_secs(30)).await?;
+        eprintln!("scale 3 -> 5: status and /debug/pool at 5 after {:.1}s", t0.elapsed().as_secs_f64());
 
-            // Every child exists, then the garbage collector removes them all.
-            let want: Vec<String> = [
-                "configmap/traces",
-                "configmap/traces-backends",
-                "deployment.apps/traces",
-                "deployment.apps/traces-backends",
-                "role.rbac.authorization.k8s.io/traces-load-balancer",
-                "rolebinding.rbac.authorization.k8s.io/traces-load-balancer",
-                "service/traces",
-                "service/traces-backends",
-                "serviceaccount/traces-load-balancer",
-            ]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-            let have = children(cluster, "traces").await?;
-            for w in &want {
-                ensure!(have.contains(w), "child {w} missing; children: {have:?}");
-            }
-            let t0 = Instant::now();
-            kubectl_ok(
-                cluster,
-                &["delete", "-n", NS, "lbc", "traces", "--wait=true"],
-            )
+        // Every child exists, then the garbage collector removes them all.
+        let want: Vec<String> = [
+            "configmap/traces",
+            "configmap/traces-backends",
+            "deployment.apps/traces",
+            "deployment.apps/traces-backends",
+            "role.rbac.authorization.k8s.io/traces-load-balancer",
+            "rolebinding.rbac.authorization.k8s.io/traces-load-balancer",
+            "service/traces",
+            "service/traces-backends",
+            "serviceaccount/traces-load-balancer",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let have = children(cluster, "traces").await?;
+        for w in &want {
+            ensure!(have.contains(w), "child {w} missing; children: {have:?}");
+        }
+        let t0 = Instant::now();
+        kubectl_ok(cluster, &["delete", "-n", NS, "lbc", "traces", "--wait=true"]).await?;
+        cluster
+            .wait_for("the garbage collector to delete every child of traces", Duration::from_secs(90), || async {
+                let left = children(cluster, "traces").await?;
+                let pods = cluster.pods(NS, "app.kubernetes.io/instance=traces").await?;
+                Ok(if left.is_empty() && pods.is_empty() {
+                    Check::Done(())
+                } else {
+                    Check::Pending(format!("left: {left:?}, {} pods", pods.len()))
+                })
+            })
             .await?;
-            cluster
-                .wait_for(
-                    "the garbage collector to delete every child of traces",
-                    Duration::from_secs(90),
-                    || async {
-                        let left = children(cluster, "traces").await?;
-                        let pods = cluster
-                            .pods(NS, "app.kubernetes.io/instance=traces")
-                            .await?;
-                        Ok(if left.is_empty() && pods.is_empty() {
-                            Check::Done(())
-                        } else {
-                            Check::Pending(format!("left: {left:?}, {} pods", pods.len()))
-                        })
-                    },
-                )
-                .await?;
-            eprintln!(
-                "garbage collection: every child gone {:.1}s after the delete",
-                t0.elapsed().as_secs_f64()
-            );
-            Ok(())
-        },
-    )
+        eprintln!("garbage collection: every child gone {:.1}s after the delete", t0.elapsed().as_secs_f64());
+        Ok(())
+    })
     .await
 }
 
@@ -676,11 +541,7 @@ async fn operator_validation_and_rbac() -> Result<()> {
 fn lbc_names(yaml: &str) -> Result<Vec<(String, Option<i64>)>> {
     Ok(e2e::apply::parse_yaml(yaml)?
         .into_iter()
-        .filter(|o| {
-            o.types
-                .as_ref()
-                .is_some_and(|t| t.kind == "LoadBalancedCollector")
-        })
+        .filter(|o| o.types.as_ref().is_some_and(|t| t.kind == "LoadBalancedCollector"))
         .filter_map(|o| {
             let min = o.data["spec"]["loadBalancer"]["autoscaling"]["minReplicas"].as_i64();
             o.metadata.name.map(|n| (n, min))
@@ -701,10 +562,7 @@ async fn wait_lb_autoscaled(cluster: &Cluster, name: &str, min: i64) -> Result<V
                 async move {
                     let lbc = api.get(name).await?;
                     let lb = &lbc.data["status"]["loadBalancer"];
-                    let (desired, ready) = (
-                        lb["desired"].as_i64().unwrap_or(0),
-                        lb["ready"].as_i64().unwrap_or(0),
-                    );
+                    let (desired, ready) = (lb["desired"].as_i64().unwrap_or(0), lb["ready"].as_i64().unwrap_or(0));
                     Ok(if desired >= min && ready == desired {
                         Check::Done(lbc.data["status"].clone())
                     } else {
@@ -739,10 +597,9 @@ async fn operator_samples() -> Result<()> {
             let mut ok = true;
             for (name, min) in &names {
                 match wait_lbc_ready(cluster, NS, name, None, Duration::from_secs(120)).await {
-                    Ok(status) => eprintln!(
-                        "sample {file}: {name} Ready after {:.1}s: {status}",
-                        t0.elapsed().as_secs_f64()
-                    ),
+                    Ok(status) => {
+                        eprintln!("sample {file}: {name} Ready after {:.1}s: {status}", t0.elapsed().as_secs_f64())
+                    }
                     Err(e) => {
                         ok = false;
                         failures.push(format!("{file}: {name}: {e:#}"));
@@ -775,18 +632,10 @@ async fn operator_samples() -> Result<()> {
             // Delete before the next sample, so that one sample's pods do not slow the next one.
             kubectl_ok(cluster, &["delete", "-n", NS, "-f", &path, "--wait=true"]).await?;
             cluster
-                .wait_for(
-                    &format!("the pods of {file} to be gone"),
-                    Duration::from_secs(90),
-                    || async {
-                        let n = cluster.pods(NS, "").await?.len();
-                        Ok(if n == 0 {
-                            Check::Done(())
-                        } else {
-                            Check::Pending(format!("{n} pods left"))
-                        })
-                    },
-                )
+                .wait_for(&format!("the pods of {file} to be gone"), Duration::from_secs(90), || async {
+                    let n = cluster.pods(NS, "").await?.len();
+                    Ok(if n == 0 { Check::Done(()) } else { Check::Pending(format!("{n} pods left")) })
+                })
                 .await?;
         }
         if !failures.is_empty() {

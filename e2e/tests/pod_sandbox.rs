@@ -37,14 +37,8 @@ async fn pod_network_and_mounts() -> anyhow::Result<()> {
             let spec = Spec::new("ip addr", "ip", PathBuf::new())
                 .args(["-4", "-o", "addr", "show", "eth0"])
                 .netns(pod.ns_path());
-            let out = run_captured(&spec, &table, Duration::from_secs(10))
-                .await?
-                .check("ip addr")?;
-            assert!(
-                out.stdout.contains(&format!("{}/24", pod.ip)),
-                "{}",
-                out.stdout
-            );
+            let out = run_captured(&spec, &table, Duration::from_secs(10)).await?.check("ip addr")?;
+            assert!(out.stdout.contains(&format!("{}/24", pod.ip)), "{}", out.stdout);
         }
 
         // A pod reaches the root namespace on the gateway through the bridge.
@@ -57,15 +51,10 @@ async fn pod_network_and_mounts() -> anyhow::Result<()> {
             anyhow::Ok((peer, buf))
         });
         let script = format!("echo hello >/dev/tcp/{}/{port}", bridge.gateway());
-        let spec = Spec::new("bash /dev/tcp", "bash", PathBuf::new())
-            .args(["-c", script.as_str()])
-            .netns(b.ns_path());
-        run_captured(&spec, &table, Duration::from_secs(10))
-            .await?
-            .check("connect to gateway")?;
-        let (peer, msg) = tokio::time::timeout(Duration::from_secs(10), accept)
-            .await
-            .context("accept timed out")???;
+        let spec = Spec::new("bash /dev/tcp", "bash", PathBuf::new()).args(["-c", script.as_str()]).netns(b.ns_path());
+        run_captured(&spec, &table, Duration::from_secs(10)).await?.check("connect to gateway")?;
+        let (peer, msg) =
+            tokio::time::timeout(Duration::from_secs(10), accept).await.context("accept timed out")???;
         assert_eq!(peer.ip(), std::net::IpAddr::V4(b.ip));
         assert_eq!(msg.trim(), "hello");
 
@@ -79,58 +68,26 @@ async fn pod_network_and_mounts() -> anyhow::Result<()> {
         let mut spec = Spec::new("cat", "cat", PathBuf::new())
             .args([dst.join("config.yaml").display().to_string()])
             .netns(a.ns_path());
-        spec.mounts = vec![BindMount {
-            src: src.clone(),
-            dst: dst.clone(),
-            read_only: true,
-        }];
-        let out = run_captured(&spec, &table, Duration::from_secs(10))
-            .await?
-            .check("cat in mount")?;
+        spec.mounts = vec![BindMount { src: src.clone(), dst: dst.clone(), read_only: true }];
+        let out = run_captured(&spec, &table, Duration::from_secs(10)).await?.check("cat in mount")?;
         assert_eq!(out.stdout, "answer: 42\n");
-        assert!(
-            !dst.join("config.yaml").exists(),
-            "the bind mount leaked into the host mount namespace"
-        );
-        let mut spec =
-            Spec::new("touch", "touch", PathBuf::new()).args([dst.join("x").display().to_string()]);
-        spec.mounts = vec![BindMount {
-            src,
-            dst: dst.clone(),
-            read_only: true,
-        }];
+        assert!(!dst.join("config.yaml").exists(), "the bind mount leaked into the host mount namespace");
+        let mut spec = Spec::new("touch", "touch", PathBuf::new()).args([dst.join("x").display().to_string()]);
+        spec.mounts = vec![BindMount { src, dst: dst.clone(), read_only: true }];
         let out = run_captured(&spec, &table, Duration::from_secs(10)).await?;
         assert!(!out.success(), "read-only mount was writable");
 
         // Dropping a Proc kills its process group.
         let log = run.dir.join("sleep.log");
-        let proc = Proc::spawn(
-            &Spec::new("sleep", "sleep", &log)
-                .args(["300"])
-                .netns(a.ns_path()),
-            &table,
-        )?;
+        let proc = Proc::spawn(&Spec::new("sleep", "sleep", &log).args(["300"]).netns(a.ns_path()), &table)?;
         let pid = proc.pid();
         assert!(PathBuf::from(format!("/proc/{pid}")).exists());
         drop(proc);
-        e2e::wait::until(
-            "sleep to die",
-            Duration::from_secs(5),
-            Duration::from_millis(50),
-            || async move {
-                let state =
-                    std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-                let gone = state.is_empty()
-                    || state
-                        .rsplit_once(')')
-                        .is_some_and(|(_, r)| r.trim_start().starts_with('Z'));
-                Ok(if gone {
-                    e2e::wait::Check::Done(())
-                } else {
-                    e2e::wait::Check::Pending(state)
-                })
-            },
-        )
+        e2e::wait::until("sleep to die", Duration::from_secs(5), Duration::from_millis(50), || async move {
+            let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let gone = state.is_empty() || state.rsplit_once(')').is_some_and(|(_, r)| r.trim_start().starts_with('Z'));
+            Ok(if gone { e2e::wait::Check::Done(()) } else { e2e::wait::Check::Pending(state) })
+        })
         .await?;
         assert!(table.groups().is_empty());
         a.delete();
@@ -138,13 +95,7 @@ async fn pod_network_and_mounts() -> anyhow::Result<()> {
         bridge.delete();
     }
     // Nothing of the run is left.
-    assert!(
-        !netns::owner_ids().contains(&id),
-        "leftover netns/interfaces of run {id}"
-    );
-    assert!(
-        !PathBuf::from(format!("/run/otlp-lb-e2e-test-{id}")).exists(),
-        "leftover mount point"
-    );
+    assert!(!netns::owner_ids().contains(&id), "leftover netns/interfaces of run {id}");
+    assert!(!PathBuf::from(format!("/run/otlp-lb-e2e-test-{id}")).exists(), "leftover mount point");
     Ok(())
 }

@@ -197,10 +197,7 @@ async fn rebalance() -> Result<()> {
     let cluster = Cluster::start().await?;
     let res = scenario(&cluster, &loadgen).await;
     let res = cluster.finish(res).await;
-    eprintln!(
-        "rebalance: test took {:.1}s",
-        started.elapsed().as_secs_f64()
-    );
+    eprintln!("rebalance: test took {:.1}s", started.elapsed().as_secs_f64());
     res
 }
 
@@ -215,32 +212,20 @@ async fn scenario(cluster: &Cluster, loadgen: &Path) -> Result<()> {
     // Backends, then otlp-lb with the k8s resolver.
     let yaml = substitute(
         &fixture("rebalance/backends.yaml")?,
-        &[
-            ("REPLICAS", START.to_string()),
-            ("DATA_DIR", data_dir.display().to_string()),
-        ],
+        &[("REPLICAS", START.to_string()), ("DATA_DIR", data_dir.display().to_string())],
     );
     cluster.apply_yaml_in(NS, &yaml).await?;
-    cluster
-        .wait_deployment_ready(NS, BACKENDS, START, Duration::from_secs(120))
-        .await?;
-    let ips = cluster
-        .wait_ready_endpoints(NS, BACKENDS, START as usize, Duration::from_secs(60))
-        .await?;
+    cluster.wait_deployment_ready(NS, BACKENDS, START, Duration::from_secs(120)).await?;
+    let ips = cluster.wait_ready_endpoints(NS, BACKENDS, START as usize, Duration::from_secs(60)).await?;
     let yaml = substitute(
         &fixture("rebalance/otlp-lb.yaml")?,
         &[
             ("NAMESPACE", NS.to_string()),
-            (
-                "LB_LOG",
-                std::env::var("REBALANCE_LB_LOG").unwrap_or_else(|_| "info".into()),
-            ),
+            ("LB_LOG", std::env::var("REBALANCE_LB_LOG").unwrap_or_else(|_| "info".into())),
         ],
     );
     cluster.apply_yaml_in(NS, &yaml).await?;
-    cluster
-        .wait_deployment_ready(NS, LB, 1, Duration::from_secs(90))
-        .await?;
+    cluster.wait_deployment_ready(NS, LB, 1, Duration::from_secs(90)).await?;
     let (lb_pod, lb_ip) = ready_pod_ip(cluster, LB).await?;
     let pool_addr = SocketAddr::from((lb_ip, LB_METRICS_PORT));
     let want = addresses(&ips);
@@ -257,11 +242,7 @@ async fn scenario(cluster: &Cluster, loadgen: &Path) -> Result<()> {
         },
     )
     .await?;
-    ensure!(
-        first.resolver == "k8s",
-        "otlp-lb reports resolver {:?}, not k8s",
-        first.resolver
-    );
+    ensure!(first.resolver == "k8s", "otlp-lb reports resolver {:?}, not k8s", first.resolver);
     eprintln!(
         "rebalance: {START} backends {ips:?} and otlp-lb {lb_pod} ({lb_ip}) ready after {:.1}s",
         t_setup.elapsed().as_secs_f64()
@@ -270,11 +251,7 @@ async fn scenario(cluster: &Cluster, loadgen: &Path) -> Result<()> {
     // Monitors: the EndpointSlice watch, the /debug/pool poller, the file tailer.
     let (updates_tx, updates_rx) = mpsc::unbounded_channel();
     let slice_events = Arc::new(AtomicU64::new(0));
-    let watch_task = tokio::spawn(watch_slices(
-        cluster.client(),
-        updates_tx,
-        slice_events.clone(),
-    ));
+    let watch_task = tokio::spawn(watch_slices(cluster.client(), updates_tx, slice_events.clone()));
     let (stop_tx, stop_rx) = watch::channel(false);
     let (pool_tx, pool_rx) = watch::channel(first.clone());
     let poll_task = tokio::spawn(poll_pool(pool_addr, updates_rx, pool_tx, stop_rx));
@@ -296,20 +273,12 @@ async fn scenario(cluster: &Cluster, loadgen: &Path) -> Result<()> {
     let (sent_items, failed_requests) = (sum("sent_items"), sum("failed_requests"));
     let mut errors: BTreeMap<String, u64> = BTreeMap::new();
     for b in &batches {
-        for (code, n) in b
-            .report
-            .get("errors")
-            .and_then(Value::as_object)
-            .into_iter()
-            .flatten()
-        {
+        for (code, n) in b.report.get("errors").and_then(Value::as_object).into_iter().flatten() {
             *errors.entry(code.clone()).or_default() += n.as_u64().unwrap_or(0);
         }
     }
-    let max_latency_ms = batches
-        .iter()
-        .filter_map(|b| b.report.get("max_ms").and_then(Value::as_f64))
-        .fold(0.0, f64::max);
+    let max_latency_ms =
+        batches.iter().filter_map(|b| b.report.get("max_ms").and_then(Value::as_f64)).fold(0.0, f64::max);
     eprintln!(
         "rebalance: loadgen: {} runs, {} traces, {sent_items} spans in {} requests acknowledged, {failed_requests} requests failed, {} retries, errors {errors:?}, max latency {max_latency_ms:.0} ms",
         batches.len(),
@@ -345,18 +314,11 @@ async fn scenario(cluster: &Cluster, loadgen: &Path) -> Result<()> {
             continue;
         };
         let text = String::from_utf8_lossy(&std::fs::read(&path)?).into_owned();
-        per_backend.insert(
-            name,
-            otlp_json::spans_in_text(&text)
-                .with_context(|| format!("parsing {}", path.display()))?,
-        );
+        per_backend
+            .insert(name, otlp_json::spans_in_text(&text).with_context(|| format!("parsing {}", path.display()))?);
     }
-    let survivors: BTreeSet<String> = cluster
-        .pods(NS, &format!("app={BACKENDS}"))
-        .await?
-        .into_iter()
-        .filter_map(|p| p.metadata.name)
-        .collect();
+    let survivors: BTreeSet<String> =
+        cluster.pods(NS, &format!("app={BACKENDS}")).await?.into_iter().filter_map(|p| p.metadata.name).collect();
 
     let analysis = Analysis::new(&per_backend, &survivors, &batches, &steps, &monitor);
     let ring = RingStats::of(&monitor.delays);
@@ -390,11 +352,7 @@ async fn scenario(cluster: &Cluster, loadgen: &Path) -> Result<()> {
         slice_events.load(Ordering::SeqCst),
         monitor.polls,
         monitor.poll_errors,
-        if monitor.poll_errors > 0 {
-            format!(", last: {}", monitor.last_error)
-        } else {
-            String::new()
-        }
+        if monitor.poll_errors > 0 { format!(", last: {}", monitor.last_error) } else { String::new() }
     );
     for d in &monitor.delays {
         eprintln!(
@@ -413,26 +371,15 @@ async fn scenario(cluster: &Cluster, loadgen: &Path) -> Result<()> {
         );
     }
     for (at, set) in &monitor.unresolved {
-        eprintln!(
-            "  {:.3} ready set {set:?}: NEVER shown by /debug/pool",
-            rel(*at)
-        );
+        eprintln!("  {:.3} ready set {set:?}: NEVER shown by /debug/pool", rel(*at));
     }
     eprintln!(
         "rebalance: ring update delays ms {:?}: p50={} p99={} max={}",
         ring.sorted_ms, ring.p50_ms, ring.p99_ms, ring.max_ms
     );
-    let metrics_at_end = http_get(pool_addr, "/metrics")
-        .await
-        .unwrap_or_else(|e| format!("GET /metrics: {e:#}"));
-    for (when, text) in [
-        ("before the scale-in", &steps.metrics_at_out),
-        ("at the end", &metrics_at_end),
-    ] {
-        eprintln!(
-            "rebalance: otlp-lb per-backend metrics {when}:\n{}",
-            backend_metrics(text)
-        );
+    let metrics_at_end = http_get(pool_addr, "/metrics").await.unwrap_or_else(|e| format!("GET /metrics: {e:#}"));
+    for (when, text) in [("before the scale-in", &steps.metrics_at_out), ("at the end", &metrics_at_end)] {
+        eprintln!("rebalance: otlp-lb per-backend metrics {when}:\n{}", backend_metrics(text));
     }
     eprintln!(
         "rebalance: otlp-lb log (pool changes, warnings):\n{}",
@@ -440,9 +387,7 @@ async fn scenario(cluster: &Cluster, loadgen: &Path) -> Result<()> {
             .logs(NS, &lb_pod)
             .unwrap_or_default()
             .lines()
-            .filter(|l| l.contains("backend pool changed")
-                || l.contains("WARN")
-                || l.contains("ERROR"))
+            .filter(|l| l.contains("backend pool changed") || l.contains("WARN") || l.contains("ERROR"))
             .collect::<Vec<_>>()
             .join("\n")
     );
@@ -461,11 +406,7 @@ async fn scenario(cluster: &Cluster, loadgen: &Path) -> Result<()> {
             )
         };
         let traces: HashSet<&str> = spans.iter().map(|s| s.trace_id.as_str()).collect();
-        eprintln!(
-            "rebalance: backend {name}: {} spans, {} traces ({state})",
-            spans.len(),
-            traces.len()
-        );
+        eprintln!("rebalance: backend {name}: {} spans, {} traces ({state})", spans.len(), traces.len());
     }
     eprintln!("rebalance: {analysis}");
 
@@ -504,16 +445,11 @@ async fn scenario(cluster: &Cluster, loadgen: &Path) -> Result<()> {
         failures.push("no ring update was measured".into());
     }
     if !monitor.unresolved.is_empty() {
-        failures.push(format!(
-            "{} EndpointSlice ready sets never showed in /debug/pool",
-            monitor.unresolved.len()
-        ));
+        failures.push(format!("{} EndpointSlice ready sets never showed in /debug/pool", monitor.unresolved.len()));
     }
     if ring.p99_ms > RING_P99_LIMIT_MS {
-        failures.push(format!(
-            "ring update p99 {} ms > {RING_P99_LIMIT_MS} ms (delays {:?})",
-            ring.p99_ms, ring.sorted_ms
-        ));
+        failures
+            .push(format!("ring update p99 {} ms > {RING_P99_LIMIT_MS} ms (delays {:?})", ring.p99_ms, ring.sorted_ms));
     }
     if analysis.split_out > 0 {
         failures.push(format!(
@@ -528,9 +464,7 @@ async fn scenario(cluster: &Cluster, loadgen: &Path) -> Result<()> {
         ));
     }
     if failed_requests > 0 {
-        failures.push(format!(
-            "loadgen gave up on {failed_requests} requests (errors {errors:?})"
-        ));
+        failures.push(format!("loadgen gave up on {failed_requests} requests (errors {errors:?})"));
     }
     if analysis.inconsistent > 0 {
         failures.push(format!(
@@ -611,12 +545,7 @@ async fn rolling_load(
                 .rev()
                 .find_map(|l| serde_json::from_str(l.trim()).ok())
                 .with_context(|| format!("no JSON report from loadgen run {i}:\n{}", out.stdout))?;
-            anyhow::Ok(Batch {
-                started,
-                ended,
-                report,
-                acked: read_record(&record)?,
-            })
+            anyhow::Ok(Batch { started, ended, report, acked: read_record(&record)? })
         });
         i += 1;
     }
@@ -629,35 +558,20 @@ async fn rolling_load(
 
 /// Scale 3 → 5, wait until 5 are ready and in the ring, hold, scale to 2,
 /// wait until the ring holds 2 and the removed pods are gone.
-async fn scale_steps(
-    cluster: &Cluster,
-    t0: Instant,
-    pool: watch::Receiver<PoolView>,
-    lb: SocketAddr,
-) -> Result<Steps> {
+async fn scale_steps(cluster: &Cluster, t0: Instant, pool: watch::Receiver<PoolView>, lb: SocketAddr) -> Result<Steps> {
     tokio::time::sleep_until((t0 + BEFORE_OUT).into()).await;
     let out_requested = Instant::now();
     cluster.scale_deployment(NS, BACKENDS, OUT).await?;
-    cluster
-        .wait_deployment_ready(NS, BACKENDS, OUT, Duration::from_secs(90))
-        .await?;
-    let ips = cluster
-        .wait_ready_endpoints(NS, BACKENDS, OUT as usize, Duration::from_secs(30))
-        .await?;
+    cluster.wait_deployment_ready(NS, BACKENDS, OUT, Duration::from_secs(90)).await?;
+    let ips = cluster.wait_ready_endpoints(NS, BACKENDS, OUT as usize, Duration::from_secs(30)).await?;
     let out_ready = ring_holds(&pool, &addresses(&ips)).await?;
     tokio::time::sleep_until((out_ready + HOLD_AT_OUT).into()).await;
-    let metrics_at_out = http_get(lb, "/metrics")
-        .await
-        .unwrap_or_else(|e| format!("GET /metrics: {e:#}"));
+    let metrics_at_out = http_get(lb, "/metrics").await.unwrap_or_else(|e| format!("GET /metrics: {e:#}"));
 
     let in_requested = Instant::now();
     cluster.scale_deployment(NS, BACKENDS, IN).await?;
-    cluster
-        .wait_deployment_ready(NS, BACKENDS, IN, Duration::from_secs(90))
-        .await?;
-    let ips = cluster
-        .wait_ready_endpoints(NS, BACKENDS, IN as usize, Duration::from_secs(30))
-        .await?;
+    cluster.wait_deployment_ready(NS, BACKENDS, IN, Duration::from_secs(90)).await?;
+    let ips = cluster.wait_ready_endpoints(NS, BACKENDS, IN as usize, Duration::from_secs(30)).await?;
     ring_holds(&pool, &addresses(&ips)).await?;
     cluster
         .wait_for(
@@ -673,13 +587,7 @@ async fn scale_steps(
             },
         )
         .await?;
-    Ok(Steps {
-        out_requested,
-        out_ready,
-        in_requested,
-        in_done: Instant::now(),
-        metrics_at_out,
-    })
+    Ok(Steps { out_requested, out_ready, in_requested, in_done: Instant::now(), metrics_at_out })
 }
 
 /// Waits until the poller has seen `/debug/pool` list exactly `want`;
@@ -698,10 +606,7 @@ async fn ring_holds(pool: &watch::Receiver<PoolView>, want: &Set) -> Result<Inst
     };
     match tokio::time::timeout(Duration::from_secs(30), wait).await {
         Ok(t) if rx.borrow().set == *want => Ok(t),
-        _ => bail!(
-            "timed out waiting for /debug/pool to hold {want:?}; it holds {:?}",
-            rx.borrow().set
-        ),
+        _ => bail!("timed out waiting for /debug/pool to hold {want:?}; it holds {:?}", rx.borrow().set),
     }
 }
 
@@ -736,14 +641,9 @@ fn ready_set(slices: &BTreeMap<String, EndpointSlice>) -> Set {
 }
 
 /// Watches the backends' EndpointSlices; sends every change of the ready set.
-async fn watch_slices(
-    client: kube::Client,
-    tx: mpsc::UnboundedSender<SliceUpdate>,
-    events: Arc<AtomicU64>,
-) {
+async fn watch_slices(client: kube::Client, tx: mpsc::UnboundedSender<SliceUpdate>, events: Arc<AtomicU64>) {
     let api: Api<EndpointSlice> = Api::namespaced(client, NS);
-    let cfg =
-        watcher::Config::default().labels(&format!("kubernetes.io/service-name={BACKENDS}"));
+    let cfg = watcher::Config::default().labels(&format!("kubernetes.io/service-name={BACKENDS}"));
     let mut stream = watcher::watcher(api, cfg).boxed();
     let mut slices: BTreeMap<String, EndpointSlice> = BTreeMap::new();
     let mut listing: BTreeMap<String, EndpointSlice> = BTreeMap::new();
@@ -778,14 +678,7 @@ async fn watch_slices(
         let ready = ready_set(&slices);
         if last.as_ref() != Some(&ready) {
             let previous = last.replace(ready.clone());
-            if tx
-                .send(SliceUpdate {
-                    at,
-                    ready,
-                    previous,
-                })
-                .is_err()
-            {
+            if tx.send(SliceUpdate { at, ready, previous }).is_err() {
                 return;
             }
         }
@@ -855,19 +748,9 @@ async fn poll_pool(
 async fn get_pool(addr: SocketAddr) -> Result<PoolView> {
     let body = http_get(addr, "/debug/pool").await?;
     let v: Value = serde_json::from_str(&body).with_context(|| format!("parsing {body:?}"))?;
-    let version = v
-        .get("version")
-        .and_then(Value::as_u64)
-        .context("no version")?;
-    let backends = v
-        .get("backends")
-        .and_then(Value::as_array)
-        .context("no backends")?;
-    let set = backends
-        .iter()
-        .filter_map(|b| b.get("address").and_then(Value::as_str))
-        .map(str::to_string)
-        .collect();
+    let version = v.get("version").and_then(Value::as_u64).context("no version")?;
+    let backends = v.get("backends").and_then(Value::as_array).context("no backends")?;
+    let set = backends.iter().filter_map(|b| b.get("address").and_then(Value::as_str)).map(str::to_string).collect();
     let shares = backends
         .iter()
         .map(|b| {
@@ -879,27 +762,15 @@ async fn get_pool(addr: SocketAddr) -> Result<PoolView> {
         })
         .collect::<Vec<_>>()
         .join(" ");
-    let resolver = v
-        .get("resolver")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string();
-    Ok(PoolView {
-        version,
-        set,
-        resolver,
-        shares,
-    })
+    let resolver = v.get("resolver").and_then(Value::as_str).unwrap_or_default().to_string();
+    Ok(PoolView { version, set, resolver, shares })
 }
 
 /// A minimal HTTP/1.1 GET (one connection per request); the body of a 200.
 async fn http_get(addr: SocketAddr, path: &str) -> Result<String> {
     let exchange = async {
         let mut s = tokio::net::TcpStream::connect(addr).await?;
-        s.write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
-        )
-        .await?;
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes()).await?;
         let mut buf = Vec::new();
         s.read_to_end(&mut buf).await?;
         anyhow::Ok(buf)
@@ -908,18 +779,9 @@ async fn http_get(addr: SocketAddr, path: &str) -> Result<String> {
         .await
         .with_context(|| format!("GET http://{addr}{path} timed out"))??;
     let text = String::from_utf8_lossy(&buf);
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .with_context(|| format!("bad HTTP response {text:?}"))?;
-    ensure!(
-        head.starts_with("HTTP/1.1 200"),
-        "GET {path}: {}",
-        head.lines().next().unwrap_or_default()
-    );
-    if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
+    let (head, body) = text.split_once("\r\n\r\n").with_context(|| format!("bad HTTP response {text:?}"))?;
+    ensure!(head.starts_with("HTTP/1.1 200"), "GET {path}: {}", head.lines().next().unwrap_or_default());
+    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
         let mut out = String::new();
         let mut rest = body;
         while let Some((size, tail)) = rest.split_once("\r\n") {
@@ -957,9 +819,8 @@ fn count_spans(dir: &Path, stop: &AtomicBool, spans: &AtomicU64) -> Result<()> {
                 continue;
             };
             let text = String::from_utf8_lossy(&buf[..=end]);
-            total += otlp_json::spans_in_text(&text)
-                .with_context(|| format!("parsing {}", path.display()))?
-                .len() as u64;
+            total +=
+                otlp_json::spans_in_text(&text).with_context(|| format!("parsing {}", path.display()))?.len() as u64;
             *off += end as u64 + 1;
         }
         spans.store(total, Ordering::SeqCst);
@@ -972,13 +833,10 @@ fn count_spans(dir: &Path, stop: &AtomicBool, spans: &AtomicU64) -> Result<()> {
 
 /// `--record` output: trace id → acknowledged items.
 fn read_record(path: &Path) -> Result<HashMap<String, u64>> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let mut out = HashMap::new();
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
-        let (id, n) = line
-            .split_once(' ')
-            .with_context(|| format!("bad record line {line:?}"))?;
+        let (id, n) = line.split_once(' ').with_context(|| format!("bad record line {line:?}"))?;
         out.insert(id.to_ascii_lowercase(), n.trim().parse()?);
     }
     Ok(out)
@@ -1096,8 +954,7 @@ impl Analysis {
                     a.lost += acked - found;
                     a.lost_traces += 1;
                     if a.lost_examples.len() < 5 {
-                        a.lost_examples
-                            .push(format!("{id}: {found} of {acked} acknowledged spans"));
+                        a.lost_examples.push(format!("{id}: {found} of {acked} acknowledged spans"));
                     }
                 }
                 let Some((backends, _)) = t else { continue };
@@ -1109,10 +966,7 @@ impl Analysis {
                     if backends.len() > 1 {
                         a.split_out += 1;
                         if a.split_examples.len() < 5 {
-                            a.split_examples.push((
-                                id.clone(),
-                                backends.iter().map(|b| b.to_string()).collect(),
-                            ));
+                            a.split_examples.push((id.clone(), backends.iter().map(|b| b.to_string()).collect()));
                         }
                     }
                 }
@@ -1124,10 +978,7 @@ impl Analysis {
                 }
             }
         }
-        let recorded: HashSet<&str> = batches
-            .iter()
-            .flat_map(|b| b.acked.keys().map(String::as_str))
-            .collect();
+        let recorded: HashSet<&str> = batches.iter().flat_map(|b| b.acked.keys().map(String::as_str)).collect();
         a.unrecorded_traces = traces.keys().filter(|t| !recorded.contains(**t)).count();
         for (id, (backends, _)) in &traces {
             if backends.len() > 1 {
@@ -1140,10 +991,7 @@ impl Analysis {
             if on_survivors > 1 {
                 a.inconsistent += 1;
                 if a.inconsistent_examples.len() < 5 {
-                    a.inconsistent_examples.push((
-                        id.to_string(),
-                        backends.iter().map(|b| b.to_string()).collect(),
-                    ));
+                    a.inconsistent_examples.push((id.to_string(), backends.iter().map(|b| b.to_string()).collect()));
                 }
             }
         }
@@ -1192,26 +1040,12 @@ fn fixtures_parse_after_substitution() {
     let objs = e2e::apply::parse_yaml(&yaml).unwrap();
     assert_eq!(objs.len(), 3);
     assert!(yaml.contains("/data/${env:POD_NAME}.json"));
-    let yaml = substitute(
-        &fixture("rebalance/otlp-lb.yaml").unwrap(),
-        &[("NAMESPACE", NS.into()), ("LB_LOG", "info".into())],
-    );
+    let yaml =
+        substitute(&fixture("rebalance/otlp-lb.yaml").unwrap(), &[("NAMESPACE", NS.into()), ("LB_LOG", "info".into())]);
     assert!(!yaml.contains("${"), "{yaml}");
     let objs = e2e::apply::parse_yaml(&yaml).unwrap();
-    let kinds: Vec<&str> = objs
-        .iter()
-        .filter_map(|o| o.types.as_ref().map(|t| t.kind.as_str()))
-        .collect();
-    assert_eq!(
-        kinds,
-        [
-            "ServiceAccount",
-            "Role",
-            "RoleBinding",
-            "ConfigMap",
-            "Deployment"
-        ]
-    );
+    let kinds: Vec<&str> = objs.iter().filter_map(|o| o.types.as_ref().map(|t| t.kind.as_str())).collect();
+    assert_eq!(kinds, ["ServiceAccount", "Role", "RoleBinding", "ConfigMap", "Deployment"]);
     let role = &objs[1].data["rules"];
     assert_eq!(
         role,

@@ -16,13 +16,7 @@ async fn static_pool_traces() -> anyhow::Result<()> {
     e2e::tools::require(&[e2e::tools::OTELCOL, e2e::tools::TELEMETRYGEN])?;
     e2e::tools::otlp_lb_bin()?;
     let cluster = Cluster::start().await?;
-    let load = Traces {
-        workers: 2,
-        traces_per_worker: 100,
-        child_spans: 4,
-    };
+    let load = Traces { workers: 2, traces_per_worker: 100, child_spans: 4 };
     let res = scenario::balanced_traces(&cluster, 3, "otlp-lb.yaml", "otlp-lb", load).await;
-    cluster
-        .finish(res.map(|d| eprintln!("otlp-lb static pool: {d}")))
-        .await
+    cluster.finish(res.map(|d| eprintln!("otlp-lb static pool: {d}"))).await
 }

@@ -33,10 +33,7 @@ pub struct Applied {
 
 /// Whether `meta` names the LoadBalancedCollector with uid `owner_uid` as its controller.
 pub fn controlled_by(meta: &ObjectMeta, owner_uid: &str) -> bool {
-    meta.owner_references
-        .iter()
-        .flatten()
-        .any(|r| r.controller == Some(true) && r.uid == owner_uid)
+    meta.owner_references.iter().flatten().any(|r| r.controller == Some(true) && r.uid == owner_uid)
 }
 
 /// The children of one kind: its API and the objects carrying the instance's labels.
@@ -48,18 +45,9 @@ struct Kind<K: Resource> {
 
 impl<K> Kind<K>
 where
-    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
-        + Clone
-        + Debug
-        + Serialize
-        + DeserializeOwned,
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope> + Clone + Debug + Serialize + DeserializeOwned,
 {
-    async fn list(
-        client: &Client,
-        namespace: &str,
-        instance: &str,
-        kind: &'static str,
-    ) -> Result<Self> {
+    async fn list(client: &Client, namespace: &str, instance: &str, kind: &'static str) -> Result<Self> {
         let api = Api::namespaced(client.clone(), namespace);
         let owned = api
             .list_metadata(&ListParams::default().labels(&instance_selector(instance)))
@@ -72,54 +60,27 @@ where
     /// Server-side applies `object` unless an object of its name is controlled by someone else.
     async fn apply(&self, object: &K, owner_uid: &str) -> Result<K> {
         let name = object.meta().name.clone().unwrap_or_default();
-        let known = self
-            .owned
-            .iter()
-            .any(|o| o.name_any() == name && controlled_by(o.meta(), owner_uid));
+        let known = self.owned.iter().any(|o| o.name_any() == name && controlled_by(o.meta(), owner_uid));
         if !known {
             let existing =
-                self.api
-                    .get_metadata_opt(&name)
-                    .await
-                    .map_err(|source| Error::Read {
-                        kind: self.kind,
-                        source,
-                    })?;
+                self.api.get_metadata_opt(&name).await.map_err(|source| Error::Read { kind: self.kind, source })?;
             if let Some(existing) = existing
                 && !controlled_by(existing.meta(), owner_uid)
             {
-                return Err(Error::ChildConflict {
-                    kind: self.kind,
-                    name,
-                });
+                return Err(Error::ChildConflict { kind: self.kind, name });
             }
         }
         self.api
-            .patch(
-                &name,
-                &PatchParams::apply(MANAGER).force(),
-                &Patch::Apply(object),
-            )
+            .patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(object))
             .await
-            .map_err(|source| Error::Apply {
-                kind: self.kind,
-                name,
-                source,
-            })
+            .map_err(|source| Error::Apply { kind: self.kind, name, source })
     }
 
     /// Deletes the owned objects not named in `wanted`; returns what it deleted.
-    async fn prune(
-        &self,
-        wanted: &[&K],
-        owner_uid: &str,
-        deleted: &mut Vec<(&'static str, String)>,
-    ) -> Result<()> {
+    async fn prune(&self, wanted: &[&K], owner_uid: &str, deleted: &mut Vec<(&'static str, String)>) -> Result<()> {
         for object in &self.owned {
             let name = object.name_any();
-            let is_wanted = wanted
-                .iter()
-                .any(|w| w.meta().name.as_deref() == Some(name.as_str()));
+            let is_wanted = wanted.iter().any(|w| w.meta().name.as_deref() == Some(name.as_str()));
             if is_wanted || !controlled_by(object.meta(), owner_uid) {
                 continue;
             }
@@ -127,11 +88,7 @@ where
                 Ok(_) => deleted.push((self.kind, name)),
                 Err(kube::Error::Api(status)) if status.code == 404 => {}
                 Err(source) => {
-                    return Err(Error::Delete {
-                        kind: self.kind,
-                        name,
-                        source,
-                    });
+                    return Err(Error::Delete { kind: self.kind, name, source });
                 }
             }
         }
@@ -147,47 +104,27 @@ pub async fn apply_all(
     owner_uid: &str,
     children: &Children,
 ) -> Result<Applied> {
-    let service_accounts =
-        Kind::<ServiceAccount>::list(client, namespace, instance, "ServiceAccount").await?;
+    let service_accounts = Kind::<ServiceAccount>::list(client, namespace, instance, "ServiceAccount").await?;
     let roles = Kind::<Role>::list(client, namespace, instance, "Role").await?;
-    let role_bindings =
-        Kind::<RoleBinding>::list(client, namespace, instance, "RoleBinding").await?;
+    let role_bindings = Kind::<RoleBinding>::list(client, namespace, instance, "RoleBinding").await?;
     let config_maps = Kind::<ConfigMap>::list(client, namespace, instance, "ConfigMap").await?;
     let services = Kind::<Service>::list(client, namespace, instance, "Service").await?;
     let deployments = Kind::<Deployment>::list(client, namespace, instance, "Deployment").await?;
-    let hpas = Kind::<HorizontalPodAutoscaler>::list(
-        client,
-        namespace,
-        instance,
-        "HorizontalPodAutoscaler",
-    )
-    .await?;
-    let pdbs =
-        Kind::<PodDisruptionBudget>::list(client, namespace, instance, "PodDisruptionBudget")
-            .await?;
+    let hpas = Kind::<HorizontalPodAutoscaler>::list(client, namespace, instance, "HorizontalPodAutoscaler").await?;
+    let pdbs = Kind::<PodDisruptionBudget>::list(client, namespace, instance, "PodDisruptionBudget").await?;
 
     let mut applied = Applied::default();
-    service_accounts
-        .apply(&children.service_account, owner_uid)
-        .await?;
+    service_accounts.apply(&children.service_account, owner_uid).await?;
     roles.apply(&children.role, owner_uid).await?;
-    role_bindings
-        .apply(&children.role_binding, owner_uid)
-        .await?;
+    role_bindings.apply(&children.role_binding, owner_uid).await?;
     if let Some(pool) = &children.backends {
         config_maps.apply(&pool.config_map, owner_uid).await?;
         services.apply(&pool.service, owner_uid).await?;
         applied.backend_deployment = Some(deployments.apply(&pool.deployment, owner_uid).await?);
     }
-    config_maps
-        .apply(&children.lb_config_map, owner_uid)
-        .await?;
+    config_maps.apply(&children.lb_config_map, owner_uid).await?;
     services.apply(&children.lb_service, owner_uid).await?;
-    applied.lb_deployment = Some(
-        deployments
-            .apply(&children.lb_deployment, owner_uid)
-            .await?,
-    );
+    applied.lb_deployment = Some(deployments.apply(&children.lb_deployment, owner_uid).await?);
     if let Some(hpa) = &children.hpa {
         hpas.apply(hpa, owner_uid).await?;
     }
@@ -198,29 +135,19 @@ pub async fn apply_all(
     // Only now that the load balancer points at the new backends, remove what is no longer wanted.
     let pool = children.backends.as_ref();
     let deleted = &mut applied.deleted;
-    hpas.prune(&children.hpa.iter().collect::<Vec<_>>(), owner_uid, deleted)
-        .await?;
-    pdbs.prune(&children.pdb.iter().collect::<Vec<_>>(), owner_uid, deleted)
-        .await?;
+    hpas.prune(&children.hpa.iter().collect::<Vec<_>>(), owner_uid, deleted).await?;
+    pdbs.prune(&children.pdb.iter().collect::<Vec<_>>(), owner_uid, deleted).await?;
     let mut wanted_deployments = vec![&children.lb_deployment];
     wanted_deployments.extend(pool.map(|p| &p.deployment));
-    deployments
-        .prune(&wanted_deployments, owner_uid, deleted)
-        .await?;
+    deployments.prune(&wanted_deployments, owner_uid, deleted).await?;
     let mut wanted_services = vec![&children.lb_service];
     wanted_services.extend(pool.map(|p| &p.service));
     services.prune(&wanted_services, owner_uid, deleted).await?;
     let mut wanted_config_maps = vec![&children.lb_config_map];
     wanted_config_maps.extend(pool.map(|p| &p.config_map));
-    config_maps
-        .prune(&wanted_config_maps, owner_uid, deleted)
-        .await?;
-    role_bindings
-        .prune(&[&children.role_binding], owner_uid, deleted)
-        .await?;
+    config_maps.prune(&wanted_config_maps, owner_uid, deleted).await?;
+    role_bindings.prune(&[&children.role_binding], owner_uid, deleted).await?;
     roles.prune(&[&children.role], owner_uid, deleted).await?;
-    service_accounts
-        .prune(&[&children.service_account], owner_uid, deleted)
-        .await?;
+    service_accounts.prune(&[&children.service_account], owner_uid, deleted).await?;
     Ok(applied)
 }

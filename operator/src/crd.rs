@@ -343,11 +343,7 @@ pub struct QueueSpec {
 
 impl Default for QueueSpec {
     fn default() -> Self {
-        Self {
-            enabled: true,
-            num_consumers: default_num_consumers(),
-            queue_size: default_queue_size(),
-        }
+        Self { enabled: true, num_consumers: default_num_consumers(), queue_size: default_queue_size() }
     }
 }
 
@@ -450,12 +446,7 @@ pub struct TlsSpec {
 
 impl Default for TlsSpec {
     fn default() -> Self {
-        Self {
-            insecure: true,
-            secret_name: None,
-            client_certificate: false,
-            server_name: None,
-        }
+        Self { insecure: true, secret_name: None, client_certificate: false, server_name: None }
     }
 }
 
@@ -472,10 +463,7 @@ pub struct AutoscalingSpec {
     #[schemars(range(min = 1))]
     pub max_replicas: i32,
     /// Average CPU utilization, in percent of the CPU request, the autoscaler aims for.
-    #[serde(
-        default = "default_target_cpu",
-        rename = "targetCPUUtilizationPercentage"
-    )]
+    #[serde(default = "default_target_cpu", rename = "targetCPUUtilizationPercentage")]
     #[schemars(range(min = 1, max = 100))]
     pub target_cpu_utilization_percentage: i32,
 }
@@ -590,8 +578,7 @@ fn free_form_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
 
 /// The CustomResourceDefinition of `LoadBalancedCollector`, with doc-comment line breaks unwrapped
 /// in descriptions so that `kubectl explain` can wrap them itself.
-pub fn crd()
--> k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition {
+pub fn crd() -> k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition {
     let crd = LoadBalancedCollector::crd();
     let Ok(mut value) = serde_json::to_value(&crd) else {
         return crd;
@@ -609,13 +596,7 @@ fn unwrap_descriptions(value: &mut Value) {
                     Value::String(text) if key == "description" => {
                         *text = text
                             .split("\n\n")
-                            .map(|paragraph| {
-                                paragraph
-                                    .lines()
-                                    .map(str::trim)
-                                    .collect::<Vec<_>>()
-                                    .join(" ")
-                            })
+                            .map(|paragraph| paragraph.lines().map(str::trim).collect::<Vec<_>>().join(" "))
                             .collect::<Vec<_>>()
                             .join("\n\n");
                     }

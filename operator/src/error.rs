@@ -89,10 +89,7 @@ impl Error {
 
     /// Whether retrying soon can help (API errors) or only a spec change can (invalid spec, conflicts).
     pub fn is_transient(&self) -> bool {
-        !matches!(
-            self,
-            Error::InvalidSpec(_) | Error::MissingObjectKey(_) | Error::ChildConflict { .. }
-        )
+        !matches!(self, Error::InvalidSpec(_) | Error::MissingObjectKey(_) | Error::ChildConflict { .. })
     }
 }
 

@@ -10,11 +10,7 @@ use crate::crd::{LoadBalancedCollector, LoadBalancedCollectorStatus};
 use crate::error::Error;
 
 fn replicas(n: i32) -> String {
-    if n == 1 {
-        "1 replica".into()
-    } else {
-        format!("{n} replicas")
-    }
+    if n == 1 { "1 replica".into() } else { format!("{n} replicas") }
 }
 
 fn normal(reason: &str, note: String) -> Event {
@@ -37,42 +33,26 @@ pub fn plan(
     let mut events = Vec::new();
     let pool = match &lbc.spec.backends.service_ref {
         Some(service_ref) => format!("balancing over Service {}", service_ref.name),
-        None => format!(
-            "backend pool {name}-backends ({})",
-            replicas(lbc.spec.backends.replicas)
-        ),
+        None => format!("backend pool {name}-backends ({})", replicas(lbc.spec.backends.replicas)),
     };
     match lbc.status.as_ref() {
-        None
-        | Some(LoadBalancedCollectorStatus {
-            observed_generation: None,
-            ..
-        }) => {
+        None | Some(LoadBalancedCollectorStatus { observed_generation: None, .. }) => {
             events.push(normal(
                 "Created",
-                format!(
-                    "created load balancer {name} ({}), {pool}",
-                    replicas(next.load_balancer.desired)
-                ),
+                format!("created load balancer {name} ({}), {pool}", replicas(next.load_balancer.desired)),
             ));
         }
         Some(previous) => {
             if previous.observed_generation < lbc.metadata.generation {
                 events.push(normal(
                     "SpecChanged",
-                    format!(
-                        "applied generation {}: {pool}",
-                        lbc.metadata.generation.unwrap_or_default()
-                    ),
+                    format!("applied generation {}: {pool}", lbc.metadata.generation.unwrap_or_default()),
                 ));
             }
             if previous.backends.desired != next.backends.desired {
                 events.push(normal(
                     "Scaled",
-                    format!(
-                        "backends scaled from {} to {}",
-                        previous.backends.desired, next.backends.desired
-                    ),
+                    format!("backends scaled from {} to {}", previous.backends.desired, next.backends.desired),
                 ));
             }
             if previous.load_balancer.desired != next.load_balancer.desired {
@@ -88,17 +68,8 @@ pub fn plan(
         }
     }
     if !deleted.is_empty() {
-        let children: Vec<_> = deleted
-            .iter()
-            .map(|(kind, name)| format!("{kind} {name}"))
-            .collect();
-        events.push(normal(
-            "Deleted",
-            format!(
-                "deleted {}: the spec no longer asks for them",
-                children.join(", ")
-            ),
-        ));
+        let children: Vec<_> = deleted.iter().map(|(kind, name)| format!("{kind} {name}")).collect();
+        events.push(normal("Deleted", format!("deleted {}: the spec no longer asks for them", children.join(", "))));
     }
     events
 }
@@ -107,10 +78,7 @@ pub fn plan(
 pub fn warning(error: &Error) -> Event {
     let mut note = error.to_string();
     if note.len() > 1000 {
-        let end = (0..=1000)
-            .rev()
-            .find(|i| note.is_char_boundary(*i))
-            .unwrap_or(0);
+        let end = (0..=1000).rev().find(|i| note.is_char_boundary(*i)).unwrap_or(0);
         note.truncate(end);
     }
     Event {

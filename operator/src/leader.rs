@@ -30,11 +30,7 @@ pub struct LeaderElectionConfig {
 
 impl LeaderElectionConfig {
     /// Defaults: 15 s leases renewed every 2 s.
-    pub fn new(
-        namespace: impl Into<String>,
-        lease_name: impl Into<String>,
-        identity: impl Into<String>,
-    ) -> Self {
+    pub fn new(namespace: impl Into<String>, lease_name: impl Into<String>, identity: impl Into<String>) -> Self {
         Self {
             namespace: namespace.into(),
             lease_name: lease_name.into(),
@@ -60,12 +56,7 @@ pub enum Decision {
 }
 
 /// Decides from the lease's spec (pure, for tests).
-pub fn decide(
-    spec: &LeaseSpec,
-    identity: &str,
-    now: Timestamp,
-    default_duration: Duration,
-) -> Decision {
+pub fn decide(spec: &LeaseSpec, identity: &str, now: Timestamp, default_duration: Duration) -> Decision {
     let holder = spec.holder_identity.clone().unwrap_or_default();
     if holder == identity {
         return Decision::Renew;
@@ -97,10 +88,7 @@ pub struct LeaderElector {
 impl LeaderElector {
     /// An elector using `client`.
     pub fn new(client: Client, config: LeaderElectionConfig) -> Self {
-        Self {
-            api: Api::namespaced(client, &config.namespace),
-            config,
-        }
+        Self { api: Api::namespaced(client, &config.namespace), config }
     }
 
     fn duration_seconds(&self) -> i32 {
@@ -111,17 +99,10 @@ impl LeaderElector {
     pub async fn try_acquire_or_renew(&self) -> Result<bool> {
         let now = Timestamp::now();
         let name = &self.config.lease_name;
-        let lease = self
-            .api
-            .get_opt(name)
-            .await
-            .map_err(|e| Error::LeaderElection(e.to_string()))?;
+        let lease = self.api.get_opt(name).await.map_err(|e| Error::LeaderElection(e.to_string()))?;
         let Some(mut lease) = lease else {
             let lease = Lease {
-                metadata: ObjectMeta {
-                    name: Some(name.clone()),
-                    ..ObjectMeta::default()
-                },
+                metadata: ObjectMeta { name: Some(name.clone()), ..ObjectMeta::default() },
                 spec: Some(LeaseSpec {
                     holder_identity: Some(self.config.identity.clone()),
                     lease_duration_seconds: Some(self.duration_seconds()),
@@ -146,8 +127,7 @@ impl LeaderElector {
                 spec.acquire_time = Some(MicroTime(now));
                 spec.renew_time = Some(MicroTime(now));
                 spec.lease_duration_seconds = Some(self.duration_seconds());
-                spec.lease_transitions =
-                    Some(spec.lease_transitions.unwrap_or(0).saturating_add(1));
+                spec.lease_transitions = Some(spec.lease_transitions.unwrap_or(0).saturating_add(1));
                 conflict_is_false(self.api.replace(name, &PostParams::default(), &lease).await)
             }
         }
@@ -199,11 +179,7 @@ impl LeaderElector {
         }
         spec.holder_identity = None;
         spec.renew_time = None;
-        if let Err(error) = self
-            .api
-            .replace(&self.config.lease_name, &PostParams::default(), &lease)
-            .await
-        {
+        if let Err(error) = self.api.replace(&self.config.lease_name, &PostParams::default(), &lease).await {
             warn!(%error, "could not release the lease");
         }
     }
@@ -237,45 +213,21 @@ mod tests {
 
     #[test]
     fn holder_renews() {
-        assert_eq!(
-            decide(&spec(Some("me"), 3), "me", now(), Duration::from_secs(15)),
-            Decision::Renew
-        );
+        assert_eq!(decide(&spec(Some("me"), 3), "me", now(), Duration::from_secs(15)), Decision::Renew);
     }
 
     #[test]
     fn live_lease_of_other_waits() {
         assert_eq!(
-            decide(
-                &spec(Some("other"), 3),
-                "me",
-                now(),
-                Duration::from_secs(15)
-            ),
-            Decision::Wait {
-                holder: "other".into()
-            }
+            decide(&spec(Some("other"), 3), "me", now(), Duration::from_secs(15)),
+            Decision::Wait { holder: "other".into() }
         );
     }
 
     #[test]
     fn expired_or_released_lease_is_taken() {
-        assert_eq!(
-            decide(
-                &spec(Some("other"), 16),
-                "me",
-                now(),
-                Duration::from_secs(15)
-            ),
-            Decision::Acquire
-        );
-        assert_eq!(
-            decide(&spec(None, 1), "me", now(), Duration::from_secs(15)),
-            Decision::Acquire
-        );
-        assert_eq!(
-            decide(&LeaseSpec::default(), "me", now(), Duration::from_secs(15)),
-            Decision::Acquire
-        );
+        assert_eq!(decide(&spec(Some("other"), 16), "me", now(), Duration::from_secs(15)), Decision::Acquire);
+        assert_eq!(decide(&spec(None, 1), "me", now(), Duration::from_secs(15)), Decision::Acquire);
+        assert_eq!(decide(&LeaseSpec::default(), "me", now(), Duration::from_secs(15)), Decision::Acquire);
     }
 }

@@ -19,9 +19,7 @@ pub mod status;
 pub mod telemetry;
 pub mod validate;
 
-pub use crd::{
-    LoadBalancedCollector, LoadBalancedCollectorSpec, LoadBalancedCollectorStatus, crd, crd_yaml,
-};
+pub use crd::{LoadBalancedCollector, LoadBalancedCollectorSpec, LoadBalancedCollectorStatus, crd, crd_yaml};
 pub use error::Error;
 pub use leader::LeaderElectionConfig;
 pub use run::{Config, run, run_with_client};

@@ -31,12 +31,7 @@ enum Command {
 #[derive(clap::Args)]
 struct RunArgs {
     /// Namespace to watch (repeat for several); none watches all namespaces.
-    #[arg(
-        long = "namespace",
-        value_name = "NAMESPACE",
-        env = "WATCH_NAMESPACES",
-        value_delimiter = ','
-    )]
+    #[arg(long = "namespace", value_name = "NAMESPACE", env = "WATCH_NAMESPACES", value_delimiter = ',')]
     namespaces: Vec<String>,
 
     /// Address of /metrics, /healthz and /readyz.
@@ -97,11 +92,7 @@ async fn main() -> ExitCode {
                 config
             });
             let config = Config {
-                namespaces: args
-                    .namespaces
-                    .into_iter()
-                    .filter(|n| !n.is_empty())
-                    .collect(),
+                namespaces: args.namespaces.into_iter().filter(|n| !n.is_empty()).collect(),
                 metrics_address: args.metrics_address,
                 leader_election,
                 instance: Some(identity),

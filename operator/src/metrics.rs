@@ -28,18 +28,12 @@ impl Metrics {
                 "Reconciliations of LoadBalancedCollectors started",
             ))?,
             failures: IntCounterVec::new(
-                Opts::new(
-                    "otlp_lb_operator_reconcile_failures_total",
-                    "Reconciliations that failed, by error",
-                ),
+                Opts::new("otlp_lb_operator_reconcile_failures_total", "Reconciliations that failed, by error"),
                 &["error"],
             )?,
             duration: Histogram::with_opts(
-                HistogramOpts::new(
-                    "otlp_lb_operator_reconcile_duration_seconds",
-                    "Duration of reconciliations",
-                )
-                .buckets(vec![0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+                HistogramOpts::new("otlp_lb_operator_reconcile_duration_seconds", "Duration of reconciliations")
+                    .buckets(vec![0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
             )?,
             leader: IntGauge::with_opts(Opts::new(
                 "otlp_lb_operator_leader",
@@ -56,17 +50,12 @@ impl Metrics {
     /// Counts a reconciliation and returns a timer that records its duration when dropped.
     pub fn start(&self) -> ReconcileTimer {
         self.reconciliations.inc();
-        ReconcileTimer {
-            histogram: self.duration.clone(),
-            start: Instant::now(),
-        }
+        ReconcileTimer { histogram: self.duration.clone(), start: Instant::now() }
     }
 
     /// Counts a failed reconciliation under the error's label.
     pub fn failed(&self, error: &Error) {
-        self.failures
-            .with_label_values(&[error.metric_label()])
-            .inc();
+        self.failures.with_label_values(&[error.metric_label()]).inc();
     }
 }
 

@@ -42,10 +42,7 @@ pub async fn reconcile(lbc: Arc<LoadBalancedCollector>, ctx: Arc<Context>) -> Re
             ctx.metrics.failed(&error);
             warn!(name = %lbc.name_any(), namespace = ?lbc.namespace(), %error, "reconciliation failed");
             publish(&ctx, &lbc, &[events::warning(&error)]).await;
-            if let (Some(name), Some(namespace)) = (
-                lbc.metadata.name.as_deref(),
-                lbc.metadata.namespace.as_deref(),
-            ) {
+            if let (Some(name), Some(namespace)) = (lbc.metadata.name.as_deref(), lbc.metadata.namespace.as_deref()) {
                 let api = Api::<LoadBalancedCollector>::namespaced(ctx.client.clone(), namespace);
                 let degraded = status::degraded(&lbc, &error, Timestamp::now());
                 if let Err(status_error) = status::write(&api, name, &degraded).await {
@@ -70,11 +67,9 @@ async fn reconcile_inner(lbc: &LoadBalancedCollector, ctx: &Context) -> Result<A
     let applied = apply_all(&ctx.client, owner.namespace, owner.name, &uid, &children).await?;
 
     let (service, _) = status::backend_service(lbc, &Names::new(owner.name));
-    let slices = status::endpoint_slices(
-        &Api::<EndpointSlice>::namespaced(ctx.client.clone(), owner.namespace),
-        &service,
-    )
-    .await?;
+    let slices =
+        status::endpoint_slices(&Api::<EndpointSlice>::namespaced(ctx.client.clone(), owner.namespace), &service)
+            .await?;
     let (backends, load_balancer) = status::observe(lbc, &applied, &slices);
     let next = status::compute(lbc, backends, load_balancer, None, Timestamp::now());
     let planned = events::plan(lbc, &next, &applied.deleted);
@@ -82,20 +77,9 @@ async fn reconcile_inner(lbc: &LoadBalancedCollector, ctx: &Context) -> Result<A
     let api = Api::<LoadBalancedCollector>::namespaced(ctx.client.clone(), owner.namespace);
     status::write(&api, owner.name, &next).await?;
     publish(ctx, lbc, &planned).await;
-    info!(
-        name = owner.name,
-        namespace = owner.namespace,
-        backends = next.backends.in_ring,
-        "reconciled"
-    );
+    info!(name = owner.name, namespace = owner.namespace, backends = next.backends.in_ring, "reconciled");
 
-    Ok(Action::requeue(
-        if lbc.spec.backends.service_ref.is_some() {
-            REQUEUE_SERVICE_REF
-        } else {
-            REQUEUE
-        },
-    ))
+    Ok(Action::requeue(if lbc.spec.backends.service_ref.is_some() { REQUEUE_SERVICE_REF } else { REQUEUE }))
 }
 
 async fn publish(ctx: &Context, lbc: &LoadBalancedCollector, events: &[Event]) {

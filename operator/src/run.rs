@@ -61,17 +61,10 @@ pub async fn run_with_client(
 
     let listener = crate::server::bind(config.metrics_address).await?;
     info!(address = %listener.local_addr()?, "serving /metrics, /healthz and /readyz");
-    let server = tokio::spawn(crate::server::serve(
-        listener,
-        registry,
-        stopped(stop_rx.clone()),
-    ));
+    let server = tokio::spawn(crate::server::serve(listener, registry, stopped(stop_rx.clone())));
 
     let mut shutdown = Box::pin(shutdown);
-    let elector = config
-        .leader_election
-        .clone()
-        .map(|c| LeaderElector::new(client.clone(), c));
+    let elector = config.leader_election.clone().map(|c| LeaderElector::new(client.clone(), c));
     if let Some(elector) = &elector {
         match future::select(Box::pin(elector.acquire()), shutdown.as_mut()).await {
             Either::Left(((), _)) => metrics.leader.set(1),
@@ -87,22 +80,14 @@ pub async fn run_with_client(
         client: client.clone(),
         recorder: Recorder::new(
             client.clone(),
-            Reporter {
-                controller: MANAGER.into(),
-                instance: config.instance.clone(),
-            },
+            Reporter { controller: MANAGER.into(), instance: config.instance.clone() },
         ),
         metrics: metrics.clone(),
     });
-    let namespaces: Vec<Option<String>> = if config.namespaces.is_empty() {
-        vec![None]
-    } else {
-        config.namespaces.iter().cloned().map(Some).collect()
-    };
+    let namespaces: Vec<Option<String>> =
+        if config.namespaces.is_empty() { vec![None] } else { config.namespaces.iter().cloned().map(Some).collect() };
     let controllers = future::join_all(
-        namespaces
-            .into_iter()
-            .map(|ns| controller(client.clone(), ns, ctx.clone(), stopped(stop_rx.clone()))),
+        namespaces.into_iter().map(|ns| controller(client.clone(), ns, ctx.clone(), stopped(stop_rx.clone()))),
     );
     let mut controllers = Box::pin(controllers);
 
@@ -153,33 +138,24 @@ async fn controller(
     let ns = namespace.as_deref();
     info!(namespace = ns.unwrap_or("<all>"), "starting controller");
     let managed = watcher::Config::default().labels(&format!("{MANAGED_BY}={MANAGER}"));
-    let backend_slices = watcher::Config::default().labels(&format!(
-        "{MANAGED_BY}={MANAGER},{COMPONENT}={}",
-        Component::Backends.as_str()
-    ));
-    Controller::new(
-        api::<LoadBalancedCollector>(&client, ns),
-        watcher::Config::default(),
-    )
-    .owns(api::<Deployment>(&client, ns), managed.clone())
-    .owns(api::<Service>(&client, ns), managed.clone())
-    .owns(api::<ConfigMap>(&client, ns), managed.clone())
-    .owns(api::<HorizontalPodAutoscaler>(&client, ns), managed.clone())
-    .owns(api::<PodDisruptionBudget>(&client, ns), managed)
-    .watches(
-        api::<EndpointSlice>(&client, ns),
-        backend_slices,
-        owner_of_slice,
-    )
-    .graceful_shutdown_on(stop)
-    .run(reconcile, error_policy, ctx)
-    .for_each(|result| async move {
-        match result {
-            Ok((object, _)) => debug!(name = %object.name, "reconciled"),
-            Err(error) => warn!(%error, "reconcile failed"),
-        }
-    })
-    .await;
+    let backend_slices = watcher::Config::default()
+        .labels(&format!("{MANAGED_BY}={MANAGER},{COMPONENT}={}", Component::Backends.as_str()));
+    Controller::new(api::<LoadBalancedCollector>(&client, ns), watcher::Config::default())
+        .owns(api::<Deployment>(&client, ns), managed.clone())
+        .owns(api::<Service>(&client, ns), managed.clone())
+        .owns(api::<ConfigMap>(&client, ns), managed.clone())
+        .owns(api::<HorizontalPodAutoscaler>(&client, ns), managed.clone())
+        .owns(api::<PodDisruptionBudget>(&client, ns), managed)
+        .watches(api::<EndpointSlice>(&client, ns), backend_slices, owner_of_slice)
+        .graceful_shutdown_on(stop)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            match result {
+                Ok((object, _)) => debug!(name = %object.name, "reconciled"),
+                Err(error) => warn!(%error, "reconcile failed"),
+            }
+        })
+        .await;
 }
 
 /// Completes on SIGTERM (Kubernetes stopping the pod) or Ctrl-C.

@@ -12,10 +12,7 @@ use prometheus::Registry;
 use tokio::net::TcpListener;
 
 async fn metrics(State(registry): State<Registry>) -> impl IntoResponse {
-    (
-        [(CONTENT_TYPE, "text/plain; version=0.0.4")],
-        crate::metrics::encode(&registry),
-    )
+    ([(CONTENT_TYPE, "text/plain; version=0.0.4")], crate::metrics::encode(&registry))
 }
 
 /// The router serving the endpoints.
@@ -38,7 +35,5 @@ pub async fn serve(
     registry: Registry,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(registry))
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(listener, router(registry)).with_graceful_shutdown(shutdown).await
 }

@@ -12,12 +12,9 @@ use kube::api::{Api, ListParams, Patch, PatchParams};
 use serde_json::json;
 
 use crate::apply::Applied;
-use crate::build::labels::{
-    Component, MANAGER, Names, SERVICE_NAME, selector_labels, selector_string,
-};
+use crate::build::labels::{Component, MANAGER, Names, SERVICE_NAME, selector_labels, selector_string};
 use crate::crd::{
-    BackendsStatus, LoadBalancedCollector, LoadBalancedCollectorStatus, LoadBalancerStatus,
-    OTLP_GRPC_PORT,
+    BackendsStatus, LoadBalancedCollector, LoadBalancedCollectorStatus, LoadBalancerStatus, OTLP_GRPC_PORT,
 };
 use crate::error::{Error, Result};
 
@@ -49,11 +46,9 @@ pub fn count_endpoints(slices: &[EndpointSlice], port: i32) -> (i32, i32) {
         }
         for endpoint in &slice.endpoints {
             let key = match &endpoint.target_ref {
-                Some(target) => format!(
-                    "{}/{}",
-                    target.kind.as_deref().unwrap_or(""),
-                    target.name.as_deref().unwrap_or("")
-                ),
+                Some(target) => {
+                    format!("{}/{}", target.kind.as_deref().unwrap_or(""), target.name.as_deref().unwrap_or(""))
+                }
                 None => endpoint.addresses.first().cloned().unwrap_or_default(),
             };
             // A nil `ready` means unknown, which consumers treat as ready.
@@ -71,10 +66,7 @@ fn to_i32(n: usize) -> i32 {
 }
 
 fn ready_replicas(deployment: Option<&Deployment>) -> i32 {
-    deployment
-        .and_then(|d| d.status.as_ref())
-        .and_then(|s| s.ready_replicas)
-        .unwrap_or(0)
+    deployment.and_then(|d| d.status.as_ref()).and_then(|s| s.ready_replicas).unwrap_or(0)
 }
 
 /// Backend and load-balancer counts from the applied Deployments and the backend EndpointSlices.
@@ -83,17 +75,10 @@ pub fn observe(
     applied: &Applied,
     slices: &[EndpointSlice],
 ) -> (BackendsStatus, LoadBalancerStatus) {
-    let (_, port) = backend_service(
-        lbc,
-        &Names::new(&lbc.metadata.name.clone().unwrap_or_default()),
-    );
+    let (_, port) = backend_service(lbc, &Names::new(&lbc.metadata.name.clone().unwrap_or_default()));
     let (endpoints, ready_endpoints) = count_endpoints(slices, port);
     let backends = if lbc.spec.backends.service_ref.is_some() {
-        BackendsStatus {
-            desired: endpoints,
-            ready: ready_endpoints,
-            in_ring: ready_endpoints,
-        }
+        BackendsStatus { desired: endpoints, ready: ready_endpoints, in_ring: ready_endpoints }
     } else {
         BackendsStatus {
             desired: lbc.spec.backends.replicas,
@@ -106,22 +91,14 @@ pub fn observe(
         .and_then(|d| d.spec.as_ref().and_then(|s| s.replicas))
         .or_else(|| lb.and_then(|d| d.status.as_ref()).and_then(|s| s.replicas))
         .unwrap_or(0);
-    (
-        backends,
-        LoadBalancerStatus {
-            desired: lb_desired,
-            ready: ready_replicas(lb),
-        },
-    )
+    (backends, LoadBalancerStatus { desired: lb_desired, ready: ready_replicas(lb) })
 }
 
 /// `traces=…,metrics=…,logs=…` for the Routing printer column.
 pub fn routing_summary(lbc: &LoadBalancedCollector) -> String {
     let routing = &lbc.spec.load_balancer.routing;
     let name = |v: serde_json::Result<serde_json::Value>| {
-        v.ok()
-            .and_then(|v| v.as_str().map(String::from))
-            .unwrap_or_default()
+        v.ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
     };
     format!(
         "traces={},metrics={},logs={}",
@@ -149,9 +126,7 @@ pub fn compute(
         (
             false,
             "NoBackendsInRing",
-            format!(
-                "no backend of Service {service} is ready: the load balancer has nowhere to send"
-            ),
+            format!("no backend of Service {service} is ready: the load balancer has nowhere to send"),
         )
     } else if backends.ready < backends.desired {
         (
@@ -173,57 +148,32 @@ pub fn compute(
         )
     };
     let lb_ready = if load_balancer.desired == 0 {
-        (
-            false,
-            "ScaledToZero",
-            "the load balancer has no replicas".to_string(),
-        )
+        (false, "ScaledToZero", "the load balancer has no replicas".to_string())
     } else if load_balancer.ready < load_balancer.desired {
         (
             false,
             "LoadBalancerNotReady",
-            format!(
-                "{}/{} load-balancer replicas ready",
-                load_balancer.ready, load_balancer.desired
-            ),
+            format!("{}/{} load-balancer replicas ready", load_balancer.ready, load_balancer.desired),
         )
     } else {
         (
             true,
             "LoadBalancerReady",
-            format!(
-                "{}/{} load-balancer replicas ready",
-                load_balancer.ready, load_balancer.desired
-            ),
+            format!("{}/{} load-balancer replicas ready", load_balancer.ready, load_balancer.desired),
         )
     };
     let degraded = match error {
         Some(e) => (true, e.reason(), e.to_string()),
-        None => (
-            false,
-            "ReconcileSucceeded",
-            "every child object is applied".to_string(),
-        ),
+        None => (false, "ReconcileSucceeded", "every child object is applied".to_string()),
     };
     let ready = if degraded.0 {
-        (
-            false,
-            "Degraded",
-            format!("the last reconciliation failed: {}", degraded.2),
-        )
+        (false, "Degraded", format!("the last reconciliation failed: {}", degraded.2))
     } else if !backends_ready.0 {
         (false, backends_ready.1, backends_ready.2.clone())
     } else if !lb_ready.0 {
         (false, lb_ready.1, lb_ready.2.clone())
     } else {
-        (
-            true,
-            "Ready",
-            format!(
-                "receiving on Service {name}, balancing over {} backends",
-                backends.in_ring
-            ),
-        )
+        (true, "Ready", format!("receiving on Service {name}, balancing over {} backends", backends.in_ring))
     };
 
     let condition = |type_: &str, (status, reason, message): (bool, &str, String)| {
@@ -260,52 +210,28 @@ pub fn compute(
 }
 
 /// The status after a failed reconciliation: the previous counts, Degraded with the error.
-pub fn degraded(
-    lbc: &LoadBalancedCollector,
-    error: &Error,
-    now: Timestamp,
-) -> LoadBalancedCollectorStatus {
+pub fn degraded(lbc: &LoadBalancedCollector, error: &Error, now: Timestamp) -> LoadBalancedCollectorStatus {
     let previous = lbc.status.clone().unwrap_or_default();
-    compute(
-        lbc,
-        previous.backends,
-        previous.load_balancer,
-        Some(error),
-        now,
-    )
+    compute(lbc, previous.backends, previous.load_balancer, Some(error), now)
 }
 
 /// The EndpointSlices of the backend Service.
-pub async fn endpoint_slices(
-    api: &Api<EndpointSlice>,
-    service: &str,
-) -> Result<Vec<EndpointSlice>> {
+pub async fn endpoint_slices(api: &Api<EndpointSlice>, service: &str) -> Result<Vec<EndpointSlice>> {
     api.list(&ListParams::default().labels(&format!("{SERVICE_NAME}={service}")))
         .await
         .map(|list| list.items)
-        .map_err(|source| Error::Read {
-            kind: "EndpointSlice",
-            source,
-        })
+        .map_err(|source| Error::Read { kind: "EndpointSlice", source })
 }
 
 /// Server-side applies `status` to the status subresource.
-pub async fn write(
-    api: &Api<LoadBalancedCollector>,
-    name: &str,
-    status: &LoadBalancedCollectorStatus,
-) -> Result<()> {
+pub async fn write(api: &Api<LoadBalancedCollector>, name: &str, status: &LoadBalancedCollectorStatus) -> Result<()> {
     let patch = json!({
         "apiVersion": format!("{}/v1alpha1", crate::crd::GROUP),
         "kind": "LoadBalancedCollector",
         "status": status,
     });
-    api.patch_status(
-        name,
-        &PatchParams::apply(MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await
-    .map(|_| ())
-    .map_err(Error::Status)
+    api.patch_status(name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&patch))
+        .await
+        .map(|_| ())
+        .map_err(Error::Status)
 }

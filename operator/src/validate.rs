@@ -13,16 +13,9 @@ pub const MAX_NAME_LEN: usize = 54;
 /// Every problem of `lbc`, joined into one [`Error::InvalidSpec`], or `Ok` when it can be run.
 pub fn validate(lbc: &LoadBalancedCollector) -> Result<()> {
     let meta = &lbc.metadata;
-    let name = meta
-        .name
-        .as_deref()
-        .ok_or(Error::MissingObjectKey("metadata.name"))?;
-    meta.namespace
-        .as_deref()
-        .ok_or(Error::MissingObjectKey("metadata.namespace"))?;
-    meta.uid
-        .as_deref()
-        .ok_or(Error::MissingObjectKey("metadata.uid"))?;
+    let name = meta.name.as_deref().ok_or(Error::MissingObjectKey("metadata.name"))?;
+    meta.namespace.as_deref().ok_or(Error::MissingObjectKey("metadata.namespace"))?;
+    meta.uid.as_deref().ok_or(Error::MissingObjectKey("metadata.uid"))?;
 
     let mut problems = Vec::new();
     check_name(name, &mut problems);
@@ -83,31 +76,18 @@ pub fn validate(lbc: &LoadBalancedCollector) -> Result<()> {
     for (field, value) in [
         ("loadBalancer.timeout", &lb.timeout),
         ("loadBalancer.maxConnectionAge", &lb.max_connection_age),
-        (
-            "loadBalancer.retry.initialInterval",
-            &lb.retry.initial_interval,
-        ),
+        ("loadBalancer.retry.initialInterval", &lb.retry.initial_interval),
         ("loadBalancer.retry.maxInterval", &lb.retry.max_interval),
-        (
-            "loadBalancer.retry.maxElapsedTime",
-            &lb.retry.max_elapsed_time,
-        ),
+        ("loadBalancer.retry.maxElapsedTime", &lb.retry.max_elapsed_time),
     ] {
         if !is_duration(value) {
-            problems.push(format!(
-                "{field} must be a duration such as 500ms, 5s, 1m or 1h, not {value:?}"
-            ));
+            problems.push(format!("{field} must be a duration such as 500ms, 5s, 1m or 1h, not {value:?}"));
         }
     }
     if lb.queue.num_consumers < 1 || lb.queue.queue_size < 1 {
-        problems
-            .push("loadBalancer.queue.numConsumers and queueSize must be at least 1".to_string());
+        problems.push("loadBalancer.queue.numConsumers and queueSize must be at least 1".to_string());
     }
-    if lb.tls.insecure
-        && (lb.tls.secret_name.is_some()
-            || lb.tls.server_name.is_some()
-            || lb.tls.client_certificate)
-    {
+    if lb.tls.insecure && (lb.tls.secret_name.is_some() || lb.tls.server_name.is_some() || lb.tls.client_certificate) {
         problems.push(
             "loadBalancer.tls.secretName, serverName and clientCertificate apply to TLS connections: set loadBalancer.tls.insecure to false to use them"
                 .to_string(),
@@ -118,55 +98,35 @@ pub fn validate(lbc: &LoadBalancedCollector) -> Result<()> {
             "loadBalancer.tls.clientCertificate needs secretName: the Secret holding tls.crt and tls.key".to_string(),
         );
     }
-    if let (Some(initial), Some(max)) = (
-        duration_ms(&lb.retry.initial_interval),
-        duration_ms(&lb.retry.max_interval),
-    ) && initial > max
+    if let (Some(initial), Some(max)) = (duration_ms(&lb.retry.initial_interval), duration_ms(&lb.retry.max_interval))
+        && initial > max
     {
-        problems.push(
-            "loadBalancer.retry.initialInterval must not be longer than maxInterval".to_string(),
-        );
+        problems.push("loadBalancer.retry.initialInterval must not be longer than maxInterval".to_string());
     }
     if let Some(hpa) = &lb.autoscaling {
         if hpa.min_replicas < 1 {
             problems.push("loadBalancer.autoscaling.minReplicas must be at least 1".to_string());
         }
         if hpa.min_replicas > hpa.max_replicas {
-            problems.push(
-                "loadBalancer.autoscaling.minReplicas must not be greater than maxReplicas"
-                    .to_string(),
-            );
+            problems.push("loadBalancer.autoscaling.minReplicas must not be greater than maxReplicas".to_string());
         }
         if !(1..=100).contains(&hpa.target_cpu_utilization_percentage) {
-            problems.push(
-                "loadBalancer.autoscaling.targetCPUUtilizationPercentage must be between 1 and 100"
-                    .to_string(),
-            );
+            problems
+                .push("loadBalancer.autoscaling.targetCPUUtilizationPercentage must be between 1 and 100".to_string());
         }
     }
     if let Some(pdb) = &lb.pod_disruption_budget
         && pdb.min_available.is_some()
         && pdb.max_unavailable.is_some()
     {
-        problems.push(
-            "set either loadBalancer.podDisruptionBudget.minAvailable or maxUnavailable, not both"
-                .to_string(),
-        );
+        problems
+            .push("set either loadBalancer.podDisruptionBudget.minAvailable or maxUnavailable, not both".to_string());
     }
     if let Some(sidecar) = &lb.collector {
-        check_collector_config(
-            "loadBalancer.collector.config",
-            &sidecar.config,
-            false,
-            &mut problems,
-        );
+        check_collector_config("loadBalancer.collector.config", &sidecar.config, false, &mut problems);
     }
 
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(Error::InvalidSpec(problems.join("; ")))
-    }
+    if problems.is_empty() { Ok(()) } else { Err(Error::InvalidSpec(problems.join("; "))) }
 }
 
 fn check_name(name: &str, problems: &mut Vec<String>) {
@@ -177,12 +137,8 @@ fn check_name(name: &str, problems: &mut Vec<String>) {
     }
     let bytes = name.as_bytes();
     let valid = bytes.first().is_some_and(u8::is_ascii_lowercase)
-        && bytes
-            .last()
-            .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-        && bytes
-            .iter()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-');
+        && bytes.last().is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        && bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-');
     if !valid {
         problems.push(
             "metadata.name must start with a lowercase letter and contain only lowercase letters, digits and '-': it names Services"
@@ -212,25 +168,12 @@ pub fn duration_ms(value: &str) -> Option<u64> {
 
 /// Checks the parts of a Collector configuration the operator edits or the Collector needs.
 /// `needs_pipelines`: the backend pool must bring its own pipelines; the sidecar gets defaults.
-fn check_collector_config(
-    path: &str,
-    config: &Map<String, Value>,
-    needs_pipelines: bool,
-    problems: &mut Vec<String>,
-) {
-    for section in [
-        "receivers",
-        "processors",
-        "exporters",
-        "connectors",
-        "extensions",
-    ] {
+fn check_collector_config(path: &str, config: &Map<String, Value>, needs_pipelines: bool, problems: &mut Vec<String>) {
+    for section in ["receivers", "processors", "exporters", "connectors", "extensions"] {
         if let Some(value) = config.get(section)
             && !value.is_object()
         {
-            problems.push(format!(
-                "{path}.{section} must be a map of component configurations"
-            ));
+            problems.push(format!("{path}.{section} must be a map of component configurations"));
         }
     }
     if let Some(otlp) = config.get("receivers").and_then(|r| r.get("otlp"))
@@ -250,18 +193,14 @@ fn check_collector_config(
         None => None,
         Some(Value::Object(pipelines)) => Some(pipelines),
         Some(_) => {
-            problems.push(format!(
-                "{path}.service.pipelines must be a map of pipelines"
-            ));
+            problems.push(format!("{path}.service.pipelines must be a map of pipelines"));
             return;
         }
     };
     if let Some(extensions) = service.and_then(|s| s.get("extensions"))
         && !is_string_list(extensions)
     {
-        problems.push(format!(
-            "{path}.service.extensions must be a list of extension names"
-        ));
+        problems.push(format!("{path}.service.extensions must be a list of extension names"));
     }
     match pipelines {
         Some(pipelines) if !pipelines.is_empty() => {
@@ -290,7 +229,5 @@ fn check_collector_config(
 }
 
 fn is_string_list(value: &Value) -> bool {
-    value
-        .as_array()
-        .is_some_and(|items| items.iter().all(Value::is_string))
+    value.as_array().is_some_and(|items| items.iter().all(Value::is_string))
 }

@@ -22,15 +22,9 @@ fn app_version_matches_the_crate() {
 }
 
 fn helm() -> Option<PathBuf> {
-    let cached =
-        std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/otlp-lb/tools/bin/helm"));
+    let cached = std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/otlp-lb/tools/bin/helm"));
     cached.filter(|p| p.exists()).or_else(|| {
-        Command::new("helm")
-            .arg("version")
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|_| "helm".into())
+        Command::new("helm").arg("version").output().ok().filter(|o| o.status.success()).map(|_| "helm".into())
     })
 }
 
@@ -39,10 +33,7 @@ fn operator_grants(rendered: &[Value]) -> Vec<(String, String, String)> {
     let role = rendered
         .iter()
         .find(|d| {
-            d["kind"] == "ClusterRole"
-                && d["metadata"]["name"]
-                    .as_str()
-                    .is_some_and(|n| n.ends_with("-operator"))
+            d["kind"] == "ClusterRole" && d["metadata"]["name"].as_str().is_some_and(|n| n.ends_with("-operator"))
         })
         .expect("the operator's ClusterRole");
     let mut grants = Vec::new();
@@ -65,25 +56,13 @@ fn rendered_chart_grants_what_the_operator_needs_and_nothing_broad() {
         eprintln!("helm not installed: only the static chart checks ran");
         return;
     };
-    let output = Command::new(helm)
-        .args(["template", "t"])
-        .arg(chart())
-        .output()
-        .expect("helm runs");
-    assert!(
-        output.status.success(),
-        "helm template failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let rendered: Vec<Value> = common::documents(&String::from_utf8_lossy(&output.stdout))
-        .into_iter()
-        .filter(|d| !d.is_null())
-        .collect();
+    let output = Command::new(helm).args(["template", "t"]).arg(chart()).output().expect("helm runs");
+    assert!(output.status.success(), "helm template failed: {}", String::from_utf8_lossy(&output.stderr));
+    let rendered: Vec<Value> =
+        common::documents(&String::from_utf8_lossy(&output.stdout)).into_iter().filter(|d| !d.is_null()).collect();
     let grants = operator_grants(&rendered);
     let has = |group: &str, resource: &str, verb: &str| {
-        grants
-            .iter()
-            .any(|g| g == &(group.into(), resource.into(), verb.into()))
+        grants.iter().any(|g| g == &(group.into(), resource.into(), verb.into()))
     };
 
     // Children: found by labels, applied (create or patch), pruned.
@@ -98,10 +77,7 @@ fn rendered_chart_grants_what_the_operator_needs_and_nothing_broad() {
         ("policy", "poddisruptionbudgets"),
     ] {
         for verb in ["get", "list", "create", "patch", "delete"] {
-            assert!(
-                has(group, resource, verb),
-                "missing {verb} {group}/{resource}"
-            );
+            assert!(has(group, resource, verb), "missing {verb} {group}/{resource}");
         }
     }
     for verb in ["get", "list", "watch"] {
@@ -128,14 +104,8 @@ fn rendered_chart_grants_what_the_operator_needs_and_nothing_broad() {
 
     // Least privilege: no wildcards, no escalate/bind/impersonate, no secrets.
     for (group, resource, verb) in &grants {
-        assert!(
-            group != "*" && resource != "*" && verb != "*",
-            "wildcard grant {group}/{resource} {verb}"
-        );
-        assert!(
-            !["escalate", "bind", "impersonate"].contains(&verb.as_str()),
-            "{verb} granted"
-        );
+        assert!(group != "*" && resource != "*" && verb != "*", "wildcard grant {group}/{resource} {verb}");
+        assert!(!["escalate", "bind", "impersonate"].contains(&verb.as_str()), "{verb} granted");
         assert_ne!(resource, "secrets");
     }
 
@@ -143,14 +113,8 @@ fn rendered_chart_grants_what_the_operator_needs_and_nothing_broad() {
     let lease_role = rendered
         .iter()
         .find(|d| {
-            d["kind"] == "Role"
-                && d["metadata"]["name"]
-                    .as_str()
-                    .is_some_and(|n| n.ends_with("-leader-election"))
+            d["kind"] == "Role" && d["metadata"]["name"].as_str().is_some_and(|n| n.ends_with("-leader-election"))
         })
         .expect("leader-election Role");
-    assert_eq!(
-        lease_role["rules"][1]["resourceNames"][0],
-        "otlp-lb-operator-leader"
-    );
+    assert_eq!(lease_role["rules"][1]["resourceNames"][0], "otlp-lb-operator-leader");
 }

@@ -12,23 +12,14 @@ use serde_json::Value;
 fn schema() -> Value {
     let crd = crd();
     let version = crd.spec.versions.first().expect("one version");
-    serde_json::to_value(
-        version
-            .schema
-            .as_ref()
-            .and_then(|s| s.open_api_v3_schema.as_ref())
-            .expect("schema"),
-    )
-    .expect("schema as JSON")
+    serde_json::to_value(version.schema.as_ref().and_then(|s| s.open_api_v3_schema.as_ref()).expect("schema"))
+        .expect("schema as JSON")
 }
 
 #[test]
 fn checked_in_crd_matches_the_code() {
     let generated = operator::crd_yaml().expect("CRD renders");
-    for file in [
-        "crds/loadbalancedcollector.yaml",
-        "charts/otlp-lb/crds/loadbalancedcollector.yaml",
-    ] {
+    for file in ["crds/loadbalancedcollector.yaml", "charts/otlp-lb/crds/loadbalancedcollector.yaml"] {
         let path = common::workspace().join(file);
         let checked_in = std::fs::read_to_string(&path).unwrap_or_default();
         assert!(
@@ -41,10 +32,7 @@ fn checked_in_crd_matches_the_code() {
 #[test]
 fn crd_has_names_subresources_and_printer_columns() {
     let crd = crd();
-    assert_eq!(
-        crd.metadata.name.as_deref(),
-        Some("loadbalancedcollectors.otlp-lb.dev")
-    );
+    assert_eq!(crd.metadata.name.as_deref(), Some("loadbalancedcollectors.otlp-lb.dev"));
     assert_eq!(crd.spec.scope, "Namespaced");
     assert_eq!(crd.spec.names.short_names, Some(vec!["lbc".to_string()]));
     let version = &crd.spec.versions[0];
@@ -54,22 +42,9 @@ fn crd_has_names_subresources_and_printer_columns() {
     let scale = subresources.scale.as_ref().expect("scale subresource");
     assert_eq!(scale.spec_replicas_path, ".spec.backends.replicas");
     assert_eq!(scale.status_replicas_path, ".status.backends.ready");
-    assert_eq!(
-        scale.label_selector_path.as_deref(),
-        Some(".status.selector")
-    );
-    let columns: Vec<_> = version
-        .additional_printer_columns
-        .iter()
-        .flatten()
-        .map(|c| c.name.as_str())
-        .collect();
-    assert_eq!(
-        columns,
-        [
-            "Backends", "Desired", "In-Ring", "LB-Ready", "Routing", "Ready", "Age"
-        ]
-    );
+    assert_eq!(scale.label_selector_path.as_deref(), Some(".status.selector"));
+    let columns: Vec<_> = version.additional_printer_columns.iter().flatten().map(|c| c.name.as_str()).collect();
+    assert_eq!(columns, ["Backends", "Desired", "In-Ring", "LB-Ready", "Routing", "Ready", "Age"]);
 }
 
 #[test]
@@ -92,25 +67,15 @@ fn schema_is_documented_defaulted_and_carries_cel_rules() {
         serde_json::json!(["service", "resource", "metric", "streamID", "attributes"])
     );
     assert_eq!(lb["timeout"]["default"], "5s");
-    assert!(
-        lb["collector"]["properties"]["config"]["x-kubernetes-preserve-unknown-fields"] == true
-    );
-    assert!(
-        lb["replicas"]["description"]
-            .as_str()
-            .is_some_and(|d| d.contains("load-balancer replicas"))
-    );
+    assert!(lb["collector"]["properties"]["config"]["x-kubernetes-preserve-unknown-fields"] == true);
+    assert!(lb["replicas"]["description"].as_str().is_some_and(|d| d.contains("load-balancer replicas")));
 }
 
 #[test]
 fn every_cel_rule_compiles_in_scope_and_within_cost() {
     let schema = schema();
     let compiled = compile_schema(&schema);
-    assert!(
-        !compiled.has_errors(),
-        "{:?}",
-        compiled.compilation_errors()
-    );
+    assert!(!compiled.has_errors(), "{:?}", compiled.compilation_errors());
     let mut rules = Vec::new();
     collect_rules(&schema, &mut rules);
     assert!(rules.len() >= 12, "found only {} rules", rules.len());
@@ -123,12 +88,7 @@ fn every_cel_rule_compiles_in_scope_and_within_cost() {
 fn collect_rules(schema: &Value, out: &mut Vec<String>) {
     match schema {
         Value::Object(map) => {
-            for rule in map
-                .get("x-kubernetes-validations")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
+            for rule in map.get("x-kubernetes-validations").and_then(Value::as_array).into_iter().flatten() {
                 out.extend(rule["rule"].as_str().map(String::from));
             }
             map.values().for_each(|v| collect_rules(v, out));
@@ -158,23 +118,12 @@ const POOL: &str = "backends: {config: {service: {pipelines: {traces: {exporters
 #[test]
 fn cel_accepts_minimal_specs_and_samples() {
     assert_eq!(cel_errors("demo", POOL), Vec::<String>::new());
-    assert_eq!(
-        cel_errors("demo", "backends: {serviceRef: {name: gateway}}"),
-        Vec::<String>::new()
-    );
-    for file in [
-        "tail-sampling.yaml",
-        "span-metrics.yaml",
-        "metrics-streamid.yaml",
-        "two-tier.yaml",
-        "per-signal-pools.yaml",
-    ] {
-        let text = std::fs::read_to_string(common::workspace().join("config/samples").join(file))
-            .expect("sample");
-        for doc in common::documents(&text)
-            .into_iter()
-            .filter(|d| d["kind"] == "LoadBalancedCollector")
-        {
+    assert_eq!(cel_errors("demo", "backends: {serviceRef: {name: gateway}}"), Vec::<String>::new());
+    for file in
+        ["tail-sampling.yaml", "span-metrics.yaml", "metrics-streamid.yaml", "two-tier.yaml", "per-signal-pools.yaml"]
+    {
+        let text = std::fs::read_to_string(common::workspace().join("config/samples").join(file)).expect("sample");
+        for doc in common::documents(&text).into_iter().filter(|d| d["kind"] == "LoadBalancedCollector") {
             let errors = Validator::new().validate(&schema(), &doc, None);
             assert!(errors.is_ok(), "{file}: {errors:?}");
         }
@@ -183,24 +132,13 @@ fn cel_accepts_minimal_specs_and_samples() {
 
 fn assert_rejected(name: &str, spec: &str, expected: &str) {
     let errors = cel_errors(name, spec);
-    assert!(
-        errors.iter().any(|e| e.contains(expected)),
-        "expected {expected:?} for {spec}, got {errors:?}"
-    );
+    assert!(errors.iter().any(|e| e.contains(expected)), "expected {expected:?} for {spec}, got {errors:?}");
 }
 
 #[test]
 fn cel_rejects_bad_specs_with_readable_messages() {
-    assert_rejected(
-        "demo",
-        "backends: {replicas: 3}",
-        "set exactly one of backends.config",
-    );
-    assert_rejected(
-        "demo",
-        "backends: {serviceRef: {name: gw}, config: {}}",
-        "set exactly one of backends.config",
-    );
+    assert_rejected("demo", "backends: {replicas: 3}", "set exactly one of backends.config");
+    assert_rejected("demo", "backends: {serviceRef: {name: gw}, config: {}}", "set exactly one of backends.config");
     assert_rejected(
         "demo",
         "backends: {serviceRef: {name: gw}, image: otel/collector:1}",
@@ -228,9 +166,7 @@ fn cel_rejects_bad_specs_with_readable_messages() {
     );
     assert_rejected(
         "demo",
-        &format!(
-            "{POOL}\nloadBalancer: {{podDisruptionBudget: {{minAvailable: 1, maxUnavailable: 1}}}}"
-        ),
+        &format!("{POOL}\nloadBalancer: {{podDisruptionBudget: {{minAvailable: 1, maxUnavailable: 1}}}}"),
         "not both",
     );
     assert_rejected(

@@ -12,43 +12,28 @@ use operator::build::{build, lb_configmap};
 use operator::validate::validate;
 
 fn golden_path(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/golden")
-        .join(format!("{name}.json"))
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(format!("{name}.json"))
 }
 
 fn check(name: &str, lbc: &LoadBalancedCollector) {
     validate(lbc).unwrap_or_else(|e| panic!("{name}: {e}"));
     let children = build(lbc).unwrap_or_else(|e| panic!("{name}: {e}"));
     // The data plane must accept what the operator writes (its configuration rejects unknown keys).
-    let config = children
-        .lb_config_map
-        .data
-        .as_ref()
-        .and_then(|d| d.get(lb_configmap::DATA_PLANE_KEY))
-        .expect("config.yaml");
-    let parsed = dataplane::config::Config::parse(config).unwrap_or_else(|e| {
-        panic!("{name}: the data plane rejects its configuration: {e}\n{config}")
-    });
+    let config =
+        children.lb_config_map.data.as_ref().and_then(|d| d.get(lb_configmap::DATA_PLANE_KEY)).expect("config.yaml");
+    let parsed = dataplane::config::Config::parse(config)
+        .unwrap_or_else(|e| panic!("{name}: the data plane rejects its configuration: {e}\n{config}"));
     let warnings = parsed.warnings();
-    assert!(
-        warnings.is_empty(),
-        "{name}: data plane warnings {warnings:?}"
-    );
+    assert!(warnings.is_empty(), "{name}: data plane warnings {warnings:?}");
 
-    let actual = serde_json::to_string_pretty(&children.to_json().expect("serializes"))
-        .expect("serializes")
-        + "\n";
+    let actual = serde_json::to_string_pretty(&children.to_json().expect("serializes")).expect("serializes") + "\n";
     let path = golden_path(name);
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
         std::fs::write(&path, &actual).expect("write golden file");
         return;
     }
     let expected = std::fs::read_to_string(&path).unwrap_or_else(|_| {
-        panic!(
-            "{} is missing: run UPDATE_GOLDEN=1 cargo test -p operator --test golden",
-            path.display()
-        )
+        panic!("{} is missing: run UPDATE_GOLDEN=1 cargo test -p operator --test golden", path.display())
     });
     assert!(
         expected == actual,
@@ -75,13 +60,8 @@ fn full() {
 
 #[test]
 fn samples_build_and_match_golden_files() {
-    let files = [
-        "tail-sampling.yaml",
-        "span-metrics.yaml",
-        "metrics-streamid.yaml",
-        "two-tier.yaml",
-        "per-signal-pools.yaml",
-    ];
+    let files =
+        ["tail-sampling.yaml", "span-metrics.yaml", "metrics-streamid.yaml", "two-tier.yaml", "per-signal-pools.yaml"];
     for file in files {
         let lbcs = samples(file);
         assert!(!lbcs.is_empty(), "{file} holds no LoadBalancedCollector");
@@ -104,13 +84,7 @@ fn every_sample_file_is_covered() {
     files.sort();
     assert_eq!(
         files,
-        [
-            "metrics-streamid.yaml",
-            "per-signal-pools.yaml",
-            "span-metrics.yaml",
-            "tail-sampling.yaml",
-            "two-tier.yaml"
-        ]
+        ["metrics-streamid.yaml", "per-signal-pools.yaml", "span-metrics.yaml", "tail-sampling.yaml", "two-tier.yaml"]
     );
 }
 
@@ -125,10 +99,7 @@ fn config_edits_change_the_pod_template_hash() {
                 .and_then(|m| m.annotations.clone())
                 .unwrap_or_default()
         };
-        (
-            template(&children.lb_deployment),
-            template(&children.backends.expect("pool").deployment),
-        )
+        (template(&children.lb_deployment), template(&children.backends.expect("pool").deployment))
     };
     let before = lbc(MINIMAL);
     let mut after = before.clone();
@@ -138,12 +109,6 @@ fn config_edits_change_the_pod_template_hash() {
     }
     let (lb_before, pool_before) = hash(&before);
     let (lb_after, pool_after) = hash(&after);
-    assert_ne!(
-        lb_before.get("otlp-lb.dev/config-hash"),
-        lb_after.get("otlp-lb.dev/config-hash")
-    );
-    assert_ne!(
-        pool_before.get("otlp-lb.dev/config-hash"),
-        pool_after.get("otlp-lb.dev/config-hash")
-    );
+    assert_ne!(lb_before.get("otlp-lb.dev/config-hash"), lb_after.get("otlp-lb.dev/config-hash"));
+    assert_ne!(pool_before.get("otlp-lb.dev/config-hash"), pool_after.get("otlp-lb.dev/config-hash"));
 }

@@ -55,10 +55,9 @@ fn default_answer(request: &Recorded) -> (u16, Value) {
     // /api/v1/namespaces/NS/KIND or /apis/GROUP/VERSION/namespaces/NS/KIND: a collection.
     let is_collection = segments.get(segments.len().saturating_sub(2)) == Some(&NAMESPACE);
     match request.method {
-        Method::GET if is_collection => (
-            200,
-            json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": "1"}, "items": []}),
-        ),
+        Method::GET if is_collection => {
+            (200, json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": "1"}, "items": []}))
+        }
         Method::GET => (404, status(404, "NotFound", "not found")),
         Method::DELETE => (200, status(200, "", "deleted")),
         _ => {
@@ -81,15 +80,10 @@ impl FakeApiServer {
             while let Some((request, send)) = handle.next_request().await {
                 let method = request.method().clone();
                 let uri = request.uri().to_string();
-                let bytes = request
-                    .into_body()
-                    .collect_bytes()
-                    .await
-                    .unwrap_or_default();
+                let bytes = request.into_body().collect_bytes().await.unwrap_or_default();
                 let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
                 let request = Recorded { method, uri, body };
-                let (code, answer) =
-                    responder(&request).unwrap_or_else(|| default_answer(&request));
+                let (code, answer) = responder(&request).unwrap_or_else(|| default_answer(&request));
                 log.lock().expect("log").push(request);
                 let response = Response::builder()
                     .status(code)
@@ -109,13 +103,7 @@ impl FakeApiServer {
 
 fn context(client: Client) -> Arc<Context> {
     Arc::new(Context {
-        recorder: Recorder::new(
-            client.clone(),
-            Reporter {
-                controller: "otlp-lb-operator".into(),
-                instance: None,
-            },
-        ),
+        recorder: Recorder::new(client.clone(), Reporter { controller: "otlp-lb-operator".into(), instance: None }),
         client,
         metrics: Metrics::register(&prometheus::Registry::new()).expect("metrics"),
     })
@@ -124,11 +112,7 @@ fn context(client: Client) -> Arc<Context> {
 async fn run(
     lbc: LoadBalancedCollector,
     responder: Responder,
-) -> (
-    Result<kube::runtime::controller::Action, Error>,
-    Vec<Recorded>,
-    Arc<Context>,
-) {
+) -> (Result<kube::runtime::controller::Action, Error>, Vec<Recorded>, Arc<Context>) {
     // Status patches are answered with the whole resource, as the API server does.
     let stored = serde_json::to_value(&lbc).expect("JSON");
     let responder: Responder = Box::new(move |r| {
@@ -142,22 +126,16 @@ async fn run(
     });
     let (client, server) = FakeApiServer::start(responder);
     let ctx = context(client);
-    let result = tokio::time::timeout(
-        Duration::from_secs(10),
-        reconcile(Arc::new(lbc), ctx.clone()),
-    )
-    .await
-    .expect("reconcile finishes");
+    let result = tokio::time::timeout(Duration::from_secs(10), reconcile(Arc::new(lbc), ctx.clone()))
+        .await
+        .expect("reconcile finishes");
     let requests = server.requests();
     server.task.abort();
     (result, requests, ctx)
 }
 
 fn status_patch(requests: &[Recorded]) -> &Recorded {
-    requests
-        .iter()
-        .find(|r| r.is(&Method::PATCH, "/loadbalancedcollectors/demo/status"))
-        .expect("a status patch")
+    requests.iter().find(|r| r.is(&Method::PATCH, "/loadbalancedcollectors/demo/status")).expect("a status patch")
 }
 
 fn condition<'a>(patch: &'a Recorded, type_: &str) -> &'a Value {
@@ -172,10 +150,7 @@ fn events(requests: &[Recorded]) -> Vec<(String, String)> {
         .iter()
         .filter(|r| r.is(&Method::POST, "/events"))
         .map(|r| {
-            (
-                r.body["type"].as_str().unwrap_or("").to_string(),
-                r.body["reason"].as_str().unwrap_or("").to_string(),
-            )
+            (r.body["type"].as_str().unwrap_or("").to_string(), r.body["reason"].as_str().unwrap_or("").to_string())
         })
         .collect()
 }
@@ -184,24 +159,12 @@ fn events(requests: &[Recorded]) -> Vec<(String, String)> {
 async fn happy_path_applies_every_child_with_one_field_manager_then_writes_status() {
     let (result, requests, _) = run(lbc(MINIMAL), Box::new(|_| None)).await;
     let action = result.expect("reconciles");
-    assert_eq!(
-        action,
-        kube::runtime::controller::Action::requeue(Duration::from_secs(300))
-    );
+    assert_eq!(action, kube::runtime::controller::Action::requeue(Duration::from_secs(300)));
 
     let applied: Vec<_> = requests
         .iter()
         .filter(|r| r.method == Method::PATCH && !r.path().ends_with("/status"))
-        .map(|r| {
-            r.path()
-                .rsplit('/')
-                .take(2)
-                .collect::<Vec<_>>()
-                .into_iter()
-                .rev()
-                .collect::<Vec<_>>()
-                .join("/")
-        })
+        .map(|r| r.path().rsplit('/').take(2).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("/"))
         .collect();
     assert_eq!(
         applied,
@@ -225,46 +188,28 @@ async fn happy_path_applies_every_child_with_one_field_manager_then_writes_statu
         );
     }
     // Children are looked up by the instance's labels before anything is written.
-    let lists = requests
-        .iter()
-        .filter(|r| r.method == Method::GET && r.uri.contains("labelSelector="))
-        .count();
+    let lists = requests.iter().filter(|r| r.method == Method::GET && r.uri.contains("labelSelector=")).count();
     assert_eq!(lists, 9, "8 child kinds + the backend EndpointSlices");
     assert!(requests.iter().any(|r| {
-        r.uri.contains("endpointslices?")
-            && r.uri
-                .contains("kubernetes.io%2Fservice-name%3Ddemo-backends")
+        r.uri.contains("endpointslices?") && r.uri.contains("kubernetes.io%2Fservice-name%3Ddemo-backends")
     }));
 
     let status = status_patch(&requests);
     assert_eq!(status.body["apiVersion"], "otlp-lb.dev/v1alpha1");
     assert_eq!(status.body["status"]["observedGeneration"], 1);
     assert_eq!(condition(status, "Degraded")["status"], "False");
-    assert_eq!(
-        condition(status, "BackendsReady")["reason"],
-        "NoBackendsInRing"
-    );
-    assert_eq!(
-        status.body["status"]["backends"],
-        json!({"desired": 2, "ready": 0, "inRing": 0})
-    );
-    assert_eq!(
-        events(&requests),
-        [("Normal".to_string(), "Created".to_string())]
-    );
+    assert_eq!(condition(status, "BackendsReady")["reason"], "NoBackendsInRing");
+    assert_eq!(status.body["status"]["backends"], json!({"desired": 2, "ready": 0, "inRing": 0}));
+    assert_eq!(events(&requests), [("Normal".to_string(), "Created".to_string())]);
 }
 
 #[tokio::test]
 async fn a_resource_being_deleted_is_left_to_the_garbage_collector() {
     let mut deleting = lbc(MINIMAL);
-    deleting.metadata.deletion_timestamp = Some(
-        k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now()),
-    );
+    deleting.metadata.deletion_timestamp =
+        Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now()));
     let (result, requests, _) = run(deleting, Box::new(|_| None)).await;
-    assert_eq!(
-        result.expect("no error"),
-        kube::runtime::controller::Action::await_change()
-    );
+    assert_eq!(result.expect("no error"), kube::runtime::controller::Action::await_change());
     assert!(requests.is_empty(), "{requests:?}");
 }
 
@@ -277,33 +222,21 @@ fn fail_deployment_apply(code: u16, reason: &'static str) -> Responder {
 
 #[tokio::test]
 async fn apply_failing_with_500_is_surfaced_and_degrades_the_status() {
-    let (result, requests, ctx) =
-        run(lbc(MINIMAL), fail_deployment_apply(500, "InternalError")).await;
+    let (result, requests, ctx) = run(lbc(MINIMAL), fail_deployment_apply(500, "InternalError")).await;
     match result {
-        Err(Error::Apply {
-            kind: "Deployment",
-            name,
-            source: kube::Error::Api(status),
-        }) => {
+        Err(Error::Apply { kind: "Deployment", name, source: kube::Error::Api(status) }) => {
             assert_eq!(name, "demo-backends");
             assert_eq!(status.code, 500);
         }
         other => panic!("expected an apply error, got {other:?}"),
     }
     // Nothing after the failed child was applied.
-    assert!(
-        !requests
-            .iter()
-            .any(|r| r.is(&Method::PATCH, "/deployments/demo"))
-    );
+    assert!(!requests.iter().any(|r| r.is(&Method::PATCH, "/deployments/demo")));
     let status = status_patch(&requests);
     assert_eq!(condition(status, "Degraded")["status"], "True");
     assert_eq!(condition(status, "Degraded")["reason"], "ApplyFailed");
     assert_eq!(condition(status, "Ready")["reason"], "Degraded");
-    assert_eq!(
-        events(&requests),
-        [("Warning".to_string(), "ApplyFailed".to_string())]
-    );
+    assert_eq!(events(&requests), [("Warning".to_string(), "ApplyFailed".to_string())]);
     assert_eq!(ctx.metrics.failures.with_label_values(&["apply"]).get(), 1);
     assert_eq!(ctx.metrics.reconciliations.get(), 1);
 }
@@ -312,29 +245,23 @@ async fn apply_failing_with_500_is_surfaced_and_degrades_the_status() {
 async fn apply_failing_with_409_is_surfaced_and_retried_soon() {
     let (result, requests, ctx) = run(lbc(MINIMAL), fail_deployment_apply(409, "Conflict")).await;
     let error = result.expect_err("fails");
-    assert!(
-        matches!(&error, Error::Apply { source: kube::Error::Api(s), .. } if s.code == 409),
-        "{error:?}"
-    );
-    assert_eq!(
-        condition(status_patch(&requests), "Degraded")["reason"],
-        "ApplyFailed"
-    );
+    assert!(matches!(&error, Error::Apply { source: kube::Error::Api(s), .. } if s.code == 409), "{error:?}");
+    assert_eq!(condition(status_patch(&requests), "Degraded")["reason"], "ApplyFailed");
     let action = error_policy(Arc::new(lbc(MINIMAL)), &error, ctx);
-    assert_eq!(
-        action,
-        kube::runtime::controller::Action::requeue(Duration::from_secs(15))
-    );
+    assert_eq!(action, kube::runtime::controller::Action::requeue(Duration::from_secs(15)));
 }
 
 #[tokio::test]
 async fn a_child_owned_by_someone_else_is_a_conflict_and_is_not_touched() {
     let responder: Responder = Box::new(|r| {
         (r.is(&Method::GET, "/services/demo-backends")).then(|| {
-            (200, json!({
-                "apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
-                "metadata": {"name": "demo-backends", "namespace": NAMESPACE, "labels": {"app": "theirs"}}
-            }))
+            (
+                200,
+                json!({
+                    "apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
+                    "metadata": {"name": "demo-backends", "namespace": NAMESPACE, "labels": {"app": "theirs"}}
+                }),
+            )
         })
     });
     let (result, requests, ctx) = run(lbc(MINIMAL), responder).await;
@@ -342,29 +269,12 @@ async fn a_child_owned_by_someone_else_is_a_conflict_and_is_not_touched() {
         matches!(&result, Err(Error::ChildConflict { kind: "Service", name }) if name == "demo-backends"),
         "{result:?}"
     );
-    assert!(
-        !requests
-            .iter()
-            .any(|r| r.is(&Method::PATCH, "/services/demo-backends"))
-    );
+    assert!(!requests.iter().any(|r| r.is(&Method::PATCH, "/services/demo-backends")));
     let degraded = condition(status_patch(&requests), "Degraded");
     assert_eq!(degraded["reason"], "ChildConflict");
-    assert!(
-        degraded["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("not managed by this LoadBalancedCollector"))
-    );
-    assert_eq!(
-        events(&requests),
-        [("Warning".to_string(), "ChildConflict".to_string())]
-    );
-    assert_eq!(
-        ctx.metrics
-            .failures
-            .with_label_values(&["child_conflict"])
-            .get(),
-        1
-    );
+    assert!(degraded["message"].as_str().is_some_and(|m| m.contains("not managed by this LoadBalancedCollector")));
+    assert_eq!(events(&requests), [("Warning".to_string(), "ChildConflict".to_string())]);
+    assert_eq!(ctx.metrics.failures.with_label_values(&["child_conflict"]).get(), 1);
 }
 
 #[tokio::test]
@@ -374,20 +284,12 @@ async fn invalid_spec_writes_nothing_but_the_status() {
     let (result, requests, ctx) = run(invalid.clone(), Box::new(|_| None)).await;
     let error = result.expect_err("invalid");
     assert!(matches!(error, Error::InvalidSpec(_)));
-    let writes: Vec<_> = requests
-        .iter()
-        .filter(|r| r.method != Method::GET && !r.path().ends_with("/events"))
-        .collect();
+    let writes: Vec<_> =
+        requests.iter().filter(|r| r.method != Method::GET && !r.path().ends_with("/events")).collect();
     assert_eq!(writes.len(), 1, "only the status: {writes:?}");
-    assert_eq!(
-        condition(status_patch(&requests), "Degraded")["reason"],
-        "InvalidSpec"
-    );
+    assert_eq!(condition(status_patch(&requests), "Degraded")["reason"], "InvalidSpec");
     let action = error_policy(Arc::new(invalid), &error, ctx);
-    assert_eq!(
-        action,
-        kube::runtime::controller::Action::requeue(Duration::from_secs(300))
-    );
+    assert_eq!(action, kube::runtime::controller::Action::requeue(Duration::from_secs(300)));
 }
 
 fn owned(kind: &str, name: &str, component: &str) -> Value {
@@ -403,10 +305,7 @@ fn owned(kind: &str, name: &str, component: &str) -> Value {
 }
 
 fn list(items: Vec<Value>) -> (u16, Value) {
-    (
-        200,
-        json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadataList", "metadata": {}, "items": items}),
-    )
+    (200, json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadataList", "metadata": {}, "items": items}))
 }
 
 #[tokio::test]
@@ -429,11 +328,7 @@ async fn children_the_spec_no_longer_wants_are_deleted() {
                 foreign,
             ]))
         } else if path.ends_with("/horizontalpodautoscalers") {
-            Some(list(vec![owned(
-                "HorizontalPodAutoscaler",
-                "demo",
-                "load-balancer",
-            )]))
+            Some(list(vec![owned("HorizontalPodAutoscaler", "demo", "load-balancer")]))
         } else if path.ends_with("/configmaps") {
             Some(list(vec![owned("ConfigMap", "demo-backends", "backends")]))
         } else {
@@ -442,11 +337,8 @@ async fn children_the_spec_no_longer_wants_are_deleted() {
     });
     let (result, requests, _) = run(switched, responder).await;
     result.expect("reconciles");
-    let deleted: Vec<_> = requests
-        .iter()
-        .filter(|r| r.method == Method::DELETE)
-        .map(|r| r.path().to_string())
-        .collect();
+    let deleted: Vec<_> =
+        requests.iter().filter(|r| r.method == Method::DELETE).map(|r| r.path().to_string()).collect();
     assert_eq!(
         deleted,
         [
@@ -456,30 +348,16 @@ async fn children_the_spec_no_longer_wants_are_deleted() {
         ]
     );
     // Children already known to be ours are applied without a lookup; unknown ones are looked up.
-    assert!(
-        !requests
-            .iter()
-            .any(|r| r.is(&Method::GET, "/deployments/demo"))
-    );
-    assert!(
-        requests
-            .iter()
-            .any(|r| r.is(&Method::GET, "/services/demo"))
-    );
+    assert!(!requests.iter().any(|r| r.is(&Method::GET, "/deployments/demo")));
+    assert!(requests.iter().any(|r| r.is(&Method::GET, "/services/demo")));
     // The load balancer now resolves the referenced Service.
-    let lb_config = requests
-        .iter()
-        .find(|r| r.is(&Method::PATCH, "/configmaps/demo"))
-        .expect("lb configmap");
+    let lb_config = requests.iter().find(|r| r.is(&Method::PATCH, "/configmaps/demo")).expect("lb configmap");
     assert!(
         lb_config.body["data"]["config.yaml"]
             .as_str()
             .is_some_and(|c| c.contains("service: external-gateway.observability"))
     );
-    let reasons: Vec<_> = events(&requests)
-        .into_iter()
-        .map(|(_, reason)| reason)
-        .collect();
+    let reasons: Vec<_> = events(&requests).into_iter().map(|(_, reason)| reason).collect();
     assert_eq!(reasons, ["Created", "Deleted"]);
     let deleted_note = requests
         .iter()
@@ -498,75 +376,53 @@ async fn children_the_spec_no_longer_wants_are_deleted() {
 async fn ready_endpoints_fill_the_ring_count() {
     let responder: Responder = Box::new(|r| {
         (r.method == Method::GET && r.path().ends_with("/endpointslices")).then(|| {
-            (200, json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSliceList", "metadata": {}, "items": [{
-                "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": "IPv4",
-                "metadata": {"name": "demo-backends-abc", "namespace": NAMESPACE},
-                "ports": [{"name": "otlp-grpc", "port": 4317}],
-                "endpoints": [
-                    {"addresses": ["10.0.0.1"], "conditions": {"ready": true}},
-                    {"addresses": ["10.0.0.2"], "conditions": {"ready": true}},
-                    {"addresses": ["10.0.0.3"], "conditions": {"ready": false}}
-                ]
-            }]}))
+            (
+                200,
+                json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSliceList", "metadata": {}, "items": [{
+                    "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": "IPv4",
+                    "metadata": {"name": "demo-backends-abc", "namespace": NAMESPACE},
+                    "ports": [{"name": "otlp-grpc", "port": 4317}],
+                    "endpoints": [
+                        {"addresses": ["10.0.0.1"], "conditions": {"ready": true}},
+                        {"addresses": ["10.0.0.2"], "conditions": {"ready": true}},
+                        {"addresses": ["10.0.0.3"], "conditions": {"ready": false}}
+                    ]
+                }]}),
+            )
         })
     });
     let (result, requests, _) = run(lbc(MINIMAL), responder).await;
     result.expect("reconciles");
-    assert_eq!(
-        status_patch(&requests).body["status"]["backends"]["inRing"],
-        2
-    );
+    assert_eq!(status_patch(&requests).body["status"]["backends"]["inRing"], 2);
 }
 
 #[tokio::test]
 async fn status_write_failure_is_an_error() {
-    let responder: Responder = Box::new(|r| {
-        r.path()
-            .ends_with("/status")
-            .then(|| (500, status(500, "InternalError", "etcd is sad")))
-    });
+    let responder: Responder =
+        Box::new(|r| r.path().ends_with("/status").then(|| (500, status(500, "InternalError", "etcd is sad"))));
     let (result, _, ctx) = run(lbc(MINIMAL), responder).await;
     assert!(matches!(result, Err(Error::Status(_))), "{result:?}");
     assert_eq!(ctx.metrics.failures.with_label_values(&["status"]).get(), 1);
 }
 
 fn elector(client: Client) -> LeaderElector {
-    LeaderElector::new(
-        client,
-        LeaderElectionConfig::new(NAMESPACE, "otlp-lb-operator-leader", "pod-a"),
-    )
+    LeaderElector::new(client, LeaderElectionConfig::new(NAMESPACE, "otlp-lb-operator-leader", "pod-a"))
 }
 
 #[tokio::test]
 async fn leader_creates_a_missing_lease_and_loses_the_race_on_409() {
     let (client, server) = FakeApiServer::start(Box::new(|_| None));
-    assert!(
-        elector(client)
-            .try_acquire_or_renew()
-            .await
-            .expect("no API error")
-    );
+    assert!(elector(client).try_acquire_or_renew().await.expect("no API error"));
     let requests = server.requests();
-    let create = requests
-        .iter()
-        .find(|r| r.method == Method::POST)
-        .expect("lease created");
-    assert!(create.path().ends_with(&format!(
-        "/apis/coordination.k8s.io/v1/namespaces/{NAMESPACE}/leases"
-    )));
+    let create = requests.iter().find(|r| r.method == Method::POST).expect("lease created");
+    assert!(create.path().ends_with(&format!("/apis/coordination.k8s.io/v1/namespaces/{NAMESPACE}/leases")));
     assert_eq!(create.body["spec"]["holderIdentity"], "pod-a");
     assert_eq!(create.body["spec"]["leaseDurationSeconds"], 15);
 
     let (client, _server) = FakeApiServer::start(Box::new(|r| {
-        (r.method == Method::POST)
-            .then(|| (409, status(409, "AlreadyExists", "someone was faster")))
+        (r.method == Method::POST).then(|| (409, status(409, "AlreadyExists", "someone was faster")))
     }));
-    assert!(
-        !elector(client)
-            .try_acquire_or_renew()
-            .await
-            .expect("no API error")
-    );
+    assert!(!elector(client).try_acquire_or_renew().await.expect("no API error"));
 }
 
 #[tokio::test]
@@ -577,40 +433,20 @@ async fn leader_waits_for_a_live_lease_and_takes_an_expired_one() {
                "spec": {"holderIdentity": "pod-b", "leaseDurationSeconds": 15, "renewTime": renewed, "leaseTransitions": 3}})
     };
     let live = k8s_openapi::jiff::Timestamp::now().to_string();
-    let (client, server) = FakeApiServer::start(Box::new(move |r| {
-        (r.method == Method::GET).then(|| (200, lease(&live)))
-    }));
-    assert!(
-        !elector(client)
-            .try_acquire_or_renew()
-            .await
-            .expect("no API error")
-    );
-    assert!(
-        server.requests().iter().all(|r| r.method == Method::GET),
-        "a live lease is left alone"
-    );
+    let (client, server) =
+        FakeApiServer::start(Box::new(move |r| (r.method == Method::GET).then(|| (200, lease(&live)))));
+    assert!(!elector(client).try_acquire_or_renew().await.expect("no API error"));
+    assert!(server.requests().iter().all(|r| r.method == Method::GET), "a live lease is left alone");
 
     let (client, server) = FakeApiServer::start(Box::new(move |r| {
         (r.method == Method::GET).then(|| (200, lease("2020-01-01T00:00:00.000000Z")))
     }));
-    assert!(
-        elector(client)
-            .try_acquire_or_renew()
-            .await
-            .expect("no API error")
-    );
+    assert!(elector(client).try_acquire_or_renew().await.expect("no API error"));
     let requests = server.requests();
-    let replace = requests
-        .iter()
-        .find(|r| r.method == Method::PUT)
-        .expect("lease replaced");
+    let replace = requests.iter().find(|r| r.method == Method::PUT).expect("lease replaced");
     assert_eq!(replace.body["spec"]["holderIdentity"], "pod-a");
     assert_eq!(replace.body["spec"]["leaseTransitions"], 4);
-    assert_eq!(
-        replace.body["metadata"]["resourceVersion"], "7",
-        "optimistic concurrency"
-    );
+    assert_eq!(replace.body["metadata"]["resourceVersion"], "7", "optimistic concurrency");
 }
 
 #[tokio::test]
@@ -619,11 +455,7 @@ async fn run_takes_the_lease_starts_controllers_and_stops_on_shutdown() {
     let config = operator::Config {
         namespaces: vec![NAMESPACE.into()],
         metrics_address: "127.0.0.1:0".parse().expect("address"),
-        leader_election: Some(LeaderElectionConfig::new(
-            NAMESPACE,
-            "otlp-lb-operator-leader",
-            "pod-a",
-        )),
+        leader_election: Some(LeaderElectionConfig::new(NAMESPACE, "otlp-lb-operator-leader", "pod-a")),
         instance: Some("pod-a".into()),
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -631,8 +463,7 @@ async fn run_takes_the_lease_starts_controllers_and_stops_on_shutdown() {
         let _ = stopped.await;
     }));
     // Wait until the controllers watch LoadBalancedCollectors in the namespace.
-    let watched =
-        format!("/apis/otlp-lb.dev/v1alpha1/namespaces/{NAMESPACE}/loadbalancedcollectors");
+    let watched = format!("/apis/otlp-lb.dev/v1alpha1/namespaces/{NAMESPACE}/loadbalancedcollectors");
     for _ in 0..100 {
         if server.requests().iter().any(|r| r.path() == watched) {
             break;
@@ -640,27 +471,12 @@ async fn run_takes_the_lease_starts_controllers_and_stops_on_shutdown() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let _ = stop.send(());
-    let result = tokio::time::timeout(Duration::from_secs(10), running)
-        .await
-        .expect("stops")
-        .expect("joins");
+    let result = tokio::time::timeout(Duration::from_secs(10), running).await.expect("stops").expect("joins");
     result.expect("a clean shutdown");
     let requests = server.requests();
-    assert!(
-        requests.iter().any(|r| r.is(&Method::POST, "/leases")),
-        "lease created before anything else"
-    );
-    let first_lbc_request = requests
-        .iter()
-        .position(|r| r.path() == watched)
-        .expect("LoadBalancedCollectors watched");
-    let lease_created = requests
-        .iter()
-        .position(|r| r.is(&Method::POST, "/leases"))
-        .expect("lease");
-    assert!(
-        lease_created < first_lbc_request,
-        "controllers start only once leader"
-    );
+    assert!(requests.iter().any(|r| r.is(&Method::POST, "/leases")), "lease created before anything else");
+    let first_lbc_request = requests.iter().position(|r| r.path() == watched).expect("LoadBalancedCollectors watched");
+    let lease_created = requests.iter().position(|r| r.is(&Method::POST, "/leases")).expect("lease");
+    assert!(lease_created < first_lbc_request, "controllers start only once leader");
     server.task.abort();
 }

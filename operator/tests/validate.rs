@@ -38,10 +38,7 @@ fn pool_fields_are_refused_with_service_ref() {
     lbc.spec.backends.image = Some("otel/opentelemetry-collector:1".into());
     lbc.spec.backends.node_selector = Some([("a".to_string(), "b".to_string())].into());
     let message = problems(&lbc);
-    assert!(
-        message.contains("backends.image, nodeSelector configure a pool the operator runs"),
-        "{message}"
-    );
+    assert!(message.contains("backends.image, nodeSelector configure a pool the operator runs"), "{message}");
 }
 
 #[test]
@@ -52,22 +49,13 @@ fn backend_config_needs_pipelines_with_exporters() {
 
     let config = json!({"service": {"pipelines": {"traces": {"receivers": ["otlp"]}}}});
     lbc.spec.backends.config = config.as_object().cloned();
-    assert!(
-        problems(&lbc)
-            .contains("backends.config.service.pipelines.traces needs at least one exporter")
-    );
+    assert!(problems(&lbc).contains("backends.config.service.pipelines.traces needs at least one exporter"));
 
     let config = json!({"receivers": ["otlp"], "service": {"pipelines": {"traces": {"exporters": "debug"}}}});
     lbc.spec.backends.config = config.as_object().cloned();
     let message = problems(&lbc);
-    assert!(
-        message.contains("backends.config.receivers must be a map"),
-        "{message}"
-    );
-    assert!(
-        message.contains("pipelines.traces.exporters must be a list"),
-        "{message}"
-    );
+    assert!(message.contains("backends.config.receivers must be a map"), "{message}");
+    assert!(message.contains("pipelines.traces.exporters must be a list"), "{message}");
 }
 
 #[test]
@@ -75,8 +63,7 @@ fn sidecar_config_may_omit_pipelines_but_not_be_malformed() {
     let mut lbc = lbc(MINIMAL);
     lbc.spec.load_balancer.collector = serde_json::from_value(json!({"config": {}})).ok();
     validate(&lbc).expect("a sidecar without pipelines gets default ones");
-    lbc.spec.load_balancer.collector =
-        serde_json::from_value(json!({"config": {"service": []}})).ok();
+    lbc.spec.load_balancer.collector = serde_json::from_value(json!({"config": {"service": []}})).ok();
     assert!(problems(&lbc).contains("loadBalancer.collector.config.service must be a map"));
 }
 
@@ -87,8 +74,7 @@ fn load_balancer_settings_are_checked() {
     lbc.spec.load_balancer.retry.initial_interval = "2s".into();
     lbc.spec.load_balancer.retry.max_interval = "1s".into();
     lbc.spec.load_balancer.routing.logs = operator::crd::LogsRouting::Attributes;
-    lbc.spec.load_balancer.autoscaling =
-        serde_json::from_value(json!({"minReplicas": 4, "maxReplicas": 2})).ok();
+    lbc.spec.load_balancer.autoscaling = serde_json::from_value(json!({"minReplicas": 4, "maxReplicas": 2})).ok();
     lbc.spec.load_balancer.pod_disruption_budget =
         serde_json::from_value(json!({"minAvailable": 1, "maxUnavailable": "10%"})).ok();
     let message = problems(&lbc);
@@ -99,10 +85,7 @@ fn load_balancer_settings_are_checked() {
         "minReplicas must not be greater than maxReplicas",
         "minAvailable or maxUnavailable, not both",
     ] {
-        assert!(
-            message.contains(expected),
-            "missing {expected:?} in {message}"
-        );
+        assert!(message.contains(expected), "missing {expected:?} in {message}");
     }
 }
 
@@ -136,10 +119,7 @@ fn names_must_fit_the_derived_service_names() {
 fn missing_server_metadata_is_reported() {
     let mut lbc = lbc(MINIMAL);
     lbc.metadata.uid = None;
-    assert!(matches!(
-        validate(&lbc),
-        Err(Error::MissingObjectKey("metadata.uid"))
-    ));
+    assert!(matches!(validate(&lbc), Err(Error::MissingObjectKey("metadata.uid"))));
 }
 
 #[test]

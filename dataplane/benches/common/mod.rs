@@ -53,7 +53,11 @@ fn kv_str(key: &str, value: &str) -> KeyValue {
 }
 
 fn kv_int(key: &str, value: i64) -> KeyValue {
-    KeyValue { key: key.into(), value: Some(AnyValue { value: Some(any_value::Value::IntValue(value)) }), ..Default::default() }
+    KeyValue {
+        key: key.into(),
+        value: Some(AnyValue { value: Some(any_value::Value::IntValue(value)) }),
+        ..Default::default()
+    }
 }
 
 fn resource(n: u32) -> Resource {
@@ -83,7 +87,11 @@ pub fn traces_request(seed: u64) -> ExportTraceServiceRequest {
             let span = Span {
                 trace_id: trace_id.clone(),
                 span_id: id(seed * 1_000_000 + u64::from(t * 100 + i), 8),
-                parent_span_id: if i == 0 { Vec::new() } else { id(seed * 1_000_000 + u64::from(t * 100 + (i - 1) / 2), 8) },
+                parent_span_id: if i == 0 {
+                    Vec::new()
+                } else {
+                    id(seed * 1_000_000 + u64::from(t * 100 + (i - 1) / 2), 8)
+                },
                 name: format!("{method} /api/v1/item/{i}"),
                 kind: if i == 0 { span::SpanKind::Server } else { span::SpanKind::Client } as i32,
                 start_time_unix_nano: start,
@@ -123,7 +131,8 @@ pub fn metrics_request() -> ExportMetricsServiceRequest {
     };
     let resource_metrics = (0..SERVICES)
         .map(|k| {
-            let sums = (0..per_service.div_ceil(2)).map(|j| point(j, number_data_point::Value::AsInt(i64::from(j + 1) * 10)));
+            let sums =
+                (0..per_service.div_ceil(2)).map(|j| point(j, number_data_point::Value::AsInt(i64::from(j + 1) * 10)));
             let gauges = (0..per_service / 2).map(|j| point(j, number_data_point::Value::AsDouble(f64::from(j) / 4.0)));
             let metrics = vec![
                 Metric {

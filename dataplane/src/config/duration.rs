@@ -22,9 +22,9 @@ impl Dur {
 impl<'de> Deserialize<'de> for Dur {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let text = String::deserialize(d)?;
-        humantime::parse_duration(text.trim())
-            .map(Dur)
-            .map_err(|e| serde::de::Error::custom(format!("invalid duration {text:?} ({e}); write e.g. 5s, 250ms, 1m30s")))
+        humantime::parse_duration(text.trim()).map(Dur).map_err(|e| {
+            serde::de::Error::custom(format!("invalid duration {text:?} ({e}); write e.g. 5s, 250ms, 1m30s"))
+        })
     }
 }
 

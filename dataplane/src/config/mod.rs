@@ -62,7 +62,10 @@ impl Config {
         }
         let queue = &self.loadbalancing.sending_queue;
         if queue.ack == AckMode::Queued && queue.storage.as_deref().is_none_or(|s| s.trim().is_empty()) {
-            return Err(invalid("loadbalancing.sending_queue.storage", "ack: queued needs a directory for the write-ahead log"));
+            return Err(invalid(
+                "loadbalancing.sending_queue.storage",
+                "ack: queued needs a directory for the write-ahead log",
+            ));
         }
         if queue.segment_size_mib == 0 || queue.segment_size_mib > queue.max_size_mib {
             return Err(invalid("loadbalancing.sending_queue.segment_size_mib", "must be between 1 and max_size_mib"));
@@ -84,7 +87,9 @@ impl Config {
                 let key = RoutingKey::parse(name).ok_or_else(|| {
                     invalid(
                         "loadbalancing.routing_key",
-                        format!("unknown key {name:?}; one of traceID, service, resource, metric, streamID, attributes"),
+                        format!(
+                            "unknown key {name:?}; one of traceID, service, resource, metric, streamID, attributes"
+                        ),
                     )
                 })?;
                 Some(key)
@@ -96,10 +101,14 @@ impl Config {
             let key = match explicit {
                 Some(name) => {
                     let field = format!("routing.{signal}");
-                    let key = RoutingKey::parse(name).ok_or_else(|| invalid(&field, format!("unknown key {name:?}")))?;
+                    let key =
+                        RoutingKey::parse(name).ok_or_else(|| invalid(&field, format!("unknown key {name:?}")))?;
                     if !RoutingKey::valid_for(signal).contains(&key) {
                         let valid: Vec<_> = RoutingKey::valid_for(signal).iter().map(|k| k.name()).collect();
-                        return Err(invalid(field, format!("{name} is not a key for {signal}; use one of {}", valid.join(", "))));
+                        return Err(invalid(
+                            field,
+                            format!("{name} is not a key for {signal}; use one of {}", valid.join(", ")),
+                        ));
                     }
                     key
                 }
@@ -108,7 +117,10 @@ impl Config {
                     .unwrap_or(RoutingKey::default_for(signal)),
             };
             if key == RoutingKey::Attributes && policy.attributes.is_empty() {
-                return Err(invalid("loadbalancing.routing_attributes", format!("{signal} are routed by attributes: list at least one")));
+                return Err(invalid(
+                    "loadbalancing.routing_attributes",
+                    format!("{signal} are routed by attributes: list at least one"),
+                ));
             }
             match signal {
                 Signal::Traces => policy.traces = key,
@@ -132,16 +144,56 @@ impl Config {
             ("loadbalancing.protocol.otlp.write_buffer_size", otlp.write_buffer_size.is_some(), "not implemented"),
             ("loadbalancing.protocol.otlp.read_buffer_size", otlp.read_buffer_size.is_some(), "not implemented"),
             ("loadbalancing.protocol.otlp.wait_for_ready", otlp.wait_for_ready.is_some(), "not implemented"),
-            ("loadbalancing.protocol.otlp.sending_queue.storage", otlp.sending_queue.storage.is_some(), "use loadbalancing.sending_queue.storage"),
-            ("loadbalancing.protocol.otlp.sending_queue.blocking", otlp.sending_queue.blocking.is_some(), "a full queue fails the part, which is retried"),
-            ("loadbalancing.protocol.otlp.sending_queue.block_on_overflow", otlp.sending_queue.block_on_overflow.is_some(), "a full queue fails the part, which is retried"),
-            ("loadbalancing.protocol.otlp.sending_queue.wait_for_result", otlp.sending_queue.wait_for_result.is_some(), "requests are acknowledged after the backends accept them"),
-            ("loadbalancing.protocol.otlp.sending_queue.batch", otlp.sending_queue.batch.is_some(), "parts waiting for the same backend are coalesced instead: sending_queue.coalesce"),
-            ("loadbalancing.protocol.otlp.retry_on_failure", otlp.retry_on_failure.is_some(), "use loadbalancing.retry_on_failure"),
-            ("loadbalancing.sending_queue.enabled", lb.sending_queue.enabled.is_some(), "use sending_queue.ack: queued"),
-            ("loadbalancing.sending_queue.num_consumers", lb.sending_queue.num_consumers.is_some(), "use protocol.otlp.sending_queue for per-backend queues"),
-            ("loadbalancing.sending_queue.queue_size", lb.sending_queue.queue_size.is_some(), "use protocol.otlp.sending_queue for per-backend queues"),
-            ("loadbalancing.timeout", lb.timeout.is_some(), "use loadbalancing.protocol.otlp.timeout and retry_on_failure.max_elapsed_time"),
+            (
+                "loadbalancing.protocol.otlp.sending_queue.storage",
+                otlp.sending_queue.storage.is_some(),
+                "use loadbalancing.sending_queue.storage",
+            ),
+            (
+                "loadbalancing.protocol.otlp.sending_queue.blocking",
+                otlp.sending_queue.blocking.is_some(),
+                "a full queue fails the part, which is retried",
+            ),
+            (
+                "loadbalancing.protocol.otlp.sending_queue.block_on_overflow",
+                otlp.sending_queue.block_on_overflow.is_some(),
+                "a full queue fails the part, which is retried",
+            ),
+            (
+                "loadbalancing.protocol.otlp.sending_queue.wait_for_result",
+                otlp.sending_queue.wait_for_result.is_some(),
+                "requests are acknowledged after the backends accept them",
+            ),
+            (
+                "loadbalancing.protocol.otlp.sending_queue.batch",
+                otlp.sending_queue.batch.is_some(),
+                "parts waiting for the same backend are coalesced instead: sending_queue.coalesce",
+            ),
+            (
+                "loadbalancing.protocol.otlp.retry_on_failure",
+                otlp.retry_on_failure.is_some(),
+                "use loadbalancing.retry_on_failure",
+            ),
+            (
+                "loadbalancing.sending_queue.enabled",
+                lb.sending_queue.enabled.is_some(),
+                "use sending_queue.ack: queued",
+            ),
+            (
+                "loadbalancing.sending_queue.num_consumers",
+                lb.sending_queue.num_consumers.is_some(),
+                "use protocol.otlp.sending_queue for per-backend queues",
+            ),
+            (
+                "loadbalancing.sending_queue.queue_size",
+                lb.sending_queue.queue_size.is_some(),
+                "use protocol.otlp.sending_queue for per-backend queues",
+            ),
+            (
+                "loadbalancing.timeout",
+                lb.timeout.is_some(),
+                "use loadbalancing.protocol.otlp.timeout and retry_on_failure.max_elapsed_time",
+            ),
             ("loadbalancing.resolver.aws_cloud_map", lb.resolver.aws_cloud_map.is_some(), "not implemented"),
         ];
         for (key, present, what) in ignored {

@@ -400,7 +400,13 @@ pub struct HealthCheck {
 
 impl Default for HealthCheck {
     fn default() -> Self {
-        HealthCheck { enabled: true, consecutive_failures: 3, ejection_time: Dur::secs(1), max_ejection_time: Dur::secs(30), probe_timeout: Dur::secs(1) }
+        HealthCheck {
+            enabled: true,
+            consecutive_failures: 3,
+            ejection_time: Dur::secs(1),
+            max_ejection_time: Dur::secs(30),
+            probe_timeout: Dur::secs(1),
+        }
     }
 }
 
@@ -431,24 +437,30 @@ impl Resolver {
         }
         if let Some(s) = &self.static_ {
             if s.hostnames.is_empty() {
-                return Err(invalid("loadbalancing.resolver.static.hostnames", "the pool is empty: list at least one backend"));
+                return Err(invalid(
+                    "loadbalancing.resolver.static.hostnames",
+                    "the pool is empty: list at least one backend",
+                ));
             }
             let members = s.members()?;
             for name in s.weights.keys() {
                 if !members.iter().any(|(a, _)| a == name || a == &with_default_port(name)) {
-                    return Err(invalid(format!("loadbalancing.resolver.static.weights.{name}"), "not one of the hostnames"));
+                    return Err(invalid(
+                        format!("loadbalancing.resolver.static.weights.{name}"),
+                        "not one of the hostnames",
+                    ));
                 }
             }
         }
-        if let Some(d) = &self.dns {
-            if d.hostname.trim().is_empty() {
-                return Err(invalid("loadbalancing.resolver.dns.hostname", "must not be empty"));
-            }
+        if let Some(d) = &self.dns
+            && d.hostname.trim().is_empty()
+        {
+            return Err(invalid("loadbalancing.resolver.dns.hostname", "must not be empty"));
         }
-        if let Some(k) = &self.k8s {
-            if k.service.trim().is_empty() {
-                return Err(invalid("loadbalancing.resolver.k8s.service", "must not be empty"));
-            }
+        if let Some(k) = &self.k8s
+            && k.service.trim().is_empty()
+        {
+            return Err(invalid("loadbalancing.resolver.k8s.service", "must not be empty"));
         }
         Ok(())
     }
@@ -457,7 +469,8 @@ impl Resolver {
 /// Appends the OTLP/gRPC port when an address has none.
 pub fn with_default_port(host: &str) -> String {
     let bracketed_v6 = host.starts_with('[') && host.ends_with(']');
-    let has_port = !bracketed_v6 && host.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && !h.ends_with(':') && p.parse::<u16>().is_ok());
+    let has_port = !bracketed_v6
+        && host.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && !h.ends_with(':') && p.parse::<u16>().is_ok());
     if has_port { host.to_string() } else { format!("{host}:4317") }
 }
 
@@ -533,7 +546,13 @@ pub struct Routing {
 
 impl Default for Routing {
     fn default() -> Self {
-        Routing { traces: None, metrics: None, logs: None, affinity_window: Dur::secs(30), affinity_max_traces: 1_000_000 }
+        Routing {
+            traces: None,
+            metrics: None,
+            logs: None,
+            affinity_window: Dur::secs(30),
+            affinity_max_traces: 1_000_000,
+        }
     }
 }
 

@@ -129,8 +129,11 @@ fn static_weights_and_default_port() {
 fn queued_acknowledgement_needs_storage() {
     let e = err(&minimal("").replace("loadbalancing:\n", "loadbalancing:\n  sending_queue: {ack: queued}\n"));
     assert!(e.starts_with("loadbalancing.sending_queue.storage:"), "{e}");
-    let c = Config::parse(&minimal("").replace("loadbalancing:\n", "loadbalancing:\n  sending_queue: {ack: queued, storage: /var/lib/otlp-lb, fsync: interval}\n"))
-        .expect("valid");
+    let c = Config::parse(&minimal("").replace(
+        "loadbalancing:\n",
+        "loadbalancing:\n  sending_queue: {ack: queued, storage: /var/lib/otlp-lb, fsync: interval}\n",
+    ))
+    .expect("valid");
     assert_eq!(c.loadbalancing.sending_queue.ack, AckMode::Queued);
     let e = err(&minimal("").replace("loadbalancing:\n", "loadbalancing:\n  sending_queue: {ack: sometimes}\n"));
     assert!(e.contains("loadbalancing.sending_queue.ack"), "{e}");

@@ -11,9 +11,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use http::uri::{Authority, Scheme};
 use http::{HeaderName, HeaderValue};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
-use http::uri::{Authority, Scheme};
 use tonic::{Code, Status};
 
 use super::coalesce::{self, Queue, Waiting};
@@ -68,7 +68,8 @@ impl std::fmt::Debug for Backend {
 
 impl Backend {
     pub fn new(address: &str, cfg: &OtlpExporter, health: &HealthCheck, metrics: Metrics) -> Result<Backend, String> {
-        let authority = Authority::from_str(address).map_err(|e| format!("{address}: not a valid backend address: {e}"))?;
+        let authority =
+            Authority::from_str(address).map_err(|e| format!("{address}: not a valid backend address: {e}"))?;
         if authority.port().is_none() {
             return Err(format!("{address}: not a valid backend address: no port"));
         }
@@ -113,7 +114,13 @@ impl Backend {
     ///
     /// Once the backend has left the pool ([`Backend::retire`]), parts not yet sent fail at once with UNAVAILABLE
     /// so that delivery re-routes them to their keys' new owners; parts already sent finish here (drain).
-    pub async fn export(self: &Arc<Self>, signal: Signal, body: Bytes, items: u64, deadline: Instant) -> Result<Reply, Status> {
+    pub async fn export(
+        self: &Arc<Self>,
+        signal: Signal,
+        body: Bytes,
+        items: u64,
+        deadline: Instant,
+    ) -> Result<Reply, Status> {
         if self.is_retired() {
             return Err(self.left_pool());
         }
@@ -208,7 +215,9 @@ impl Backend {
         let deadline = parts.iter().map(|p| p.deadline).max().unwrap_or(now);
         let timeout = self.timeout.min(deadline.saturating_duration_since(now));
         let result = tokio::time::timeout(timeout, self.call(signal, &coalesce::bodies(&parts), timeout)).await;
-        let result = result.unwrap_or_else(|_| Err(Status::deadline_exceeded(format!("no answer from {} in {timeout:?}", self.address))));
+        let result = result.unwrap_or_else(|_| {
+            Err(Status::deadline_exceeded(format!("no answer from {} in {timeout:?}", self.address)))
+        });
         drop(slot);
         self.metrics.backend_result(&self.address, signal, items, now.elapsed(), result.is_ok());
         self.metrics.sent_parts(&self.address, parts.len());
@@ -216,7 +225,11 @@ impl Backend {
         // tonic reports its own timeout as CANCELLED ("Timeout expired").
         let outcome = match &result {
             Ok(_) => Some(false),
-            Err(s) if matches!(s.code(), Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown) => Some(true),
+            Err(s)
+                if matches!(s.code(), Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown) =>
+            {
+                Some(true)
+            }
             Err(_) => None,
         };
         if let Some(t) = outcome.and_then(|failure| self.health.record(failure)) {
@@ -305,7 +318,14 @@ pub fn parse_reply(body: &[u8]) -> Reply {
 pub fn retryable(code: Code) -> bool {
     matches!(
         code,
-        Code::Unavailable | Code::ResourceExhausted | Code::DeadlineExceeded | Code::Aborted | Code::Cancelled | Code::OutOfRange | Code::DataLoss | Code::Unknown
+        Code::Unavailable
+            | Code::ResourceExhausted
+            | Code::DeadlineExceeded
+            | Code::Aborted
+            | Code::Cancelled
+            | Code::OutOfRange
+            | Code::DataLoss
+            | Code::Unknown
     )
 }
 
@@ -326,8 +346,12 @@ mod tests {
 
     #[test]
     fn retryable_codes_follow_the_otlp_specification() {
-        assert!(retryable(Code::Unavailable) && retryable(Code::ResourceExhausted) && retryable(Code::DeadlineExceeded));
+        assert!(
+            retryable(Code::Unavailable) && retryable(Code::ResourceExhausted) && retryable(Code::DeadlineExceeded)
+        );
         assert!(retryable(Code::Unknown), "a broken connection mid-request");
-        assert!(!retryable(Code::InvalidArgument) && !retryable(Code::Unauthenticated) && !retryable(Code::Unimplemented));
+        assert!(
+            !retryable(Code::InvalidArgument) && !retryable(Code::Unauthenticated) && !retryable(Code::Unimplemented)
+        );
     }
 }

@@ -131,8 +131,16 @@ mod tests {
     }
 
     fn request(names: &[&str]) -> Bytes {
-        let spans = names.iter().map(|n| Span { name: n.to_string(), trace_id: vec![1; 16], span_id: vec![2; 8], ..Default::default() });
-        let rs = ResourceSpans { scope_spans: vec![ScopeSpans { spans: spans.collect(), ..Default::default() }], ..Default::default() };
+        let spans = names.iter().map(|n| Span {
+            name: n.to_string(),
+            trace_id: vec![1; 16],
+            span_id: vec![2; 8],
+            ..Default::default()
+        });
+        let rs = ResourceSpans {
+            scope_spans: vec![ScopeSpans { spans: spans.collect(), ..Default::default() }],
+            ..Default::default()
+        };
         Bytes::from(ExportTraceServiceRequest { resource_spans: vec![rs] }.encode_to_vec())
     }
 
@@ -141,8 +149,13 @@ mod tests {
         let (a, _ra) = part(request(&["a1", "a2"]), 2);
         let (b, _rb) = part(request(&["b1"]), 1);
         let merged = ExportTraceServiceRequest::decode(&bodies(&[a, b]).concat()[..]).expect("a valid request");
-        let names: Vec<String> =
-            merged.resource_spans.iter().flat_map(|r| &r.scope_spans).flat_map(|s| &s.spans).map(|s| s.name.clone()).collect();
+        let names: Vec<String> = merged
+            .resource_spans
+            .iter()
+            .flat_map(|r| &r.scope_spans)
+            .flat_map(|s| &s.spans)
+            .map(|s| s.name.clone())
+            .collect();
         assert_eq!(names, ["a1", "a2", "b1"]);
     }
 

@@ -48,7 +48,13 @@ impl Connection {
     /// `tls` is `None` for plaintext (`tls.insecure`); the connection is not opened here.
     pub fn new(address: &str, tls: &ClientTls, connect_timeout: Duration) -> Result<Connection, String> {
         let tls = if tls.insecure { None } else { Some(client_tls(address, tls)?) };
-        Ok(Connection { address: address.to_string(), tls, connect_timeout, live: Mutex::new(None), opening: Default::default() })
+        Ok(Connection {
+            address: address.to_string(),
+            tls,
+            connect_timeout,
+            live: Mutex::new(None),
+            opening: Default::default(),
+        })
     }
 
     /// A sender that may open a stream now (the backend's `max_concurrent_streams` is respected by waiting).
@@ -89,7 +95,8 @@ impl Connection {
     }
 
     async fn open(&self) -> Result<Live, Status> {
-        let tcp = TcpStream::connect(&self.address).await.map_err(|e| Status::unavailable(format!("connecting: {e}")))?;
+        let tcp =
+            TcpStream::connect(&self.address).await.map_err(|e| Status::unavailable(format!("connecting: {e}")))?;
         tcp.set_nodelay(true).map_err(|e| Status::unavailable(format!("connecting: {e}")))?;
         match &self.tls {
             None => handshake(tcp).await,
@@ -110,8 +117,10 @@ async fn handshake<IO>(io: IO) -> Result<Live, Status>
 where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let (sender, mut connection) =
-        h2::client::Builder::new().handshake::<_, Bytes>(io).await.map_err(|e| Status::unavailable(format!("HTTP/2 handshake: {e}")))?;
+    let (sender, mut connection) = h2::client::Builder::new()
+        .handshake::<_, Bytes>(io)
+        .await
+        .map_err(|e| Status::unavailable(format!("HTTP/2 handshake: {e}")))?;
     let closed = Arc::new(AtomicBool::new(false));
     let ping_pong = connection.ping_pong();
     let done = Arc::clone(&closed);
@@ -123,7 +132,9 @@ where
                 match tokio::time::timeout(KEEPALIVE_TIMEOUT, ping_pong.ping(h2::Ping::opaque())).await {
                     Ok(Ok(_)) => {}
                     Ok(Err(e)) => return tracing::debug!(error = %e, "backend connection: keepalive PING failed"),
-                    Err(_) => return tracing::debug!("backend connection: no PONG in {KEEPALIVE_TIMEOUT:?}; closing it"),
+                    Err(_) => {
+                        return tracing::debug!("backend connection: no PONG in {KEEPALIVE_TIMEOUT:?}; closing it");
+                    }
                 }
             }
         };
@@ -162,7 +173,9 @@ fn client_tls(address: &str, tls: &ClientTls) -> Result<Tls, String> {
     match &tls.ca_file {
         Some(ca) => {
             for cert in CertificateDer::pem_file_iter(ca).map_err(|e| format!("tls.ca_file {ca}: {e}"))? {
-                roots.add(cert.map_err(|e| format!("tls.ca_file {ca}: {e}"))?).map_err(|e| format!("tls.ca_file {ca}: {e}"))?;
+                roots
+                    .add(cert.map_err(|e| format!("tls.ca_file {ca}: {e}"))?)
+                    .map_err(|e| format!("tls.ca_file {ca}: {e}"))?;
             }
         }
         None => {
@@ -217,8 +230,11 @@ mod tests {
     #[test]
     fn tls_settings_that_cannot_work_are_refused() {
         let skip = ClientTls { insecure: false, insecure_skip_verify: true, ..ClientTls::default() };
-        assert!(Connection::new("a:1", &skip, Duration::from_secs(1)).is_err_and(|e| e.contains("insecure_skip_verify")));
-        let half = ClientTls { insecure: false, ca_file: None, cert_file: Some("c.pem".into()), ..ClientTls::default() };
+        assert!(
+            Connection::new("a:1", &skip, Duration::from_secs(1)).is_err_and(|e| e.contains("insecure_skip_verify"))
+        );
+        let half =
+            ClientTls { insecure: false, ca_file: None, cert_file: Some("c.pem".into()), ..ClientTls::default() };
         let e = Connection::new("a:1", &half, Duration::from_secs(1)).err().unwrap_or_default();
         assert!(e.contains("both cert_file and key_file") || e.contains("no CA certificate"), "{e}");
     }

@@ -97,13 +97,16 @@ pub async fn deliver(
         }
         if failed.is_empty() {
             return match permanent {
-                Some((code, _)) if !delivered_any => Err(Failure { code, message: out.messages.join("; "), undelivered: out.rejected }),
+                Some((code, _)) if !delivered_any => {
+                    Err(Failure { code, message: out.messages.join("; "), undelivered: out.rejected })
+                }
                 _ => Ok(out),
             };
         }
         let undelivered: u64 = failed.iter().map(|p| p.items).sum();
         let message = last.map(|s| s.message().to_string()).unwrap_or_default();
-        let give_up = |why: &str| Failure { code: Code::Unavailable, message: format!("{why}: {message}"), undelivered };
+        let give_up =
+            |why: &str| Failure { code: Code::Unavailable, message: format!("{why}: {message}"), undelivered };
         let wait = jittered(backoff, retry.randomization_factor);
         // A part handed back was never sent: routing it again is no retry.
         if !retry.enabled && handed_back < failed.len() {
@@ -123,8 +126,11 @@ pub async fn deliver(
         }
         pending = Vec::new();
         for part in failed {
-            let again = resplit(&current, &part.body)
-                .map_err(|e| Failure { code: Code::Internal, message: e.to_string(), undelivered })?;
+            let again = resplit(&current, &part.body).map_err(|e| Failure {
+                code: Code::Internal,
+                message: e.to_string(),
+                undelivered,
+            })?;
             for p in again.parts {
                 let backend = current.backends.get(p.backend).cloned().ok_or_else(|| no_backend(p.items))?;
                 pending.push((backend, p));

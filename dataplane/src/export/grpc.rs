@@ -210,7 +210,10 @@ fn reply_message(body: Bytes, encoding: Option<&[u8]>) -> Result<Bytes, Status> 
     }
     let len = u32::from_be_bytes([body[1], body[2], body[3], body[4]]) as usize;
     if body.len() != 5 + len {
-        return Err(Status::internal(format!("the backend's answer is not one gRPC message ({} bytes after a {len}-byte frame)", body.len() - 5)));
+        return Err(Status::internal(format!(
+            "the backend's answer is not one gRPC message ({} bytes after a {len}-byte frame)",
+            body.len() - 5
+        )));
     }
     let message = body.slice(5..);
     if body[0] == 0 {
@@ -225,7 +228,8 @@ fn reply_message(body: Bytes, encoding: Option<&[u8]>) -> Result<Bytes, Status> 
                 .map_err(|e| Status::internal(format!("the backend's answer: gzip: {e}")))?;
         }
         Some(b"zstd") => {
-            out = zstd::bulk::decompress(&message, MAX_REPLY_BYTES).map_err(|e| Status::internal(format!("the backend's answer: zstd: {e}")))?;
+            out = zstd::bulk::decompress(&message, MAX_REPLY_BYTES)
+                .map_err(|e| Status::internal(format!("the backend's answer: zstd: {e}")))?;
         }
         other => {
             let name = other.map(String::from_utf8_lossy).unwrap_or_else(|| "no grpc-encoding".into());
@@ -300,7 +304,9 @@ mod tests {
     fn headers_name_the_encoding_and_keep_the_configured_ones() {
         let configured = [(HeaderName::from_static("x-tenant"), HeaderValue::from_static("a"))];
         let h = headers(Compression::Gzip, &configured);
-        let get = |name: &str| h.iter().find(|(k, _)| k.as_str() == name).map(|(_, v)| v.to_str().unwrap_or_default().to_string());
+        let get = |name: &str| {
+            h.iter().find(|(k, _)| k.as_str() == name).map(|(_, v)| v.to_str().unwrap_or_default().to_string())
+        };
         assert_eq!(get("grpc-encoding").as_deref(), Some("gzip"));
         assert_eq!(get("content-type").as_deref(), Some("application/grpc"));
         assert_eq!(get("te").as_deref(), Some("trailers"));

@@ -35,7 +35,12 @@ pub struct Health {
 
 impl Health {
     pub fn new(cfg: HealthCheck) -> Health {
-        Health { cfg, available: AtomicBool::new(true), probing: AtomicBool::new(false), state: Mutex::new(State { consecutive_failures: 0, ejections: 0, ejected_until: None }) }
+        Health {
+            cfg,
+            available: AtomicBool::new(true),
+            probing: AtomicBool::new(false),
+            state: Mutex::new(State { consecutive_failures: 0, ejections: 0, ejected_until: None }),
+        }
     }
 
     /// Whether the backend takes keys now. Hot path: one atomic load.
@@ -63,7 +68,8 @@ impl Health {
     }
 
     fn eject(&self, s: &mut State) -> Transition {
-        let backoff = self.cfg.ejection_time.0.saturating_mul(1 << s.ejections.min(16)).min(self.cfg.max_ejection_time.0);
+        let backoff =
+            self.cfg.ejection_time.0.saturating_mul(1 << s.ejections.min(16)).min(self.cfg.max_ejection_time.0);
         s.ejections += 1;
         s.ejected_until = Some(Instant::now() + backoff);
         self.available.store(false, Ordering::Relaxed);
@@ -100,7 +106,13 @@ mod tests {
     use crate::config::Dur;
 
     fn cfg() -> HealthCheck {
-        HealthCheck { enabled: true, consecutive_failures: 3, ejection_time: Dur::millis(100), max_ejection_time: Dur::millis(350), ..HealthCheck::default() }
+        HealthCheck {
+            enabled: true,
+            consecutive_failures: 3,
+            ejection_time: Dur::millis(100),
+            max_ejection_time: Dur::millis(350),
+            ..HealthCheck::default()
+        }
     }
 
     #[test]
@@ -131,7 +143,11 @@ mod tests {
                 other => panic!("{other:?}"),
             })
             .collect();
-        assert_eq!(backoffs, vec![Duration::from_millis(200), Duration::from_millis(350), Duration::from_millis(350)], "doubles up to the maximum");
+        assert_eq!(
+            backoffs,
+            vec![Duration::from_millis(200), Duration::from_millis(350), Duration::from_millis(350)],
+            "doubles up to the maximum"
+        );
         assert_eq!(h.probed(true), Some(Transition::Readmitted));
         assert!(h.available());
         assert_eq!(h.probed(true), None, "not ejected any more");

@@ -6,11 +6,11 @@ mod coalesce;
 mod connection;
 mod deliver;
 mod grpc;
-pub mod wal;
 pub mod health;
 pub mod queued;
 #[cfg(test)]
 mod unary_tests;
+pub mod wal;
 
 pub use backend::{Backend, Reply, parse_reply, retryable};
 pub use deliver::{Delivered, Failure, deliver};

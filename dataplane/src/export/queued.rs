@@ -46,7 +46,8 @@ impl Durable {
             FsyncMode::Interval => FsyncPolicy::Interval(cfg.fsync_interval.0),
             FsyncMode::Never => FsyncPolicy::Never,
         };
-        let wal_cfg = WalConfig { dir, max_bytes: cfg.max_size_mib << 20, segment_bytes: cfg.segment_size_mib << 20, fsync };
+        let wal_cfg =
+            WalConfig { dir, max_bytes: cfg.max_size_mib << 20, segment_bytes: cfg.segment_size_mib << 20, fsync };
         let (wal, replay) = Wal::open(wal_cfg)?;
         let (tx, rx) = mpsc::unbounded_channel();
         if !replay.is_empty() {

@@ -64,7 +64,13 @@ async fn backend_after(answer: Answer, once: bool, delay: Duration) -> (SocketAd
     (addr, seen)
 }
 
-async fn serve(request: http::Request<h2::RecvStream>, mut respond: h2::server::SendResponse<Bytes>, answer: Answer, seen: Arc<Seen>, delay: Duration) {
+async fn serve(
+    request: http::Request<h2::RecvStream>,
+    mut respond: h2::server::SendResponse<Bytes>,
+    answer: Answer,
+    seen: Arc<Seen>,
+    delay: Duration,
+) {
     let (parts, mut body) = request.into_parts();
     let mut received = Vec::new();
     while let Some(Ok(chunk)) = body.data().await {
@@ -90,7 +96,9 @@ async fn serve(request: http::Request<h2::RecvStream>, mut respond: h2::server::
             let head = head(200).header("grpc-status", code.to_string()).header("grpc-message", "the backend says no");
             respond.send_response(head.body(()).expect("response"), true).map(drop)
         }
-        Answer::Http(status) => respond.send_response(http::Response::builder().status(status).body(()).expect("response"), true).map(drop),
+        Answer::Http(status) => {
+            respond.send_response(http::Response::builder().status(status).body(()).expect("response"), true).map(drop)
+        }
         Answer::NoStatus => {
             let Ok(mut stream) = respond.send_response(head(200).body(()).expect("response"), false) else { return };
             let _ = stream.send_data(frame(b"", false), false);
@@ -118,7 +126,8 @@ async fn call(connection: &Connection, addr: SocketAddr, message: &[u8]) -> Resu
     let authority = Authority::try_from(addr.to_string()).expect("authority");
     let headers = grpc::headers(Compression::None, &[]);
     let frame = grpc::frame(&[message], Compression::None)?;
-    grpc::unary(connection, (&Scheme::HTTP, &authority), "/otlp.Test/Export", frame, &headers, Duration::from_secs(2)).await
+    grpc::unary(connection, (&Scheme::HTTP, &authority), "/otlp.Test/Export", frame, &headers, Duration::from_secs(2))
+        .await
 }
 
 fn plaintext(addr: SocketAddr) -> Connection {

@@ -14,7 +14,9 @@ impl Bearer {
         let Some(auth) = auth else { return Ok(Bearer(None)) };
         let token = match (&auth.bearer_token, &auth.bearer_token_file) {
             (Some(t), None) => t.clone(),
-            (None, Some(f)) => std::fs::read_to_string(f).map_err(|e| format!("receivers.otlp.auth.bearer_token_file {f}: {e}"))?,
+            (None, Some(f)) => {
+                std::fs::read_to_string(f).map_err(|e| format!("receivers.otlp.auth.bearer_token_file {f}: {e}"))?
+            }
             _ => return Err("receivers.otlp.auth: set exactly one of bearer_token, bearer_token_file".into()),
         };
         let token = token.trim();
@@ -42,7 +44,9 @@ mod tests {
 
     #[test]
     fn checks_the_token() {
-        let b = Bearer::from_config(Some(&ReceiverAuth { bearer_token: Some("s3cret".into()), bearer_token_file: None })).expect("valid");
+        let b =
+            Bearer::from_config(Some(&ReceiverAuth { bearer_token: Some("s3cret".into()), bearer_token_file: None }))
+                .expect("valid");
         let mut h = HeaderMap::new();
         assert_eq!(b.check(&h), Err("missing bearer token"));
         h.insert("authorization", "Bearer s3cre".parse().expect("ascii"));

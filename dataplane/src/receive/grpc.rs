@@ -86,7 +86,9 @@ impl tonic::server::UnaryService<Bytes> for ExportMethod {
         let (pipeline, signal) = (Arc::clone(&self.pipeline), self.signal);
         Box::pin(async move {
             match pipeline.export(signal, "grpc", body, timeout).await {
-                Ok(done) => Ok(tonic::Response::new(Bytes::from(export_response(done.rejected, &done.messages.join("; "))))),
+                Ok(done) => {
+                    Ok(tonic::Response::new(Bytes::from(export_response(done.rejected, &done.messages.join("; ")))))
+                }
                 Err(refusal) => Err(status_of(refusal)),
             }
         })
@@ -128,7 +130,13 @@ mod tests {
     #[test]
     fn parses_grpc_timeouts() {
         let mut m = MetadataMap::new();
-        for (text, want) in [("5S", Some(Duration::from_secs(5))), ("250m", Some(Duration::from_millis(250))), ("2M", Some(Duration::from_secs(120))), ("x", None), ("123456789S", None)] {
+        for (text, want) in [
+            ("5S", Some(Duration::from_secs(5))),
+            ("250m", Some(Duration::from_millis(250))),
+            ("2M", Some(Duration::from_secs(120))),
+            ("x", None),
+            ("123456789S", None),
+        ] {
             m.insert("grpc-timeout", text.parse().expect("ascii"));
             assert_eq!(grpc_timeout(&m), want, "{text}");
         }

@@ -33,10 +33,16 @@ struct AppState {
 
 /// The router of the OTLP/HTTP receiver.
 pub fn router(pipeline: Arc<Pipeline>, cfg: &HttpConfig, auth: Bearer) -> Router {
-    let state = AppState { pipeline, auth, max_body: cfg.max_request_body_size, max_decompressed: cfg.max_decompressed_body_size };
+    let state = AppState {
+        pipeline,
+        auth,
+        max_body: cfg.max_request_body_size,
+        max_decompressed: cfg.max_decompressed_body_size,
+    };
     let mut app = Router::new();
     for signal in Signal::ALL {
-        app = app.route(signal.http_path(), post(move |s: State<AppState>, h: HeaderMap, b: Body| export(s, signal, h, b)));
+        app = app
+            .route(signal.http_path(), post(move |s: State<AppState>, h: HeaderMap, b: Body| export(s, signal, h, b)));
     }
     app.with_state(state)
 }
@@ -73,7 +79,9 @@ impl Failure {
         let retry_after = self.retry.then_some(RETRY_AFTER);
         let body = match encoding {
             Encoding::Protobuf => rpc_status(self.code as i32, &self.message, retry_after),
-            Encoding::Json => serde_json::json!({ "code": self.code as i32, "message": self.message }).to_string().into_bytes(),
+            Encoding::Json => {
+                serde_json::json!({ "code": self.code as i32, "message": self.message }).to_string().into_bytes()
+            }
         };
         let mut response = (self.status, [(header::CONTENT_TYPE, encoding.content_type())], body).into_response();
         if let Some(d) = retry_after {
@@ -89,8 +97,10 @@ async fn export(State(s): State<AppState>, signal: Signal, headers: HeaderMap, b
         Some("application/x-protobuf") | Some("application/protobuf") => Encoding::Protobuf,
         Some("application/json") => Encoding::Json,
         _ => {
-            let msg = format!("unsupported content type {content_type:?}; use application/x-protobuf or application/json");
-            return Failure::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, Code::InvalidArgument, msg).into_response(Encoding::Protobuf);
+            let msg =
+                format!("unsupported content type {content_type:?}; use application/x-protobuf or application/json");
+            return Failure::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, Code::InvalidArgument, msg)
+                .into_response(Encoding::Protobuf);
         }
     };
     if let Err(why) = s.auth.check(&headers) {
@@ -104,14 +114,30 @@ async fn export(State(s): State<AppState>, signal: Signal, headers: HeaderMap, b
     }
 }
 
-async fn handle(s: &AppState, signal: Signal, headers: &HeaderMap, encoding: Encoding, body: Body) -> Result<Vec<u8>, Failure> {
+async fn handle(
+    s: &AppState,
+    signal: Signal,
+    headers: &HeaderMap,
+    encoding: Encoding,
+    body: Body,
+) -> Result<Vec<u8>, Failure> {
     let too_large = |what: &str, limit: usize| {
-        Failure::new(StatusCode::PAYLOAD_TOO_LARGE, Code::ResourceExhausted, format!("{what} exceeds the limit of {limit} bytes"))
+        Failure::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            Code::ResourceExhausted,
+            format!("{what} exceeds the limit of {limit} bytes"),
+        )
     };
     let raw = match Limited::new(body, s.max_body).collect().await {
         Ok(c) => c.to_bytes(),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => return Err(too_large("request body", s.max_body)),
-        Err(e) => return Err(Failure::new(StatusCode::BAD_REQUEST, Code::InvalidArgument, format!("reading the body failed: {e}"))),
+        Err(e) => {
+            return Err(Failure::new(
+                StatusCode::BAD_REQUEST,
+                Code::InvalidArgument,
+                format!("reading the body failed: {e}"),
+            ));
+        }
     };
     let content_encoding = headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()).unwrap_or("identity");
     let payload = match content_encoding.trim() {
@@ -122,7 +148,13 @@ async fn handle(s: &AppState, signal: Signal, headers: &HeaderMap, encoding: Enc
             match reader.take(s.max_decompressed as u64 + 1).read_to_end(&mut out) {
                 Ok(n) if n > s.max_decompressed => return Err(too_large("decompressed body", s.max_decompressed)),
                 Ok(_) => Bytes::from(out),
-                Err(e) => return Err(Failure::new(StatusCode::BAD_REQUEST, Code::InvalidArgument, format!("invalid gzip body: {e}"))),
+                Err(e) => {
+                    return Err(Failure::new(
+                        StatusCode::BAD_REQUEST,
+                        Code::InvalidArgument,
+                        format!("invalid gzip body: {e}"),
+                    ));
+                }
             }
         }
         other => {
@@ -132,8 +164,13 @@ async fn handle(s: &AppState, signal: Signal, headers: &HeaderMap, encoding: Enc
     };
     let protobuf = match encoding {
         Encoding::Protobuf => payload,
-        Encoding::Json => json_to_protobuf(signal, &payload)
-            .map_err(|e| Failure::new(StatusCode::BAD_REQUEST, Code::InvalidArgument, format!("invalid OTLP/JSON {signal} request: {e}")))?,
+        Encoding::Json => json_to_protobuf(signal, &payload).map_err(|e| {
+            Failure::new(
+                StatusCode::BAD_REQUEST,
+                Code::InvalidArgument,
+                format!("invalid OTLP/JSON {signal} request: {e}"),
+            )
+        })?,
     };
     match s.pipeline.export(signal, "http", protobuf, None).await {
         Ok(done) => Ok(response_body(signal, encoding, done.rejected, &done.messages.join("; "))),
@@ -144,8 +181,12 @@ async fn handle(s: &AppState, signal: Signal, headers: &HeaderMap, encoding: Enc
 fn failure_of(refusal: Refusal) -> Failure {
     match refusal {
         Refusal::Invalid(m) => Failure::new(StatusCode::BAD_REQUEST, Code::InvalidArgument, m),
-        Refusal::Overloaded(m) => Failure { retry: true, ..Failure::new(StatusCode::TOO_MANY_REQUESTS, Code::ResourceExhausted, m) },
-        Refusal::Unavailable(m) => Failure { retry: true, ..Failure::new(StatusCode::SERVICE_UNAVAILABLE, Code::Unavailable, m) },
+        Refusal::Overloaded(m) => {
+            Failure { retry: true, ..Failure::new(StatusCode::TOO_MANY_REQUESTS, Code::ResourceExhausted, m) }
+        }
+        Refusal::Unavailable(m) => {
+            Failure { retry: true, ..Failure::new(StatusCode::SERVICE_UNAVAILABLE, Code::Unavailable, m) }
+        }
         Refusal::Rejected(code @ Code::InvalidArgument, m) => Failure::new(StatusCode::BAD_REQUEST, code, m),
         Refusal::Rejected(code, m) => Failure::new(StatusCode::INTERNAL_SERVER_ERROR, code, m),
     }

@@ -22,8 +22,12 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A service a listener can serve: both receivers' services (tonic's gRPC and axum's HTTP) are.
 pub trait HttpService<B>:
-    tower::Service<http::Request<hyper::body::Incoming>, Response = http::Response<B>, Future: Send + 'static, Error: Into<BoxError>>
-    + Clone
+    tower::Service<
+        http::Request<hyper::body::Incoming>,
+        Response = http::Response<B>,
+        Future: Send + 'static,
+        Error: Into<BoxError>,
+    > + Clone
     + Send
     + 'static
 where
@@ -33,8 +37,12 @@ where
 
 impl<S, B> HttpService<B> for S
 where
-    S: tower::Service<http::Request<hyper::body::Incoming>, Response = http::Response<B>, Future: Send + 'static, Error: Into<BoxError>>
-        + Clone
+    S: tower::Service<
+            http::Request<hyper::body::Incoming>,
+            Response = http::Response<B>,
+            Future: Send + 'static,
+            Error: Into<BoxError>,
+        > + Clone
         + Send
         + 'static,
     B: http_body::Body<Data: Send, Error: Into<BoxError>> + Send + 'static,
@@ -53,7 +61,12 @@ pub struct ServeOptions {
 }
 
 /// Serves `service` on `listener` until `shutdown` turns true, then waits (up to `grace`) for open connections.
-pub fn spawn<S, B>(listener: TcpListener, service: S, opts: ServeOptions, shutdown: watch::Receiver<bool>) -> tokio::task::JoinHandle<()>
+pub fn spawn<S, B>(
+    listener: TcpListener,
+    service: S,
+    opts: ServeOptions,
+    shutdown: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()>
 where
     S: HttpService<B>,
     B: http_body::Body<Data: Send, Error: Into<BoxError>> + Send + 'static,
@@ -98,7 +111,10 @@ where
     }
     drop(listener);
     tracing::debug!(listener = ?local, open = connections.len(), "stopped accepting; draining connections");
-    let drained = tokio::time::timeout(opts.grace + Duration::from_secs(1), async { while connections.join_next().await.is_some() {} }).await;
+    let drained = tokio::time::timeout(opts.grace + Duration::from_secs(1), async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
     if drained.is_err() {
         tracing::warn!(listener = ?local, open = connections.len(), "connections still open after the drain timeout; closing them");
         connections.abort_all();
@@ -120,7 +136,11 @@ async fn serve_connection<IO, S, B>(
     if opts.http2_only {
         builder = builder.http2_only();
     }
-    builder.http2().max_concurrent_streams(1024).initial_stream_window_size(1 << 20).initial_connection_window_size(4 << 20);
+    builder
+        .http2()
+        .max_concurrent_streams(1024)
+        .initial_stream_window_size(1 << 20)
+        .initial_connection_window_size(4 << 20);
     let conn = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
     tokio::pin!(conn);
     let age = opts.max_connection_age.map(jitter);

@@ -29,7 +29,9 @@ pub fn acceptor(tls: &ServerTls, alpn: &[&[u8]]) -> Result<TlsAcceptor, String> 
         Some(ca) => {
             let mut roots = RootCertStore::empty();
             for cert in CertificateDer::pem_file_iter(ca).map_err(|e| format!("tls.client_ca_file {ca}: {e}"))? {
-                roots.add(cert.map_err(|e| format!("tls.client_ca_file {ca}: {e}"))?).map_err(|e| format!("tls.client_ca_file {ca}: {e}"))?;
+                roots
+                    .add(cert.map_err(|e| format!("tls.client_ca_file {ca}: {e}"))?)
+                    .map_err(|e| format!("tls.client_ca_file {ca}: {e}"))?;
             }
             let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
                 .build()

@@ -13,7 +13,12 @@ use crate::route::ring::Member;
 use crate::telemetry::Metrics;
 
 /// Starts periodic resolution; the first lookup happens at once.
-pub fn start(cfg: &DnsResolver, pool: Arc<PoolManager>, metrics: Metrics, shutdown: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
+pub fn start(
+    cfg: &DnsResolver,
+    pool: Arc<PoolManager>,
+    metrics: Metrics,
+    shutdown: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
     let hostname = cfg.hostname.clone();
     let port = cfg.port.unwrap_or(4317);
     let interval = cfg.interval.map(|d| d.0).unwrap_or(Duration::from_secs(5)).max(Duration::from_millis(100));
@@ -26,8 +31,13 @@ pub fn start(cfg: &DnsResolver, pool: Arc<PoolManager>, metrics: Metrics, shutdo
 }
 
 /// Looks up the members every `interval` until `shutdown`, and applies each successful answer to the pool.
-async fn run<F, Fut>(mut lookup: F, interval: Duration, pool: Arc<PoolManager>, metrics: Metrics, mut shutdown: watch::Receiver<bool>)
-where
+async fn run<F, Fut>(
+    mut lookup: F,
+    interval: Duration,
+    pool: Arc<PoolManager>,
+    metrics: Metrics,
+    mut shutdown: watch::Receiver<bool>,
+) where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<Vec<Member>, String>>,
 {
@@ -76,8 +86,15 @@ mod tests {
         let addrs: Vec<_> = m.iter().map(|m| m.address.as_str()).collect();
         assert!(addrs.contains(&"127.0.0.1:4317"), "{addrs:?}");
         let m = resolve("::1", 4318, Duration::from_secs(2)).await.expect("an IPv6 address");
-        assert_eq!(m.iter().map(|m| m.address.as_str()).collect::<Vec<_>>(), ["[::1]:4318"], "IPv6 members are bracketed");
-        assert!(resolve("", 4317, Duration::from_secs(2)).await.is_err(), "an empty name is an error, not an empty pool");
+        assert_eq!(
+            m.iter().map(|m| m.address.as_str()).collect::<Vec<_>>(),
+            ["[::1]:4318"],
+            "IPv6 members are bracketed"
+        );
+        assert!(
+            resolve("", 4317, Duration::from_secs(2)).await.is_err(),
+            "an empty name is an error, not an empty pool"
+        );
     }
 
     #[tokio::test]
@@ -94,7 +111,13 @@ mod tests {
             Ok(vec![member("127.0.0.1:4317"), member("127.0.0.2:4317"), member("127.0.0.3:4317")]),
         ])));
         let metrics = Metrics::new();
-        let (pool, pools) = PoolManager::new(OtlpExporter::default(), HealthCheck::default(), metrics.clone(), "dns", Duration::from_secs(30));
+        let (pool, pools) = PoolManager::new(
+            OtlpExporter::default(),
+            HealthCheck::default(),
+            metrics.clone(),
+            "dns",
+            Duration::from_secs(30),
+        );
         let (stop, shutdown) = watch::channel(false);
         let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
         let script = Arc::clone(&answers);
@@ -108,7 +131,8 @@ mod tests {
         let mut versions = Vec::new();
         // Each lookup is reported before it answers; look at the pool when the next one starts.
         for step in 0..5 {
-            let scripted = tokio::time::timeout(Duration::from_secs(30), seen.recv()).await.expect("the loop runs").expect("open");
+            let scripted =
+                tokio::time::timeout(Duration::from_secs(30), seen.recv()).await.expect("the loop runs").expect("open");
             let p = pools.borrow().clone();
             versions.push((p.version, members(&p)));
             if !scripted {
@@ -120,7 +144,10 @@ mod tests {
         task.await.expect("the loop ends at shutdown");
         // Before lookup 1: empty. After the good answer: 2 members, kept through both failures; then 3.
         assert_eq!(versions, [(0, 0), (1, 2), (1, 2), (1, 2), (2, 3)]);
-        let failed = metrics.render().lines().any(|l| l.starts_with("otelcol_loadbalancer_num_resolutions{resolver=\"dns\",success=\"false\"} 3"));
+        let failed = metrics
+            .render()
+            .lines()
+            .any(|l| l.starts_with("otelcol_loadbalancer_num_resolutions{resolver=\"dns\",success=\"false\"} 3"));
         assert!(failed, "two failed lookups and the end of the script are counted:\n{}", metrics.render());
     }
 }

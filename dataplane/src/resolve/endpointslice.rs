@@ -118,10 +118,21 @@ mod tests {
     fn merges_slices_and_keeps_only_ready_endpoints() {
         let t = target();
         let mut idx = SliceIndex::default();
-        idx.reset(&t, &[
-            slice("pool-a", "IPv4", vec![ep("10.0.0.1", Some(true), None), ep("10.0.0.2", Some(false), None), ep("10.0.0.3", None, None)]),
-            slice("pool-b", "IPv6", vec![ep("fd00::4", Some(true), Some(false))]),
-        ]);
+        idx.reset(
+            &t,
+            &[
+                slice(
+                    "pool-a",
+                    "IPv4",
+                    vec![
+                        ep("10.0.0.1", Some(true), None),
+                        ep("10.0.0.2", Some(false), None),
+                        ep("10.0.0.3", None, None),
+                    ],
+                ),
+                slice("pool-b", "IPv6", vec![ep("fd00::4", Some(true), Some(false))]),
+            ],
+        );
         assert_eq!(addrs(&idx), vec!["10.0.0.1:4317", "10.0.0.3:4317", "[fd00::4]:4317"]);
     }
 
@@ -136,7 +147,8 @@ mod tests {
         assert_eq!(addrs(&idx).len(), 2);
         assert!(!idx.apply(&t, &grown), "the same slice again changes nothing");
         // A pod starts terminating: removed at once, before its endpoint leaves the slice.
-        let draining = slice("a", "IPv4", vec![ep("10.0.0.1", Some(true), None), ep("10.0.0.2", Some(false), Some(true))]);
+        let draining =
+            slice("a", "IPv4", vec![ep("10.0.0.1", Some(true), None), ep("10.0.0.2", Some(false), Some(true))]);
         assert!(idx.apply(&t, &draining));
         assert_eq!(addrs(&idx), vec!["10.0.0.1:4317"]);
         // An address moving between slices is counted once.
@@ -155,7 +167,13 @@ mod tests {
     fn ports_hostnames_and_address_types() {
         let mut t = Target { ports: vec![4317, 14317], ..target() };
         let mut idx = SliceIndex::default();
-        idx.reset(&t, &[slice("a", "IPv4", vec![ep("10.0.0.1", Some(true), None)]), slice("f", "FQDN", vec![ep("x.example", Some(true), None)])]);
+        idx.reset(
+            &t,
+            &[
+                slice("a", "IPv4", vec![ep("10.0.0.1", Some(true), None)]),
+                slice("f", "FQDN", vec![ep("x.example", Some(true), None)]),
+            ],
+        );
         assert_eq!(addrs(&idx), vec!["10.0.0.1:14317", "10.0.0.1:4317"]);
         t.return_hostnames = true;
         t.ports = vec![4317];

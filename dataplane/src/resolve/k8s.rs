@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client};
 use tokio::sync::watch;
 
@@ -29,7 +29,8 @@ fn target_with(cfg: &K8sResolver, namespace_file: &std::path::Path) -> Target {
     let (service, namespace) = match cfg.service.split_once('.') {
         Some((s, ns)) => (s.to_string(), ns.split('.').next().unwrap_or(ns).to_string()),
         None => {
-            let ns = std::fs::read_to_string(namespace_file).map(|s| s.trim().to_string()).ok().filter(|s| !s.is_empty());
+            let ns =
+                std::fs::read_to_string(namespace_file).map(|s| s.trim().to_string()).ok().filter(|s| !s.is_empty());
             (cfg.service.clone(), ns.unwrap_or_else(|| "default".to_string()))
         }
     };
@@ -38,16 +39,30 @@ fn target_with(cfg: &K8sResolver, namespace_file: &std::path::Path) -> Target {
 }
 
 /// Connects to the API server (in-cluster configuration or KUBECONFIG) and starts the watch.
-pub async fn start(cfg: &K8sResolver, pool: Arc<PoolManager>, metrics: Metrics, shutdown: watch::Receiver<bool>) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+pub async fn start(
+    cfg: &K8sResolver,
+    pool: Arc<PoolManager>,
+    metrics: Metrics,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let target = target(cfg);
-    let mut config = kube::Config::infer().await.map_err(|e| anyhow::anyhow!("loadbalancing.resolver.k8s: no Kubernetes configuration: {e}"))?;
-    config.connect_timeout = Some(cfg.timeout.map(|d| d.0).unwrap_or(Duration::from_secs(1)).max(Duration::from_millis(100)));
+    let mut config = kube::Config::infer()
+        .await
+        .map_err(|e| anyhow::anyhow!("loadbalancing.resolver.k8s: no Kubernetes configuration: {e}"))?;
+    config.connect_timeout =
+        Some(cfg.timeout.map(|d| d.0).unwrap_or(Duration::from_secs(1)).max(Duration::from_millis(100)));
     let client = Client::try_from(config)?;
     tracing::info!(service = %target.service, namespace = %target.namespace, ports = ?target.ports, "watching EndpointSlices");
     Ok(tokio::spawn(run(client, target, pool, metrics, shutdown)))
 }
 
-async fn run(client: Client, target: Target, pool: Arc<PoolManager>, metrics: Metrics, mut shutdown: watch::Receiver<bool>) {
+async fn run(
+    client: Client,
+    target: Target,
+    pool: Arc<PoolManager>,
+    metrics: Metrics,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let api: Api<EndpointSlice> = Api::namespaced(client, &target.namespace);
     let selector = format!("kubernetes.io/service-name={}", target.service);
     let events = watcher::watcher(api, watcher::Config::default().labels(&selector)).default_backoff();
@@ -110,8 +125,15 @@ mod tests {
     #[test]
     fn service_names_and_default_port() {
         let t = target(&K8sResolver { service: "pool.observability".into(), ..Default::default() });
-        assert_eq!((t.service.as_str(), t.namespace.as_str(), t.ports.as_slice()), ("pool", "observability", &[4317u16][..]));
-        let t = target(&K8sResolver { service: "pool.obs.svc.cluster.local".into(), ports: vec![4317, 4318], ..Default::default() });
+        assert_eq!(
+            (t.service.as_str(), t.namespace.as_str(), t.ports.as_slice()),
+            ("pool", "observability", &[4317u16][..])
+        );
+        let t = target(&K8sResolver {
+            service: "pool.obs.svc.cluster.local".into(),
+            ports: vec![4317, 4318],
+            ..Default::default()
+        });
         assert_eq!((t.service.as_str(), t.namespace.as_str(), t.ports.len()), ("pool", "obs", 2));
     }
 

@@ -105,8 +105,11 @@ impl RoutingPolicy {
     }
 }
 
-/// The attributes (`repeated KeyValue` field `field`) of an encoded message, as (key, raw AnyValue) pairs.
-pub fn attributes<'a>(msg: &'a [u8], field: u32) -> Result<Vec<(&'a [u8], &'a [u8])>, WireError> {
+/// An attribute of an encoded message: its key and its raw `AnyValue`.
+pub type Attribute<'a> = (&'a [u8], &'a [u8]);
+
+/// The attributes (`repeated KeyValue` field `field`) of an encoded message.
+pub fn attributes(msg: &[u8], field: u32) -> Result<Vec<Attribute<'_>>, WireError> {
     let mut out = Vec::new();
     for f in wire::fields(msg) {
         let f = f?;

@@ -111,14 +111,9 @@ impl Ring {
         // Old index -> new index of the members kept with the same weight.
         let kept = match_members(&self.members, &members, true);
         let mut is_kept = vec![false; members.len()];
-        kept.iter()
-            .flatten()
-            .for_each(|&j| is_kept[j as usize] = true);
+        kept.iter().flatten().for_each(|&j| is_kept[j as usize] = true);
         let added: Vec<usize> = (0..members.len()).filter(|&j| !is_kept[j]).collect();
-        let lost: u64 = (kept.iter().zip(&self.counts))
-            .filter(|(k, _)| k.is_none())
-            .map(|(_, &c)| u64::from(c))
-            .sum();
+        let lost: u64 = (kept.iter().zip(&self.counts)).filter(|(k, _)| k.is_none()).map(|(_, &c)| u64::from(c)).sum();
         let (n, slots) = (members.len() as u64, self.table.len() as u64);
         if slots * (1 + added.len() as u64) + lost * n >= slots * n {
             return Ring::with_slot_bits(members, 64 - self.shift);
@@ -148,14 +143,7 @@ impl Ring {
             fp.extend_from_slice(&m.weight.to_le_bytes());
         }
         let fingerprint = xxh3_64(&fp);
-        Ring {
-            shift,
-            members,
-            scorer,
-            table,
-            counts,
-            fingerprint,
-        }
+        Ring { shift, members, scorer, table, counts, fingerprint }
     }
 
     /// The members, sorted by address; every index handed out by the ring refers to this slice.
@@ -175,9 +163,7 @@ impl Ring {
 
     /// Index of the member with this address.
     pub fn index_of(&self, address: &str) -> Option<usize> {
-        self.members
-            .binary_search_by(|m| m.address.as_str().cmp(address))
-            .ok()
+        self.members.binary_search_by(|m| m.address.as_str().cmp(address)).ok()
     }
 
     /// The owner of `key_hash` (an index into [`Ring::members`]).
@@ -191,21 +177,13 @@ impl Ring {
     pub fn candidates(&self, key_hash: u64) -> Vec<usize> {
         let slot = key_hash >> self.shift;
         let mut draws: Vec<Draw> = (0..self.len()).map(|i| self.scorer.draw(i, slot)).collect();
-        draws.sort_unstable_by(|a, b| {
-            if a.beats(b) {
-                Ordering::Less
-            } else {
-                Ordering::Greater
-            }
-        });
+        draws.sort_unstable_by(|a, b| if a.beats(b) { Ordering::Less } else { Ordering::Greater });
         draws.iter().map(|d| d.index() as usize).collect()
     }
 
     /// Fraction of the key space owned by member `index` (0 for an index out of range).
     pub fn share(&self, index: usize) -> f64 {
-        self.counts
-            .get(index)
-            .map_or(0.0, |&c| f64::from(c) / self.table.len() as f64)
+        self.counts.get(index).map_or(0.0, |&c| f64::from(c) / self.table.len() as f64)
     }
 
     /// Hash of the member set and weights (and of the algorithm): equal on every replica for the
@@ -219,10 +197,7 @@ impl Ring {
         let map = match_members(&old.members, &new.members, false);
         // Slot counts differ only between test rings: compare at the finer resolution.
         let bits = 64 - old.shift.min(new.shift);
-        let (old_sh, new_sh) = (
-            old.shift - old.shift.min(new.shift),
-            new.shift - old.shift.min(new.shift),
-        );
+        let (old_sh, new_sh) = (old.shift - old.shift.min(new.shift), new.shift - old.shift.min(new.shift));
         let moved = (0..1usize << bits)
             .filter(|&s| map[old.table.get(s >> old_sh)].map(usize::from) != Some(new.table.get(s >> new_sh)))
             .count();
@@ -295,10 +270,7 @@ struct Scorer {
 
 impl Scorer {
     fn new(members: &[Member]) -> Scorer {
-        let seeds: Vec<u64> = members
-            .iter()
-            .map(|m| xxh3_64(m.address.as_bytes()))
-            .collect();
+        let seeds: Vec<u64> = members.iter().map(|m| xxh3_64(m.address.as_bytes())).collect();
         let mut by_weight: Vec<usize> = (0..members.len()).collect();
         by_weight.sort_by_key(|&i| members[i].weight);
         let groups: Vec<Vec<(u64, usize)>> = by_weight
@@ -308,16 +280,9 @@ impl Scorer {
         let weights = if groups.len() == 1 {
             Vec::new()
         } else {
-            members
-                .iter()
-                .map(|m| (f64::from(m.weight), TWO_POW_M48 / f64::from(m.weight)))
-                .collect()
+            members.iter().map(|m| (f64::from(m.weight), TWO_POW_M48 / f64::from(m.weight))).collect()
         };
-        Scorer {
-            seeds,
-            weights,
-            groups,
-        }
+        Scorer { seeds, weights, groups }
     }
 
     #[inline(always)]
@@ -328,18 +293,13 @@ impl Scorer {
     #[inline]
     fn score(&self, packed: u64) -> f64 {
         let index = Draw { score: 0.0, packed }.index();
-        self.weights
-            .get(usize::from(index))
-            .map_or(0.0, |&(w, _)| neg_ln(unit(packed)) / w)
+        self.weights.get(usize::from(index)).map_or(0.0, |&(w, _)| neg_ln(unit(packed)) / w)
     }
 
     #[inline]
     fn draw(&self, index: usize, slot: u64) -> Draw {
         let packed = self.packed(index, slot);
-        Draw {
-            score: self.score(packed),
-            packed,
-        }
+        Draw { score: self.score(packed), packed }
     }
 
     /// The owner of `slot` among all members; `scratch` is working memory.
@@ -366,11 +326,7 @@ impl Scorer {
     /// The owner among contenders given by their packed draws for one slot (at least one).
     fn race(&self, draws: impl Iterator<Item = u64>, scratch: &mut Vec<(f64, u64)>) -> u16 {
         if self.weights.is_empty() {
-            return Draw {
-                score: 0.0,
-                packed: draws.max().unwrap_or(IDX_MASK),
-            }
-            .index();
+            return Draw { score: 0.0, packed: draws.max().unwrap_or(IDX_MASK) }.index();
         }
         // Exponential race: score = -ln(u) / w, lowest wins. With x = 1 - u (exact: the complement
         // of the hash bits), x / w <= score <= (x + x^2) / w when x <= 1/2. A branch-free first
@@ -384,11 +340,7 @@ impl Scorer {
             let x48 = ((!packed >> 16) as i64 as f64) + 0.5; // x * 2^48
             let index = usize::from(Draw { score: 0.0, packed }.index());
             let lower = x48 * self.weights[index].1;
-            let upper = if x48 <= HALF_X48 {
-                lower + lower * (x48 * TWO_POW_M48)
-            } else {
-                f64::INFINITY
-            };
+            let upper = if x48 <= HALF_X48 { lower + lower * (x48 * TWO_POW_M48) } else { f64::INFINITY };
             cap = if upper < cap { upper } else { cap }; // minsd: a short dependency chain
             scratch.push((lower, packed));
         }
@@ -397,13 +349,8 @@ impl Scorer {
         if let [(_, packed)] = scratch[..] {
             return Draw { score: 0.0, packed }.index();
         }
-        let draws = scratch.iter().map(|&(_, packed)| Draw {
-            score: self.score(packed),
-            packed,
-        });
-        draws
-            .reduce(|best, d| if d.beats(&best) { d } else { best })
-            .map_or(0, |d| d.index())
+        let draws = scratch.iter().map(|&(_, packed)| Draw { score: self.score(packed), packed });
+        draws.reduce(|best, d| if d.beats(&best) { d } else { best }).map_or(0, |d| d.index())
     }
 }
 
@@ -463,20 +410,14 @@ fn fill<T: Send>(table: &mut [T], owner: impl Fn(u64, &mut Vec<(f64, u64)>) -> T
     let work = || {
         let mut scratch = Vec::new();
         loop {
-            let next = parts
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .next();
+            let next = parts.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).next();
             let Some((c, part)) = next else { return };
             for (slot, entry) in (c * CHUNK..).zip(part.iter_mut()) {
                 *entry = owner(slot as u64, &mut scratch);
             }
         }
     };
-    let helpers = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .clamp(1, 8)
-        - 1;
+    let helpers = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8) - 1;
     std::thread::scope(|scope| {
         for _ in 0..helpers {
             // A helper that cannot start leaves its share to the others.

@@ -76,7 +76,7 @@ impl<'a> ResourceKeys<'a> {
         ResourceKeys { msg, attrs: None, service: None, resource: None }
     }
 
-    fn attrs(&mut self) -> Result<&[(&'a [u8], &'a [u8])], WireError> {
+    fn attrs(&mut self) -> Result<&[key::Attribute<'a>], WireError> {
         if self.attrs.is_none() {
             self.attrs = Some(key::attributes(self.msg, fields::RESOURCE_ATTRIBUTES)?);
         }
@@ -427,11 +427,8 @@ impl<'a, F: FnMut(u64) -> usize> Splitter<'a, F> {
                 if inner == 0 { 0 } else { inner + self.fixed_len(r.fixed) }
             })
             .collect();
-        let total: usize = resource_lens
-            .iter()
-            .filter(|l| **l > 0)
-            .map(|l| wire::len_field_size(fields::REQUEST_RESOURCES, *l))
-            .sum();
+        let total: usize =
+            resource_lens.iter().filter(|l| **l > 0).map(|l| wire::len_field_size(fields::REQUEST_RESOURCES, *l)).sum();
         let mut out = Vec::with_capacity(total);
         let mut count = 0u64;
         for (r, rlen) in self.resources.iter().zip(&resource_lens) {
@@ -440,8 +437,8 @@ impl<'a, F: FnMut(u64) -> usize> Splitter<'a, F> {
             }
             wire::put_len_header(&mut out, fields::REQUEST_RESOURCES, *rlen);
             self.put_chunks(&mut out, body, r.fixed);
-            for si in r.children.0..r.children.1 {
-                let (scope, slen) = (&self.scopes[si], scope_lens[si]);
+            let children = r.children.0..r.children.1;
+            for (scope, &slen) in self.scopes[children.clone()].iter().zip(&scope_lens[children]) {
                 if slen == 0 {
                     continue;
                 }

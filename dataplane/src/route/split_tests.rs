@@ -151,11 +151,8 @@ fn attributes_key_looks_up_resource_then_scope_then_span() {
     for (i, sp) in req.resource_spans[0].scope_spans[0].spans.iter_mut().enumerate() {
         sp.attributes.push(kv("tenant", &format!("t{}", i % 2)));
     }
-    let policy = RoutingPolicy {
-        traces: RoutingKey::Attributes,
-        attributes: vec!["tenant".into()],
-        ..Default::default()
-    };
+    let policy =
+        RoutingPolicy { traces: RoutingKey::Attributes, attributes: vec!["tenant".into()], ..Default::default() };
     let split = split_ok(Signal::Traces, &req, &policy);
     let mut tenant_backend = BTreeMap::new();
     for part in &split.parts {
@@ -209,7 +206,11 @@ fn logs_follow_their_trace_and_fall_back_to_service() {
 }
 
 fn point(attr: &str, v: i64) -> NumberDataPoint {
-    NumberDataPoint { attributes: vec![kv("path", attr)], value: Some(number_data_point::Value::AsInt(v)), ..Default::default() }
+    NumberDataPoint {
+        attributes: vec![kv("path", attr)],
+        value: Some(number_data_point::Value::AsInt(v)),
+        ..Default::default()
+    }
 }
 
 fn metrics_request() -> ExportMetricsServiceRequest {
@@ -231,7 +232,11 @@ fn metrics_request() -> ExportMetricsServiceRequest {
     ExportMetricsServiceRequest {
         resource_metrics: vec![ResourceMetrics {
             resource: resource("cart"),
-            scope_metrics: vec![ScopeMetrics { scope: scope("m"), metrics: vec![sum, gauge], schema_url: String::new() }],
+            scope_metrics: vec![ScopeMetrics {
+                scope: scope("m"),
+                metrics: vec![sum, gauge],
+                schema_url: String::new(),
+            }],
             schema_url: String::new(),
         }],
     }
@@ -343,7 +348,9 @@ fn a_repeated_data_oneof_is_read_as_protobuf_parsers_read_it() {
     let mut want = BTreeSet::new();
     for m in decoded.resource_metrics.iter().flat_map(|r| &r.scope_metrics).flat_map(|s| &s.metrics) {
         if let Some(metric::Data::Gauge(g)) = &m.data {
-            g.data_points.iter().for_each(|p| { want.insert((m.name.clone(), format!("{:?}", p.attributes[0].value))); });
+            g.data_points.iter().for_each(|p| {
+                want.insert((m.name.clone(), format!("{:?}", p.attributes[0].value)));
+            });
         }
     }
     assert_eq!(want.len(), points, "prost merges the first metric and keeps the last member of the second");

@@ -34,7 +34,6 @@ struct Inner {
     affinity_early_rotations: IntGauge,
 }
 
-
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric definition");
     registry.register(Box::new(c.clone())).expect("metric registered once");
@@ -42,7 +41,9 @@ fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntC
 }
 
 fn per_signal(registry: &Registry, prefix: &str, help: &str, labels: &[&str]) -> [IntCounterVec; 3] {
-    Signal::ALL.map(|s| counter(registry, &format!("{prefix}_{}", s.item_name()), &format!("{help} ({})", s.item_name()), labels))
+    Signal::ALL.map(|s| {
+        counter(registry, &format!("{prefix}_{}", s.item_name()), &format!("{help} ({})", s.item_name()), labels)
+    })
 }
 
 impl Default for Metrics {
@@ -55,8 +56,9 @@ impl Metrics {
     pub fn new() -> Metrics {
         let registry = Registry::new();
         let r = &registry;
-        let num_backends = IntGaugeVec::new(Opts::new("otelcol_loadbalancer_num_backends", "Backends in use"), &["resolver"])
-            .expect("valid metric definition");
+        let num_backends =
+            IntGaugeVec::new(Opts::new("otelcol_loadbalancer_num_backends", "Backends in use"), &["resolver"])
+                .expect("valid metric definition");
         registry.register(Box::new(num_backends.clone())).expect("registered once");
         let backend_latency = HistogramVec::new(
             HistogramOpts::new("otelcol_loadbalancer_backend_latency", "Response latency of backends, in ms")
@@ -70,32 +72,72 @@ impl Metrics {
             registry.register(Box::new(g.clone())).expect("registered once");
             g
         };
-        let backend_health = gauge_vec("otelcol_loadbalancer_backend_health", "1 while a backend takes keys, 0 while it is ejected");
-        let queue_size = gauge_vec("otelcol_exporter_queue_size", "Parts waiting for a sending slot of the backend, in sending_queue.sizer units");
-        let queue_capacity = gauge_vec("otelcol_exporter_queue_capacity", "What may wait for a sending slot of the backend (queue_size, in sending_queue.sizer units)");
+        let backend_health =
+            gauge_vec("otelcol_loadbalancer_backend_health", "1 while a backend takes keys, 0 while it is ejected");
+        let queue_size = gauge_vec(
+            "otelcol_exporter_queue_size",
+            "Parts waiting for a sending slot of the backend, in sending_queue.sizer units",
+        );
+        let queue_capacity = gauge_vec(
+            "otelcol_exporter_queue_capacity",
+            "What may wait for a sending slot of the backend (queue_size, in sending_queue.sizer units)",
+        );
         let gauge = |name: &str, help: &str| {
             let g = IntGauge::new(name, help).expect("valid metric definition");
             registry.register(Box::new(g.clone())).expect("registered once");
             g
         };
         let inner = Inner {
-            num_resolutions: counter(r, "otelcol_loadbalancer_num_resolutions", "Resolutions by the resolver", &["resolver", "success"]),
+            num_resolutions: counter(
+                r,
+                "otelcol_loadbalancer_num_resolutions",
+                "Resolutions by the resolver",
+                &["resolver", "success"],
+            ),
             num_backends,
-            num_backend_updates: counter(r, "otelcol_loadbalancer_num_backend_updates", "Changes of the backend pool", &["resolver"]),
+            num_backend_updates: counter(
+                r,
+                "otelcol_loadbalancer_num_backend_updates",
+                "Changes of the backend pool",
+                &["resolver"],
+            ),
             backend_latency,
-            backend_outcome: counter(r, "otelcol_loadbalancer_backend_outcome", "Exports to backends by outcome", &["endpoint", "success"]),
-            coalesced: counter(r, "otlp_lb_exporter_coalesced_parts", "Parts sent to a backend in one request with other parts", &["endpoint"]),
-            accepted: per_signal(r, "otelcol_receiver_accepted", "Items accepted from clients", &["receiver", "transport"]),
+            backend_outcome: counter(
+                r,
+                "otelcol_loadbalancer_backend_outcome",
+                "Exports to backends by outcome",
+                &["endpoint", "success"],
+            ),
+            coalesced: counter(
+                r,
+                "otlp_lb_exporter_coalesced_parts",
+                "Parts sent to a backend in one request with other parts",
+                &["endpoint"],
+            ),
+            accepted: per_signal(
+                r,
+                "otelcol_receiver_accepted",
+                "Items accepted from clients",
+                &["receiver", "transport"],
+            ),
             refused: per_signal(r, "otelcol_receiver_refused", "Items refused to clients", &["receiver", "transport"]),
             sent: per_signal(r, "otelcol_exporter_sent", "Items delivered to a backend", &["exporter", "endpoint"]),
-            send_failed: per_signal(r, "otelcol_exporter_send_failed", "Items a backend did not accept on one attempt", &["exporter", "endpoint"]),
+            send_failed: per_signal(
+                r,
+                "otelcol_exporter_send_failed",
+                "Items a backend did not accept on one attempt",
+                &["exporter", "endpoint"],
+            ),
             inflight_bytes: gauge("otlp_lb_inflight_bytes", "Bytes of request data held in flight"),
             ring_version: gauge("otlp_lb_ring_version", "Version of the ring in use (low 53 bits of its fingerprint)"),
             backend_health,
             queue_size,
             queue_capacity,
             affinity_traces: gauge("otlp_lb_affinity_traces", "Trace ids remembered for affinity across ring changes"),
-            affinity_early_rotations: gauge("otlp_lb_affinity_early_rotations", "Times the affinity table was full and forgot traces early"),
+            affinity_early_rotations: gauge(
+                "otlp_lb_affinity_early_rotations",
+                "Times the affinity table was full and forgot traces early",
+            ),
             registry,
         };
         Metrics(Arc::new(inner))

@@ -7,7 +7,9 @@ use std::sync::{Arc, Mutex};
 
 use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{LogsService, LogsServiceServer};
 use opentelemetry_proto::tonic::collector::logs::v1::{ExportLogsServiceRequest, ExportLogsServiceResponse};
-use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{MetricsService, MetricsServiceServer};
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
+    MetricsService, MetricsServiceServer,
+};
 use opentelemetry_proto::tonic::collector::metrics::v1::{ExportMetricsServiceRequest, ExportMetricsServiceResponse};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
 use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
@@ -62,7 +64,10 @@ struct Svc(Arc<State>);
 
 #[tonic::async_trait]
 impl TraceService for Svc {
-    async fn export(&self, r: Request<ExportTraceServiceRequest>) -> Result<Response<ExportTraceServiceResponse>, Status> {
+    async fn export(
+        &self,
+        r: Request<ExportTraceServiceRequest>,
+    ) -> Result<Response<ExportTraceServiceResponse>, Status> {
         self.0.check().await?;
         self.0.trace_headers.lock().expect("lock").push(r.metadata().clone());
         self.0.received.lock().expect("lock").traces.push(r.into_inner());
@@ -72,7 +77,10 @@ impl TraceService for Svc {
 
 #[tonic::async_trait]
 impl MetricsService for Svc {
-    async fn export(&self, r: Request<ExportMetricsServiceRequest>) -> Result<Response<ExportMetricsServiceResponse>, Status> {
+    async fn export(
+        &self,
+        r: Request<ExportMetricsServiceRequest>,
+    ) -> Result<Response<ExportMetricsServiceResponse>, Status> {
         self.0.check().await?;
         self.0.received.lock().expect("lock").metrics.push(r.into_inner());
         Ok(Response::new(ExportMetricsServiceResponse::default()))
@@ -81,7 +89,10 @@ impl MetricsService for Svc {
 
 #[tonic::async_trait]
 impl LogsService for Svc {
-    async fn export(&self, r: Request<ExportLogsServiceRequest>) -> Result<Response<ExportLogsServiceResponse>, Status> {
+    async fn export(
+        &self,
+        r: Request<ExportLogsServiceRequest>,
+    ) -> Result<Response<ExportLogsServiceResponse>, Status> {
         self.0.check().await?;
         self.0.received.lock().expect("lock").logs.push(r.into_inner());
         Ok(Response::new(ExportLogsServiceResponse::default()))
@@ -109,7 +120,11 @@ impl Backend {
         tokio::spawn(async move {
             let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
             let result = tonic::transport::Server::builder()
-                .add_service(TraceServiceServer::new(svc.clone()).accept_compressed(CompressionEncoding::Gzip).accept_compressed(CompressionEncoding::Zstd))
+                .add_service(
+                    TraceServiceServer::new(svc.clone())
+                        .accept_compressed(CompressionEncoding::Gzip)
+                        .accept_compressed(CompressionEncoding::Zstd),
+                )
                 .add_service(MetricsServiceServer::new(svc.clone()).accept_compressed(CompressionEncoding::Gzip))
                 .add_service(LogsServiceServer::new(svc).accept_compressed(CompressionEncoding::Gzip))
                 .serve_with_incoming_shutdown(incoming, async {

@@ -139,7 +139,8 @@ impl Lb {
     }
 
     pub fn signal(&self, sig: &str) {
-        let ok = Command::new("kill").arg(format!("-{sig}")).arg(self.child.id().to_string()).status().map(|s| s.success());
+        let ok =
+            Command::new("kill").arg(format!("-{sig}")).arg(self.child.id().to_string()).status().map(|s| s.success());
         assert!(matches!(ok, Ok(true)), "kill -{sig} failed");
     }
 

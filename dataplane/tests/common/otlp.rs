@@ -5,12 +5,18 @@ use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequ
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
 use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
-use opentelemetry_proto::tonic::metrics::v1::{Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, metric, number_data_point};
+use opentelemetry_proto::tonic::metrics::v1::{
+    Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, metric, number_data_point,
+};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 
 pub fn kv(k: &str, v: &str) -> KeyValue {
-    KeyValue { key: k.into(), value: Some(AnyValue { value: Some(any_value::Value::StringValue(v.into())) }), ..Default::default() }
+    KeyValue {
+        key: k.into(),
+        value: Some(AnyValue { value: Some(any_value::Value::StringValue(v.into())) }),
+        ..Default::default()
+    }
 }
 
 pub fn resource(service: &str) -> Option<Resource> {
@@ -46,7 +52,11 @@ pub fn traces(traces: std::ops::Range<u64>, spans: std::ops::Range<u64>, service
             .filter(|(_, spans)| !spans.is_empty())
             .map(|(i, spans)| ResourceSpans {
                 resource: resource(&format!("svc-{i}")),
-                scope_spans: vec![ScopeSpans { scope: Some(InstrumentationScope { name: "test".into(), ..Default::default() }), spans, schema_url: String::new() }],
+                scope_spans: vec![ScopeSpans {
+                    scope: Some(InstrumentationScope { name: "test".into(), ..Default::default() }),
+                    spans,
+                    schema_url: String::new(),
+                }],
                 schema_url: String::new(),
             })
             .collect(),
@@ -64,7 +74,11 @@ pub fn metrics(services: u64, points: u64) -> ExportMetricsServiceRequest {
                         name: "queue_depth".into(),
                         data: Some(metric::Data::Gauge(Gauge {
                             data_points: (0..points)
-                                .map(|p| NumberDataPoint { attributes: vec![kv("queue", &format!("q{p}"))], value: Some(number_data_point::Value::AsInt(p as i64)), ..Default::default() })
+                                .map(|p| NumberDataPoint {
+                                    attributes: vec![kv("queue", &format!("q{p}"))],
+                                    value: Some(number_data_point::Value::AsInt(p as i64)),
+                                    ..Default::default()
+                                })
                                 .collect(),
                         })),
                         ..Default::default()
@@ -80,10 +94,21 @@ pub fn metrics(services: u64, points: u64) -> ExportMetricsServiceRequest {
 /// One log record per trace in `traces`, on service svc-0, plus `untraced` records without a trace id.
 pub fn logs(traces: std::ops::Range<u64>, untraced: u64) -> ExportLogsServiceRequest {
     let mut records: Vec<LogRecord> = traces
-        .map(|t| LogRecord { trace_id: trace_id(t), body: Some(AnyValue { value: Some(any_value::Value::StringValue(format!("log of t{t}"))) }), ..Default::default() })
+        .map(|t| LogRecord {
+            trace_id: trace_id(t),
+            body: Some(AnyValue { value: Some(any_value::Value::StringValue(format!("log of t{t}"))) }),
+            ..Default::default()
+        })
         .collect();
-    records.extend((0..untraced).map(|i| LogRecord { body: Some(AnyValue { value: Some(any_value::Value::StringValue(format!("untraced {i}"))) }), ..Default::default() }));
+    records.extend((0..untraced).map(|i| LogRecord {
+        body: Some(AnyValue { value: Some(any_value::Value::StringValue(format!("untraced {i}"))) }),
+        ..Default::default()
+    }));
     ExportLogsServiceRequest {
-        resource_logs: vec![ResourceLogs { resource: resource("svc-0"), scope_logs: vec![ScopeLogs { scope: None, log_records: records, schema_url: String::new() }], schema_url: String::new() }],
+        resource_logs: vec![ResourceLogs {
+            resource: resource("svc-0"),
+            scope_logs: vec![ScopeLogs { scope: None, log_records: records, schema_url: String::new() }],
+            schema_url: String::new(),
+        }],
     }
 }

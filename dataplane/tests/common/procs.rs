@@ -272,7 +272,8 @@ impl Loadgen {
         assert!(status.success(), "loadgen exited with {status}: {err}");
         let mut out = String::new();
         self.proc.0.stdout.take().expect("stdout").read_to_string(&mut out).expect("read loadgen stdout");
-        let json: Value = serde_json::from_str(out.trim().lines().last().expect("a report line")).expect("report is JSON");
+        let json: Value =
+            serde_json::from_str(out.trim().lines().last().expect("a report line")).expect("report is JSON");
         let text = std::fs::read_to_string(&self.record).expect("record file");
         let acked = text
             .lines()
@@ -346,7 +347,9 @@ impl LbProc {
 
     /// The value of one series (`name{labels}` exactly as exposed) in `metrics`, if present.
     pub fn series(metrics: &str, series: &str) -> Option<f64> {
-        metrics.lines().find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')).and_then(|v| v.trim().parse().ok()))
+        metrics.lines().find_map(|l| {
+            l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')).and_then(|v| v.trim().parse().ok())
+        })
     }
 
     pub fn logs(&self) -> String {
@@ -378,7 +381,9 @@ impl LbProc {
                 readmissions += 1;
             }
         }
-        format!("parts retried {retried:?}, parts rejected {rejected:?}, {ejections} ejections, {readmissions} readmissions")
+        format!(
+            "parts retried {retried:?}, parts rejected {rejected:?}, {ejections} ejections, {readmissions} readmissions"
+        )
     }
 
     pub fn grpc(&self) -> String {

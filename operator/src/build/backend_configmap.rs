@@ -15,10 +15,7 @@ pub fn build(owner: &Owner<'_>, user_config: &Map<String, Value>) -> Result<Conf
     let config = collector_config::backend_config(user_config);
     Ok(ConfigMap {
         metadata: owner.meta(&owner.names.backends, Component::Backends),
-        data: Some(string_map([(
-            KEY,
-            to_yaml("the backend Collector configuration", &config)?,
-        )])),
+        data: Some(string_map([(KEY, to_yaml("the backend Collector configuration", &config)?)])),
         ..ConfigMap::default()
     })
 }

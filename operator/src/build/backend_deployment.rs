@@ -6,17 +6,15 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::api::core::v1::{
-    ConfigMapVolumeSource, Container, ContainerPort, HTTPGetAction, PodSpec, PodTemplateSpec,
-    Probe, Volume, VolumeMount,
+    ConfigMapVolumeSource, Container, ContainerPort, HTTPGetAction, PodSpec, PodTemplateSpec, Probe, Volume,
+    VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::collector_config::HEALTH_CHECK_PORT;
 use super::labels::{CONFIG_HASH, Component, labels, selector_labels};
-use super::{
-    Owner, backend_configmap, config_hash, container_security_context, pod_security_context,
-};
+use super::{Owner, backend_configmap, config_hash, container_security_context, pod_security_context};
 use crate::crd::{DEFAULT_COLLECTOR_IMAGE, OTLP_GRPC_PORT};
 
 const CONFIG_DIR: &str = "/etc/otelcol";
@@ -36,15 +34,8 @@ pub fn build(owner: &Owner<'_>, config_map: &ConfigMap) -> Deployment {
     };
     let container = Container {
         name: "otelcol".into(),
-        image: Some(
-            spec.image
-                .clone()
-                .unwrap_or_else(|| DEFAULT_COLLECTOR_IMAGE.to_string()),
-        ),
-        args: Some(vec![format!(
-            "--config={CONFIG_DIR}/{}",
-            backend_configmap::KEY
-        )]),
+        image: Some(spec.image.clone().unwrap_or_else(|| DEFAULT_COLLECTOR_IMAGE.to_string())),
+        args: Some(vec![format!("--config={CONFIG_DIR}/{}", backend_configmap::KEY)]),
         ports: Some(vec![
             ContainerPort {
                 name: Some("otlp-grpc".into()),
@@ -83,10 +74,7 @@ pub fn build(owner: &Owner<'_>, config_map: &ConfigMap) -> Deployment {
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(labels(owner.name, Component::Backends)),
-                    annotations: Some(BTreeMap::from([(
-                        CONFIG_HASH.to_string(),
-                        config_hash(config_map),
-                    )])),
+                    annotations: Some(BTreeMap::from([(CONFIG_HASH.to_string(), config_hash(config_map))])),
                     ..ObjectMeta::default()
                 }),
                 spec: Some(PodSpec {

@@ -22,10 +22,7 @@ pub const SIDECAR_EXPORTER: &str = "otlp/otlp-lb";
 pub fn backend_config(user: &Map<String, Value>) -> Map<String, Value> {
     let mut config = user.clone();
     let otlp = object_at(&mut config, &["receivers", "otlp"]);
-    object_at(otlp, &["protocols", "grpc"]).insert(
-        "endpoint".into(),
-        json!(format!("0.0.0.0:{OTLP_GRPC_PORT}")),
-    );
+    object_at(otlp, &["protocols", "grpc"]).insert("endpoint".into(), json!(format!("0.0.0.0:{OTLP_GRPC_PORT}")));
 
     add_health_check(&mut config);
     for pipeline in object_at(&mut config, &["service", "pipelines"]).values_mut() {
@@ -44,14 +41,8 @@ pub fn sidecar_config(user: &Map<String, Value>) -> Map<String, Value> {
     let mut config = user.clone();
     add_health_check(&mut config);
     let protocols = object_at(&mut config, &["receivers", "otlp", "protocols"]);
-    object_at(protocols, &["grpc"]).insert(
-        "endpoint".into(),
-        json!(format!("0.0.0.0:{OTLP_GRPC_PORT}")),
-    );
-    object_at(protocols, &["http"]).insert(
-        "endpoint".into(),
-        json!(format!("0.0.0.0:{}", crate::crd::OTLP_HTTP_PORT)),
-    );
+    object_at(protocols, &["grpc"]).insert("endpoint".into(), json!(format!("0.0.0.0:{OTLP_GRPC_PORT}")));
+    object_at(protocols, &["http"]).insert("endpoint".into(), json!(format!("0.0.0.0:{}", crate::crd::OTLP_HTTP_PORT)));
 
     object_at(&mut config, &["exporters"]).insert(
         SIDECAR_EXPORTER.into(),
@@ -73,10 +64,7 @@ pub fn sidecar_config(user: &Map<String, Value>) -> Map<String, Value> {
     let pipelines = object_at(service, &["pipelines"]);
     if pipelines.is_empty() {
         for signal in ["traces", "metrics", "logs"] {
-            pipelines.insert(
-                signal.into(),
-                json!({"receivers": ["otlp"], "exporters": []}),
-            );
+            pipelines.insert(signal.into(), json!({"receivers": ["otlp"], "exporters": []}));
         }
     }
     for pipeline in pipelines.values_mut() {
@@ -89,23 +77,16 @@ pub fn sidecar_config(user: &Map<String, Value>) -> Map<String, Value> {
 
 /// Adds the `health_check` extension on 0.0.0.0:13133 (probed by the kubelet) to `config`.
 fn add_health_check(config: &mut Map<String, Value>) {
-    object_at(config, &["extensions", "health_check"]).insert(
-        "endpoint".into(),
-        json!(format!("0.0.0.0:{HEALTH_CHECK_PORT}")),
-    );
-    push_unique(
-        list_at(object_at(config, &["service"]), "extensions"),
-        "health_check",
-    );
+    object_at(config, &["extensions", "health_check"])
+        .insert("endpoint".into(), json!(format!("0.0.0.0:{HEALTH_CHECK_PORT}")));
+    push_unique(list_at(object_at(config, &["service"]), "extensions"), "health_check");
 }
 
 /// The map at `path` under `map`, creating (or replacing non-maps with) empty maps on the way.
 fn object_at<'a>(map: &'a mut Map<String, Value>, path: &[&str]) -> &'a mut Map<String, Value> {
     let mut current = map;
     for key in path {
-        let slot = current
-            .entry(key.to_string())
-            .or_insert_with(|| Value::Object(Map::new()));
+        let slot = current.entry(key.to_string()).or_insert_with(|| Value::Object(Map::new()));
         if !slot.is_object() {
             *slot = Value::Object(Map::new());
         }
@@ -119,9 +100,7 @@ fn object_at<'a>(map: &'a mut Map<String, Value>, path: &[&str]) -> &'a mut Map<
 
 /// The list at `key` of `map`, created (or replacing a non-list) when needed.
 fn list_at<'a>(map: &'a mut Map<String, Value>, key: &str) -> &'a mut Vec<Value> {
-    let slot = map
-        .entry(key.to_string())
-        .or_insert_with(|| Value::Array(Vec::new()));
+    let slot = map.entry(key.to_string()).or_insert_with(|| Value::Array(Vec::new()));
     if !slot.is_array() {
         *slot = Value::Array(Vec::new());
     }
@@ -156,40 +135,20 @@ mod tests {
             }}
         }));
         let config = Value::Object(backend_config(&user));
-        assert_eq!(
-            config["receivers"]["otlp"]["protocols"]["grpc"]["endpoint"],
-            "0.0.0.0:4317"
-        );
+        assert_eq!(config["receivers"]["otlp"]["protocols"]["grpc"]["endpoint"], "0.0.0.0:4317");
         assert_eq!(config["receivers"]["otlp"]["protocols"]["http"], json!({}));
-        assert_eq!(
-            config["service"]["pipelines"]["traces"]["receivers"],
-            json!(["otlp"])
-        );
-        assert_eq!(
-            config["service"]["pipelines"]["metrics"]["receivers"],
-            json!(["otlp"])
-        );
+        assert_eq!(config["service"]["pipelines"]["traces"]["receivers"], json!(["otlp"]));
+        assert_eq!(config["service"]["pipelines"]["metrics"]["receivers"], json!(["otlp"]));
         assert_eq!(config["service"]["extensions"], json!(["health_check"]));
-        assert_eq!(
-            config["extensions"]["health_check"]["endpoint"],
-            "0.0.0.0:13133"
-        );
+        assert_eq!(config["extensions"]["health_check"]["endpoint"], "0.0.0.0:13133");
     }
 
     #[test]
     fn backend_config_creates_missing_receiver() {
-        let user = map(
-            json!({"service": {"pipelines": {"logs": {"receivers": ["filelog"], "exporters": ["debug"]}}}}),
-        );
+        let user = map(json!({"service": {"pipelines": {"logs": {"receivers": ["filelog"], "exporters": ["debug"]}}}}));
         let config = Value::Object(backend_config(&user));
-        assert_eq!(
-            config["receivers"]["otlp"],
-            json!({"protocols": {"grpc": {"endpoint": "0.0.0.0:4317"}}})
-        );
-        assert_eq!(
-            config["service"]["pipelines"]["logs"]["receivers"],
-            json!(["filelog", "otlp"])
-        );
+        assert_eq!(config["receivers"]["otlp"], json!({"protocols": {"grpc": {"endpoint": "0.0.0.0:4317"}}}));
+        assert_eq!(config["service"]["pipelines"]["logs"]["receivers"], json!(["filelog", "otlp"]));
     }
 
     #[test]
@@ -199,18 +158,9 @@ mod tests {
             "service": {"pipelines": {"traces": {"receivers": ["otlp"], "processors": ["memory_limiter"]}}}
         }));
         let config = Value::Object(sidecar_config(&user));
-        assert_eq!(
-            config["exporters"]["otlp/otlp-lb"]["endpoint"],
-            "127.0.0.1:14317"
-        );
-        assert_eq!(
-            config["service"]["pipelines"]["traces"]["exporters"],
-            json!(["otlp/otlp-lb"])
-        );
-        assert_eq!(
-            config["receivers"]["otlp"]["protocols"]["http"]["endpoint"],
-            "0.0.0.0:4318"
-        );
+        assert_eq!(config["exporters"]["otlp/otlp-lb"]["endpoint"], "127.0.0.1:14317");
+        assert_eq!(config["service"]["pipelines"]["traces"]["exporters"], json!(["otlp/otlp-lb"]));
+        assert_eq!(config["receivers"]["otlp"]["protocols"]["http"]["endpoint"], "0.0.0.0:4318");
         assert!(config["service"]["telemetry"]["metrics"]["readers"].is_array());
         assert_eq!(config["service"]["extensions"], json!(["health_check"]));
     }
@@ -219,10 +169,7 @@ mod tests {
     fn sidecar_config_without_pipelines_gets_all_three() {
         let config = Value::Object(sidecar_config(&Map::new()));
         for signal in ["traces", "metrics", "logs"] {
-            assert_eq!(
-                config["service"]["pipelines"][signal]["exporters"],
-                json!(["otlp/otlp-lb"])
-            );
+            assert_eq!(config["service"]["pipelines"][signal]["exporters"], json!(["otlp/otlp-lb"]));
         }
     }
 }

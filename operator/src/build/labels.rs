@@ -89,11 +89,7 @@ pub fn labels(instance: &str, component: Component) -> BTreeMap<String, String> 
 
 /// A label map as a selector string, e.g. for the scale subresource's `status.selector`.
 pub fn selector_string(labels: &BTreeMap<String, String>) -> String {
-    labels
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join(",")
+    labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
 }
 
 /// Selector matching every child of the LoadBalancedCollector `instance`.

@@ -8,8 +8,8 @@ use super::collector_config::{self, DATA_PLANE_INTERNAL_GRPC_PORT, DATA_PLANE_IN
 use super::labels::Component;
 use super::{Owner, string_map, to_yaml};
 use crate::crd::{
-    Compression, LoadBalancerSpec, LogsRouting, METRICS_PORT, MetricsRouting, OTLP_GRPC_PORT,
-    OTLP_HTTP_PORT, TraceRouting,
+    Compression, LoadBalancerSpec, LogsRouting, METRICS_PORT, MetricsRouting, OTLP_GRPC_PORT, OTLP_HTTP_PORT,
+    TraceRouting,
 };
 use crate::error::Result;
 
@@ -209,28 +209,16 @@ pub struct MetricsTelemetry {
 pub fn data_plane_config(owner: &Owner<'_>) -> DataPlaneConfig {
     let lb: &LoadBalancerSpec = &owner.lbc.spec.load_balancer;
     let (grpc, http) = if lb.collector.is_some() {
-        (
-            format!("127.0.0.1:{DATA_PLANE_INTERNAL_GRPC_PORT}"),
-            format!("127.0.0.1:{DATA_PLANE_INTERNAL_HTTP_PORT}"),
-        )
+        (format!("127.0.0.1:{DATA_PLANE_INTERNAL_GRPC_PORT}"), format!("127.0.0.1:{DATA_PLANE_INTERNAL_HTTP_PORT}"))
     } else {
-        (
-            format!("0.0.0.0:{OTLP_GRPC_PORT}"),
-            format!("0.0.0.0:{OTLP_HTTP_PORT}"),
-        )
+        (format!("0.0.0.0:{OTLP_GRPC_PORT}"), format!("0.0.0.0:{OTLP_HTTP_PORT}"))
     };
     let (service, port) = match &owner.lbc.spec.backends.service_ref {
         Some(service_ref) => (service_ref.name.as_str(), service_ref.port),
         None => (owner.names.backends.as_str(), OTLP_GRPC_PORT),
     };
     let tls = if lb.tls.insecure {
-        Tls {
-            insecure: true,
-            ca_file: None,
-            cert_file: None,
-            key_file: None,
-            server_name_override: None,
-        }
+        Tls { insecure: true, ca_file: None, cert_file: None, key_file: None, server_name_override: None }
     } else {
         let secret = lb.tls.secret_name.is_some();
         let client = secret && lb.tls.client_certificate;
@@ -247,10 +235,7 @@ pub fn data_plane_config(owner: &Owner<'_>) -> DataPlaneConfig {
         receivers: Receivers {
             otlp: OtlpReceiver {
                 protocols: Protocols {
-                    grpc: GrpcProtocol {
-                        endpoint: grpc,
-                        max_connection_age: lb.max_connection_age.clone(),
-                    },
+                    grpc: GrpcProtocol { endpoint: grpc, max_connection_age: lb.max_connection_age.clone() },
                     http: HttpProtocol { endpoint: http },
                 },
             },
@@ -274,10 +259,7 @@ pub fn data_plane_config(owner: &Owner<'_>) -> DataPlaneConfig {
                 },
             },
             resolver: Resolver {
-                k8s: K8sResolver {
-                    service: format!("{service}.{}", owner.namespace),
-                    ports: vec![port],
-                },
+                k8s: K8sResolver { service: format!("{service}.{}", owner.namespace), ports: vec![port] },
             },
             retry_on_failure: RetryOnFailure {
                 enabled: lb.retry.enabled,
@@ -286,19 +268,9 @@ pub fn data_plane_config(owner: &Owner<'_>) -> DataPlaneConfig {
                 max_elapsed_time: lb.retry.max_elapsed_time.clone(),
             },
         },
-        routing: Routing {
-            traces: lb.routing.traces,
-            metrics: lb.routing.metrics,
-            logs: lb.routing.logs,
-        },
-        limits: Limits {
-            memory_limit_mib: memory_budget_mib(lb),
-        },
-        telemetry: Telemetry {
-            metrics: MetricsTelemetry {
-                address: format!("0.0.0.0:{METRICS_PORT}"),
-            },
-        },
+        routing: Routing { traces: lb.routing.traces, metrics: lb.routing.metrics, logs: lb.routing.logs },
+        limits: Limits { memory_limit_mib: memory_budget_mib(lb) },
+        telemetry: Telemetry { metrics: MetricsTelemetry { address: format!("0.0.0.0:{METRICS_PORT}") } },
     }
 }
 
@@ -312,9 +284,7 @@ pub fn memory_budget_mib(lb: &LoadBalancerSpec) -> u32 {
         .and_then(|l| l.get("memory"))
         .and_then(|q| quantity_bytes(&q.0));
     match limit {
-        Some(bytes) => u32::try_from(bytes / 2 / (1 << 20))
-            .unwrap_or(u32::MAX)
-            .max(16),
+        Some(bytes) => u32::try_from(bytes / 2 / (1 << 20)).unwrap_or(u32::MAX).max(16),
         None => DEFAULT_MEMORY_LIMIT_MIB,
     }
 }
@@ -322,9 +292,7 @@ pub fn memory_budget_mib(lb: &LoadBalancerSpec) -> u32 {
 /// Bytes of a Kubernetes memory quantity such as `512Mi`, `1Gi`, `500M` or `1073741824`.
 pub fn quantity_bytes(quantity: &str) -> Option<u64> {
     let quantity = quantity.trim();
-    let split = quantity
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(quantity.len());
+    let split = quantity.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(quantity.len());
     let (number, suffix) = quantity.split_at(split);
     let number: f64 = number.parse().ok()?;
     let multiplier: f64 = match suffix {
@@ -346,16 +314,10 @@ pub fn quantity_bytes(quantity: &str) -> Option<u64> {
 
 /// The ConfigMap of the load-balancer tier.
 pub fn build(owner: &Owner<'_>) -> Result<ConfigMap> {
-    let mut data = string_map([(
-        DATA_PLANE_KEY,
-        to_yaml("the data plane configuration", &data_plane_config(owner))?,
-    )]);
+    let mut data = string_map([(DATA_PLANE_KEY, to_yaml("the data plane configuration", &data_plane_config(owner))?)]);
     if let Some(sidecar) = &owner.lbc.spec.load_balancer.collector {
         let config = collector_config::sidecar_config(&sidecar.config);
-        data.insert(
-            SIDECAR_KEY.to_string(),
-            to_yaml("the sidecar Collector configuration", &config)?,
-        );
+        data.insert(SIDECAR_KEY.to_string(), to_yaml("the sidecar Collector configuration", &config)?);
     }
     Ok(ConfigMap {
         metadata: owner.meta(&owner.names.load_balancer, Component::LoadBalancer),

@@ -4,12 +4,10 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::apps::v1::{
-    Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
-};
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment};
 use k8s_openapi::api::core::v1::{
-    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, HTTPGetAction, KeyToPath, PodSpec,
-    PodTemplateSpec, Probe, SecretVolumeSource, Volume, VolumeMount,
+    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, HTTPGetAction, KeyToPath, PodSpec, PodTemplateSpec,
+    Probe, SecretVolumeSource, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -26,12 +24,7 @@ use crate::crd::{
 const SIDECAR_CONFIG_DIR: &str = "/etc/otelcol";
 
 fn port(name: &str, container_port: i32) -> ContainerPort {
-    ContainerPort {
-        name: Some(name.into()),
-        container_port,
-        protocol: Some("TCP".into()),
-        ..ContainerPort::default()
-    }
+    ContainerPort { name: Some(name.into()), container_port, protocol: Some("TCP".into()), ..ContainerPort::default() }
 }
 
 fn http_probe(path: &str, port: &str, period: i32, failures: i32) -> Probe {
@@ -48,12 +41,7 @@ fn http_probe(path: &str, port: &str, period: i32, failures: i32) -> Probe {
 }
 
 fn mount(name: &str, path: &str) -> VolumeMount {
-    VolumeMount {
-        name: name.into(),
-        mount_path: path.into(),
-        read_only: Some(true),
-        ..VolumeMount::default()
-    }
+    VolumeMount { name: name.into(), mount_path: path.into(), read_only: Some(true), ..VolumeMount::default() }
 }
 
 /// The Deployment of the load-balancer tier, mounting `config_map`.
@@ -71,11 +59,7 @@ pub fn build(owner: &Owner<'_>, config_map: &ConfigMap) -> Deployment {
         name: "config".into(),
         config_map: Some(ConfigMapVolumeSource {
             name: owner.names.load_balancer.clone(),
-            items: Some(vec![KeyToPath {
-                key: DATA_PLANE_KEY.into(),
-                path: DATA_PLANE_KEY.into(),
-                mode: None,
-            }]),
+            items: Some(vec![KeyToPath { key: DATA_PLANE_KEY.into(), path: DATA_PLANE_KEY.into(), mode: None }]),
             ..ConfigMapVolumeSource::default()
         }),
         ..Volume::default()
@@ -84,10 +68,7 @@ pub fn build(owner: &Owner<'_>, config_map: &ConfigMap) -> Deployment {
         mounts.push(mount("tls", TLS_DIR));
         volumes.push(Volume {
             name: "tls".into(),
-            secret: Some(SecretVolumeSource {
-                secret_name: Some(secret.clone()),
-                ..SecretVolumeSource::default()
-            }),
+            secret: Some(SecretVolumeSource { secret_name: Some(secret.clone()), ..SecretVolumeSource::default() }),
             ..Volume::default()
         });
     }
@@ -95,10 +76,7 @@ pub fn build(owner: &Owner<'_>, config_map: &ConfigMap) -> Deployment {
     let mut containers = vec![Container {
         name: "otlp-lb".into(),
         image: Some(lb.image.clone().unwrap_or_else(default_load_balancer_image)),
-        args: Some(vec![
-            "--config".into(),
-            format!("{CONFIG_DIR}/{DATA_PLANE_KEY}"),
-        ]),
+        args: Some(vec!["--config".into(), format!("{CONFIG_DIR}/{DATA_PLANE_KEY}")]),
         ports: Some(ports),
         resources: lb.resources.clone(),
         readiness_probe: Some(http_probe("/readyz", "metrics", 5, 3)),
@@ -113,11 +91,7 @@ pub fn build(owner: &Owner<'_>, config_map: &ConfigMap) -> Deployment {
             name: "collector-config".into(),
             config_map: Some(ConfigMapVolumeSource {
                 name: owner.names.load_balancer.clone(),
-                items: Some(vec![KeyToPath {
-                    key: SIDECAR_KEY.into(),
-                    path: SIDECAR_KEY.into(),
-                    mode: None,
-                }]),
+                items: Some(vec![KeyToPath { key: SIDECAR_KEY.into(), path: SIDECAR_KEY.into(), mode: None }]),
                 ..ConfigMapVolumeSource::default()
             }),
             ..Volume::default()
@@ -133,11 +107,7 @@ pub fn build(owner: &Owner<'_>, config_map: &ConfigMap) -> Deployment {
         metadata: owner.meta(&owner.names.load_balancer, Component::LoadBalancer),
         spec: Some(DeploymentSpec {
             // Left to the HorizontalPodAutoscaler when there is one.
-            replicas: if lb.autoscaling.is_some() {
-                None
-            } else {
-                Some(lb.replicas)
-            },
+            replicas: if lb.autoscaling.is_some() { None } else { Some(lb.replicas) },
             selector: LabelSelector {
                 match_labels: Some(selector_labels(owner.name, Component::LoadBalancer)),
                 ..LabelSelector::default()
@@ -173,12 +143,7 @@ pub fn build(owner: &Owner<'_>, config_map: &ConfigMap) -> Deployment {
 fn sidecar_container(sidecar: &CollectorSidecarSpec) -> Container {
     Container {
         name: "collector".into(),
-        image: Some(
-            sidecar
-                .image
-                .clone()
-                .unwrap_or_else(|| DEFAULT_COLLECTOR_IMAGE.to_string()),
-        ),
+        image: Some(sidecar.image.clone().unwrap_or_else(|| DEFAULT_COLLECTOR_IMAGE.to_string())),
         args: Some(vec![format!("--config={SIDECAR_CONFIG_DIR}/{SIDECAR_KEY}")]),
         ports: Some(vec![
             port("otlp-grpc", OTLP_GRPC_PORT),

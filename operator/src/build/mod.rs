@@ -20,8 +20,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMap, PodSecurityContext, SeccompProfile, SecurityContext, Service,
-    ServiceAccount,
+    Capabilities, ConfigMap, PodSecurityContext, SeccompProfile, SecurityContext, Service, ServiceAccount,
 };
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
@@ -53,26 +52,10 @@ pub struct Owner<'a> {
 impl<'a> Owner<'a> {
     /// Reads name, namespace and uid, which the API server always sets.
     pub fn new(lbc: &'a LoadBalancedCollector) -> Result<Self> {
-        let name = lbc
-            .metadata
-            .name
-            .as_deref()
-            .ok_or(Error::MissingObjectKey("metadata.name"))?;
-        let namespace = lbc
-            .metadata
-            .namespace
-            .as_deref()
-            .ok_or(Error::MissingObjectKey("metadata.namespace"))?;
-        let owner_ref = lbc
-            .controller_owner_ref(&())
-            .ok_or(Error::MissingObjectKey("metadata.uid"))?;
-        Ok(Self {
-            lbc,
-            name,
-            namespace,
-            names: Names::new(name),
-            owner_ref,
-        })
+        let name = lbc.metadata.name.as_deref().ok_or(Error::MissingObjectKey("metadata.name"))?;
+        let namespace = lbc.metadata.namespace.as_deref().ok_or(Error::MissingObjectKey("metadata.namespace"))?;
+        let owner_ref = lbc.controller_owner_ref(&()).ok_or(Error::MissingObjectKey("metadata.uid"))?;
+        Ok(Self { lbc, name, namespace, names: Names::new(name), owner_ref })
     }
 
     /// Metadata of a child named `name` of `component`.
@@ -124,11 +107,7 @@ pub struct Children {
 impl Children {
     /// Every child as JSON with `apiVersion` and `kind`, in apply order (for golden files and logs).
     pub fn to_json(&self) -> Result<Vec<Value>> {
-        let mut out = vec![
-            to_json(&self.service_account)?,
-            to_json(&self.role)?,
-            to_json(&self.role_binding)?,
-        ];
+        let mut out = vec![to_json(&self.service_account)?, to_json(&self.role)?, to_json(&self.role_binding)?];
         if let Some(pool) = &self.backends {
             out.push(to_json(&pool.config_map)?);
             out.push(to_json(&pool.service)?);
@@ -148,10 +127,7 @@ impl Children {
 }
 
 fn to_json<K: Serialize>(object: &K) -> Result<Value> {
-    serde_json::to_value(object).map_err(|e| Error::Render {
-        what: "child object",
-        reason: e.to_string(),
-    })
+    serde_json::to_value(object).map_err(|e| Error::Render { what: "child object", reason: e.to_string() })
 }
 
 /// Builds every child of `lbc`. Call [`crate::validate::validate`] first.
@@ -191,21 +167,14 @@ pub fn config_hash(config_map: &ConfigMap) -> String {
         hasher.update(value.as_bytes());
         hasher.update([0]);
     }
-    hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hasher.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Pod security context of every pod: non-root, default seccomp profile.
 pub fn pod_security_context() -> PodSecurityContext {
     PodSecurityContext {
         run_as_non_root: Some(true),
-        seccomp_profile: Some(SeccompProfile {
-            type_: "RuntimeDefault".into(),
-            ..SeccompProfile::default()
-        }),
+        seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), ..SeccompProfile::default() }),
         ..PodSecurityContext::default()
     }
 }
@@ -215,20 +184,14 @@ pub fn container_security_context() -> SecurityContext {
     SecurityContext {
         allow_privilege_escalation: Some(false),
         read_only_root_filesystem: Some(true),
-        capabilities: Some(Capabilities {
-            drop: Some(vec!["ALL".into()]),
-            ..Capabilities::default()
-        }),
+        capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), ..Capabilities::default() }),
         ..SecurityContext::default()
     }
 }
 
 /// Serializes a Collector configuration to YAML.
 pub fn to_yaml<T: Serialize>(what: &'static str, value: &T) -> Result<String> {
-    serde_saphyr::to_string(value).map_err(|e| Error::Render {
-        what,
-        reason: e.to_string(),
-    })
+    serde_saphyr::to_string(value).map_err(|e| Error::Render { what, reason: e.to_string() })
 }
 
 /// A string map from pairs.

@@ -9,12 +9,7 @@ use super::labels::{Component, selector_labels};
 
 /// The budget, when `spec.loadBalancer.podDisruptionBudget` is set (maxUnavailable 1 unless told).
 pub fn build(owner: &Owner<'_>) -> Option<PodDisruptionBudget> {
-    let budget = owner
-        .lbc
-        .spec
-        .load_balancer
-        .pod_disruption_budget
-        .as_ref()?;
+    let budget = owner.lbc.spec.load_balancer.pod_disruption_budget.as_ref()?;
     let max_unavailable = match (&budget.min_available, &budget.max_unavailable) {
         (None, None) => Some(IntOrString::Int(1)),
         (_, max) => max.clone(),

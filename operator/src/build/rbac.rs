@@ -9,10 +9,7 @@ use super::labels::Component;
 
 /// Identity of the load-balancer pods.
 pub fn service_account(owner: &Owner<'_>) -> ServiceAccount {
-    ServiceAccount {
-        metadata: owner.meta(&owner.names.rbac, Component::LoadBalancer),
-        ..ServiceAccount::default()
-    }
+    ServiceAccount { metadata: owner.meta(&owner.names.rbac, Component::LoadBalancer), ..ServiceAccount::default() }
 }
 
 /// Read access to EndpointSlices, nothing else.

@@ -27,11 +27,8 @@ pub fn lbc(yaml: &str) -> LoadBalancedCollector {
 
 /// A LoadBalancedCollector from a JSON value, completed like [`lbc`].
 pub fn from_value(value: Value) -> LoadBalancedCollector {
-    let mut lbc: LoadBalancedCollector =
-        serde_json::from_value(value).expect("a LoadBalancedCollector");
-    lbc.metadata
-        .namespace
-        .get_or_insert_with(|| NAMESPACE.to_string());
+    let mut lbc: LoadBalancedCollector = serde_json::from_value(value).expect("a LoadBalancedCollector");
+    lbc.metadata.namespace.get_or_insert_with(|| NAMESPACE.to_string());
     lbc.metadata.uid = Some(UID.to_string());
     lbc.metadata.generation = Some(1);
     lbc
@@ -41,11 +38,7 @@ pub fn from_value(value: Value) -> LoadBalancedCollector {
 pub fn samples(file: &str) -> Vec<LoadBalancedCollector> {
     let path = workspace().join("config/samples").join(file);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    documents(&text)
-        .into_iter()
-        .filter(|d| d["kind"] == "LoadBalancedCollector")
-        .map(from_value)
-        .collect()
+    documents(&text).into_iter().filter(|d| d["kind"] == "LoadBalancedCollector").map(from_value).collect()
 }
 
 /// A minimal managed pool.

@@ -294,7 +294,11 @@ fn write_record(path: &std::path::Path, ids: &ids::IdGen, workers: u32, acked: &
     let mut rows: Vec<(u64, u32)> = acked
         .iter()
         .flat_map(|(w, counts)| {
-            counts.iter().enumerate().filter(|(_, n)| **n > 0).map(move |(c, n)| (c as u64 * u64::from(workers) + w, *n))
+            counts
+                .iter()
+                .enumerate()
+                .filter(|(_, n)| **n > 0)
+                .map(move |(c, n)| (c as u64 * u64::from(workers) + w, *n))
         })
         .collect();
     rows.sort_unstable();

@@ -6,21 +6,11 @@ use rand::{Rng, SeedableRng, rngs::StdRng};
 const SMALL: u32 = 16;
 
 fn addr(i: usize) -> String {
-    format!(
-        "10.{}.{}.{}:4317",
-        1 + i % 3,
-        (i * 37) % 256,
-        (i * 101 + 7) % 256
-    )
+    format!("10.{}.{}.{}:4317", 1 + i % 3, (i * 37) % 256, (i * 101 + 7) % 256)
 }
 
 fn pool(n: usize) -> Vec<Member> {
-    (0..n)
-        .map(|i| Member {
-            address: addr(i),
-            weight: 1,
-        })
-        .collect()
+    (0..n).map(|i| Member { address: addr(i), weight: 1 }).collect()
 }
 
 fn small(members: Vec<Member>) -> Ring {
@@ -34,20 +24,11 @@ fn max_over_mean(ring: &Ring) -> f64 {
 
 /// Slots whose owner changed from `old` to `new` although the old owner is not `allowed_old` (an
 /// address that left) and the new one is not `allowed_new` (an address that joined).
-fn stray_moves(
-    old: &Ring,
-    new: &Ring,
-    allowed_old: Option<&str>,
-    allowed_new: Option<&str>,
-) -> usize {
+fn stray_moves(old: &Ring, new: &Ring, allowed_old: Option<&str>, allowed_new: Option<&str>) -> usize {
     assert_eq!(old.table.len(), new.table.len());
     let map = match_members(&old.members, &new.members, false);
-    let allowed_old = allowed_old
-        .and_then(|a| old.index_of(a))
-        .map_or(u16::MAX, |i| i as u16);
-    let allowed_new = allowed_new
-        .and_then(|a| new.index_of(a))
-        .map_or(u16::MAX, |i| i as u16);
+    let allowed_old = allowed_old.and_then(|a| old.index_of(a)).map_or(u16::MAX, |i| i as u16);
+    let allowed_new = allowed_new.and_then(|a| new.index_of(a)).map_or(u16::MAX, |i| i as u16);
     let (old_table, new_table) = (old.table.owners(), new.table.owners());
     let (mut stray, mut s) = (0, 0);
     while s < old_table.len() {
@@ -67,19 +48,10 @@ fn rejects_invalid_sets() {
     zero[1].weight = 0;
     assert_eq!(Ring::new(zero).unwrap_err(), RingError::ZeroWeight(addr(1)));
     let mut dup = pool(3);
-    dup.push(Member {
-        address: addr(2),
-        weight: 5,
-    });
+    dup.push(Member { address: addr(2), weight: 5 });
     assert_eq!(Ring::new(dup).unwrap_err(), RingError::Duplicate(addr(2)));
-    let many = (0..=MAX_MEMBERS).map(|i| Member {
-        address: format!("h{i}"),
-        weight: 1,
-    });
-    assert_eq!(
-        Ring::new(many).unwrap_err(),
-        RingError::TooMany(MAX_MEMBERS + 1)
-    );
+    let many = (0..=MAX_MEMBERS).map(|i| Member { address: format!("h{i}"), weight: 1 });
+    assert_eq!(Ring::new(many).unwrap_err(), RingError::TooMany(MAX_MEMBERS + 1));
 }
 
 #[test]
@@ -88,18 +60,10 @@ fn order_independent() {
     for weighted in [false, true] {
         let mut members = pool(17);
         if weighted {
-            members
-                .iter_mut()
-                .enumerate()
-                .for_each(|(i, m)| m.weight = 1 + (i % 4) as u32);
+            members.iter_mut().enumerate().for_each(|(i, m)| m.weight = 1 + (i % 4) as u32);
         }
         let reference = small(members.clone());
-        assert!(
-            reference
-                .members()
-                .windows(2)
-                .all(|w| w[0].address < w[1].address)
-        );
+        assert!(reference.members().windows(2).all(|w| w[0].address < w[1].address));
         for _ in 0..3 {
             members.shuffle(&mut rng);
             let ring = small(members.clone());
@@ -109,10 +73,7 @@ fn order_independent() {
         }
         // The fingerprint tracks the set and the weights.
         members[0].weight += 1;
-        assert_ne!(
-            small(members.clone()).fingerprint(),
-            reference.fingerprint()
-        );
+        assert_ne!(small(members.clone()).fingerprint(), reference.fingerprint());
         members.pop();
         assert_ne!(small(members).fingerprint(), reference.fingerprint());
     }
@@ -126,40 +87,21 @@ fn check_bars(n: usize) {
 
     let joined = addr(1000);
     let mut grown = pool(n);
-    grown.push(Member {
-        address: joined.clone(),
-        weight: 1,
-    });
+    grown.push(Member { address: joined.clone(), weight: 1 });
     let grown = ring.update(grown).expect("ring");
     let moved = Ring::moved_fraction(&ring, &grown);
     let ideal = 1.0 / (n + 1) as f64;
-    assert!(
-        (0.95 * ideal..=1.05 * ideal).contains(&moved),
-        "n={n}: add moved {moved}"
-    );
-    assert_eq!(
-        stray_moves(&ring, &grown, None, Some(&joined)),
-        0,
-        "n={n}: add"
-    );
+    assert!((0.95 * ideal..=1.05 * ideal).contains(&moved), "n={n}: add moved {moved}");
+    assert_eq!(stray_moves(&ring, &grown, None, Some(&joined)), 0, "n={n}: add");
     let joined_index = grown.index_of(&joined).expect("joined");
     assert!((grown.share(joined_index) - moved).abs() < 1e-12);
 
     let left = addr(n / 2);
-    let shrunk = ring
-        .update(pool(n).into_iter().filter(|m| m.address != left))
-        .expect("ring");
+    let shrunk = ring.update(pool(n).into_iter().filter(|m| m.address != left)).expect("ring");
     let moved = Ring::moved_fraction(&ring, &shrunk);
     let ideal = 1.0 / n as f64;
-    assert!(
-        (0.95 * ideal..=1.05 * ideal).contains(&moved),
-        "n={n}: remove moved {moved}"
-    );
-    assert_eq!(
-        stray_moves(&ring, &shrunk, Some(&left), None),
-        0,
-        "n={n}: remove"
-    );
+    assert!((0.95 * ideal..=1.05 * ideal).contains(&moved), "n={n}: remove moved {moved}");
+    assert_eq!(stray_moves(&ring, &shrunk, Some(&left), None), 0, "n={n}: remove");
 }
 
 // One test per size, so that the harness spreads them over the cores.
@@ -192,38 +134,25 @@ fn weights_are_proportional() {
     for (i, m) in ring.members().iter().enumerate() {
         let ideal = f64::from(m.weight) / 9.0;
         let ratio = ring.share(i) / ideal;
-        assert!(
-            (0.98..=1.02).contains(&ratio),
-            "{}: share {} ideal {ideal}",
-            m.address,
-            ring.share(i)
-        );
+        assert!((0.98..=1.02).contains(&ratio), "{}: share {} ideal {ideal}", m.address, ring.share(i));
     }
 }
 
 #[test]
 fn weight_change_moves_keys_only_to_or_from_that_member() {
     let mut members = pool(9);
-    members
-        .iter_mut()
-        .enumerate()
-        .for_each(|(i, m)| m.weight = 1 + (i % 3) as u32);
+    members.iter_mut().enumerate().for_each(|(i, m)| m.weight = 1 + (i % 3) as u32);
     let before = small(members.clone());
     let changed = addr(4);
     for (weight, to, from) in [(6, Some(&changed), None), (1, None, Some(&changed))] {
         members[4].weight = weight;
         let after = before.update(members.clone()).expect("ring");
-        assert!(after.table.owners() == small(members.clone()).table.owners(), "the updated table equals the full build");
-        assert!(Ring::moved_fraction(&before, &after) > 0.01);
-        assert_eq!(
-            stray_moves(
-                &before,
-                &after,
-                from.map(|s| s.as_str()),
-                to.map(|s| s.as_str())
-            ),
-            0
+        assert!(
+            after.table.owners() == small(members.clone()).table.owners(),
+            "the updated table equals the full build"
         );
+        assert!(Ring::moved_fraction(&before, &after) > 0.01);
+        assert_eq!(stray_moves(&before, &after, from.map(|s| s.as_str()), to.map(|s| s.as_str())), 0);
     }
 }
 
@@ -233,23 +162,14 @@ fn failover_order_matches_removal() {
     for weighted in [false, true] {
         let mut members = pool(9);
         if weighted {
-            members
-                .iter_mut()
-                .enumerate()
-                .for_each(|(i, m)| m.weight = 1 + (i % 3) as u32);
+            members.iter_mut().enumerate().for_each(|(i, m)| m.weight = 1 + (i % 3) as u32);
         }
         let ring = small(members.clone());
         // The ring without each member in turn.
         let without: Vec<Ring> = (0..ring.len())
             .map(|i| {
                 let gone = &ring.members()[i].address;
-                small(
-                    members
-                        .iter()
-                        .filter(|m| &m.address != gone)
-                        .cloned()
-                        .collect(),
-                )
+                small(members.iter().filter(|m| &m.address != gone).cloned().collect())
             })
             .collect();
         for _ in 0..2000 {
@@ -260,17 +180,10 @@ fn failover_order_matches_removal() {
             sorted.sort_unstable();
             assert_eq!(sorted, (0..ring.len()).collect::<Vec<_>>());
             let rest = &without[order[0]];
-            let addresses = |r: &Ring, o: &[usize]| -> Vec<String> {
-                o.iter().map(|&i| r.members()[i].address.clone()).collect()
-            };
-            assert_eq!(
-                rest.members()[rest.lookup(key)].address,
-                ring.members()[order[1]].address
-            );
-            assert_eq!(
-                addresses(rest, &rest.candidates(key)),
-                addresses(&ring, &order[1..])
-            );
+            let addresses =
+                |r: &Ring, o: &[usize]| -> Vec<String> { o.iter().map(|&i| r.members()[i].address.clone()).collect() };
+            assert_eq!(rest.members()[rest.lookup(key)].address, ring.members()[order[1]].address);
+            assert_eq!(addresses(rest, &rest.candidates(key)), addresses(&ring, &order[1..]));
         }
     }
 }
@@ -278,44 +191,14 @@ fn failover_order_matches_removal() {
 #[test]
 fn update_matches_full_build() {
     let base = pool(12);
-    let weighted: Vec<Member> = base
-        .iter()
-        .map(|m| Member {
-            weight: 1 + m.weight * 2,
-            ..m.clone()
-        })
-        .collect();
+    let weighted: Vec<Member> = base.iter().map(|m| Member { weight: 1 + m.weight * 2, ..m.clone() }).collect();
     let mut mixed = base.clone();
     mixed[5].weight = 3;
     let mut churn = base[2..].to_vec();
-    churn.extend([
-        Member {
-            address: addr(500),
-            weight: 1,
-        },
-        Member {
-            address: addr(501),
-            weight: 1,
-        },
-    ]);
-    let replaced: Vec<Member> = (100..112)
-        .map(|i| Member {
-            address: addr(i),
-            weight: 1,
-        })
-        .collect();
-    let cases = [
-        (&base, &pool(13)),
-        (&base, &base[1..].to_vec()),
-        (&base, &churn),
-        (&base, &mixed),
-    ];
-    let more = [
-        (&mixed, &base),
-        (&base, &weighted),
-        (&weighted, &mixed),
-        (&base, &replaced),
-    ];
+    churn.extend([Member { address: addr(500), weight: 1 }, Member { address: addr(501), weight: 1 }]);
+    let replaced: Vec<Member> = (100..112).map(|i| Member { address: addr(i), weight: 1 }).collect();
+    let cases = [(&base, &pool(13)), (&base, &base[1..].to_vec()), (&base, &churn), (&base, &mixed)];
+    let more = [(&mixed, &base), (&base, &weighted), (&weighted, &mixed), (&base, &replaced)];
     for (from, to) in cases.into_iter().chain(more) {
         let updated = small(from.clone()).update(to.clone()).expect("ring");
         let full = small(to.clone());
@@ -332,28 +215,14 @@ fn equal_weight_fast_path_matches_weighted_order() {
     assert!(fast.weights.is_empty());
     // Every member in a group of its own: the owner is decided by the weighted race alone.
     let groups = (0..17).map(|i| vec![(fast.seeds[i], i)]).collect();
-    let slow = Scorer {
-        weights: vec![(3.0, TWO_POW_M48 / 3.0); 17],
-        groups,
-        ..fast.clone()
-    };
+    let slow = Scorer { weights: vec![(3.0, TWO_POW_M48 / 3.0); 17], groups, ..fast.clone() };
     let mut scratch = Vec::new();
     for slot in 0..1u64 << SMALL {
-        assert_eq!(
-            fast.owner(slot, &mut scratch),
-            slow.owner(slot, &mut scratch),
-            "slot {slot}"
-        );
+        assert_eq!(fast.owner(slot, &mut scratch), slow.owner(slot, &mut scratch), "slot {slot}");
         if slot % 64 == 0 {
             let order = |s: &Scorer| {
                 let mut d: Vec<Draw> = (0..17).map(|i| s.draw(i, slot)).collect();
-                d.sort_unstable_by(|a, b| {
-                    if a.beats(b) {
-                        Ordering::Less
-                    } else {
-                        Ordering::Greater
-                    }
-                });
+                d.sort_unstable_by(|a, b| if a.beats(b) { Ordering::Less } else { Ordering::Greater });
                 d.iter().map(Draw::index).collect::<Vec<_>>()
             };
             assert_eq!(order(&fast), order(&slow));
@@ -372,10 +241,7 @@ fn neg_ln_is_accurate_and_monotone() {
     for h in hashes {
         let (u, next) = (unit(h << 16), unit((h + 1).min(top) << 16));
         let (got, want) = (neg_ln(u), -u.ln());
-        assert!(
-            (got - want).abs() <= 2.0 * f64::EPSILON * want.max(1e-300) + 1e-30,
-            "u={u}: {got} vs {want}"
-        );
+        assert!((got - want).abs() <= 2.0 * f64::EPSILON * want.max(1e-300) + 1e-30, "u={u}: {got} vs {want}");
         assert!(neg_ln(next) <= got, "not monotone at hash {h}");
     }
     assert_eq!(neg_ln(1.0), 0.0);
@@ -388,22 +254,10 @@ fn moved_fraction_compares_owners_by_address() {
     let mut heavier = pool(10);
     heavier[0].weight = 2;
     let other = small(heavier);
-    let differing = (ring.table.owners().iter().zip(other.table.owners().iter()))
-        .filter(|(a, b)| a != b)
-        .count();
+    let differing = (ring.table.owners().iter().zip(other.table.owners().iter())).filter(|(a, b)| a != b).count();
     assert!(differing > 0);
-    assert_eq!(
-        Ring::moved_fraction(&ring, &other),
-        differing as f64 / (1 << SMALL) as f64
-    );
-    let disjoint = small(
-        (50..60)
-            .map(|i| Member {
-                address: addr(i),
-                weight: 1,
-            })
-            .collect(),
-    );
+    assert_eq!(Ring::moved_fraction(&ring, &other), differing as f64 / (1 << SMALL) as f64);
+    let disjoint = small((50..60).map(|i| Member { address: addr(i), weight: 1 }).collect());
     assert_eq!(Ring::moved_fraction(&ring, &disjoint), 1.0);
 }
 
@@ -411,23 +265,13 @@ fn moved_fraction_compares_owners_by_address() {
 fn pruned_weighted_race_matches_naive_race() {
     // Small pools often have every x > 1/2 (no finite upper bound) and near ties; big weights skew.
     for (n, max_weight) in [(1, 1), (2, 3), (3, 7), (9, 5), (20, 3), (24, 100)] {
-        let members: Vec<Member> = (0..n)
-            .map(|i| Member {
-                address: addr(i),
-                weight: 1 + (i * 7 % max_weight) as u32,
-            })
-            .collect();
+        let members: Vec<Member> =
+            (0..n).map(|i| Member { address: addr(i), weight: 1 + (i * 7 % max_weight) as u32 }).collect();
         let scorer = Scorer::new(&validate(members).expect("valid"));
         let mut scratch = Vec::new();
         for slot in 0..1u64 << 14 {
-            let naive = (0..n)
-                .map(|i| scorer.draw(i, slot))
-                .reduce(|b, d| if d.beats(&b) { d } else { b });
-            assert_eq!(
-                scorer.owner(slot, &mut scratch),
-                naive.expect("members").index(),
-                "n={n} slot={slot}"
-            );
+            let naive = (0..n).map(|i| scorer.draw(i, slot)).reduce(|b, d| if d.beats(&b) { d } else { b });
+            assert_eq!(scorer.owner(slot, &mut scratch), naive.expect("members").index(), "n={n} slot={slot}");
         }
     }
 }

@@ -213,7 +213,11 @@ fn kv_str(key: &str, value: &str) -> KeyValue {
 }
 
 fn kv_int(key: &str, value: i64) -> KeyValue {
-    KeyValue { key: key.into(), value: Some(AnyValue { value: Some(any_value::Value::IntValue(value)) }), ..Default::default() }
+    KeyValue {
+        key: key.into(),
+        value: Some(AnyValue { value: Some(any_value::Value::IntValue(value)) }),
+        ..Default::default()
+    }
 }
 
 /// The name of generated service `n`.
@@ -233,5 +237,9 @@ fn resource(n: u32) -> Resource {
 }
 
 fn scope() -> InstrumentationScope {
-    InstrumentationScope { name: "otlp-lb-tools/loadgen".into(), version: env!("CARGO_PKG_VERSION").into(), ..Default::default() }
+    InstrumentationScope {
+        name: "otlp-lb-tools/loadgen".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        ..Default::default()
+    }
 }

@@ -75,7 +75,8 @@ fn fixed64_at(base: &[u8], f: &Field<'_>) -> Option<u32> {
 impl Template {
     /// Indexes an encoded `Export*ServiceRequest` of `signal` that holds placeholders for `slots` traces.
     pub fn new(signal: Signal, bytes: Vec<u8>, slots: usize) -> Result<Template, WireError> {
-        let mut t = Template { bytes: Vec::new(), items: 0, slot_items: vec![0; slots], ids: Vec::new(), times: Vec::new() };
+        let mut t =
+            Template { bytes: Vec::new(), items: 0, slot_items: vec![0; slots], ids: Vec::new(), times: Vec::new() };
         let base = bytes.as_slice();
         for rf in wire::fields(base) {
             let rf = rf?;

@@ -11,7 +11,14 @@ use super::build::{Layout, Plan};
 use super::ids::IdGen;
 
 fn plan(signal: Signal, spt: u32, ipr: u32, spread: u32) -> Plan {
-    Plan { signal, spans_per_trace: spt, items_per_request: ipr, services: 3, spread, start_ns: 1_700_000_000_000_000_000 }
+    Plan {
+        signal,
+        spans_per_trace: spt,
+        items_per_request: ipr,
+        services: 3,
+        spread,
+        start_ns: 1_700_000_000_000_000_000,
+    }
 }
 
 #[test]

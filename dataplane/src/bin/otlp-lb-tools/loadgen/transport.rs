@@ -291,12 +291,7 @@ mod tests {
             let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
             let _ = conn.serve_connection(TokioIo::new(tcp), service).await;
         });
-        let target = Target {
-            authority,
-            signal: Signal::Traces,
-            gzip: false,
-            timeout: Duration::from_secs(10),
-        };
+        let target = Target { authority, signal: Signal::Traces, gzip: false, timeout: Duration::from_secs(10) };
         let mut client = Client::new(Protocol::Grpc, &target).expect("client");
         let send = tokio::spawn(async move { client.send(Bytes::from_static(b"")).await });
         tokio::time::timeout(Duration::from_secs(10), call_seen).await.expect("the call reached the server").ok();

@@ -173,7 +173,11 @@ pub async fn run(shared: Arc<Shared>, w: u32, budget: Budget, mut stop: watch::R
             }
         };
         worker.account(s, template, group.first, ok);
-        if ok { group.acked += 1 } else { group.failed += 1 }
+        if ok {
+            group.acked += 1
+        } else {
+            group.failed += 1
+        }
         if group.acked + group.failed == s.layout.chunks {
             let n = group.traces.len() as u64;
             match (group.acked, group.failed) {
