@@ -12,6 +12,7 @@ pub mod app;
 pub mod codec;
 pub mod config;
 pub mod export;
+pub mod pem;
 pub mod pipeline;
 pub mod pool;
 pub mod receive;

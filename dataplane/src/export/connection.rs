@@ -9,14 +9,14 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use h2::client::SendRequest;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::rustls::{ClientConfig, RootCertStore, crypto};
 use tonic::Status;
 
 use crate::config::ClientTls;
+use crate::pem;
 
 /// PING the backend this often, and count the connection dead when the PONG takes longer than `KEEPALIVE_TIMEOUT`.
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
@@ -169,20 +169,14 @@ fn client_tls(address: &str, tls: &ClientTls) -> Result<Tls, String> {
     if tls.insecure_skip_verify {
         return Err("tls.insecure_skip_verify is not supported: give the backends' CA in tls.ca_file".into());
     }
-    let mut roots = RootCertStore::empty();
-    match &tls.ca_file {
-        Some(ca) => {
-            for cert in CertificateDer::pem_file_iter(ca).map_err(|e| format!("tls.ca_file {ca}: {e}"))? {
-                roots
-                    .add(cert.map_err(|e| format!("tls.ca_file {ca}: {e}"))?)
-                    .map_err(|e| format!("tls.ca_file {ca}: {e}"))?;
-            }
-        }
+    let roots = match &tls.ca_file {
+        Some(ca) => pem::roots("tls.ca_file", ca)?,
         None => {
-            let native = rustls_native_certs::load_native_certs();
-            roots.add_parsable_certificates(native.certs);
+            let mut roots = RootCertStore::empty();
+            roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+            roots
         }
-    }
+    };
     if roots.is_empty() {
         return Err("tls: no CA certificate to verify the backends with (give tls.ca_file)".into());
     }
@@ -192,10 +186,8 @@ fn client_tls(address: &str, tls: &ClientTls) -> Result<Tls, String> {
         .with_root_certificates(roots);
     let mut config = match (&tls.cert_file, &tls.key_file) {
         (Some(c), Some(k)) => {
-            let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(c)
-                .and_then(|i| i.collect::<Result<_, _>>())
-                .map_err(|e| format!("tls.cert_file {c}: {e}"))?;
-            let key = PrivateKeyDer::from_pem_file(k).map_err(|e| format!("tls.key_file {k}: {e}"))?;
+            let chain = pem::certificates("tls.cert_file", c)?;
+            let key = pem::private_key("tls.key_file", k)?;
             builder.with_client_auth_cert(chain, key).map_err(|e| format!("tls: {e}"))?
         }
         (None, None) => builder.with_no_client_auth(),

@@ -3,23 +3,17 @@
 
 use std::sync::Arc;
 
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::server::WebPkiClientVerifier;
-use tokio_rustls::rustls::{RootCertStore, ServerConfig, crypto};
+use tokio_rustls::rustls::{ServerConfig, crypto};
 
 use crate::config::ServerTls;
+use crate::pem;
 
 /// Builds the acceptor of a listener; `alpn` lists the protocols offered (`h2`, `http/1.1`).
 pub fn acceptor(tls: &ServerTls, alpn: &[&[u8]]) -> Result<TlsAcceptor, String> {
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&tls.cert_file)
-        .and_then(|i| i.collect::<Result<_, _>>())
-        .map_err(|e| format!("tls.cert_file {}: {e}", tls.cert_file))?;
-    if certs.is_empty() {
-        return Err(format!("tls.cert_file {}: no certificate found", tls.cert_file));
-    }
-    let key = PrivateKeyDer::from_pem_file(&tls.key_file).map_err(|e| format!("tls.key_file {}: {e}", tls.key_file))?;
+    let certs = pem::certificates("tls.cert_file", &tls.cert_file)?;
+    let key = pem::private_key("tls.key_file", &tls.key_file)?;
     let provider = Arc::new(crypto::ring::default_provider());
     let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()
@@ -27,12 +21,7 @@ pub fn acceptor(tls: &ServerTls, alpn: &[&[u8]]) -> Result<TlsAcceptor, String> 
     let builder = match &tls.client_ca_file {
         None => builder.with_no_client_auth(),
         Some(ca) => {
-            let mut roots = RootCertStore::empty();
-            for cert in CertificateDer::pem_file_iter(ca).map_err(|e| format!("tls.client_ca_file {ca}: {e}"))? {
-                roots
-                    .add(cert.map_err(|e| format!("tls.client_ca_file {ca}: {e}"))?)
-                    .map_err(|e| format!("tls.client_ca_file {ca}: {e}"))?;
-            }
+            let roots = pem::roots("tls.client_ca_file", ca)?;
             let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
                 .build()
                 .map_err(|e| format!("tls.client_ca_file {ca}: {e}"))?;
