@@ -1,9 +1,10 @@
 //! Codec micro-benchmarks on the same 100-span request as `route`: OTLP/JSON decode (the HTTP receiver's
 //! `json_to_protobuf`), and for comparison what a decode-everything balancer pays with prost and the
 //! opentelemetry-proto types — a full decode + re-encode, and a decode + regroup per backend + encode of each
-//! part — plus gzip at tonic's level 6, the default exporter compression of both otlp-lb and the Collector, with a
-//! new encoder per message as tonic does and with one reused compressor, and gzip of an empty message (the
-//! per-message set-up cost alone).
+//! part — plus gzip at tonic's level 6, the default exporter compression of both otlp-lb and the Collector: with a
+//! new encoder per message as tonic does, with one reused zlib-rs compressor, and with libdeflate as otlp-lb's
+//! exporter does, on the request and on one backend's part of it; and gzip of an empty message (the per-message
+//! set-up cost alone).
 //!
 //! `cargo bench -p dataplane --bench codec`. Throughput is per span.
 
@@ -101,6 +102,29 @@ fn codec(c: &mut Criterion) {
             out.len()
         })
     });
+    // What otlp-lb's exporter sends: libdeflate's whole-buffer gzip at the same level, one compressor per thread.
+    let mut libdeflate = libdeflater::Compressor::new(libdeflater::CompressionLvl::new(6).expect("level 6"));
+    let mut gz = vec![0u8; libdeflate.gzip_compress_bound(body.len())];
+    g.bench_function("gzip6_libdeflate_traces", |b| {
+        b.iter(|| libdeflate.gzip_compress(black_box(&body), &mut gz).expect("libdeflate"))
+    });
+    // One backend's part of the request split over 4: the per-message costs weigh four times as much per span.
+    let part = &body[..body.len() / common::BACKENDS];
+    g.bench_function("deflate6_reused_compressor_part", |b| {
+        b.iter(|| {
+            deflate.reset();
+            out.clear();
+            deflate.compress_vec(black_box(part), &mut out, flate2::FlushCompress::Finish).expect("deflate");
+            out.len()
+        })
+    });
+    g.bench_function("gzip6_libdeflate_part", |b| {
+        b.iter(|| libdeflate.gzip_compress(black_box(part), &mut gz).expect("libdeflate"))
+    });
+    deflate.reset();
+    out.clear();
+    deflate.compress_vec(&body, &mut out, flate2::FlushCompress::Finish).expect("deflate");
+    let sizes = (out.len() + 18, libdeflate.gzip_compress(&body, &mut gz).expect("libdeflate"));
     g.finish();
 
     // The fixed cost of gzip on one message whatever its size: an ExportTraceServiceResponse without partial
@@ -116,6 +140,7 @@ fn codec(c: &mut Criterion) {
     });
     g.finish();
     eprintln!("codec: request {} bytes protobuf, {} bytes OTLP/JSON", body.len(), json.len());
+    eprintln!("codec: gzip level 6 of the request: zlib-rs {} bytes, libdeflate {} bytes", sizes.0, sizes.1);
 }
 
 criterion_group! {

@@ -1,15 +1,14 @@
 //! One unary gRPC call with an encoded message. The request frame is built here: the message compressed by a
-//! compressor kept per thread and reset between messages (tonic sets up a new one per message, and setting up a
-//! gzip compressor costs about 5 µs, a third of compressing a 25-span part: `response/gzip6_empty_message` in
-//! `make bench`); the answer's message is read, and a missing or failed `grpc-status` turned into the right
-//! [`Status`].
+//! compressor kept per thread (tonic sets up a new one per message, and setting up a streaming gzip compressor
+//! costs about 5 µs, a third of compressing a 25-span part: `response/gzip6_empty_message` in `make bench`;
+//! gzip is libdeflate's whole-buffer compressor, which has no such set-up); the answer's message is read, and a
+//! missing or failed `grpc-status` turned into the right [`Status`].
 
 use std::cell::RefCell;
 use std::io::Read;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use flate2::{Compress, FlushCompress};
 use http::header::{CONTENT_TYPE, HeaderName, HeaderValue, TE, USER_AGENT};
 use http::uri::PathAndQuery;
 use tonic::{Code, Status};
@@ -17,22 +16,35 @@ use tonic::{Code, Status};
 use super::connection::{self, Connection};
 use crate::config::Compression;
 
-/// gzip at the level tonic uses.
-const GZIP_LEVEL: u32 = 6;
-/// Each round of `Compress::compress_vec` has at least this much room; bounds the rounds of one message.
-const ROUND_BYTES: usize = 16 * 1024;
+/// gzip at the level tonic and grpc-go use.
+const GZIP_LEVEL: i32 = 6;
+/// The per-thread buffers of compression are dropped after a message that grew them beyond this.
+const KEEP_BYTES: usize = 1 << 20;
+
+/// The gzip compressor of a thread and its buffers.
+struct Gzip {
+    compressor: libdeflater::Compressor,
+    /// Several pieces gathered into one input.
+    input: Vec<u8>,
+    /// Where the stream is written: initialised bytes, at least the bound of the largest recent message.
+    output: Vec<u8>,
+}
 
 thread_local! {
-    static GZIP: RefCell<Option<Compress>> = const { RefCell::new(None) };
+    static GZIP: RefCell<Option<Gzip>> = const { RefCell::new(None) };
     static ZSTD: RefCell<Option<(zstd::bulk::Compressor<'static>, Vec<u8>)>> = const { RefCell::new(None) };
 }
 
 /// The gRPC length-prefixed frame of one message, the concatenation of `pieces` (requests of the same signal
-/// concatenate into the request of all their items), compressed with `compression`. The pieces are read where
-/// they lie: gzip takes them as one stream, no body is assembled first.
+/// concatenate into the request of all their items), compressed with `compression`. A frame is held until its
+/// backend accepts it: gzip sizes it to the compressed message.
 pub fn frame(pieces: &[&[u8]], compression: Compression) -> Result<Bytes, Status> {
     let total: usize = pieces.iter().map(|p| p.len()).sum();
-    let body = if compression == Compression::None { total } else { total / 2 + 64 };
+    let body = match compression {
+        Compression::None => total,
+        Compression::Gzip => 0,
+        Compression::Zstd => total / 2 + 64,
+    };
     let mut out = Vec::with_capacity(5 + body);
     out.extend_from_slice(&[0; 5]);
     let compressed = match compression {
@@ -55,45 +67,48 @@ pub fn frame(pieces: &[&[u8]], compression: Compression) -> Result<Bytes, Status
     Ok(Bytes::from(out))
 }
 
-/// Appends to `out` the gzip stream of the concatenation of `pieces` (`total` bytes).
+/// Appends to `out` the gzip stream of the concatenation of `pieces` (`total` bytes). libdeflate compresses
+/// whole buffers: several pieces are gathered first, and the stream is written to a buffer kept per thread (already
+/// initialised, as libdeflate writes to a slice) and copied to `out`, a copy of the compressed bytes only.
 fn gzip(pieces: &[&[u8]], total: usize, out: &mut Vec<u8>) -> Result<(), String> {
     GZIP.with(|cell| {
         let mut slot = cell.borrow_mut();
-        let c = slot.get_or_insert_with(|| Compress::new_gzip(flate2::Compression::new(GZIP_LEVEL), 15));
-        c.reset();
-        let result = gzip_pieces(c, pieces, total, out);
-        if result.is_err() {
-            // Leave no half-written stream in the compressor for the next message.
-            *slot = None;
-        }
-        result
-    })
-}
-
-fn gzip_pieces(c: &mut Compress, pieces: &[&[u8]], total: usize, out: &mut Vec<u8>) -> Result<(), String> {
-    // Each round consumes all its input, ends the stream or fills its room: the rounds are bounded by the
-    // worst-case output size, plus one per piece.
-    let mut rounds = 2 + pieces.len() + (total + total / 1000 + 64) / ROUND_BYTES;
-    let room = ROUND_BYTES.max(total / 2);
-    for piece in pieces.iter().filter(|p| !p.is_empty()) {
-        let base = c.total_in();
-        loop {
-            let consumed = usize::try_from(c.total_in() - base).map_err(|e| e.to_string())?;
-            if consumed == piece.len() {
-                break;
+        let state = match slot.as_mut() {
+            Some(state) => state,
+            None => {
+                let level = libdeflater::CompressionLvl::new(GZIP_LEVEL).map_err(|e| format!("level: {e:?}"))?;
+                slot.insert(Gzip {
+                    compressor: libdeflater::Compressor::new(level),
+                    input: Vec::new(),
+                    output: Vec::new(),
+                })
             }
-            rounds = rounds.checked_sub(1).ok_or("the compressor did not take its input")?;
-            out.reserve(room);
-            c.compress_vec(&piece[consumed..], out, FlushCompress::None).map_err(|e| e.to_string())?;
+        };
+        let input: &[u8] = match pieces {
+            [] => &[],
+            [one] => one,
+            _ => {
+                state.input.clear();
+                state.input.reserve(total);
+                pieces.iter().for_each(|p| state.input.extend_from_slice(p));
+                &state.input
+            }
+        };
+        let bound = state.compressor.gzip_compress_bound(input.len());
+        if state.output.len() < bound {
+            state.output.resize(bound, 0);
         }
-    }
-    loop {
-        rounds = rounds.checked_sub(1).ok_or("the compressor did not finish the stream")?;
-        out.reserve(room);
-        if c.compress_vec(&[], out, FlushCompress::Finish).map_err(|e| e.to_string())? == flate2::Status::StreamEnd {
-            return Ok(());
+        let n = state.compressor.gzip_compress(input, &mut state.output[..bound]).map_err(|e| e.to_string())?;
+        out.reserve_exact(n);
+        out.extend_from_slice(&state.output[..n]);
+        // A burst of large messages leaves no large buffers behind.
+        for buffer in [&mut state.input, &mut state.output] {
+            if buffer.capacity() > KEEP_BYTES {
+                *buffer = Vec::new();
+            }
         }
-    }
+        Ok(())
+    })
 }
 
 /// Appends the zstd frame of the concatenation of `pieces` to `out` (several pieces are gathered in a buffer
@@ -270,7 +285,9 @@ mod tests {
     #[test]
     fn frames_carry_flag_length_and_the_message_a_reused_compressor_compressed() {
         let big: Vec<u8> = (0..200_000u32).flat_map(|i| (i % 251).to_le_bytes()).collect();
-        for message in [&b"hello"[..], &big, &[], &b"hello again"[..]] {
+        // Larger than the buffers a thread keeps: they are dropped after it, and the next message still framed.
+        let huge: Vec<u8> = (0..400_000u32).flat_map(|i| i.wrapping_mul(2_654_435_761).to_le_bytes()).collect();
+        for message in [&b"hello"[..], &big, &[], &huge, &b"hello again"[..]] {
             let f = frame(&[message], Compression::Gzip).expect("framed");
             assert_eq!(f[0], 1, "compressed flag");
             assert_eq!(u32::from_be_bytes([f[1], f[2], f[3], f[4]]) as usize, f.len() - 5);
