@@ -6,8 +6,8 @@ and otlp-lb in front of a single sink as a pass-through baseline) the driver sta
 core, sweeps offered rates with `otlp-lb-tools loadgen` (pinned with the sinks to the other core), and per step
 measures the balancer's CPU time (utime+stime from /proc/<pid>/stat), what reached the sinks (their /report),
 the client's rate, errors and latency. Then it runs half of the Collector's capacity against both balancers for
-latency, runs the criterion micro-benchmarks, optionally profiles otlp-lb under callgrind, and writes
-bench/results.md. See bench/README.md.
+latency, runs the criterion micro-benchmarks, optionally profiles otlp-lb under callgrind and samples it with
+perf at a light load, and writes bench/results.md. See bench/README.md.
 
 Stdlib only. Every process started here is killed on exit, error or Ctrl-C; every wait is bounded.
 """
@@ -608,6 +608,45 @@ def profile(args, workdir, sinks, compression):
             "errors": sum(rep["errors"].values()), "self": texts["no"], "inclusive": texts["yes"]}
 
 
+def perf_profile(args, workdir, sinks):
+    """Where otlp-lb's CPU time goes at a light load, the kernel included (callgrind sees user space only):
+    `perf record` of the running process (sampling; user and kernel), traces over 4 sinks with the default
+    compression."""
+    if not shutil.which("perf"):
+        log("perf profile: perf not installed; skipped")
+        return None
+    data = os.path.join(workdir, "perf.data")
+    bal = start_otlp_lb(args, workdir, "otlp-lb-perf", sinks.addresses(4))
+    rate, seconds = args.perf_rate, args.perf_seconds
+    log(f"perf profile: otlp-lb, traces at {rate} spans/s for {seconds}s")
+    try:
+        loadgen(args, bal.endpoint, "traces", rate, requests=40, connections=4, seed=7)  # warm up
+        rec = PROCS.start("perf", ["perf", "record", "-F", "999", "-o", data, "-p", str(bal.pid)],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+        time.sleep(0.5)
+        cpu0 = cpu_seconds(bal.pid)
+        rep, _ = loadgen(args, bal.endpoint, "traces", rate, duration_s=seconds, connections=4, seed=11)
+        cpu = cpu_seconds(bal.pid) - cpu0
+        PROCS.stop(rec, sig=signal.SIGINT, grace=30)
+    finally:
+        PROCS.stop(bal.proc)
+    report = {}
+    for key in ("dso", "dso,sym"):
+        r = subprocess.run(["perf", "report", "-i", data, "--no-children", "--sort", key, "--stdio", "-g", "none"],
+                           capture_output=True, text=True, timeout=300)
+        rows = []
+        for line in r.stdout.splitlines():
+            m = re.match(r"^\s*([\d.]+)%\s+(\S+)(?:\s+\[[.k]\]\s+(.*?))?\s*$", line)
+            if m:
+                rows.append((float(m.group(1)), m.group(2), clean_symbol(m.group(3) or "")))
+        report[key] = rows
+    if not report["dso"]:
+        log("perf profile: no samples (perf_event_paranoid?)")
+        return None
+    return {"rate": rate, "seconds": seconds, "requests": rep["sent_requests"], "spans": rep["sent_items"],
+            "cpu_s": cpu, "dso": report["dso"], "sym": report["dso,sym"][:30]}
+
+
 def annotate_rows(annotate_text):
     """(total, [(instructions, function)]) of callgrind_annotate output, file parts dropped."""
     rows, total = [], None
@@ -637,7 +676,7 @@ def top_functions(annotate_text, n, merge):
 
 
 ATTRIBUTION = [
-    ("request framing and compression (`export::grpc::frame`, one compressor per thread, reset per message)",
+    ("request framing and compression (`export::grpc::frame`, libdeflate gzip, one compressor per thread)",
      "dataplane::export::grpc::frame"),
     ("gRPC message compression in tonic (replies to clients that accept it; flate2 with zlib-rs, one encoder per "
      "message)", "tonic::codec::compression::compress"),
@@ -675,6 +714,22 @@ def attribution(prof):
             continue  # inlined away in this build
         out.append((label, ir, 100.0 * ir / total if total else 0.0))
     return total, out
+
+
+def perf_section(perf):
+    """The perf profile: CPU time by object (kernel, otlp-lb, libc) and the heaviest functions."""
+    per_req = perf["cpu_s"] / perf["requests"] * 1e3 if perf["requests"] else 0.0
+    L = ["### CPU time at a light load, the kernel included (perf)", "",
+         f"otlp-lb as in the sweep (release build, pinned to one core, gzip to 4 sinks), sampled with `perf record -F "
+         f"999 -p` for {perf['seconds']}s of traces at {perf['rate']:,} spans/s after a warm-up: {perf['requests']} "
+         f"requests, {perf['cpu_s']:.2f} CPU-s ({per_req:.2f} ms per 100-span request). Samples are CPU time, so "
+         f"unlike the instruction counts above they include the kernel (the system calls and the loopback TCP "
+         f"that the sending side processes) and cache misses.", "",
+         "| object | share of samples |", "|---|---:|"]
+    L += [f"| `{dso}` | {share:.1f}% |" for share, dso, _ in perf["dso"]]
+    L += ["", "| # | share | object | function |", "|---:|---:|---|---|"]
+    L += [f"| {i} | {share:.1f}% | `{dso}` | `{fn}` |" for i, (share, dso, fn) in enumerate(perf["sym"], 1)]
+    return L + [""]
 
 
 def clean_symbol(fn):
@@ -881,7 +936,7 @@ def observations(runs):
     return notes
 
 
-def write_report(args, facts, runs, crit, prof, started, path):
+def write_report(args, facts, runs, crit, prof, started, path, perf=None):
     env = tools_env()
     L = []
     L.append("# otlp-lb benchmark results")
@@ -1046,6 +1101,8 @@ def write_report(args, facts, runs, crit, prof, started, path):
             for i, (ir, share, fn) in enumerate(rows_i, 1):
                 L.append(f"| {i} | {ir:,} | {share:.1f}% | `{fn}` |")
             L.append("")
+    if perf:
+        L.extend(perf_section(perf))
     L.append("## Configurations")
     L.append("")
     L.append("Generated per run into a temporary directory (ports are picked free on loopback at run time).")
@@ -1139,6 +1196,11 @@ def parse_args():
     p.add_argument("--no-profile", dest="profile", action="store_false")
     p.add_argument("--profile-requests", type=int, default=600)
     p.add_argument("--profile-rate", type=int, default=3000)
+    p.add_argument("--perf", dest="perf", action="store_true", default=True,
+                   help="sample otlp-lb with perf at a light load (user and kernel time)")
+    p.add_argument("--no-perf", dest="perf", action="store_false")
+    p.add_argument("--perf-rate", type=int, default=5000)
+    p.add_argument("--perf-seconds", type=int, default=10)
     p.add_argument("--profile-compressions", default="gzip,none",
                    help="exporter compressions to profile otlp-lb with")
     p.add_argument("--out", default=os.path.join(ROOT, "bench", "results.md"))
@@ -1204,6 +1266,12 @@ def main():
                 prof.append(profile(args, workdir, sinks, c.strip()))
             except (RuntimeError, OSError, subprocess.SubprocessError) as e:
                 log(f"profile ({c}) failed: {e}")
+        perf = None
+        if args.perf:
+            try:
+                perf = perf_profile(args, workdir, sinks)
+            except (RuntimeError, OSError, subprocess.SubprocessError) as e:
+                log(f"perf profile failed: {e}")
         PROCS.stop_all()
         if not args.skip_criterion:
             try:
@@ -1212,8 +1280,9 @@ def main():
                 log(f"criterion failed: {e}")
         if args.json:
             with open(args.json, "w") as f:
-                json.dump({"runs": runs, "criterion": crit, "profile": prof, "facts": facts}, f, indent=1)
-        text = write_report(args, facts, runs, crit, prof, started, args.out)
+                json.dump({"runs": runs, "criterion": crit, "profile": prof, "perf": perf, "facts": facts}, f,
+                          indent=1)
+        text = write_report(args, facts, runs, crit, prof, started, args.out, perf)
         print(text)
     except KeyboardInterrupt:
         log("interrupted")
