@@ -84,16 +84,7 @@ fn gzip(pieces: &[&[u8]], total: usize, out: &mut Vec<u8>) -> Result<(), String>
                 })
             }
         };
-        let input: &[u8] = match pieces {
-            [] => &[],
-            [one] => one,
-            _ => {
-                state.input.clear();
-                state.input.reserve(total);
-                pieces.iter().for_each(|p| state.input.extend_from_slice(p));
-                &state.input
-            }
-        };
+        let input = gathered(pieces, total, &mut state.input);
         let bound = state.compressor.gzip_compress_bound(input.len());
         if state.output.len() < bound {
             state.output.resize(bound, 0);
@@ -111,6 +102,21 @@ fn gzip(pieces: &[&[u8]], total: usize, out: &mut Vec<u8>) -> Result<(), String>
     })
 }
 
+/// The concatenation of `pieces` (`total` bytes) as one slice: a single piece as it lies, several gathered in
+/// `scratch`.
+fn gathered<'a>(pieces: &[&'a [u8]], total: usize, scratch: &'a mut Vec<u8>) -> &'a [u8] {
+    match pieces {
+        [] => &[],
+        [one] => one,
+        _ => {
+            scratch.clear();
+            scratch.reserve(total);
+            pieces.iter().for_each(|p| scratch.extend_from_slice(p));
+            scratch
+        }
+    }
+}
+
 /// Appends the zstd frame of the concatenation of `pieces` to `out` (several pieces are gathered in a buffer
 /// kept per thread: the bulk compressor takes one input).
 fn zstd_into(pieces: &[&[u8]], out: &mut Vec<u8>) -> std::io::Result<()> {
@@ -120,15 +126,7 @@ fn zstd_into(pieces: &[&[u8]], out: &mut Vec<u8>) -> std::io::Result<()> {
             Some(state) => state,
             None => slot.insert((zstd::bulk::Compressor::new(zstd::DEFAULT_COMPRESSION_LEVEL)?, Vec::new())),
         };
-        let input: &[u8] = match pieces {
-            [] => &[],
-            [one] => one,
-            _ => {
-                scratch.clear();
-                pieces.iter().for_each(|p| scratch.extend_from_slice(p));
-                scratch
-            }
-        };
+        let input = gathered(pieces, pieces.iter().map(|p| p.len()).sum(), scratch);
         out.extend_from_slice(&c.compress(input)?);
         Ok(())
     })
