@@ -66,8 +66,17 @@ fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// Opens the log, waiting (up to 5 s) while the directory's lock is held. After a test drops its `Wal` the lock
+/// can stay held for a moment: the crash tests in this binary spawn child processes, and a child holds a copy of
+/// every descriptor, the lock file's included, from its fork until its exec closes them.
 fn open(cfg: &WalConfig) -> (Wal, Vec<Record>) {
-    Wal::open(cfg.clone()).expect("open")
+    let until = Instant::now() + Duration::from_secs(5);
+    loop {
+        match Wal::open(cfg.clone()) {
+            Err(WalError::Locked(_)) if Instant::now() < until => std::thread::sleep(Duration::from_millis(5)),
+            opened => return opened.expect("open"),
+        }
+    }
 }
 
 async fn append_n(wal: &Wal, n: u64, len: usize) -> Vec<u64> {
