@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
-use tokio::sync::{Mutex, watch};
+use tokio::sync::{Mutex, Notify, watch};
 
 use crate::config::{HealthCheck, OtlpExporter};
 use crate::export::Backend;
@@ -147,6 +147,8 @@ pub struct PoolManager {
     /// How long replaced rings are kept for trace affinity.
     keep_history: Duration,
     apply_lock: Mutex<()>,
+    /// Notified by every backend's ejection: wakes the prober.
+    ejections: Arc<Notify>,
 }
 
 impl PoolManager {
@@ -159,23 +161,43 @@ impl PoolManager {
     ) -> (Arc<PoolManager>, watch::Receiver<Arc<Pool>>) {
         let (tx, rx) = watch::channel(Arc::new(Pool::empty(resolver)));
         (
-            Arc::new(PoolManager { tx, exporter, health, metrics, resolver, keep_history, apply_lock: Mutex::new(()) }),
+            Arc::new(PoolManager {
+                tx,
+                exporter,
+                health,
+                metrics,
+                resolver,
+                keep_history,
+                apply_lock: Mutex::new(()),
+                ejections: Arc::new(Notify::new()),
+            }),
             rx,
         )
     }
 
-    /// Probes ejected backends of the current pool when their ejection time is over, until `stop`.
+    /// Probes ejected backends of the current pool when their ejection time is over, until `stop`. Sleeps until
+    /// the next probe is due, or until a backend is ejected; with every backend healthy it does not wake at all.
     pub async fn probe_ejected(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
         loop {
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
-                _ = stop.wait_for(|s| *s) => return,
-            }
             let pool = self.tx.borrow().clone();
             let now = Instant::now();
             for backend in pool.backends.iter().filter(|b| b.health.start_probe(now)) {
                 let backend = Arc::clone(backend);
                 tokio::spawn(async move { backend.probe().await });
+            }
+            // A backend that leaves the pool while ejected is not probed again; one that joins is healthy.
+            let next = pool.backends.iter().filter_map(|b| b.health.probe_due()).min();
+            drop(pool);
+            let due = async {
+                match next {
+                    Some(t) => tokio::time::sleep_until(t.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = due => {}
+                _ = self.ejections.notified() => {}
+                _ = stop.wait_for(|s| *s) => return,
             }
         }
     }
@@ -215,7 +237,13 @@ impl PoolManager {
         for m in ring.iter().flat_map(|r| r.members()) {
             let backend = match clients.remove(m.address.as_str()) {
                 Some(b) => Arc::clone(b),
-                None => Arc::new(Backend::new(&m.address, &self.exporter, &self.health, self.metrics.clone())?),
+                None => Arc::new(Backend::new(
+                    &m.address,
+                    &self.exporter,
+                    &self.health,
+                    &self.ejections,
+                    self.metrics.clone(),
+                )?),
             };
             backends.push(backend);
         }

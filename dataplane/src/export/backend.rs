@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::uri::{Authority, Scheme};
 use http::{HeaderName, HeaderValue};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, oneshot};
 use tonic::{Code, Status};
 
 use super::coalesce::{self, Queue, Waiting};
@@ -67,7 +67,14 @@ impl std::fmt::Debug for Backend {
 }
 
 impl Backend {
-    pub fn new(address: &str, cfg: &OtlpExporter, health: &HealthCheck, metrics: Metrics) -> Result<Backend, String> {
+    /// `ejections` is notified whenever this backend is ejected (see [`Health::new`]).
+    pub fn new(
+        address: &str,
+        cfg: &OtlpExporter,
+        health: &HealthCheck,
+        ejections: &Arc<Notify>,
+        metrics: Metrics,
+    ) -> Result<Backend, String> {
         let authority =
             Authority::from_str(address).map_err(|e| format!("{address}: not a valid backend address: {e}"))?;
         if authority.port().is_none() {
@@ -95,7 +102,7 @@ impl Backend {
             headers: grpc::headers(cfg.compression, &headers),
             timeout: cfg.timeout.0,
             metrics,
-            health: Health::new(health.clone()),
+            health: Health::new(health.clone(), Arc::clone(ejections)),
             probe_timeout: health.probe_timeout.0,
             slots,
             queues: Default::default(),

@@ -2,9 +2,11 @@
 //! that doubles while it keeps failing) and the active probe that readmits it (an empty OTLP export, a valid
 //! no-op request). While a backend is ejected its keys go to the next backend in each key's ring order.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
 
 use crate::config::HealthCheck;
 
@@ -31,15 +33,19 @@ pub struct Health {
     /// A probe is in flight: no second one until it answers.
     probing: AtomicBool,
     state: Mutex<State>,
+    /// Told of every ejection, so that the prober sleeps until one is due instead of polling.
+    ejections: Arc<Notify>,
 }
 
 impl Health {
-    pub fn new(cfg: HealthCheck) -> Health {
+    /// `ejections` is notified whenever this backend is ejected (again).
+    pub fn new(cfg: HealthCheck, ejections: Arc<Notify>) -> Health {
         Health {
             cfg,
             available: AtomicBool::new(true),
             probing: AtomicBool::new(false),
             state: Mutex::new(State { consecutive_failures: 0, ejections: 0, ejected_until: None }),
+            ejections,
         }
     }
 
@@ -73,6 +79,7 @@ impl Health {
         s.ejections += 1;
         s.ejected_until = Some(Instant::now() + backoff);
         self.available.store(false, Ordering::Relaxed);
+        self.ejections.notify_one();
         Transition::Ejected { for_: backoff, failures: s.consecutive_failures }
     }
 
@@ -81,6 +88,15 @@ impl Health {
     pub fn start_probe(&self, now: Instant) -> bool {
         let due = self.state.lock().ok().and_then(|s| s.ejected_until).is_some_and(|until| now >= until);
         due && self.probing.compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed).is_ok()
+    }
+
+    /// When the ejected backend is due for a probe; `None` if it is not ejected or a probe is in flight (whose
+    /// outcome readmits it or ejects it again, which notifies).
+    pub fn probe_due(&self) -> Option<Instant> {
+        if self.probing.load(Ordering::Acquire) {
+            return None;
+        }
+        self.state.lock().ok().and_then(|s| s.ejected_until)
     }
 
     /// Records a probe's outcome: success readmits, failure ejects again for longer.
@@ -102,8 +118,19 @@ impl Health {
 
 #[cfg(test)]
 mod tests {
+    use futures::FutureExt;
+
     use super::*;
     use crate::config::Dur;
+
+    fn health(cfg: HealthCheck) -> (Health, Arc<Notify>) {
+        let ejections = Arc::new(Notify::new());
+        (Health::new(cfg, Arc::clone(&ejections)), ejections)
+    }
+
+    fn notified(n: &Notify) -> bool {
+        n.notified().now_or_never().is_some()
+    }
 
     fn cfg() -> HealthCheck {
         HealthCheck {
@@ -117,32 +144,44 @@ mod tests {
 
     #[test]
     fn consecutive_failures_eject_and_success_resets() {
-        let h = Health::new(cfg());
+        let (h, ejections) = health(cfg());
         assert_eq!(h.record(true), None);
         assert_eq!(h.record(true), None);
         assert_eq!(h.record(false), None, "a success resets the count");
         assert_eq!(h.record(true), None);
         assert_eq!(h.record(true), None);
+        assert!(!notified(&ejections), "nothing ejected yet");
         assert!(matches!(h.record(true), Some(Transition::Ejected { failures: 3, .. })));
         assert!(!h.available());
+        assert!(notified(&ejections), "an ejection wakes the prober");
         assert_eq!(h.record(true), None, "already ejected");
+        assert!(!notified(&ejections));
     }
 
     #[test]
     fn backoff_grows_until_a_probe_succeeds() {
-        let h = Health::new(cfg());
+        let (h, ejections) = health(cfg());
+        assert_eq!(h.probe_due(), None);
+        let before = Instant::now();
         for _ in 0..3 {
             h.record(true);
         }
+        let due = h.probe_due().expect("ejected: a probe is due");
+        assert!(due >= before + Duration::from_millis(100) && due <= Instant::now() + Duration::from_millis(100));
         assert!(!h.start_probe(Instant::now()));
         assert!(h.start_probe(Instant::now() + Duration::from_millis(150)));
+        assert_eq!(h.probe_due(), None, "a probe is in flight");
         assert!(!h.start_probe(Instant::now() + Duration::from_millis(150)), "one probe at a time");
         let backoffs: Vec<_> = (0..3)
-            .map(|_| match h.probed(false) {
-                Some(Transition::Ejected { for_, .. }) => for_,
-                other => panic!("{other:?}"),
+            .map(|_| {
+                assert!(notified(&ejections));
+                match h.probed(false) {
+                    Some(Transition::Ejected { for_, .. }) => for_,
+                    other => panic!("{other:?}"),
+                }
             })
             .collect();
+        assert!(notified(&ejections) && h.probe_due().is_some(), "a failed probe ejects again");
         assert_eq!(
             backoffs,
             vec![Duration::from_millis(200), Duration::from_millis(350), Duration::from_millis(350)],
@@ -150,12 +189,13 @@ mod tests {
         );
         assert_eq!(h.probed(true), Some(Transition::Readmitted));
         assert!(h.available());
+        assert_eq!(h.probe_due(), None, "readmitted");
         assert_eq!(h.probed(true), None, "not ejected any more");
     }
 
     #[test]
     fn disabled_never_ejects() {
-        let h = Health::new(HealthCheck { enabled: false, ..cfg() });
+        let (h, _) = health(HealthCheck { enabled: false, ..cfg() });
         for _ in 0..10 {
             assert_eq!(h.record(true), None);
         }
