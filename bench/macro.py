@@ -608,6 +608,11 @@ def profile(args, workdir, sinks, compression):
             "errors": sum(rep["errors"].values()), "self": texts["no"], "inclusive": texts["yes"]}
 
 
+# Samples per CPU-second: at a light load otlp-lb uses a few percent of a core, so a lower rate leaves too few samples
+# for the heaviest functions to stand apart (about 0.15 CPU-s in 10 s at 5k spans/s).
+PERF_HZ = 4999
+
+
 def perf_profile(args, workdir, sinks):
     """Where otlp-lb's CPU time goes at a light load, the kernel included (callgrind sees user space only):
     `perf record` of the running process (sampling; user and kernel), traces over 4 sinks with the default
@@ -621,7 +626,7 @@ def perf_profile(args, workdir, sinks):
     log(f"perf profile: otlp-lb, traces at {rate} spans/s for {seconds}s")
     try:
         loadgen(args, bal.endpoint, "traces", rate, requests=40, connections=4, seed=7)  # warm up
-        rec = PROCS.start("perf", ["perf", "record", "-F", "999", "-o", data, "-p", str(bal.pid)],
+        rec = PROCS.start("perf", ["perf", "record", "-F", str(PERF_HZ), "-o", data, "-p", str(bal.pid)],
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
         time.sleep(0.5)
         cpu0 = cpu_seconds(bal.pid)
@@ -643,8 +648,11 @@ def perf_profile(args, workdir, sinks):
     if not report["dso"]:
         log("perf profile: no samples (perf_event_paranoid?)")
         return None
+    r = subprocess.run(["perf", "report", "-i", data, "--no-children", "--sort", "dso", "-n", "--stdio",
+                        "-g", "none"], capture_output=True, text=True, timeout=300)
+    samples = sum(int(m.group(1)) for m in re.finditer(r"^\s*[\d.]+%\s+(\d+)\s", r.stdout, re.M))
     return {"rate": rate, "seconds": seconds, "requests": rep["sent_requests"], "spans": rep["sent_items"],
-            "cpu_s": cpu, "dso": report["dso"], "sym": report["dso,sym"][:30]}
+            "cpu_s": cpu, "samples": samples, "dso": report["dso"], "sym": report["dso,sym"][:30]}
 
 
 def annotate_rows(annotate_text):
@@ -721,8 +729,9 @@ def perf_section(perf):
     per_req = perf["cpu_s"] / perf["requests"] * 1e3 if perf["requests"] else 0.0
     L = ["### CPU time at a light load, the kernel included (perf)", "",
          f"otlp-lb as in the sweep (release build, pinned to one core, gzip to 4 sinks), sampled with `perf record -F "
-         f"999 -p` for {perf['seconds']}s of traces at {perf['rate']:,} spans/s after a warm-up: {perf['requests']} "
-         f"requests, {perf['cpu_s']:.2f} CPU-s ({per_req:.2f} ms per 100-span request). Samples are CPU time, so "
+         f"{PERF_HZ} -p` for {perf['seconds']}s of traces at {perf['rate']:,} spans/s after a warm-up: {perf['requests']} "
+         f"requests, {perf['cpu_s']:.2f} CPU-s ({per_req:.2f} ms per 100-span request), "
+         f"{perf.get('samples', 0):,} samples. Samples are CPU time, so "
          f"unlike the instruction counts above they include the kernel (the system calls and the loopback TCP "
          f"that the sending side processes) and cache misses.", "",
          "| object | share of samples |", "|---|---:|"]
@@ -1200,7 +1209,7 @@ def parse_args():
                    help="sample otlp-lb with perf at a light load (user and kernel time)")
     p.add_argument("--no-perf", dest="perf", action="store_false")
     p.add_argument("--perf-rate", type=int, default=5000)
-    p.add_argument("--perf-seconds", type=int, default=10)
+    p.add_argument("--perf-seconds", type=int, default=15)
     p.add_argument("--profile-compressions", default="gzip,none",
                    help="exporter compressions to profile otlp-lb with")
     p.add_argument("--out", default=os.path.join(ROOT, "bench", "results.md"))
