@@ -37,7 +37,8 @@ e2e: test-build tools-check ## end-to-end tests on a real control plane (root, n
 e2e-rebalance: test-build tools-check ## scale a backend pool 3->5->2 under load; ring update latency, split traces, lost spans
 	$(CARGO_TEST) --test rebalance -- --nocapture --test-threads=1
 
-bench: tools-check ## otlp-lb vs the Collector's loadbalancing exporter, pass-through, criterion, profile; writes bench/results.md (~10 min)
+bench: tools-check ## otlp-lb vs the Collector's loadbalancing exporter, pass-through, criterion, profile, flame graphs; writes bench/results.md (~15 min)
+	@test -x $(TOOLS_DIR)/bin/inferno-flamegraph || cargo install --locked --quiet inferno --version 0.12.8 --root $(TOOLS_DIR)
 	$(PYTHON) bench/macro.py --otelcol $(TOOLS_DIR)/bin/otelcol-lb
 
 fuzz: ## fuzz decoding and splitting for a bounded time (FUZZ_SECONDS per target, default 60)

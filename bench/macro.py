@@ -655,6 +655,47 @@ def perf_profile(args, workdir, sinks):
             "cpu_s": cpu, "samples": samples, "dso": report["dso"], "sym": report["dso,sym"][:30]}
 
 
+def inferno_tools():
+    """The two inferno binaries (collapse perf's stacks, draw the SVG), or None."""
+    bin_dir = os.path.join(os.environ.get("TOOLS_DIR", os.path.expanduser("~/.cache/otlp-lb/tools")), "bin")
+    found = [shutil.which(t) or os.path.join(bin_dir, t) for t in ("inferno-collapse-perf", "inferno-flamegraph")]
+    return found if all(os.access(t, os.X_OK) for t in found) else None
+
+
+def flamegraphs(args, workdir, sinks):
+    """Flame graphs of otlp-lb from perf's call stacks (DWARF unwinding; user and kernel), traces over 4 sinks with
+    the default compression: at the light load of the perf profile and at saturation. Written beside the report."""
+    tools = inferno_tools()
+    if not shutil.which("perf") or tools is None:
+        log("flame graphs: perf or inferno (make bench installs it into TOOLS_DIR) not found; skipped")
+        return []
+    out = []
+    for name, rate, conns, seconds in (("light", args.perf_rate, 4, 10), ("saturation", 0, args.connections, 5)):
+        data = os.path.join(workdir, f"flame-{name}.data")
+        bal = start_otlp_lb(args, workdir, f"otlp-lb-flame-{name}", sinks.addresses(4))
+        try:
+            loadgen(args, bal.endpoint, "traces", rate, requests=40, connections=4, seed=7)  # warm up
+            rec = PROCS.start("perf", ["perf", "record", "-F", "499", "--call-graph", "dwarf,65528", "-o", data,
+                                       "-p", str(bal.pid)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+            time.sleep(0.5)
+            rep, _ = loadgen(args, bal.endpoint, "traces", rate, duration_s=seconds, connections=conns, seed=11)
+            PROCS.stop(rec, sig=signal.SIGINT, grace=60)
+        finally:
+            PROCS.stop(bal.proc)
+        script = subprocess.run(["perf", "script", "-i", data], capture_output=True, timeout=900, check=True)
+        folded = subprocess.run([tools[0]], input=script.stdout, capture_output=True, timeout=300, check=True)
+        load = f"{fmt_rate(rate)} spans/s" if rate else f"unlimited rate over {conns} connections"
+        title = f"otlp-lb, traces at {load}, gzip to 4 sinks, one core ({rep['sent_requests']} requests in {seconds}s)"
+        path = os.path.join(os.path.dirname(os.path.abspath(args.out)), f"flamegraph-{name}.svg")
+        with open(path, "wb") as f:
+            subprocess.run([tools[1], "--title", title, "--minwidth", "0.2", "--hash"], input=folded.stdout,
+                           stdout=f, timeout=300, check=True)
+        log(f"flame graph: {path}")
+        out.append({"name": name, "file": os.path.basename(path), "title": title})
+    return out
+
+
 def annotate_rows(annotate_text):
     """(total, [(instructions, function)]) of callgrind_annotate output, file parts dropped."""
     rows, total = [], None
@@ -738,6 +779,10 @@ def perf_section(perf):
     L += [f"| `{dso}` | {share:.1f}% |" for share, dso, _ in perf["dso"]]
     L += ["", "| # | share | object | function |", "|---:|---:|---|---|"]
     L += [f"| {i} | {share:.1f}% | `{dso}` | `{fn}` |" for i, (share, dso, fn) in enumerate(perf["sym"], 1)]
+    flames = perf.get("flamegraphs") or []
+    if flames:
+        L += ["", "Flame graphs (perf call stacks unwound with DWARF, 499 samples per second; open the SVG in a browser to "
+              "zoom and search): " + "; ".join(f"[{f['name']}]({f['file']}): {f['title']}" for f in flames) + "."]
     return L + [""]
 
 
@@ -1281,6 +1326,13 @@ def main():
                 perf = perf_profile(args, workdir, sinks)
             except (RuntimeError, OSError, subprocess.SubprocessError) as e:
                 log(f"perf profile failed: {e}")
+            try:
+                flames = flamegraphs(args, workdir, sinks)
+            except (RuntimeError, OSError, subprocess.SubprocessError) as e:
+                log(f"flame graphs failed: {e}")
+                flames = []
+            if perf is not None:
+                perf["flamegraphs"] = flames
         PROCS.stop_all()
         if not args.skip_criterion:
             try:
