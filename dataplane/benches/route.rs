@@ -11,6 +11,7 @@ use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use dataplane::route::affinity::Affinity;
 use dataplane::route::key::{RoutingKey, RoutingPolicy};
+use dataplane::route::owners::Owners;
 use dataplane::route::split::split;
 use dataplane::signal::Signal;
 use prost::Message;
@@ -53,21 +54,35 @@ fn split_traces(c: &mut Criterion) {
             split(Signal::Traces, black_box(&bodies[next]), &policy, |h| ring.lookup(h)).expect("split")
         })
     });
-    // As the pipeline calls it: trace affinity consulted per trace key, the last answer memoised. The affinity
-    // table then holds the 2560 keys of the rotation (lookups hit; inserts are not measured).
+    // As the pipeline calls it: trace affinity consulted once per trace key of a request, the answers remembered
+    // for the request (`Owners`). The affinity table then holds the 2560 keys of the rotation (lookups hit; inserts
+    // are not measured).
     let affinity = Affinity::new(Duration::from_secs(30), 1_000_000);
+    let owner = |key: u64, now: u64| {
+        black_box(affinity.first_seen(key, now));
+        ring.lookup(key)
+    };
     g.bench_function("traces_by_traceid_with_affinity", |b| {
+        b.iter(|| {
+            next = (next + 1) % bodies.len();
+            let now = affinity.now_ms();
+            let mut owners = Owners::default();
+            split(Signal::Traces, black_box(&bodies[next]), &policy, |key| owners.get(key, |k| owner(k, now)))
+                .expect("split")
+        })
+    });
+    // The same with only the last key's answer remembered (how the pipeline called it before `Owners`).
+    g.bench_function("traces_by_traceid_with_affinity_last_key", |b| {
         b.iter(|| {
             next = (next + 1) % bodies.len();
             let now = affinity.now_ms();
             let mut last: Option<(u64, usize)> = None;
             split(Signal::Traces, black_box(&bodies[next]), &policy, |key| match last {
-                Some((k, owner)) if k == key => owner,
+                Some((k, o)) if k == key => o,
                 _ => {
-                    black_box(affinity.first_seen(key, now));
-                    let owner = ring.lookup(key);
-                    last = Some((key, owner));
-                    owner
+                    let o = owner(key, now);
+                    last = Some((key, o));
+                    o
                 }
             })
             .expect("split")

@@ -16,6 +16,7 @@ use crate::export::{Delivered, deliver};
 use crate::pool::Pool;
 use crate::route::affinity::Affinity;
 use crate::route::key::{RoutingKey, RoutingPolicy};
+use crate::route::owners::Owners;
 use crate::route::split::{Split, SplitError, split};
 use crate::signal::Signal;
 use crate::telemetry::Metrics;
@@ -101,16 +102,8 @@ impl Pipeline {
     fn split(&self, signal: Signal, pool: &Pool, body: &Bytes) -> Result<Split, SplitError> {
         let affinity = (self.policy.key(signal) == RoutingKey::TraceId).then_some(&*self.affinity);
         let now = self.affinity.now_ms();
-        // Items of one trace are usually adjacent: remember the last answer.
-        let mut last: Option<(u64, usize)> = None;
-        split(signal, body, &self.policy, |key| match last {
-            Some((k, owner)) if k == key => owner,
-            _ => {
-                let owner = pool.owner(key, affinity, now);
-                last = Some((key, owner));
-                owner
-            }
-        })
+        let mut owners = Owners::default();
+        split(signal, body, &self.policy, |key| owners.get(key, |key| pool.owner(key, affinity, now)))
     }
 
     pub fn pools(&self) -> &watch::Receiver<Arc<Pool>> {

@@ -1,7 +1,9 @@
-//! Routing: the key of each item ([`key`]), the ring that maps keys to backends ([`ring`]) and the splitter that
-//! cuts a request into one request per backend ([`split`]).
+//! Routing: the key of each item ([`key`]), the ring that maps keys to backends ([`ring`]), the backends already
+//! chosen for a request's keys ([`owners`]) and the splitter that cuts a request into one request per backend
+//! ([`split`]).
 
 pub mod affinity;
 pub mod key;
+pub mod owners;
 pub mod ring;
 pub mod split;
