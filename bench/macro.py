@@ -613,6 +613,25 @@ def profile(args, workdir, sinks, compression):
 PERF_HZ = 4999
 
 
+def perf_record(args, workdir, sinks, label, perf_args, rate, seconds, connections):
+    """Runs otlp-lb (traces over 4 sinks, the default compression), warms it up, then records it with `perf record
+    <perf_args> -p` while loadgen offers `rate` (0: unlimited) for `seconds`. Returns (loadgen report, otlp-lb's
+    CPU seconds during the recording)."""
+    bal = start_otlp_lb(args, workdir, label, sinks.addresses(4))
+    try:
+        loadgen(args, bal.endpoint, "traces", rate, requests=40, connections=4, seed=7)  # warm up
+        rec = PROCS.start("perf", ["perf", "record", *perf_args, "-p", str(bal.pid)],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+        time.sleep(0.5)
+        cpu0 = cpu_seconds(bal.pid)
+        rep, _ = loadgen(args, bal.endpoint, "traces", rate, duration_s=seconds, connections=connections, seed=11)
+        cpu = cpu_seconds(bal.pid) - cpu0
+        PROCS.stop(rec, sig=signal.SIGINT, grace=60)
+    finally:
+        PROCS.stop(bal.proc)
+    return rep, cpu
+
+
 def perf_profile(args, workdir, sinks):
     """Where otlp-lb's CPU time goes at a light load, the kernel included (callgrind sees user space only):
     `perf record` of the running process (sampling; user and kernel), traces over 4 sinks with the default
@@ -621,20 +640,9 @@ def perf_profile(args, workdir, sinks):
         log("perf profile: perf not installed; skipped")
         return None
     data = os.path.join(workdir, "perf.data")
-    bal = start_otlp_lb(args, workdir, "otlp-lb-perf", sinks.addresses(4))
     rate, seconds = args.perf_rate, args.perf_seconds
     log(f"perf profile: otlp-lb, traces at {rate} spans/s for {seconds}s")
-    try:
-        loadgen(args, bal.endpoint, "traces", rate, requests=40, connections=4, seed=7)  # warm up
-        rec = PROCS.start("perf", ["perf", "record", "-F", str(PERF_HZ), "-o", data, "-p", str(bal.pid)],
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
-        time.sleep(0.5)
-        cpu0 = cpu_seconds(bal.pid)
-        rep, _ = loadgen(args, bal.endpoint, "traces", rate, duration_s=seconds, connections=4, seed=11)
-        cpu = cpu_seconds(bal.pid) - cpu0
-        PROCS.stop(rec, sig=signal.SIGINT, grace=30)
-    finally:
-        PROCS.stop(bal.proc)
+    rep, cpu = perf_record(args, workdir, sinks, "otlp-lb-perf", ["-F", str(PERF_HZ), "-o", data], rate, seconds, 4)
     report = {}
     for key in ("dso", "dso,sym"):
         r = subprocess.run(["perf", "report", "-i", data, "--no-children", "--sort", key, "--stdio", "-g", "none"],
@@ -670,23 +678,17 @@ def flamegraphs(args, workdir, sinks):
         log("flame graphs: perf or inferno (make bench installs it into TOOLS_DIR) not found; skipped")
         return []
     out = []
-    for name, rate, conns, seconds in (("light", args.perf_rate, 4, 10), ("saturation", 0, args.connections, 5)):
+    # At a light load otlp-lb runs a few percent of the time: sample it more often to get a few hundred stacks.
+    for name, rate, conns, seconds, hz in (("light", args.perf_rate, 4, 10, 1999),
+                                           ("saturation", 0, args.connections, 5, 499)):
         data = os.path.join(workdir, f"flame-{name}.data")
-        bal = start_otlp_lb(args, workdir, f"otlp-lb-flame-{name}", sinks.addresses(4))
-        try:
-            loadgen(args, bal.endpoint, "traces", rate, requests=40, connections=4, seed=7)  # warm up
-            rec = PROCS.start("perf", ["perf", "record", "-F", "499", "--call-graph", "dwarf,65528", "-o", data,
-                                       "-p", str(bal.pid)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
-            time.sleep(0.5)
-            rep, _ = loadgen(args, bal.endpoint, "traces", rate, duration_s=seconds, connections=conns, seed=11)
-            PROCS.stop(rec, sig=signal.SIGINT, grace=60)
-        finally:
-            PROCS.stop(bal.proc)
+        rep, _ = perf_record(args, workdir, sinks, f"otlp-lb-flame-{name}",
+                             ["-F", str(hz), "--call-graph", "dwarf,65528", "-o", data], rate, seconds, conns)
         script = subprocess.run(["perf", "script", "-i", data], capture_output=True, timeout=900, check=True)
         folded = subprocess.run([tools[0]], input=script.stdout, capture_output=True, timeout=300, check=True)
         load = f"{fmt_rate(rate)} spans/s" if rate else f"unlimited rate over {conns} connections"
-        title = f"otlp-lb, traces at {load}, gzip to 4 sinks, one core ({rep['sent_requests']} requests in {seconds}s)"
+        title = (f"otlp-lb, traces at {load}, gzip to 4 sinks, one core ({rep['sent_requests']} requests in "
+                 f"{seconds}s, {hz} samples per CPU-second)")
         path = os.path.join(os.path.dirname(os.path.abspath(args.out)), f"flamegraph-{name}.svg")
         with open(path, "wb") as f:
             subprocess.run([tools[1], "--title", title, "--minwidth", "0.2", "--hash"], input=folded.stdout,
@@ -781,8 +783,7 @@ def perf_section(perf):
     L += [f"| {i} | {share:.1f}% | `{dso}` | `{fn}` |" for i, (share, dso, fn) in enumerate(perf["sym"], 1)]
     flames = perf.get("flamegraphs") or []
     if flames:
-        L += ["", "Flame graphs (perf call stacks unwound with DWARF, 499 samples per second; open the SVG in a browser to "
-              "zoom and search): " + "; ".join(f"[{f['name']}]({f['file']}): {f['title']}" for f in flames) + "."]
+        L += ["", "Flame graphs (perf call stacks unwound with DWARF; open the SVG in a browser to zoom and search): " + "; ".join(f"[{f['name']}]({f['file']}): {f['title']}" for f in flames) + "."]
     return L + [""]
 
 
