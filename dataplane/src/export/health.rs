@@ -101,6 +101,8 @@ impl Health {
 
     /// Records a probe's outcome: success readmits, failure ejects again for longer.
     pub fn probed(&self, ok: bool) -> Option<Transition> {
+        // Cleared before an ejection notifies the prober: woken, it must see no probe in flight, or it would wait
+        // for a notification that never comes.
         self.probing.store(false, Ordering::Release);
         let Ok(mut s) = self.state.lock() else { return None };
         s.ejected_until?;
