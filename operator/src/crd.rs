@@ -149,7 +149,8 @@ fn default_otlp_port() -> i32 {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(
-    validation = Rule::new("!(self.routing.traces == 'attributes' || self.routing.metrics == 'attributes' || self.routing.logs == 'attributes') || size(self.routingAttributes) > 0").message("loadBalancer.routingAttributes must name at least one attribute when loadBalancer.routing routes a signal by 'attributes'")
+    validation = Rule::new("!(self.routing.traces == 'attributes' || self.routing.metrics == 'attributes' || self.routing.logs == 'attributes') || size(self.routingAttributes) > 0").message("loadBalancer.routingAttributes must name at least one attribute when loadBalancer.routing routes a signal by 'attributes'"),
+    validation = Rule::new("!has(self.compressionLevel) || (has(self.compression) && self.compression == 'zstd') || ((!has(self.compression) || self.compression == 'gzip') && self.compressionLevel <= 9)").message("loadBalancer.compressionLevel must be 1 to 9 with gzip, 1 to 22 with zstd, and absent with compression none")
 )]
 pub struct LoadBalancerSpec {
     /// Number of load-balancer replicas. Ignored when `autoscaling` is set.
@@ -193,6 +194,12 @@ pub struct LoadBalancerSpec {
     #[serde(default)]
     pub compression: Compression,
 
+    /// Level of that compression: gzip 1 (fastest) to 9 (smallest), zstd 1 to 22. Absent: the data
+    /// plane's default (gzip 1, zstd 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 22))]
+    pub compression_level: Option<i32>,
+
     /// TLS of the connections to the backends.
     #[serde(default)]
     pub tls: TlsSpec,
@@ -230,6 +237,7 @@ impl Default for LoadBalancerSpec {
             retry: RetrySpec::default(),
             timeout: default_timeout(),
             compression: Compression::default(),
+            compression_level: None,
             tls: TlsSpec::default(),
             max_connection_age: default_max_connection_age(),
             autoscaling: None,

@@ -4,7 +4,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::crd::{LoadBalancedCollector, LogsRouting, MetricsRouting, TraceRouting};
+use crate::crd::{Compression, LoadBalancedCollector, LogsRouting, MetricsRouting, TraceRouting};
 use crate::error::{Error, Result};
 
 /// Longest LoadBalancedCollector name: `<name>-backends` must fit a 63-character Service name.
@@ -69,6 +69,19 @@ pub fn validate(lbc: &LoadBalancedCollector) -> Result<()> {
             "loadBalancer.routingAttributes must name at least one attribute when loadBalancer.routing routes a signal by 'attributes'"
                 .to_string(),
         );
+    }
+    if let Some(level) = lb.compression_level {
+        let valid = match lb.compression {
+            Compression::Gzip => (1..=9).contains(&level),
+            Compression::Zstd => (1..=22).contains(&level),
+            Compression::None => false,
+        };
+        if !valid {
+            problems.push(format!(
+                "loadBalancer.compressionLevel must be 1 to 9 with gzip, 1 to 22 with zstd, and absent with compression none, not {level} with {:?}",
+                lb.compression
+            ));
+        }
     }
     if lb.routing_attributes.iter().any(|a| a.trim().is_empty()) {
         problems.push("loadBalancer.routingAttributes must not contain empty names".to_string());

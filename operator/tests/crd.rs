@@ -149,6 +149,20 @@ fn cel_rejects_bad_specs_with_readable_messages() {
         &format!("{POOL}\nloadBalancer: {{routing: {{traces: attributes}}}}"),
         "routingAttributes must name at least one attribute",
     );
+    for spec in [
+        "{compressionLevel: 12}",
+        "{compression: gzip, compressionLevel: 10}",
+        "{compression: none, compressionLevel: 1}",
+    ] {
+        assert_rejected(
+            "demo",
+            &format!("{POOL}\nloadBalancer: {spec}"),
+            "loadBalancer.compressionLevel must be 1 to 9 with gzip",
+        );
+    }
+    for spec in ["{compressionLevel: 9}", "{compression: zstd, compressionLevel: 19}"] {
+        assert_eq!(cel_errors("demo", &format!("{POOL}\nloadBalancer: {spec}")), Vec::<String>::new(), "{spec}");
+    }
     assert_rejected(
         "demo",
         &format!("{POOL}\nloadBalancer: {{timeout: 5 seconds}}"),

@@ -4,6 +4,7 @@ mod common;
 
 use common::{FULL, MINIMAL, SERVICE_REF, lbc};
 use operator::Error;
+use operator::crd::Compression;
 use operator::validate::{duration_ms, validate};
 use serde_json::json;
 
@@ -77,8 +78,10 @@ fn load_balancer_settings_are_checked() {
     lbc.spec.load_balancer.autoscaling = serde_json::from_value(json!({"minReplicas": 4, "maxReplicas": 2})).ok();
     lbc.spec.load_balancer.pod_disruption_budget =
         serde_json::from_value(json!({"minAvailable": 1, "maxUnavailable": "10%"})).ok();
+    lbc.spec.load_balancer.compression_level = Some(12);
     let message = problems(&lbc);
     for expected in [
+        "loadBalancer.compressionLevel must be 1 to 9 with gzip",
         "loadBalancer.timeout must be a duration",
         "initialInterval must not be longer than maxInterval",
         "routingAttributes must name at least one attribute",
@@ -87,6 +90,26 @@ fn load_balancer_settings_are_checked() {
     ] {
         assert!(message.contains(expected), "missing {expected:?} in {message}");
     }
+}
+
+#[test]
+fn compression_level_fits_the_compression() {
+    let mut lbc = lbc(MINIMAL);
+    for (compression, level, ok) in [
+        (Compression::Gzip, 1, true),
+        (Compression::Gzip, 9, true),
+        (Compression::Gzip, 10, false),
+        (Compression::Gzip, 0, false),
+        (Compression::Zstd, 19, true),
+        (Compression::Zstd, 23, false),
+        (Compression::None, 1, false),
+    ] {
+        lbc.spec.load_balancer.compression = compression;
+        lbc.spec.load_balancer.compression_level = Some(level);
+        assert_eq!(validate(&lbc).is_ok(), ok, "{compression:?} level {level}");
+    }
+    lbc.spec.load_balancer.compression_level = None;
+    validate(&lbc).expect("no level with compression none");
 }
 
 #[test]

@@ -60,6 +60,26 @@ impl Config {
         if otlp.timeout.0.is_zero() {
             return Err(invalid("loadbalancing.protocol.otlp.timeout", "must be greater than 0"));
         }
+        if let Some(level) = otlp.compression_params.level {
+            let valid = match otlp.compression {
+                Compression::Gzip => level == -1 || (1..=9).contains(&level),
+                Compression::Zstd => (1..=22).contains(&level),
+                Compression::None => false,
+            };
+            if !valid {
+                let allowed = match otlp.compression {
+                    Compression::Gzip => {
+                        "gzip takes 1 (fastest, the default) to 9 (smallest), or -1 for zlib's default 6"
+                    }
+                    Compression::Zstd => "zstd takes 1 to 22",
+                    Compression::None => "compression none takes no level",
+                };
+                return Err(invalid(
+                    "loadbalancing.protocol.otlp.compression_params.level",
+                    format!("{level} is not a valid level: {allowed}"),
+                ));
+            }
+        }
         let queue = &self.loadbalancing.sending_queue;
         if queue.ack == AckMode::Queued && queue.storage.as_deref().is_none_or(|s| s.trim().is_empty()) {
             return Err(invalid(

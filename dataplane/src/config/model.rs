@@ -228,6 +228,8 @@ pub struct OtlpExporter {
     /// Timeout of one attempt to one backend.
     pub timeout: Dur,
     pub compression: Compression,
+    /// The compression's level (the Collector's `compression_params`).
+    pub compression_params: CompressionParams,
     pub headers: BTreeMap<String, String>,
     pub tls: ClientTls,
     pub endpoint: Option<Ignored>,
@@ -300,6 +302,7 @@ impl Default for OtlpExporter {
         OtlpExporter {
             timeout: Dur::secs(5),
             compression: Compression::Gzip,
+            compression_params: CompressionParams::default(),
             headers: BTreeMap::new(),
             tls: ClientTls::default(),
             endpoint: None,
@@ -332,6 +335,14 @@ pub enum Compression {
     None,
     Gzip,
     Zstd,
+}
+
+/// `level`: gzip 1 (fastest, the default) to 9 (smallest), -1 for zlib's default 6; zstd 1 to 22, unset for 3.
+/// Not set with `compression: none`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CompressionParams {
+    pub level: Option<i32>,
 }
 
 /// TLS towards the backends: plaintext with `insecure: true` (the default); else TLS verified against `ca_file`

@@ -69,6 +69,30 @@ fn single_routing_key_applies_where_valid() {
 }
 
 #[test]
+fn compression_level_fits_the_compression() {
+    let with = |otlp: &str| {
+        minimal("").replace("loadbalancing:\n", &format!("loadbalancing:\n  protocol:\n    otlp: {otlp}\n"))
+    };
+    let level =
+        |otlp: &str| Config::parse(&with(otlp)).expect("valid").loadbalancing.protocol.otlp.compression_params.level;
+    assert_eq!(level("{}"), None, "unset: the method's default");
+    assert_eq!(level("{compression: gzip, compression_params: {level: 9}}"), Some(9));
+    assert_eq!(level("{compression: gzip, compression_params: {level: -1}}"), Some(-1));
+    assert_eq!(level("{compression: zstd, compression_params: {level: 19}}"), Some(19));
+    for (otlp, allowed) in [
+        ("{compression: gzip, compression_params: {level: 10}}", "gzip takes 1 (fastest, the default) to 9"),
+        ("{compression: gzip, compression_params: {level: 0}}", "gzip takes 1 (fastest, the default) to 9"),
+        ("{compression: zstd, compression_params: {level: 23}}", "zstd takes 1 to 22"),
+        ("{compression: none, compression_params: {level: 1}}", "compression none takes no level"),
+    ] {
+        let e = err(&with(otlp));
+        assert!(e.starts_with("loadbalancing.protocol.otlp.compression_params.level:") && e.contains(allowed), "{e}");
+    }
+    let e = err(&with("{compression_params: {levl: 1}}"));
+    assert!(e.contains("levl"), "{e}");
+}
+
+#[test]
 fn invalid_files_name_the_field() {
     let e = err(&minimal("bogus: 1\n"));
     assert!(e.contains("bogus"), "{e}");

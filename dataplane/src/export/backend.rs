@@ -20,7 +20,7 @@ use super::coalesce::{self, Queue, Waiting};
 use super::connection::Connection;
 use super::grpc;
 use super::health::{Health, Transition};
-use crate::config::{Compression, HealthCheck, OtlpExporter, Sizer};
+use crate::config::{HealthCheck, OtlpExporter, Sizer};
 use crate::signal::Signal;
 use crate::telemetry::Metrics;
 use crate::wire;
@@ -40,7 +40,7 @@ pub struct Backend {
     /// The `:scheme` and `:authority` of every request.
     scheme: Scheme,
     authority: Authority,
-    compression: Compression,
+    encoding: grpc::Encoding,
     /// Every request's headers: the configured ones and gRPC's.
     headers: Vec<(HeaderName, HeaderValue)>,
     timeout: Duration,
@@ -98,7 +98,10 @@ impl Backend {
             connection,
             scheme,
             authority,
-            compression: cfg.compression,
+            encoding: grpc::Encoding {
+                compression: cfg.compression,
+                level: cfg.compression_params.level.map(|l| if l == -1 { grpc::GZIP_ZLIB_DEFAULT_LEVEL } else { l }),
+            },
             headers: grpc::headers(cfg.compression, &headers),
             timeout: cfg.timeout.0,
             metrics,
@@ -290,7 +293,7 @@ impl Backend {
 
     /// One request whose message is the concatenation of `bodies`.
     async fn call(&self, signal: Signal, bodies: &[&[u8]], timeout: Duration) -> Result<Reply, Status> {
-        let frame = grpc::frame(bodies, self.compression)?;
+        let frame = grpc::frame(bodies, self.encoding)?;
         let uri = (&self.scheme, &self.authority);
         let reply = grpc::unary(&self.connection, uri, signal.grpc_path(), frame, &self.headers, timeout)
             .await

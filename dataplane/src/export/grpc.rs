@@ -16,13 +16,18 @@ use tonic::{Code, Status};
 use super::connection::{self, Connection};
 use crate::config::Compression;
 
-/// gzip at the level tonic and grpc-go use.
-const GZIP_LEVEL: i32 = 6;
+/// gzip's level when none is configured: libdeflate's fastest. On OTLP (whose ids do not compress) it costs
+/// about a quarter less CPU than level 6 for about a tenth more bytes, still fewer than the Collector sends at
+/// level 6 (bench/findings.md).
+pub const GZIP_DEFAULT_LEVEL: i32 = 1;
+/// The level tonic and grpc-go use, and zlib's default (`-1` in a Collector's configuration).
+pub const GZIP_ZLIB_DEFAULT_LEVEL: i32 = 6;
 /// The per-thread buffers of compression are dropped after a message that grew them beyond this.
 const KEEP_BYTES: usize = 1 << 20;
 
 /// The gzip compressor of a thread and its buffers.
 struct Gzip {
+    level: i32,
     compressor: libdeflater::Compressor,
     /// Several pieces gathered into one input.
     input: Vec<u8>,
@@ -32,14 +37,29 @@ struct Gzip {
 
 thread_local! {
     static GZIP: RefCell<Option<Gzip>> = const { RefCell::new(None) };
-    static ZSTD: RefCell<Option<(zstd::bulk::Compressor<'static>, Vec<u8>)>> = const { RefCell::new(None) };
+    static ZSTD: RefCell<Option<(i32, zstd::bulk::Compressor<'static>, Vec<u8>)>> = const { RefCell::new(None) };
+}
+
+/// How the messages to a backend are compressed: the method and, for gzip and zstd, the level (`None`: the
+/// method's default, 1 for gzip, 3 for zstd).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Encoding {
+    pub compression: Compression,
+    pub level: Option<i32>,
+}
+
+impl From<Compression> for Encoding {
+    fn from(compression: Compression) -> Self {
+        Encoding { compression, level: None }
+    }
 }
 
 /// The gRPC length-prefixed frame of one message, the concatenation of `pieces` (requests of the same signal
-/// concatenate into the request of all their items), compressed with `compression`. A frame is held until its
+/// concatenate into the request of all their items), compressed as `encoding` says. A frame is held until its
 /// backend accepts it: gzip sizes it to the compressed message.
-pub fn frame(pieces: &[&[u8]], compression: Compression) -> Result<Bytes, Status> {
+pub fn frame(pieces: &[&[u8]], encoding: Encoding) -> Result<Bytes, Status> {
     let total: usize = pieces.iter().map(|p| p.len()).sum();
+    let compression = encoding.compression;
     let body = match compression {
         Compression::None => total,
         Compression::Gzip => 0,
@@ -53,11 +73,13 @@ pub fn frame(pieces: &[&[u8]], compression: Compression) -> Result<Bytes, Status
             false
         }
         Compression::Gzip => {
-            gzip(pieces, total, &mut out).map_err(|e| Status::internal(format!("gzip: {e}")))?;
+            gzip(pieces, total, encoding.level.unwrap_or(GZIP_DEFAULT_LEVEL), &mut out)
+                .map_err(|e| Status::internal(format!("gzip: {e}")))?;
             true
         }
         Compression::Zstd => {
-            zstd_into(pieces, &mut out).map_err(|e| Status::internal(format!("zstd: {e}")))?;
+            zstd_into(pieces, encoding.level.unwrap_or(zstd::DEFAULT_COMPRESSION_LEVEL), &mut out)
+                .map_err(|e| Status::internal(format!("zstd: {e}")))?;
             true
         }
     };
@@ -67,18 +89,19 @@ pub fn frame(pieces: &[&[u8]], compression: Compression) -> Result<Bytes, Status
     Ok(Bytes::from(out))
 }
 
-/// Appends to `out` the gzip stream of the concatenation of `pieces` (`total` bytes). libdeflate compresses
+/// Appends to `out` the gzip stream at `level` of the concatenation of `pieces` (`total` bytes). libdeflate compresses
 /// whole buffers: several pieces are gathered first, and the stream is written to a buffer kept per thread (already
 /// initialised, as libdeflate writes to a slice) and copied to `out`, a copy of the compressed bytes only.
-fn gzip(pieces: &[&[u8]], total: usize, out: &mut Vec<u8>) -> Result<(), String> {
+fn gzip(pieces: &[&[u8]], total: usize, level: i32, out: &mut Vec<u8>) -> Result<(), String> {
     GZIP.with(|cell| {
         let mut slot = cell.borrow_mut();
         let state = match slot.as_mut() {
-            Some(state) => state,
-            None => {
-                let level = libdeflater::CompressionLvl::new(GZIP_LEVEL).map_err(|e| format!("level: {e:?}"))?;
+            Some(state) if state.level == level => state,
+            _ => {
+                let lvl = libdeflater::CompressionLvl::new(level).map_err(|e| format!("level {level}: {e:?}"))?;
                 slot.insert(Gzip {
-                    compressor: libdeflater::Compressor::new(level),
+                    level,
+                    compressor: libdeflater::Compressor::new(lvl),
                     input: Vec::new(),
                     output: Vec::new(),
                 })
@@ -117,14 +140,14 @@ fn gathered<'a>(pieces: &[&'a [u8]], total: usize, scratch: &'a mut Vec<u8>) -> 
     }
 }
 
-/// Appends the zstd frame of the concatenation of `pieces` to `out` (several pieces are gathered in a buffer
-/// kept per thread: the bulk compressor takes one input).
-fn zstd_into(pieces: &[&[u8]], out: &mut Vec<u8>) -> std::io::Result<()> {
+/// Appends the zstd frame at `level` of the concatenation of `pieces` to `out` (several pieces are gathered in a
+/// buffer kept per thread: the bulk compressor takes one input).
+fn zstd_into(pieces: &[&[u8]], level: i32, out: &mut Vec<u8>) -> std::io::Result<()> {
     ZSTD.with(|cell| {
         let mut slot = cell.borrow_mut();
-        let (c, scratch) = match slot.as_mut() {
-            Some(state) => state,
-            None => slot.insert((zstd::bulk::Compressor::new(zstd::DEFAULT_COMPRESSION_LEVEL)?, Vec::new())),
+        let (_, c, scratch) = match slot.as_mut() {
+            Some(state) if state.0 == level => state,
+            _ => slot.insert((level, zstd::bulk::Compressor::new(level)?, Vec::new())),
         };
         let input = gathered(pieces, pieces.iter().map(|p| p.len()).sum(), scratch);
         out.extend_from_slice(&c.compress(input)?);
@@ -286,18 +309,43 @@ mod tests {
         // Larger than the buffers a thread keeps: they are dropped after it, and the next message still framed.
         let huge: Vec<u8> = (0..400_000u32).flat_map(|i| i.wrapping_mul(2_654_435_761).to_le_bytes()).collect();
         for message in [&b"hello"[..], &big, &[], &huge, &b"hello again"[..]] {
-            let f = frame(&[message], Compression::Gzip).expect("framed");
+            let f = frame(&[message], Compression::Gzip.into()).expect("framed");
             assert_eq!(f[0], 1, "compressed flag");
             assert_eq!(u32::from_be_bytes([f[1], f[2], f[3], f[4]]) as usize, f.len() - 5);
             assert_eq!(gunzip(&f), message, "each message is a whole gzip stream of its own");
         }
-        let f = frame(&[b"plain"], Compression::None).expect("framed");
+        let f = frame(&[b"plain"], Compression::None.into()).expect("framed");
         assert_eq!(&f[..], &[0, 0, 0, 0, 5, b'p', b'l', b'a', b'i', b'n']);
         for message in [&b"zstd message"[..], &big] {
-            let f = frame(&[message], Compression::Zstd).expect("framed");
+            let f = frame(&[message], Compression::Zstd.into()).expect("framed");
             assert_eq!(f[0], 1);
             assert_eq!(zstd::decode_all(&f[5..]).expect("a zstd frame"), message);
         }
+    }
+
+    #[test]
+    fn the_level_is_the_configured_one_and_a_thread_switches_between_levels() {
+        // Compressible enough that the levels differ in size.
+        let text: Vec<u8> =
+            (0..20_000u32).flat_map(|i| format!("span-{} service-{} ", i % 97, (i * 7) % 13).into_bytes()).collect();
+        let at = |compression, level| frame(&[&text], Encoding { compression, level }).expect("framed");
+        let (fast, default, small) =
+            (at(Compression::Gzip, Some(1)), at(Compression::Gzip, None), at(Compression::Gzip, Some(9)));
+        for f in [&fast, &default, &small] {
+            assert_eq!(gunzip(f), text);
+        }
+        assert!(fast.len() > small.len(), "level 1 {} bytes, level 9 {} bytes", fast.len(), small.len());
+        let mut reference =
+            libdeflater::Compressor::new(libdeflater::CompressionLvl::new(GZIP_DEFAULT_LEVEL).expect("level"));
+        let mut out = vec![0; reference.gzip_compress_bound(text.len())];
+        let n = reference.gzip_compress(&text, &mut out).expect("gzip");
+        assert_eq!(&default[5..], &out[..n], "no level: the default level");
+        assert_eq!(at(Compression::Gzip, Some(1)), fast, "back to level 1 on the same thread");
+        let (z1, z19) = (at(Compression::Zstd, Some(1)), at(Compression::Zstd, Some(19)));
+        for f in [&z1, &z19] {
+            assert_eq!(zstd::decode_all(&f[5..]).expect("a zstd frame"), text);
+        }
+        assert!(z1.len() > z19.len(), "zstd level 1 {} bytes, level 19 {} bytes", z1.len(), z19.len());
     }
 
     #[test]
@@ -305,14 +353,14 @@ mod tests {
         let big: Vec<u8> = (0..100_000u32).flat_map(|i| (i % 241).to_le_bytes()).collect();
         let pieces: [&[u8]; 5] = [b"first ", &[], &big, b" middle ", &big[..70_000]];
         let whole = pieces.concat();
-        let f = frame(&pieces, Compression::Gzip).expect("framed");
+        let f = frame(&pieces, Compression::Gzip.into()).expect("framed");
         assert_eq!(u32::from_be_bytes([f[1], f[2], f[3], f[4]]) as usize, f.len() - 5);
         assert_eq!(gunzip(&f), whole);
-        let f = frame(&pieces, Compression::Zstd).expect("framed");
+        let f = frame(&pieces, Compression::Zstd.into()).expect("framed");
         assert_eq!(zstd::decode_all(&f[5..]).expect("a zstd frame"), whole);
-        let f = frame(&pieces, Compression::None).expect("framed");
+        let f = frame(&pieces, Compression::None.into()).expect("framed");
         assert_eq!((f[0], &f[5..]), (0, &whole[..]));
-        assert_eq!(gunzip(&frame(&[], Compression::Gzip).expect("framed")), b"", "no piece: the empty message");
+        assert_eq!(gunzip(&frame(&[], Compression::Gzip.into()).expect("framed")), b"", "no piece: the empty message");
     }
 
     #[test]

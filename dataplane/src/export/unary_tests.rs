@@ -125,7 +125,7 @@ fn frame(message: &[u8], gzip: bool) -> Bytes {
 async fn call(connection: &Connection, addr: SocketAddr, message: &[u8]) -> Result<Bytes, tonic::Status> {
     let authority = Authority::try_from(addr.to_string()).expect("authority");
     let headers = grpc::headers(Compression::None, &[]);
-    let frame = grpc::frame(&[message], Compression::None)?;
+    let frame = grpc::frame(&[message], Compression::None.into())?;
     grpc::unary(connection, (&Scheme::HTTP, &authority), "/otlp.Test/Export", frame, &headers, Duration::from_secs(2))
         .await
 }

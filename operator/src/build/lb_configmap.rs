@@ -115,10 +115,20 @@ pub struct OtlpExport {
     pub timeout: String,
     /// gzip, zstd or none.
     pub compression: &'static str,
+    /// The compression's level, when set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compression_params: Option<CompressionParams>,
     /// TLS settings.
     pub tls: Tls,
     /// Per-backend bounds of requests in flight and waiting.
     pub sending_queue: SendingQueue,
+}
+
+/// `loadbalancing.protocol.otlp.compression_params`, with the Collector's key name.
+#[derive(Serialize, Clone, Debug, PartialEq)]
+pub struct CompressionParams {
+    /// gzip 1-9, zstd 1-22.
+    pub level: i32,
 }
 
 /// `loadbalancing.protocol.otlp.tls`, with the Collector's key names.
@@ -250,6 +260,7 @@ pub fn data_plane_config(owner: &Owner<'_>) -> DataPlaneConfig {
                         Compression::Zstd => "zstd",
                         Compression::None => "none",
                     },
+                    compression_params: lb.compression_level.map(|level| CompressionParams { level }),
                     tls,
                     sending_queue: SendingQueue {
                         enabled: lb.queue.enabled,

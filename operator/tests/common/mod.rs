@@ -91,6 +91,7 @@ spec:
     retry: {enabled: true, initialInterval: 100ms, maxInterval: 2s, maxElapsedTime: 30s}
     timeout: 10s
     compression: zstd
+    compressionLevel: 9
     tls: {insecure: false, secretName: backend-tls, clientCertificate: true, serverName: collectors.example}
     maxConnectionAge: 10m
     autoscaling: {minReplicas: 2, maxReplicas: 8, targetCPUUtilizationPercentage: 60}
