@@ -1063,8 +1063,8 @@ def write_report(args, facts, runs, crit, prof, started, path, perf=None):
     L.append(f"- Latency: {args.latency_seconds}s at half of the Collector's highest clean rate, against both.")
     L.append(f"- Backends: {args.sinks} × `otlp-lb-tools sink --no-ids` (counting receivers); pass-through "
              f"baseline: otlp-lb in front of 1 sink (every request goes whole to it: walked, not split or copied).")
-    L.append(f"- Exporter compression: {args.compression} on both balancers (both defaults are gzip: otlp-lb's at level 1, "
-             f"the Collector's at grpc-go's level 6; traces also go through otlp-lb at level {args.compare_level})"
+    L.append(f"- Exporter compression: {args.compression} on both balancers (both defaults are gzip at level 6; traces "
+             f"also go through otlp-lb at level {args.compare_level})"
              + ("; traces are run again with `compression: none` on both." if args.compare_none and
                 args.compression != "none" else "."))
     L.append("")
@@ -1113,9 +1113,8 @@ def write_report(args, facts, runs, crit, prof, started, path, perf=None):
         L.extend(rows)
         L.append("")
     for other in [r for r in runs if r.get("level") is not None]:
-        L.append(f"otlp-lb at its default gzip level (1) against otlp-lb at level {other['level']} "
-                 f"(`compression_params: {{level: {other['level']}}}`; the Collector's exporter compresses at level "
-                 f"6), in the same run:")
+        L.append(f"otlp-lb at its default gzip level (6, the Collector's) against otlp-lb at level {other['level']} "
+                 f"(`compression_params: {{level: {other['level']}}}`), in the same run:")
         L.append("")
         rows, _, _ = summary_rows(runs, other["signal"], other["compression"], peer=other,
                                   names=("default level", f"level {other['level']}"))
@@ -1287,7 +1286,7 @@ def parse_args():
     p.add_argument("--no-passthrough", action="store_true")
     p.add_argument("--no-compare-coalescing", dest="compare_coalescing", action="store_false",
                    help="skip the traces run of otlp-lb with sending_queue.coalesce off")
-    p.add_argument("--compare-level", type=int, default=6,
+    p.add_argument("--compare-level", type=int, default=1,
                    help="also run traces through otlp-lb at this gzip level (0: skip)")
     p.add_argument("--no-compare-none", dest="compare_none", action="store_false",
                    help="skip the traces comparison of both balancers without exporter compression")

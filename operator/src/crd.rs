@@ -194,8 +194,8 @@ pub struct LoadBalancerSpec {
     #[serde(default)]
     pub compression: Compression,
 
-    /// Level of that compression: gzip 1 (fastest) to 9 (smallest), zstd 1 to 22. Absent: the data
-    /// plane's default (gzip 1, zstd 3).
+    /// Level of that compression: gzip 1 (fastest) to 9 (smallest), zstd 1 to 22. Absent: gzip 6 (as
+    /// the Collector), zstd 3.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 22))]
     pub compression_level: Option<i32>,

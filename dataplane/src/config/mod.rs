@@ -68,9 +68,7 @@ impl Config {
             };
             if !valid {
                 let allowed = match otlp.compression {
-                    Compression::Gzip => {
-                        "gzip takes 1 (fastest, the default) to 9 (smallest), or -1 for zlib's default 6"
-                    }
+                    Compression::Gzip => "gzip takes 1 (fastest) to 9 (smallest), or -1 for the default 6",
                     Compression::Zstd => "zstd takes 1 to 22",
                     Compression::None => "compression none takes no level",
                 };

@@ -337,8 +337,8 @@ pub enum Compression {
     Zstd,
 }
 
-/// `level`: gzip 1 (fastest, the default) to 9 (smallest), -1 for zlib's default 6; zstd 1 to 22, unset for 3.
-/// Not set with `compression: none`.
+/// `level`: gzip 1 (fastest) to 9 (smallest), unset or -1 for zlib's default 6; zstd 1 to 22, unset for 3. Not
+/// set with `compression: none`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CompressionParams {

@@ -100,7 +100,7 @@ impl Backend {
             authority,
             encoding: grpc::Encoding {
                 compression: cfg.compression,
-                level: cfg.compression_params.level.map(|l| if l == -1 { grpc::GZIP_ZLIB_DEFAULT_LEVEL } else { l }),
+                level: cfg.compression_params.level.filter(|&l| l != -1),
             },
             headers: grpc::headers(cfg.compression, &headers),
             timeout: cfg.timeout.0,

@@ -16,12 +16,9 @@ use tonic::{Code, Status};
 use super::connection::{self, Connection};
 use crate::config::Compression;
 
-/// gzip's level when none is configured: libdeflate's fastest. On OTLP (whose ids do not compress) it costs
-/// about a quarter less CPU than level 6 for about a tenth more bytes, still fewer than the Collector sends at
-/// level 6 (bench/findings.md).
-pub const GZIP_DEFAULT_LEVEL: i32 = 1;
-/// The level tonic and grpc-go use, and zlib's default (`-1` in a Collector's configuration).
-pub const GZIP_ZLIB_DEFAULT_LEVEL: i32 = 6;
+/// gzip's level when none is configured (or `-1`): zlib's default, the level tonic and grpc-go (so the
+/// Collector's exporter) use.
+pub const GZIP_DEFAULT_LEVEL: i32 = 6;
 /// The per-thread buffers of compression are dropped after a message that grew them beyond this.
 const KEEP_BYTES: usize = 1 << 20;
 
@@ -41,7 +38,7 @@ thread_local! {
 }
 
 /// How the messages to a backend are compressed: the method and, for gzip and zstd, the level (`None`: the
-/// method's default, 1 for gzip, 3 for zstd).
+/// method's default, 6 for gzip, 3 for zstd).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Encoding {
     pub compression: Compression,
