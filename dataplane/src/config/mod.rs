@@ -61,17 +61,15 @@ impl Config {
             return Err(invalid("loadbalancing.protocol.otlp.timeout", "must be greater than 0"));
         }
         if let Some(level) = otlp.compression_params.level {
-            let valid = match otlp.compression {
-                Compression::Gzip => level == -1 || (1..=9).contains(&level),
-                Compression::Zstd => (1..=22).contains(&level),
-                Compression::None => false,
+            let (valid, allowed) = match otlp.compression {
+                Compression::Gzip => (
+                    level == -1 || (1..=9).contains(&level),
+                    "gzip takes 1 (fastest) to 9 (smallest), or -1 for the default 6",
+                ),
+                Compression::Zstd => ((1..=22).contains(&level), "zstd takes 1 to 22"),
+                Compression::None => (false, "compression none takes no level"),
             };
             if !valid {
-                let allowed = match otlp.compression {
-                    Compression::Gzip => "gzip takes 1 (fastest) to 9 (smallest), or -1 for the default 6",
-                    Compression::Zstd => "zstd takes 1 to 22",
-                    Compression::None => "compression none takes no level",
-                };
                 return Err(invalid(
                     "loadbalancing.protocol.otlp.compression_params.level",
                     format!("{level} is not a valid level: {allowed}"),
