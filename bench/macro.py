@@ -923,10 +923,9 @@ def summary_rows(runs, signal_name, compression, peer=None, names=("otlp-lb", "C
         return [s for s in r["steps"] if s["offered"] in common] + ([r["latency"]] if r.get("latency") else [])
 
     def pooled(r):
-        if not r:
-            return float("nan")
-        cpu = sum(s["lb_cpu_s"] for s in equal_load(r))
-        return sum(s["delivered"] for s in equal_load(r)) / cpu if cpu > 0 else float("nan")
+        steps = equal_load(r) if r else []
+        cpu = sum(s["lb_cpu_s"] for s in steps)
+        return sum(s["delivered"] for s in steps) / cpu if cpu > 0 else float("nan")
 
     def written(r):
         """Bytes written per item over the same steps as `pooled` (runs from before the figure: nan)."""
