@@ -4,7 +4,7 @@
 For each signal (traces routed by traceID, metrics routed by service) and each balancer (the Collector, otlp-lb,
 and otlp-lb in front of a single sink as a pass-through baseline) the driver starts the balancer pinned to one
 core, sweeps offered rates with `otlp-lb-tools loadgen` (pinned with the sinks to the other core), and per step
-measures the balancer's CPU time (utime+stime from /proc/<pid>/stat), what reached the sinks (their /report),
+measures the balancer's CPU time (its process CPU-time clock, all threads), what reached the sinks (their /report),
 the client's rate, errors and latency. Then it runs half of the Collector's capacity against both balancers for
 latency, runs the criterion micro-benchmarks, optionally profiles otlp-lb under callgrind and samples it with
 perf at a light load, and writes bench/results.md. See bench/README.md.
@@ -110,10 +110,15 @@ def free_port():
 
 
 def cpu_seconds(pid):
-    """utime + stime of the whole process (all threads), in seconds."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    """CPU time of the whole process (all its threads, exited ones included), in seconds: its CPU-time clock
+    (clock_getcpuclockid's id for `pid`, in nanoseconds); utime + stime from /proc/<pid>/stat, in ticks, where
+    that clock cannot be read."""
+    try:
+        return time.clock_gettime(((~pid) << 3) | 2)  # the kernel's process CPU clock id: CPUCLOCK_SCHED of pid
+    except OSError:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
 def cpu_ticks():
@@ -500,10 +505,18 @@ def sweep_connections(args, rate):
     return max(args.min_connections, min(args.connections, -(-int(rate) // args.rate_per_connection)))
 
 
+def step_seconds(args, rate):
+    """A sweep step's duration: `--step-seconds`, longer at low rates so that every step carries at least
+    `--step-items` (a light step's CPU time is a few tens of milliseconds: the longer step averages more noise)."""
+    if rate == 0:
+        return args.step_seconds
+    return max(args.step_seconds, -(-args.step_items // int(rate)))
+
+
 def sweep(args, bal, sinks, signal_name, rates):
     steps = []
     for rate in rates:
-        r = step(args, bal, sinks, signal_name, rate, args.step_seconds,
+        r = step(args, bal, sinks, signal_name, rate, step_seconds(args, rate),
                  connections=sweep_connections(args, rate))
         steps.append(r)
         if not r["pass"]:
@@ -1056,7 +1069,8 @@ def write_report(args, facts, runs, crit, prof, started, path, perf=None):
              f"arrive in bursts of up to one per connection: latency at a limited rate includes queueing behind "
              f"the burst, hence fewer connections for the latency step.")
     L.append(f"- Sweep of offered rates {', '.join(fmt_rate(r) for r in args.rate_list)} items/s, "
-             f"{args.step_seconds}s each; the sweep stops after the first step that errs, loses data or reaches "
+             f"{args.step_seconds}s each, or long enough to offer {fmt_num(args.step_items)} items where that is "
+             f"longer; the sweep stops after the first step that errs, loses data or reaches "
              f"less than {args.pass_fraction:.0%} of its offered rate. After each step the driver waits (≤ "
              f"{args.settle_max:.0f}s) until the sinks hold every acknowledged item.")
     L.append(f"- Latency: {args.latency_seconds}s at half of the Collector's highest clean rate, against both.")
@@ -1069,8 +1083,9 @@ def write_report(args, facts, runs, crit, prof, started, path, perf=None):
     L.append("")
     L.append("### Definitions")
     L.append("")
-    L.append("- *items per CPU-second*: items delivered to the sinks in a step ÷ the balancer's utime+stime "
-             "(/proc/<pid>/stat) over the step, settling included.")
+    L.append("- *items per CPU-second*: items delivered to the sinks in a step ÷ the balancer's CPU time over "
+             "the step, settling included: its process CPU-time clock (all threads, in nanoseconds, not the 10 ms "
+             "ticks of /proc/<pid>/stat).")
     L.append("- *pooled items per CPU-second*: over the sweep steps both balancers passed at the same offered rate, "
              "plus the common-rate step: all items delivered ÷ all balancer CPU seconds; the load is the same for "
              "both. The last line of this file is that ratio for traces with the default compression.")
@@ -1263,6 +1278,8 @@ def parse_args():
     p.add_argument("--signals", default="traces,metrics")
     p.add_argument("--rates", default=DEFAULT_RATES, help="offered items/s, 0 = unlimited")
     p.add_argument("--step-seconds", type=int, default=3)
+    p.add_argument("--step-items", type=int, default=40000,
+                   help="a sweep step at a low rate lasts long enough to offer at least this many items")
     p.add_argument("--latency-seconds", type=int, default=5)
     p.add_argument("--settle-max", type=float, default=10.0)
     p.add_argument("--pass-fraction", type=float, default=0.95)
