@@ -967,7 +967,8 @@ def summary_rows(runs, signal_name, compression, peer=None, names=("otlp-lb", "C
         ("client p50 latency at that common rate (ms)", lat(lb, "p50_ms"), lat(col, "p50_ms"), 2),
         ("client p99 latency at that common rate (ms)", lat(lb, "p99_ms"), lat(col, "p99_ms"), 2),
         ("peak RSS, VmHWM (MiB)", lb and lb["vm_hwm_kib"] / 1024, col and col["vm_hwm_kib"] / 1024, 1),
-        (f"bytes written per {item[:-1]} over the pooled steps: exports to the sinks (compressed), replies, logs",
+        (f"bytes written per {item[:-1]} over the pooled steps: exports to the sinks"
+         f"{'' if compression == 'none' else ' (compressed)'}, replies, logs",
          written(lb), written(col), 1),
         (f"peak RSS through the same offered load, the sweep up to {names[1]}'s last step at {fmt_rate(top)}/s (MiB)",
          hwm_upto(lb, top), hwm_upto(col, top), 1),
