@@ -107,9 +107,34 @@ fn split_metrics(c: &mut Criterion) {
     g.finish();
 }
 
+/// The trace-affinity table as a busy balancer uses it: every trace key is new (a lookup in the previous
+/// generation that misses, an insert into the current one), the table holds the default million keys, and full
+/// generations rotate as they do under load. Keys per batch: 1,000.
+fn affinity_new_traces(c: &mut Criterion) {
+    const BATCH: u64 = 1000;
+    let affinity = Affinity::new(Duration::from_secs(3600), 1_000_000);
+    let mut next = 0u64;
+    // Fill both generations first: the steady state of a saturated balancer.
+    for _ in 0..1_500_000 {
+        affinity.first_seen(common::mix(next), 0);
+        next += 1;
+    }
+    let mut g = c.benchmark_group("affinity");
+    g.throughput(Throughput::Elements(BATCH));
+    g.bench_function("first_seen_new_trace", |b| {
+        b.iter(|| {
+            for _ in 0..BATCH {
+                black_box(affinity.first_seen(common::mix(next), 0));
+                next += 1;
+            }
+        })
+    });
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
-    targets = ring_lookup, split_traces, split_metrics
+    targets = ring_lookup, split_traces, split_metrics, affinity_new_traces
 }
 criterion_main!(benches);
