@@ -78,7 +78,9 @@ impl Affinity {
 
     /// When `key` was first seen (recording `now_ms` if it is new).
     pub fn first_seen(&self, key: u64, now_ms: u64) -> u64 {
-        let shard = &self.shards[(key >> 60) as usize % SHARDS];
+        // The shard comes from bits 32-35: a table indexes its buckets by the key's low bits and tags them with its
+        // top 7 bits, so taking the shard from neither leaves every key of a shard a full 7-bit tag.
+        let shard = &self.shards[(key >> 32) as usize % SHARDS];
         let Ok(mut g) = shard.lock() else { return now_ms };
         let idle = now_ms.saturating_sub(g.rotated_ms);
         if idle >= 2 * self.window_ms {
@@ -90,7 +92,11 @@ impl Affinity {
             if g.current.len() >= self.shard_capacity {
                 self.early_rotations.fetch_add(1, Ordering::Relaxed);
             }
-            g.previous = std::mem::take(&mut g.current);
+            // The full generation becomes the previous one; the one it replaces is emptied and reused, keeping
+            // its capacity rather than growing a new table from nothing at every rotation.
+            let g = &mut *g;
+            std::mem::swap(&mut g.previous, &mut g.current);
+            g.current.clear();
             g.rotated_ms = now_ms;
         }
         if let Some(first) = g.previous.get(&key) {
