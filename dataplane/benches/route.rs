@@ -32,6 +32,19 @@ fn ring_lookup(c: &mut Criterion) {
             acc
         })
     });
+    // Every key new, as at saturation where each trace id is seen once per request: a lookup lands anywhere in
+    // the 4 MiB table.
+    let mut next = 0u64;
+    g.bench_function("lookup_new_key", |b| {
+        b.iter(|| {
+            let mut acc = 0usize;
+            for _ in 0..keys.len() {
+                acc = acc.wrapping_add(ring.lookup(common::mix(next)));
+                next += 1;
+            }
+            acc
+        })
+    });
     g.finish();
 }
 
