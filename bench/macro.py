@@ -1164,7 +1164,10 @@ def write_report(args, facts, runs, crit, prof, started, path, perf=None):
         for c in crit:
             per = "lookup" if c["id"].startswith("ring") else ("data point" if "metrics" in c["id"] else "span")
             per = "message" if c["id"].startswith("response") else per
-            whole = f"{c['ns_elem'] * 100:,.0f}" if c["elements"] > 1 else ""
+            per = "trace key" if c["id"].startswith("affinity") else per
+            # Lookups are per key, not per item: how many a request makes depends on its keys.
+            per_item = c["elements"] > 1 and not c["id"].startswith(("ring", "affinity"))
+            whole = f"{c['ns_elem'] * 100:,.0f}" if per_item else ""
             L.append(f"| {c['id']} | {per} | {c['ns_elem']:,.1f} | {c['ns_elem_lo']:,.1f}–{c['ns_elem_hi']:,.1f} "
                      f"| {whole} |")
         L.append("")
