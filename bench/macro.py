@@ -1161,13 +1161,13 @@ def write_report(args, facts, runs, crit, prof, started, path, perf=None):
         L.append("")
         L.append("| benchmark | per | ns per element | interval | ns per 100-item request |")
         L.append("|---|---|---:|---|---:|")
+        # What one element of a group is; lookups are per key, not per item (how many a request makes depends on
+        # its keys), so only item-wise benchmarks get a per-request figure.
+        per_key = {"ring": "lookup", "affinity": "trace key", "response": "message"}
         for c in crit:
-            per = "lookup" if c["id"].startswith("ring") else ("data point" if "metrics" in c["id"] else "span")
-            per = "message" if c["id"].startswith("response") else per
-            per = "trace key" if c["id"].startswith("affinity") else per
-            # Lookups are per key, not per item: how many a request makes depends on its keys.
-            per_item = c["elements"] > 1 and not c["id"].startswith(("ring", "affinity"))
-            whole = f"{c['ns_elem'] * 100:,.0f}" if per_item else ""
+            group = c["id"].split("/", 1)[0]
+            per = per_key.get(group) or ("data point" if "metrics" in c["id"] else "span")
+            whole = f"{c['ns_elem'] * 100:,.0f}" if c["elements"] > 1 and group not in per_key else ""
             L.append(f"| {c['id']} | {per} | {c['ns_elem']:,.1f} | {c['ns_elem_lo']:,.1f}–{c['ns_elem_hi']:,.1f} "
                      f"| {whole} |")
         L.append("")
