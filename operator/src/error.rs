@@ -58,6 +58,20 @@ pub enum Error {
 }
 
 impl Error {
+    /// Every value of [`Error::metric_label`]: the failure counter starts each at 0, so that rates and alerts see
+    /// a series before the first failure of its kind.
+    pub const METRIC_LABELS: [&'static str; 9] = [
+        "invalid_spec",
+        "missing_object_key",
+        "render",
+        "child_conflict",
+        "apply",
+        "read",
+        "delete",
+        "status",
+        "leader_election",
+    ];
+
     /// Value of the `error` label of `otlp_lb_operator_reconcile_failures_total`.
     pub fn metric_label(&self) -> &'static str {
         match self {
@@ -95,3 +109,26 @@ impl Error {
 
 /// Result of the operator's functions.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_metric_label_is_listed() {
+        let api = || kube::Error::LinesCodecMaxLineLengthExceeded;
+        let errors = [
+            Error::InvalidSpec(String::new()),
+            Error::MissingObjectKey("name"),
+            Error::Render { what: "config", reason: String::new() },
+            Error::ChildConflict { kind: "Service", name: String::new() },
+            Error::Apply { kind: "Service", name: String::new(), source: api() },
+            Error::Read { kind: "Service", source: api() },
+            Error::Delete { kind: "Service", name: String::new(), source: api() },
+            Error::Status(api()),
+            Error::LeaderElection(String::new()),
+        ];
+        let labels: Vec<&str> = errors.iter().map(Error::metric_label).collect();
+        assert_eq!(labels, Error::METRIC_LABELS);
+    }
+}

@@ -41,6 +41,9 @@ impl Metrics {
             ))?,
         };
         registry.register(Box::new(metrics.reconciliations.clone()))?;
+        for label in Error::METRIC_LABELS {
+            metrics.failures.with_label_values(&[label]);
+        }
         registry.register(Box::new(metrics.failures.clone()))?;
         registry.register(Box::new(metrics.duration.clone()))?;
         registry.register(Box::new(metrics.leader.clone()))?;
@@ -77,5 +80,23 @@ pub fn encode(registry: &Registry) -> String {
     match prometheus::TextEncoder::new().encode_utf8(&registry.gather(), &mut out) {
         Ok(()) => out,
         Err(e) => format!("# encoding failed: {e}\n"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failure_series_exist_before_the_first_failure() {
+        let registry = Registry::new();
+        let metrics = Metrics::register(&registry).expect("register");
+        let text = encode(&registry);
+        for label in Error::METRIC_LABELS {
+            let line = format!("otlp_lb_operator_reconcile_failures_total{{error=\"{label}\"}} 0");
+            assert!(text.contains(&line), "missing {line} in\n{text}");
+        }
+        metrics.failed(&Error::InvalidSpec("x".into()));
+        assert!(encode(&registry).contains("otlp_lb_operator_reconcile_failures_total{error=\"invalid_spec\"} 1"));
     }
 }
