@@ -43,6 +43,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
         PoolManager::new(lb.protocol.otlp.clone(), lb.health_check.clone(), metrics.clone(), resolver, window);
     let _prober = tokio::spawn(Arc::clone(&pool).probe_ejected(stop.clone()));
     let affinity = Arc::new(Affinity::new(window, config.routing.affinity_max_traces));
+    metrics.affinity_capacity(affinity.capacity());
 
     let telemetry_addr = config.telemetry.metrics.address;
     // The telemetry server outlives the drain: /readyz answers 503 and /metrics stays scrapable until the

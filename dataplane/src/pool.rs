@@ -269,6 +269,10 @@ impl PoolManager {
         if let Some(r) = &old.ring {
             history.push(Epoch { ring: Arc::clone(r), from: old.since, until: now });
         }
+        let shares: Vec<(String, f64)> = ring
+            .iter()
+            .flat_map(|r| r.members().iter().enumerate().map(|(i, m)| (m.address.clone(), r.share(i))))
+            .collect();
         let index = backends.iter().enumerate().map(|(i, b)| (b.address.clone(), i)).collect();
         let pool = Pool {
             ring,
@@ -287,6 +291,7 @@ impl PoolManager {
             gone.retire();
         }
         self.metrics.pool_changed(self.resolver, size, fingerprint);
+        self.metrics.ring(&shares, moved);
         tracing::info!(
             resolver = self.resolver,
             version,

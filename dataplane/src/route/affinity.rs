@@ -110,6 +110,11 @@ impl Affinity {
         self.shards.iter().filter_map(|s| s.lock().ok()).map(|g| g.current.len() + g.previous.len()).sum()
     }
 
+    /// The most trace ids the table holds: two full generations in every shard.
+    pub fn capacity(&self) -> usize {
+        self.shard_capacity * SHARDS * 2
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -4,8 +4,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
+
+use prometheus::core::Collector;
 
 use crate::signal::Signal;
 
@@ -32,6 +35,56 @@ struct Inner {
     queue_capacity: IntGaugeVec,
     affinity_traces: IntGauge,
     affinity_early_rotations: IntGauge,
+    observed: Observed,
+}
+
+/// Metrics for dashboards and alerts: ring shares, ejections, resolver sync and the affinity table's bound.
+struct Observed {
+    ring_share: GaugeVec,
+    ring_moved: Gauge,
+    ejections: IntCounterVec,
+    resolver_synced: IntGaugeVec,
+    affinity_capacity: IntGauge,
+}
+
+impl Observed {
+    fn new(r: &Registry) -> Observed {
+        let ring_share = GaugeVec::new(
+            Opts::new("otlp_lb_backend_ring_share", "Fraction of the key space a backend owns"),
+            &["endpoint"],
+        )
+        .expect("valid metric definition");
+        r.register(Box::new(ring_share.clone())).expect("registered once");
+        let ring_moved = Gauge::new(
+            "otlp_lb_ring_moved_keys_ratio",
+            "Fraction of the key space whose backend changed in the last pool change",
+        )
+        .expect("valid metric definition");
+        r.register(Box::new(ring_moved.clone())).expect("registered once");
+        let resolver_synced = IntGaugeVec::new(
+            Opts::new(
+                "otlp_lb_resolver_synced",
+                "1 while the pool follows the resolver's source (EndpointSlices, DNS, file), 0 while the resolver \
+                 cannot read it or the pool could not take its members",
+            ),
+            &["resolver"],
+        )
+        .expect("valid metric definition");
+        r.register(Box::new(resolver_synced.clone())).expect("registered once");
+        let affinity_capacity = IntGauge::new(
+            "otlp_lb_affinity_capacity",
+            "Most trace ids the affinity table holds before it forgets early",
+        )
+        .expect("valid metric definition");
+        r.register(Box::new(affinity_capacity.clone())).expect("registered once");
+        Observed {
+            ring_share,
+            ring_moved,
+            ejections: counter(r, "otlp_lb_backend_ejections_total", "Times a backend was ejected", &["endpoint"]),
+            resolver_synced,
+            affinity_capacity,
+        }
+    }
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -138,8 +191,17 @@ impl Metrics {
                 "otlp_lb_affinity_early_rotations",
                 "Times the affinity table was full and forgot traces early",
             ),
+            observed: Observed::new(r),
             registry,
         };
+        // Receiver counters start at 0 on both transports, so that rates (and alerts) see the first refusal.
+        for set in [&inner.accepted, &inner.refused] {
+            for counter in set {
+                for transport in ["grpc", "http"] {
+                    counter.with_label_values(&["otlp", transport]);
+                }
+            }
+        }
         Metrics(Arc::new(inner))
     }
 
@@ -157,6 +219,7 @@ impl Metrics {
 
     pub fn resolution(&self, resolver: &str, success: bool) {
         self.0.num_resolutions.with_label_values(&[resolver, bool_label(success)]).inc();
+        self.0.observed.resolver_synced.with_label_values(&[resolver]).set(i64::from(success));
     }
 
     pub fn pool_changed(&self, resolver: &str, backends: usize, fingerprint: u64) {
@@ -186,6 +249,17 @@ impl Metrics {
 
     pub fn backend_health(&self, endpoint: &str, healthy: bool) {
         self.0.backend_health.with_label_values(&[endpoint]).set(i64::from(healthy));
+        // A backend's first report (when it joins) creates its counters at 0, so that rates see their first
+        // increase.
+        for set in [&self.0.sent, &self.0.send_failed] {
+            for counter in set {
+                counter.with_label_values(&[EXPORTER, endpoint]);
+            }
+        }
+        let ejections = self.0.observed.ejections.with_label_values(&[endpoint]);
+        if !healthy {
+            ejections.inc();
+        }
     }
 
     pub fn queue(&self, endpoint: &str, waiting: usize, capacity: usize) {
@@ -196,6 +270,31 @@ impl Metrics {
     pub fn affinity(&self, traces: usize, early_rotations: u64) {
         self.0.affinity_traces.set(traces as i64);
         self.0.affinity_early_rotations.set(early_rotations as i64);
+    }
+
+    /// The ring after a pool change: each member's share of the key space (members absent from `shares` are
+    /// dropped) and the fraction of keys that moved.
+    pub fn ring(&self, shares: &[(String, f64)], moved: f64) {
+        let gauge = &self.0.observed.ring_share;
+        let gone: Vec<String> = gauge
+            .collect()
+            .iter()
+            .flat_map(|family| family.get_metric())
+            .flat_map(|m| m.get_label().iter().map(|l| l.value().to_string()))
+            .filter(|endpoint| !shares.iter().any(|(e, _)| e == endpoint))
+            .collect();
+        for endpoint in gone {
+            let _ = gauge.remove_label_values(&[&endpoint]);
+        }
+        for (endpoint, share) in shares {
+            gauge.with_label_values(&[endpoint]).set(*share);
+        }
+        self.0.observed.ring_moved.set(moved);
+    }
+
+    /// The most trace ids the affinity table holds.
+    pub fn affinity_capacity(&self, capacity: usize) {
+        self.0.observed.affinity_capacity.set(capacity.min(i64::MAX as usize) as i64);
     }
 
     pub fn inflight(&self) -> &IntGauge {
@@ -235,5 +334,30 @@ mod tests {
         ] {
             assert!(text.contains(line), "missing {line} in\n{text}");
         }
+    }
+
+    #[test]
+    fn ring_shares_follow_the_pool_and_ejections_count() {
+        let m = Metrics::new();
+        m.ring(&[("a:1".into(), 0.5), ("b:1".into(), 0.5)], 1.0);
+        m.ring(&[("b:1".into(), 0.4), ("c:1".into(), 0.6)], 0.6);
+        m.backend_health("b:1", false);
+        m.backend_health("b:1", true);
+        m.backend_health("b:1", false);
+        m.resolution("k8s", true);
+        m.resolution("k8s", false);
+        m.affinity_capacity(1000);
+        let text = m.render();
+        for line in [
+            "otlp_lb_backend_ring_share{endpoint=\"b:1\"} 0.4",
+            "otlp_lb_backend_ring_share{endpoint=\"c:1\"} 0.6",
+            "otlp_lb_ring_moved_keys_ratio 0.6",
+            "otlp_lb_backend_ejections_total{endpoint=\"b:1\"} 2",
+            "otlp_lb_resolver_synced{resolver=\"k8s\"} 0",
+            "otlp_lb_affinity_capacity 1000",
+        ] {
+            assert!(text.contains(line), "missing {line} in\n{text}");
+        }
+        assert!(!text.contains("endpoint=\"a:1\""), "a backend that left keeps no share:\n{text}");
     }
 }
