@@ -64,10 +64,12 @@ golden: ## regenerate the operator's golden files (review the diff)
 crds-check: ## fail when crds/ differs from the code
 	$(CARGO_TEST) -q --test crd
 
-chart: tools-check ## helm lint and template
+chart: tools-check ## helm lint and template (also with the dashboard, the alerts and the data-plane ServiceMonitor on)
 	$(HELM) lint --strict charts/otlp-lb
 	$(HELM) template otlp-lb charts/otlp-lb --namespace otlp-lb-system > /dev/null
 	$(HELM) template otlp-lb charts/otlp-lb --set 'watchNamespaces={a,b}' --set metrics.serviceMonitor.enabled=true > /dev/null
+	$(HELM) template otlp-lb charts/otlp-lb --set grafanaDashboard.enabled=true --set prometheusRule.enabled=true \
+	  --set prometheusRule.for.OtlpLbBackendEjected=30m --set metrics.dataPlaneServiceMonitor.enabled=true > /dev/null
 
 lint: ## clippy and rustfmt
 	$(CARGO) fmt --all -- --check
