@@ -309,6 +309,7 @@ impl PoolManager {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::ClientTls;
 
     fn member(a: &str) -> Member {
         Member { address: a.to_string(), weight: 1 }
@@ -317,7 +318,7 @@ mod tests {
     #[tokio::test]
     async fn swaps_rings_keeps_clients_and_reports_changes() {
         let (mgr, rx) = PoolManager::new(
-            OtlpExporter::default(),
+            OtlpExporter { tls: ClientTls { insecure: true, ..ClientTls::default() }, ..OtlpExporter::default() },
             HealthCheck::default(),
             Metrics::new(),
             "static",
@@ -361,7 +362,7 @@ mod tests {
     #[tokio::test]
     async fn affinity_keeps_traces_seen_before_a_scale_out_on_their_backend() {
         let (mgr, rx) = PoolManager::new(
-            OtlpExporter::default(),
+            OtlpExporter { tls: ClientTls { insecure: true, ..ClientTls::default() }, ..OtlpExporter::default() },
             HealthCheck::default(),
             Metrics::new(),
             "static",

@@ -173,6 +173,34 @@ async fn a_backend_with_an_untrusted_certificate_is_not_trusted() {
     assert_eq!(*recorder.0.lock().expect("lock"), 0);
 }
 
+/// A Collector block with TLS files and no `insecure` key means TLS with a client certificate, as in the Collector:
+/// it reaches a mutual-TLS backend, and never sends plaintext to a plaintext one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_block_without_insecure_never_sends_plaintext() {
+    let pki = Pki::new();
+    let (cc, ck) = pki.issue("client", &["client"]);
+    let otlp = format!(
+        "timeout: 1s, tls: {{ca_file: \"{}\", cert_file: \"{}\", key_file: \"{}\", server_name_override: localhost}}",
+        pki.ca().display(),
+        cc.display(),
+        ck.display()
+    );
+    let lb_opts = Opts { otlp: &otlp, lb: "  retry_on_failure: {max_elapsed_time: 1s}\n", ..Opts::default() };
+
+    let plain = common::backend::Backend::start().await;
+    let lb = Lb::start_with(&[plain.address()], lb_opts);
+    let mut client = TraceServiceClient::connect(lb.grpc_url()).await.expect("connect");
+    let err = client.export(otlp::traces(0..10, 0..1, 1)).await.expect_err("a plaintext backend does not speak TLS");
+    assert_eq!(err.code(), tonic::Code::Unavailable);
+    assert_eq!(plain.spans().len(), 0, "no span reached the plaintext backend");
+
+    let (tls, recorder) = tls_backend(&pki, true).await;
+    let lb = Lb::start_with(&[format!("127.0.0.1:{}", tls.port())], lb_opts);
+    let mut client = TraceServiceClient::connect(lb.grpc_url()).await.expect("connect");
+    client.export(otlp::traces(0..10, 0..1, 1)).await.expect("delivered over mutual TLS");
+    assert_eq!(*recorder.0.lock().expect("lock"), 10);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bearer_token_is_required_when_configured() {
     let backend = common::backend::Backend::start().await;

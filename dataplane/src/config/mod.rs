@@ -1,9 +1,11 @@
 //! Configuration: the YAML file given by `--config`, parsed and validated before anything starts.
 //!
 //! The `loadbalancing:` block takes the keys of the Collector's loadbalancing exporter, so a block can be pasted
-//! from a Collector configuration unchanged. Keys the Collector knows but otlp-lb does not implement are accepted
-//! and reported by name as **warnings** ([`Config::warnings`]); keys nobody knows are **errors** naming the field.
+//! from a Collector configuration unchanged, under any of the Collector's names for it ([`compat`]). Keys the
+//! Collector knows but otlp-lb does not implement are accepted and reported by name as **warnings**
+//! ([`Config::warnings`]) or refused with what to write instead; keys nobody knows are **errors** naming the field.
 
+pub mod compat;
 mod duration;
 mod model;
 
@@ -40,13 +42,15 @@ impl Config {
 
     /// Parses and validates configuration text.
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
-        let de = serde_saphyr::from_str::<serde_json::Value>(text)
+        let mut de = serde_saphyr::from_str::<serde_json::Value>(text)
             .map_err(|e| invalid("(document)", format!("invalid YAML: {e}")))?;
-        let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+        let ignored = compat::normalize(&mut de)?;
+        let mut config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
             invalid(if path == "." { "(document)".to_string() } else { path }, e.into_inner().to_string())
         })?;
         config.validate()?;
+        config.ignored = ignored;
         Ok(config)
     }
 
@@ -76,12 +80,31 @@ impl Config {
                 ));
             }
         }
+        otlp.tls.protocol_versions().map_err(|e| invalid("loadbalancing.protocol.otlp.tls", e))?;
         let queue = &self.loadbalancing.sending_queue;
-        if queue.ack == AckMode::Queued && queue.storage.as_deref().is_none_or(|s| s.trim().is_empty()) {
-            return Err(invalid(
-                "loadbalancing.sending_queue.storage",
-                "ack: queued needs a directory for the write-ahead log",
-            ));
+        match queue.storage.as_deref().map(str::trim) {
+            Some(id) if compat::is_component_id(id) => {
+                return Err(invalid(
+                    "loadbalancing.sending_queue.storage",
+                    format!(
+                        "{id:?} names a Collector storage extension; otlp-lb keeps its own write-ahead log: \
+                         set ack: queued and storage to a directory (an absolute path)"
+                    ),
+                ));
+            }
+            Some(dir) if !dir.is_empty() && !dir.starts_with('/') => {
+                return Err(invalid(
+                    "loadbalancing.sending_queue.storage",
+                    format!("{dir:?}: give the write-ahead log's directory as an absolute path"),
+                ));
+            }
+            None | Some("") if queue.ack == AckMode::Queued => {
+                return Err(invalid(
+                    "loadbalancing.sending_queue.storage",
+                    "ack: queued needs a directory for the write-ahead log",
+                ));
+            }
+            _ => {}
         }
         if queue.segment_size_mib == 0 || queue.segment_size_mib > queue.max_size_mib {
             return Err(invalid("loadbalancing.sending_queue.segment_size_mib", "must be between 1 and max_size_mib"));
@@ -98,7 +121,8 @@ impl Config {
     pub fn routing_policy(&self) -> Result<RoutingPolicy, ConfigError> {
         let lb = &self.loadbalancing;
         let single = match lb.routing_key.as_deref() {
-            None => None,
+            // The Collector reads an empty key as its default.
+            None | Some("") => None,
             Some(name) => {
                 let key = RoutingKey::parse(name).ok_or_else(|| {
                     invalid(
@@ -144,78 +168,37 @@ impl Config {
                 Signal::Logs => policy.logs = key,
             }
         }
+        let keys = [policy.traces, policy.metrics, policy.logs];
+        if !policy.attributes.is_empty() && !keys.contains(&RoutingKey::Attributes) {
+            return Err(invalid(
+                "loadbalancing.routing_attributes",
+                "only used with routing_key: attributes (or a routing.<signal>: attributes); remove it or set the key",
+            ));
+        }
         Ok(policy)
     }
 
-    /// Keys of the Collector's loadbalancing exporter that are accepted but not implemented, with what happens.
+    /// What the configuration says that otlp-lb does not do: each key accepted and ignored, named in full, with
+    /// what happens instead.
     pub fn warnings(&self) -> Vec<String> {
-        let mut out = Vec::new();
+        let mut out = self.ignored.clone();
         let lb = &self.loadbalancing;
-        let otlp = &lb.protocol.otlp;
-        let ignored = [
-            ("loadbalancing.protocol.otlp.endpoint", otlp.endpoint.is_some(), "backends come from the resolver"),
-            ("loadbalancing.protocol.otlp.balancer_name", otlp.balancer_name.is_some(), "one connection per backend"),
-            ("loadbalancing.protocol.otlp.keepalive", otlp.keepalive.is_some(), "not implemented"),
-            ("loadbalancing.protocol.otlp.auth", otlp.auth.is_some(), "use headers"),
-            ("loadbalancing.protocol.otlp.write_buffer_size", otlp.write_buffer_size.is_some(), "not implemented"),
-            ("loadbalancing.protocol.otlp.read_buffer_size", otlp.read_buffer_size.is_some(), "not implemented"),
-            ("loadbalancing.protocol.otlp.wait_for_ready", otlp.wait_for_ready.is_some(), "not implemented"),
-            (
-                "loadbalancing.protocol.otlp.sending_queue.storage",
-                otlp.sending_queue.storage.is_some(),
-                "use loadbalancing.sending_queue.storage",
-            ),
-            (
-                "loadbalancing.protocol.otlp.sending_queue.blocking",
-                otlp.sending_queue.blocking.is_some(),
-                "a full queue fails the part, which is retried",
-            ),
-            (
-                "loadbalancing.protocol.otlp.sending_queue.block_on_overflow",
-                otlp.sending_queue.block_on_overflow.is_some(),
-                "a full queue fails the part, which is retried",
-            ),
-            (
-                "loadbalancing.protocol.otlp.sending_queue.wait_for_result",
-                otlp.sending_queue.wait_for_result.is_some(),
-                "requests are acknowledged after the backends accept them",
-            ),
-            (
-                "loadbalancing.protocol.otlp.sending_queue.batch",
-                otlp.sending_queue.batch.is_some(),
-                "parts waiting for the same backend are coalesced instead: sending_queue.coalesce",
-            ),
-            (
-                "loadbalancing.protocol.otlp.retry_on_failure",
-                otlp.retry_on_failure.is_some(),
-                "use loadbalancing.retry_on_failure",
-            ),
-            (
-                "loadbalancing.sending_queue.enabled",
-                lb.sending_queue.enabled.is_some(),
-                "use sending_queue.ack: queued",
-            ),
-            (
-                "loadbalancing.sending_queue.num_consumers",
-                lb.sending_queue.num_consumers.is_some(),
-                "use protocol.otlp.sending_queue for per-backend queues",
-            ),
-            (
-                "loadbalancing.sending_queue.queue_size",
-                lb.sending_queue.queue_size.is_some(),
-                "use protocol.otlp.sending_queue for per-backend queues",
-            ),
-            (
-                "loadbalancing.timeout",
-                lb.timeout.is_some(),
-                "use loadbalancing.protocol.otlp.timeout and retry_on_failure.max_elapsed_time",
-            ),
-            ("loadbalancing.resolver.aws_cloud_map", lb.resolver.aws_cloud_map.is_some(), "not implemented"),
-        ];
-        for (key, present, what) in ignored {
-            if present {
-                out.push(format!("{key} is not supported and is ignored ({what})"));
+        let tls = &lb.protocol.otlp.tls;
+        if tls.plaintext() {
+            for (key, set) in [("cert_file", tls.cert_file.is_some()), ("key_file", tls.key_file.is_some())] {
+                if set {
+                    out.push(compat::ignored_warning(
+                        &format!("loadbalancing.protocol.otlp.tls.{key}"),
+                        "insecure: true without ca_file is plaintext, as in the Collector",
+                    ));
+                }
             }
+        }
+        if lb.sending_queue.ack == AckMode::Delivered && lb.sending_queue.storage.is_some() {
+            out.push(compat::ignored_warning("loadbalancing.sending_queue.storage", "only used with ack: queued"));
+        }
+        if lb.resolver.aws_cloud_map.is_some() {
+            out.push(compat::ignored_warning("loadbalancing.resolver.aws_cloud_map", "not implemented"));
         }
         out
     }

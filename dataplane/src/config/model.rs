@@ -13,8 +13,21 @@ fn present<'de, D: Deserializer<'de>, T: Deserialize<'de> + Default>(d: D) -> Re
     Ok(Some(Option::<T>::deserialize(d)?.unwrap_or_default()))
 }
 
-/// A key accepted for compatibility with the Collector; its value is not used.
-pub type Ignored = serde_json::Value;
+/// A port given as a number or a string of digits; empty or null means unset.
+fn port<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u16>, D::Error> {
+    use serde::de::Error;
+    let value = Option::<serde_json::Value>::deserialize(d)?;
+    let text = match &value {
+        None | Some(serde_json::Value::Null) => return Ok(None),
+        Some(serde_json::Value::String(s)) if s.trim().is_empty() => return Ok(None),
+        Some(serde_json::Value::String(s)) => s.trim().to_string(),
+        Some(other) => other.to_string(),
+    };
+    match text.parse::<u16>() {
+        Ok(p) if p > 0 => Ok(Some(p)),
+        _ => Err(D::Error::custom(format!("{text} is not a port (1 to 65535)"))),
+    }
+}
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -32,6 +45,9 @@ pub struct Config {
     /// How long SIGTERM waits for requests in flight before exiting.
     #[serde(default = "default_drain_timeout")]
     pub drain_timeout: Dur,
+    /// Warnings of the Collector keys that were accepted and ignored (see [`super::compat`]).
+    #[serde(skip)]
+    pub(super) ignored: Vec<String>,
 }
 
 fn default_drain_timeout() -> Dur {
@@ -153,8 +169,6 @@ pub struct LoadBalancing {
     /// When clients are acknowledged: after delivery (default) or once the request is in an on-disk queue.
     #[serde(default)]
     pub sending_queue: DurableQueue,
-    #[serde(default)]
-    pub timeout: Option<Ignored>,
 }
 
 /// `ack: delivered` (default): a request is acknowledged after every backend accepted its part. `ack: queued`: it
@@ -174,9 +188,6 @@ pub struct DurableQueue {
     pub fsync_interval: Dur,
     /// Records delivered at the same time.
     pub max_concurrent_deliveries: usize,
-    pub enabled: Option<Ignored>,
-    pub num_consumers: Option<Ignored>,
-    pub queue_size: Option<Ignored>,
 }
 
 impl Default for DurableQueue {
@@ -189,9 +200,6 @@ impl Default for DurableQueue {
             fsync: FsyncMode::Always,
             fsync_interval: Dur::millis(5),
             max_concurrent_deliveries: 64,
-            enabled: None,
-            num_consumers: None,
-            queue_size: None,
         }
     }
 }
@@ -232,16 +240,8 @@ pub struct OtlpExporter {
     pub compression_params: CompressionParams,
     pub headers: BTreeMap<String, String>,
     pub tls: ClientTls,
-    pub endpoint: Option<Ignored>,
-    pub balancer_name: Option<Ignored>,
-    pub keepalive: Option<Ignored>,
-    pub auth: Option<Ignored>,
-    pub write_buffer_size: Option<Ignored>,
-    pub read_buffer_size: Option<Ignored>,
-    pub wait_for_ready: Option<Ignored>,
     /// Per-backend concurrency and queue bound.
     pub sending_queue: EndpointQueue,
-    pub retry_on_failure: Option<Ignored>,
 }
 
 /// Per-backend sending: at most `num_consumers` requests in flight, at most `queue_size` more waiting, counted in
@@ -254,12 +254,7 @@ pub struct EndpointQueue {
     pub enabled: bool,
     pub num_consumers: usize,
     pub queue_size: usize,
-    pub storage: Option<Ignored>,
     pub sizer: Sizer,
-    pub blocking: Option<Ignored>,
-    pub block_on_overflow: Option<Ignored>,
-    pub wait_for_result: Option<Ignored>,
-    pub batch: Option<Ignored>,
     pub coalesce: Coalesce,
 }
 
@@ -286,12 +281,7 @@ impl Default for EndpointQueue {
             enabled: true,
             num_consumers: 10,
             queue_size: 1000,
-            storage: None,
             sizer: Sizer::Requests,
-            blocking: None,
-            block_on_overflow: None,
-            wait_for_result: None,
-            batch: None,
             coalesce: Coalesce::default(),
         }
     }
@@ -305,15 +295,7 @@ impl Default for OtlpExporter {
             compression_params: CompressionParams::default(),
             headers: BTreeMap::new(),
             tls: ClientTls::default(),
-            endpoint: None,
-            balancer_name: None,
-            keepalive: None,
-            auth: None,
-            write_buffer_size: None,
-            read_buffer_size: None,
-            wait_for_ready: None,
             sending_queue: EndpointQueue::default(),
-            retry_on_failure: None,
         }
     }
 }
@@ -345,9 +327,10 @@ pub struct CompressionParams {
     pub level: Option<i32>,
 }
 
-/// TLS towards the backends: plaintext with `insecure: true` (the default); else TLS verified against `ca_file`
-/// (or the system's roots), with a client certificate (`cert_file`, `key_file`) for mutual TLS.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+/// TLS towards the backends, as the Collector reads it: TLS unless `insecure: true` (default false) and no
+/// `ca_file`; verified against `ca_file` (or the system's roots), with a client certificate (`cert_file`,
+/// `key_file`) for mutual TLS; TLS 1.2 and 1.3 within `min_version` and `max_version`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClientTls {
     pub insecure: bool,
@@ -356,18 +339,35 @@ pub struct ClientTls {
     pub cert_file: Option<String>,
     pub key_file: Option<String>,
     pub server_name_override: Option<String>,
+    pub min_version: Option<String>,
+    pub max_version: Option<String>,
 }
 
-impl Default for ClientTls {
-    fn default() -> Self {
-        ClientTls {
-            insecure: true,
-            insecure_skip_verify: false,
-            ca_file: None,
-            cert_file: None,
-            key_file: None,
-            server_name_override: None,
+/// TLS versions as the Collector names them, oldest first; otlp-lb speaks the last two.
+const TLS_VERSIONS: [&str; 4] = ["1.0", "1.1", "1.2", "1.3"];
+
+impl ClientTls {
+    /// Plaintext: `insecure: true` and no CA to verify with (the Collector's rule: a CA turns TLS on).
+    pub fn plaintext(&self) -> bool {
+        self.insecure && self.ca_file.is_none()
+    }
+
+    /// Which of TLS 1.2 and 1.3 `min_version` and `max_version` allow (both when unset).
+    pub fn protocol_versions(&self) -> Result<(bool, bool), String> {
+        let index = |key: &str, v: &Option<String>, unset: usize| match v.as_deref().map(str::trim) {
+            None | Some("") => Ok(unset),
+            Some(v) => TLS_VERSIONS
+                .iter()
+                .position(|t| *t == v)
+                .ok_or_else(|| format!("{key}: {v:?} is not a TLS version; one of {}", TLS_VERSIONS.join(", "))),
+        };
+        let min = index("min_version", &self.min_version, 0)?;
+        let max = index("max_version", &self.max_version, TLS_VERSIONS.len() - 1)?;
+        let (tls12, tls13) = ((min..=max).contains(&2), (min..=max).contains(&3));
+        if !tls12 && !tls13 {
+            return Err("min_version and max_version leave no version otlp-lb speaks (1.2, 1.3)".to_string());
         }
+        Ok((tls12, tls13))
     }
 }
 
@@ -432,7 +432,7 @@ pub struct Resolver {
     #[serde(default)]
     pub k8s: Option<K8sResolver>,
     #[serde(default)]
-    pub aws_cloud_map: Option<Ignored>,
+    pub aws_cloud_map: Option<serde_json::Value>,
 }
 
 impl Resolver {
@@ -454,13 +454,28 @@ impl Resolver {
                 ));
             }
             let members = s.members()?;
-            for name in s.weights.keys() {
-                if !members.iter().any(|(a, _)| a == name || a == &with_default_port(name)) {
+            match &s.weights {
+                Weights::ByHost(map) => {
+                    for name in map.keys() {
+                        if !members.iter().any(|(a, _)| a == name || a == &with_default_port(name)) {
+                            return Err(invalid(
+                                format!("loadbalancing.resolver.static.weights.{name}"),
+                                "not one of the hostnames",
+                            ));
+                        }
+                    }
+                }
+                Weights::InOrder(list) if list.len() != s.hostnames.len() => {
                     return Err(invalid(
-                        format!("loadbalancing.resolver.static.weights.{name}"),
-                        "not one of the hostnames",
+                        "loadbalancing.resolver.static.weights",
+                        format!(
+                            "{} weights for {} hostnames: give one per hostname, in the hostnames' order",
+                            list.len(),
+                            s.hostnames.len()
+                        ),
                     ));
                 }
+                Weights::InOrder(_) => {}
             }
         }
         if let Some(d) = &self.dns
@@ -491,7 +506,38 @@ pub struct StaticResolver {
     pub hostnames: Vec<String>,
     /// Optional weight per hostname (default 1): a backend with weight 2 takes twice the keys.
     #[serde(default)]
-    pub weights: BTreeMap<String, u32>,
+    pub weights: Weights,
+}
+
+/// Weights of a static pool: a map `hostname: weight`, or a list in the order of `hostnames`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum Weights {
+    ByHost(BTreeMap<String, u32>),
+    InOrder(Vec<u32>),
+}
+
+impl Default for Weights {
+    fn default() -> Self {
+        Weights::ByHost(BTreeMap::new())
+    }
+}
+
+impl<'de> Deserialize<'de> for Weights {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let shape = "a list of weights in the hostnames' order, or a map of hostname: weight";
+        match serde_json::Value::deserialize(d)? {
+            serde_json::Value::Null => Ok(Weights::default()),
+            v @ serde_json::Value::Array(_) => serde_json::from_value(v)
+                .map(Weights::InOrder)
+                .map_err(|e| D::Error::custom(format!("{e}: weights are {shape}"))),
+            v @ serde_json::Value::Object(_) => serde_json::from_value(v)
+                .map(Weights::ByHost)
+                .map_err(|e| D::Error::custom(format!("{e}: weights are {shape}"))),
+            other => Err(D::Error::custom(format!("{other} is not {shape}"))),
+        }
+    }
 }
 
 impl StaticResolver {
@@ -508,9 +554,16 @@ impl StaticResolver {
             if out.iter().any(|(a, _)| *a == addr) {
                 return Err(invalid(field, format!("{addr} is listed twice")));
             }
-            let weight = self.weights.get(host).or_else(|| self.weights.get(&addr)).copied().unwrap_or(1);
+            let (weight, weight_field) = match &self.weights {
+                Weights::ByHost(map) => (
+                    map.get(host).or_else(|| map.get(&addr)).copied(),
+                    format!("loadbalancing.resolver.static.weights.{host}"),
+                ),
+                Weights::InOrder(list) => (list.get(i).copied(), format!("loadbalancing.resolver.static.weights[{i}]")),
+            };
+            let weight = weight.unwrap_or(1);
             if weight == 0 {
-                return Err(invalid(format!("loadbalancing.resolver.static.weights.{host}"), "must be at least 1"));
+                return Err(invalid(weight_field, "must be at least 1"));
             }
             out.push((addr, weight));
         }
@@ -522,7 +575,8 @@ impl StaticResolver {
 #[serde(deny_unknown_fields)]
 pub struct DnsResolver {
     pub hostname: String,
-    #[serde(default)]
+    /// A number or, as the Collector writes it, a string (`"4317"`).
+    #[serde(default, deserialize_with = "port")]
     pub port: Option<u16>,
     #[serde(default)]
     pub interval: Option<Dur>,

@@ -162,3 +162,136 @@ fn queued_acknowledgement_needs_storage() {
     let e = err(&minimal("").replace("loadbalancing:\n", "loadbalancing:\n  sending_queue: {ack: sometimes}\n"));
     assert!(e.contains("loadbalancing.sending_queue.ack"), "{e}");
 }
+
+/// `minimal("")` with `key: value` set at a dotted path under the document (intermediate maps created).
+fn with_key(path: &str, value: serde_json::Value) -> String {
+    let mut doc: serde_json::Value = serde_saphyr::from_str(&minimal("")).expect("yaml");
+    let mut keys: Vec<&str> = path.split('.').collect();
+    let last = keys.pop().expect("a key");
+    let mut map = doc.as_object_mut().expect("a map");
+    for key in keys {
+        map = map.entry(key).or_insert_with(|| serde_json::json!({})).as_object_mut().expect("a map");
+    }
+    map.insert(last.to_string(), value);
+    doc.to_string()
+}
+
+#[test]
+fn every_collector_key_not_implemented_warns_or_is_refused_by_full_name() {
+    assert!(compat::COLLECTOR_KEYS.len() >= 30);
+    for (path, treatment) in compat::COLLECTOR_KEYS {
+        let text = with_key(path, serde_json::json!("x"));
+        match treatment {
+            compat::Treatment::Ignored(what) => {
+                let c = Config::parse(&text).unwrap_or_else(|e| panic!("{path} is accepted: {e}"));
+                assert_eq!(c.warnings(), vec![compat::ignored_warning(path, what)], "{path}");
+                assert!(c.warnings()[0].starts_with(&format!("{path} is not supported and is ignored")));
+            }
+            compat::Treatment::Refused(instead) => {
+                let e = err(&text);
+                assert!(e.starts_with(&format!("{path}: not supported")) && e.contains(instead), "{e}");
+            }
+        }
+    }
+    // The keys accepted and ignored outside the table, each named in full.
+    for (path, value, extra) in [
+        ("loadbalancing.resolver.aws_cloud_map", serde_json::json!({"namespace": "n"}), ""),
+        ("loadbalancing.sending_queue.storage", serde_json::json!("/var/lib/otlp-lb"), ""),
+        ("loadbalancing.protocol.otlp.tls", serde_json::json!({"insecure": true, "cert_file": "c"}), ".cert_file"),
+        ("loadbalancing.protocol.otlp.tls", serde_json::json!({"insecure": true, "key_file": "k"}), ".key_file"),
+    ] {
+        let c = Config::parse(&with_key(path, value)).unwrap_or_else(|e| panic!("{path}: {e}"));
+        let w = c.warnings();
+        assert!(w.len() == 1 && w[0].starts_with(&format!("{path}{extra} is not supported and is ignored")), "{w:?}");
+    }
+}
+
+#[test]
+fn tls_is_on_unless_insecure_and_no_ca() {
+    let tls = |v: serde_json::Value| {
+        Config::parse(&with_key("loadbalancing.protocol.otlp.tls", v)).expect("valid").loadbalancing.protocol.otlp.tls
+    };
+    let pasted = tls(serde_json::json!({"ca_file": "ca.pem", "cert_file": "c.pem", "key_file": "k.pem"}));
+    assert!(!pasted.insecure && !pasted.plaintext(), "TLS with a client certificate, as in the Collector");
+    let minimal = Config::parse(&minimal("")).expect("valid");
+    assert!(!minimal.loadbalancing.protocol.otlp.tls.plaintext(), "no tls block: TLS");
+    assert!(tls(serde_json::json!({"insecure": true})).plaintext());
+    assert!(!tls(serde_json::json!({"insecure": true, "ca_file": "ca.pem"})).plaintext(), "a CA turns TLS on");
+    assert_eq!(tls(serde_json::json!({"min_version": "1.3"})).protocol_versions(), Ok((false, true)));
+    assert_eq!(
+        tls(serde_json::json!({"min_version": "1.0", "max_version": "1.2"})).protocol_versions(),
+        Ok((true, false))
+    );
+    for bad in [serde_json::json!({"min_version": "1.4"}), serde_json::json!({"max_version": "1.1"})] {
+        let e = err(&with_key("loadbalancing.protocol.otlp.tls", bad));
+        assert!(e.starts_with("loadbalancing.protocol.otlp.tls:"), "{e}");
+    }
+}
+
+#[test]
+fn collector_forms_of_weights_port_and_block_name() {
+    let weights = |w: &str| {
+        Config::parse(&format!("loadbalancing:\n  resolver:\n    static: {{hostnames: [a, b, c], weights: {w}}}\n"))
+            .map(|c| c.loadbalancing.resolver.static_.expect("static").members().expect("members"))
+    };
+    let expected: Vec<(String, u32)> = vec![("a:4317".into(), 1), ("b:4317".into(), 2), ("c:4317".into(), 1)];
+    assert_eq!(weights("[1, 2, 1]").expect("a list in hostname order"), expected);
+    assert_eq!(weights("{b: 2}").expect("a map"), expected);
+    let e = weights("[1, 2]").expect_err("too few").to_string();
+    assert!(e.starts_with("loadbalancing.resolver.static.weights:") && e.contains("2 weights for 3 hostnames"), "{e}");
+    let e = weights("[1, 0, 1]").expect_err("zero").to_string();
+    assert!(e.starts_with("loadbalancing.resolver.static.weights[1]:"), "{e}");
+    let e = weights("7").expect_err("a number").to_string();
+    assert!(e.contains("a list of weights in the hostnames' order, or a map"), "{e}");
+
+    let port = |p: &str| {
+        Config::parse(&format!("loadbalancing:\n  resolver:\n    dns: {{hostname: pool, port: {p}}}\n"))
+            .map(|c| c.loadbalancing.resolver.dns.expect("dns").port)
+    };
+    assert_eq!(port("\"4317\"").expect("a string"), Some(4317));
+    assert_eq!(port("4318").expect("a number"), Some(4318));
+    assert_eq!(port("\"\"").expect("empty: the default"), None);
+    for bad in ["\"http\"", "0", "70000"] {
+        let e = port(bad).expect_err(bad).to_string();
+        assert!(e.starts_with("loadbalancing.resolver.dns.port:") && e.contains("is not a port"), "{e}");
+    }
+
+    for name in ["loadbalancing/east", "load_balancing", "load_balancing/x"] {
+        let c = Config::parse(&minimal("").replace("loadbalancing:", &format!("{name}:"))).expect(name);
+        assert_eq!(c.loadbalancing.resolver.static_.expect("static").hostnames, vec!["a:4317"]);
+    }
+    let two = format!("{}load_balancing/b:\n  resolver:\n    static: {{hostnames: [b:4317]}}\n", minimal(""));
+    let e = err(&two);
+    assert!(e.contains("one load-balancing block only") && e.contains("load_balancing/b"), "{e}");
+}
+
+#[test]
+fn routing_keys_as_the_collector_spells_them() {
+    let key = |k: &str| minimal("").replace("loadbalancing:\n", &format!("loadbalancing:\n  routing_key: {k}\n"));
+    let p = Config::parse(&key("\"\"")).expect("empty: the defaults").routing_policy().expect("policy");
+    assert_eq!(p, crate::route::key::RoutingPolicy::default());
+    for k in ["traceID", "service", "resource", "metric", "streamID"] {
+        Config::parse(&key(k)).unwrap_or_else(|e| panic!("{k}: {e}"));
+    }
+    for k in ["trace_id", "traceid", "TraceID", "service.name"] {
+        let e = err(&key(k));
+        assert!(e.starts_with("loadbalancing.routing_key: unknown key"), "{e}");
+    }
+    let e = err(&key("service").replace("routing_key:", "routing_attributes: [tenant]\n  routing_key:"));
+    assert!(e.starts_with("loadbalancing.routing_attributes: only used with routing_key: attributes"), "{e}");
+    Config::parse(&key("attributes").replace("routing_key:", "routing_attributes: [tenant]\n  routing_key:"))
+        .expect("attributes with their list");
+}
+
+#[test]
+fn a_storage_extension_is_never_read_as_a_path() {
+    for id in ["file_storage", "file_storage/otc", "db_storage/x"] {
+        let queue = format!("loadbalancing:\n  sending_queue: {{enabled: true, storage: {id}}}\n");
+        let e = err(&minimal("").replace("loadbalancing:\n", &queue));
+        assert!(e.starts_with("loadbalancing.sending_queue.storage:") && e.contains("storage extension"), "{e}");
+        assert!(e.contains("ack: queued") && e.contains("absolute path"), "{e}");
+    }
+    let relative = "loadbalancing:\n  sending_queue: {ack: queued, storage: ./wal}\n";
+    let e = err(&minimal("").replace("loadbalancing:\n", relative));
+    assert!(e.starts_with("loadbalancing.sending_queue.storage:") && e.contains("absolute path"), "{e}");
+}

@@ -80,7 +80,7 @@ impl Backend {
         if authority.port().is_none() {
             return Err(format!("{address}: not a valid backend address: no port"));
         }
-        let scheme = if cfg.tls.insecure { Scheme::HTTP } else { Scheme::HTTPS };
+        let scheme = if cfg.tls.plaintext() { Scheme::HTTP } else { Scheme::HTTPS };
         let connection = Connection::new(address, &cfg.tls, cfg.timeout.0).map_err(|e| format!("{address}: {e}"))?;
         let mut headers = Vec::new();
         for (k, v) in &cfg.headers {

@@ -12,7 +12,7 @@ use h2::client::SendRequest;
 use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
-use tokio_rustls::rustls::{ClientConfig, RootCertStore, crypto};
+use tokio_rustls::rustls::{ClientConfig, RootCertStore, SupportedProtocolVersion, crypto, version};
 use tonic::Status;
 
 use crate::config::ClientTls;
@@ -45,9 +45,9 @@ struct Live {
 }
 
 impl Connection {
-    /// `tls` is `None` for plaintext (`tls.insecure`); the connection is not opened here.
+    /// `tls` is `None` for plaintext ([`ClientTls::plaintext`]); the connection is not opened here.
     pub fn new(address: &str, tls: &ClientTls, connect_timeout: Duration) -> Result<Connection, String> {
-        let tls = if tls.insecure { None } else { Some(client_tls(address, tls)?) };
+        let tls = if tls.plaintext() { None } else { Some(client_tls(address, tls)?) };
         Ok(Connection {
             address: address.to_string(),
             tls,
@@ -164,7 +164,8 @@ pub fn status(e: &h2::Error) -> Status {
 }
 
 /// The client TLS settings of a backend (`tls.insecure: false`): the CA of `ca_file`, or the system's roots; a
-/// client certificate when both `cert_file` and `key_file` are given; ALPN `h2`.
+/// client certificate when both `cert_file` and `key_file` are given; the TLS versions `min_version` and
+/// `max_version` allow; ALPN `h2`.
 fn client_tls(address: &str, tls: &ClientTls) -> Result<Tls, String> {
     if tls.insecure_skip_verify {
         return Err("tls.insecure_skip_verify is not supported: give the backends' CA in tls.ca_file".into());
@@ -180,8 +181,13 @@ fn client_tls(address: &str, tls: &ClientTls) -> Result<Tls, String> {
     if roots.is_empty() {
         return Err("tls: no CA certificate to verify the backends with (give tls.ca_file)".into());
     }
+    let versions: Vec<&'static SupportedProtocolVersion> = match tls.protocol_versions()? {
+        (true, true) => vec![&version::TLS13, &version::TLS12],
+        (false, true) => vec![&version::TLS13],
+        _ => vec![&version::TLS12],
+    };
     let builder = ClientConfig::builder_with_provider(Arc::new(crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
+        .with_protocol_versions(&versions)
         .map_err(|e| e.to_string())?
         .with_root_certificates(roots);
     let mut config = match (&tls.cert_file, &tls.key_file) {

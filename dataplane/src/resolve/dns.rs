@@ -99,7 +99,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_failed_lookup_keeps_the_last_good_pool() {
-        use crate::config::{HealthCheck, OtlpExporter};
+        use crate::config::{ClientTls, HealthCheck, OtlpExporter};
         use std::collections::VecDeque;
         use std::sync::Mutex;
 
@@ -112,7 +112,7 @@ mod tests {
         ])));
         let metrics = Metrics::new();
         let (pool, pools) = PoolManager::new(
-            OtlpExporter::default(),
+            OtlpExporter { tls: ClientTls { insecure: true, ..ClientTls::default() }, ..OtlpExporter::default() },
             HealthCheck::default(),
             metrics.clone(),
             "dns",
