@@ -261,7 +261,7 @@ def main():
         with open(args.out, "w") as f:
             f.write(text)
     if problems:
-        print("\n".join(["FAILED:"] + problems), file=sys.stderr)
+        print("\n".join(["FAILED:"] + problems + [f"(configs and logs kept in {workdir})"]), file=sys.stderr)
         raise SystemExit(1)
     shutil.rmtree(workdir, ignore_errors=True)
 
