@@ -12,7 +12,7 @@ E2E_TESTS := $(sort $(basename $(notdir $(wildcard e2e/tests/*.rs))))
 # serves them all and nothing is compiled twice (`-p`, `--exclude` or `cargo build` would each resolve another).
 CARGO_TEST := $(CARGO) test --workspace
 
-.PHONY: golden help build test-build test unit python e2e e2e-rebalance tools tools-check demo bench fuzz crds crds-check chart lint fmt clean
+.PHONY: golden help build test-build test unit python e2e e2e-rebalance tools tools-check demo bench ring-report fuzz crds crds-check chart lint fmt clean
 
 help: ## this list
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -40,6 +40,9 @@ e2e-rebalance: test-build tools-check ## scale a backend pool 3->5->2 under load
 bench: tools-check ## otlp-lb vs the Collector's loadbalancing exporter, pass-through, criterion, profile, flame graphs; writes bench/results.md (~15 min)
 	@test -x $(TOOLS_DIR)/bin/inferno-flamegraph || cargo install --locked --quiet inferno --version 0.12.8 --root $(TOOLS_DIR)
 	$(PYTHON) bench/macro.py --otelcol $(TOOLS_DIR)/bin/otelcol-lb
+
+ring-report: tools-check ## per-sink shares and keys moved, the Collector's loadbalancing exporter and otlp-lb, N = 3..16 sinks; writes bench/ring_shares.md (~3 min)
+	$(PYTHON) bench/ring_shares.py --otelcol $(TOOLS_DIR)/bin/otelcol-lb
 
 fuzz: ## fuzz decoding and splitting for a bounded time (FUZZ_SECONDS per target, default 60)
 	bash scripts/fuzz.sh

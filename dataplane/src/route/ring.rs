@@ -15,8 +15,8 @@
 //!   failover sends a key exactly where removing its owner would.
 //! - *Balanced*: shares are Binomial(2^22, 1/N) noise, max/mean ≤ 1.0105 (≈ 1 + 2.4 sqrt(N/2^22)).
 //!   2^21 slots would give ≈ 1.013 at N=64 with ~1% of pools above 1.02, hence 2^22. The
-//!   Collector's Karger ring (36000 positions, 100 points/endpoint) reaches 1.41, moves up to
-//!   1.30 × ideal and moves some keys between unaffected backends (linear probing on collisions).
+//!   Collector's Karger ring (131071 positions, 200 points/endpoint) reaches 1.45, moves up to
+//!   1.27 × ideal and moves some keys between unaffected backends (linear probing on collisions).
 //! - *Weighted*: exponential race, score = -ln(u)/w, lowest wins, so P(win) = w/Σw (weights 1:2
 //!   measured within 1.3%) and the race stays HRW, hence monotone. Equal weights rank by raw hash,
 //!   the same order since `neg_ln` is provably monotone over draws (and built from IEEE +-*/ only,

@@ -1,5 +1,5 @@
 //! Quality report of the hash ring (`dataplane::route::ring`), side by side with a replay of the
-//! OpenTelemetry Collector's load-balancing exporter ring.
+//! ring of the OpenTelemetry Collector's load-balancing exporter in its pinned release (`collector`).
 //!
 //! `cargo run --release -p dataplane --example ring_report`
 //!
@@ -8,15 +8,16 @@
 //! keys moved when one backend joins or leaves (÷ the ideal 1/(N+1) or 1/N) and the keys moved
 //! between backends that neither joined nor left ("stray", must be 0), and the rebuild times.
 //!
-//! The Collector replay follows `exporter/loadbalancingexporter/consistent_hashing.go` (current
-//! upstream): 36000 positions, 100 points per endpoint, point i of endpoint e at
-//! `crc32_ieee(e bytes ++ u32_le(i)) % 36000`, an occupied position probed linearly up to 10 steps
-//! (then the point is dropped), endpoints inserted in sorted order (its resolvers sort them), a key
-//! owned by the first point at or after `crc32_ieee(trace id) % 36000`, wrapping. (Older releases
-//! wrote the single byte `i` instead of `u32_le(i)` and dropped colliding points at once.)
+//! `ring_report --shares ENDPOINT,ENDPOINT,...` instead prints, as JSON, both rings' exact shares for
+//! those endpoints and the owner under each ring of every hex trace id read from stdin, one a line
+//! (`shares`); `bench/ring_shares.py` checks them against the real balancers.
 
 use std::time::Instant;
 
+mod collector;
+mod shares;
+
+use collector::{CollectorRing, POSITIONS, position, position_weight};
 use dataplane::route::ring::{Member, Ring, SLOT_BITS};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use xxhash_rust::xxh3::xxh3_64;
@@ -41,62 +42,6 @@ fn timed<T>(f: impl FnOnce() -> T) -> (T, (f64, f64)) {
     (out, (wall.elapsed().as_secs_f64() * 1e3, cpu_ms() - cpu))
 }
 
-/// CRC-32/IEEE, as Go's `hash/crc32.NewIEEE`.
-struct Crc32([u32; 256]);
-
-impl Crc32 {
-    fn new() -> Crc32 {
-        let mut table = [0u32; 256];
-        for (i, entry) in table.iter_mut().enumerate() {
-            *entry = (0..8).fold(i as u32, |c, _| if c & 1 == 1 { 0xEDB8_8320 ^ (c >> 1) } else { c >> 1 });
-        }
-        Crc32(table)
-    }
-
-    fn sum(&self, parts: &[&[u8]]) -> u32 {
-        let bytes = parts.iter().flat_map(|p| p.iter());
-        !bytes.fold(!0u32, |c, &b| self.0[((c ^ u32::from(b)) & 0xFF) as usize] ^ (c >> 8))
-    }
-}
-
-const POSITIONS: u32 = 36000;
-
-/// The Collector's ring, evaluated for every one of its 36000 positions.
-struct CollectorRing {
-    /// Sorted endpoints.
-    endpoints: Vec<String>,
-    /// Owner (index into `endpoints`) of each position.
-    owner: Vec<u16>,
-}
-
-impl CollectorRing {
-    fn new(crc: &Crc32, endpoints: &[String]) -> CollectorRing {
-        let mut endpoints = endpoints.to_vec();
-        endpoints.sort();
-        let mut taken = vec![false; POSITIONS as usize];
-        let mut items: Vec<(u32, u16)> = Vec::new();
-        for (e, endpoint) in endpoints.iter().enumerate() {
-            for i in 0..100u32 {
-                let mut pos = crc.sum(&[endpoint.as_bytes(), &i.to_le_bytes()]) % POSITIONS;
-                let mut probed = 0;
-                while taken[pos as usize] && probed < 10 {
-                    pos = (pos + 1) % POSITIONS;
-                    probed += 1;
-                }
-                if probed >= 10 {
-                    continue;
-                }
-                taken[pos as usize] = true;
-                items.push((pos, e as u16));
-            }
-        }
-        items.sort_unstable();
-        let owner =
-            (0..POSITIONS).map(|p| items.get(items.partition_point(|&(q, _)| q < p)).unwrap_or(&items[0]).1).collect();
-        CollectorRing { endpoints, owner }
-    }
-}
-
 /// Owners (by address) of a sample of the key space, for one ring.
 trait Owners {
     fn address(&self, index: usize) -> &str;
@@ -114,10 +59,10 @@ impl Owners for Ring {
 
 impl Owners for CollectorRing {
     fn address(&self, index: usize) -> &str {
-        &self.endpoints[index]
+        &self.endpoints()[index]
     }
     fn len(&self) -> usize {
-        self.endpoints.len()
+        self.endpoints().len()
     }
 }
 
@@ -164,7 +109,7 @@ struct Row {
 
 struct Keys {
     xxh3: Vec<u64>,
-    crc_pos: Vec<u16>,
+    crc_pos: Vec<u32>,
 }
 
 fn ours(keys: &Keys, pool: &[String], joined: &str, left: &str) -> Row {
@@ -192,22 +137,17 @@ fn ours(keys: &Keys, pool: &[String], joined: &str, left: &str) -> Row {
     Row { exact: balance(&exact), sampled: balance(&sampled), add, remove, build, add_time, remove_time }
 }
 
-fn collector(crc: &Crc32, keys: &Keys, pool: &[String], joined: &str, left: &str) -> Row {
-    let (ring, build) = timed(|| CollectorRing::new(crc, pool));
-    // A uniform 32-bit crc lands on position p < 2^32 mod 36000 once more than on the others.
-    let weight = |p: usize| {
-        if (p as u64) < (1u64 << 32) % u64::from(POSITIONS) { 119_305.0 } else { 119_304.0 }
-    };
-    let mut exact = vec![0.0; ring.len()];
-    ring.owner.iter().enumerate().for_each(|(p, &o)| exact[o as usize] += weight(p));
+fn collector(keys: &Keys, pool: &[String], joined: &str, left: &str) -> Row {
+    let (ring, build) = timed(|| CollectorRing::new(pool));
+    let exact = ring.shares();
     let mut sampled = vec![0.0; ring.len()];
-    keys.crc_pos.iter().for_each(|&p| sampled[ring.owner[p as usize] as usize] += 1.0);
+    keys.crc_pos.iter().for_each(|&p| sampled[ring.owner_at(p)] += 1.0);
     let grown: Vec<String> = pool.iter().cloned().chain([joined.to_string()]).collect();
-    let (grown, add_time) = timed(|| CollectorRing::new(crc, &grown));
+    let (grown, add_time) = timed(|| CollectorRing::new(&grown));
     let shrunk: Vec<String> = pool.iter().filter(|a| *a != left).cloned().collect();
-    let (shrunk, remove_time) = timed(|| CollectorRing::new(crc, &shrunk));
+    let (shrunk, remove_time) = timed(|| CollectorRing::new(&shrunk));
     let positions = |other: &CollectorRing| -> Vec<(usize, usize, f64)> {
-        (0..POSITIONS as usize).map(|p| (ring.owner[p] as usize, other.owner[p] as usize, weight(p))).collect()
+        (0..POSITIONS).map(|p| (ring.owner_at(p), other.owner_at(p), position_weight(p))).collect()
     };
     let add = movement(&ring, &grown, positions(&grown).into_iter(), Some(joined), None);
     let remove = movement(&ring, &shrunk, positions(&shrunk).into_iter(), None, Some(left));
@@ -250,8 +190,18 @@ fn worst(rows: &[(usize, Row)]) -> (f64, f64, f64, f64, f64) {
 }
 
 fn main() {
-    let crc = Crc32::new();
-    assert_eq!(crc.sum(&[b"123456789"]), 0xCBF4_3926, "CRC-32/IEEE check value");
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.as_slice() {
+        [] => report(),
+        [flag, endpoints] if flag == "--shares" => shares::run(endpoints),
+        _ => {
+            eprintln!("usage: ring_report [--shares ENDPOINT,ENDPOINT,...]");
+            std::process::exit(2);
+        }
+    }
+}
+
+fn report() {
     let mut rng = StdRng::seed_from_u64(2024);
     // Pod-like addresses, distinct; pool(N) = the first N, N+1-th joins, N/2-th leaves.
     let mut addresses: Vec<String> = Vec::new();
@@ -265,18 +215,18 @@ fn main() {
         (0..KEYS)
             .map(|_| {
                 let id: [u8; 16] = rng.random();
-                (xxh3_64(&id), (crc.sum(&[&id]) % POSITIONS) as u16)
+                (xxh3_64(&id), position(&id))
             })
-            .unzip::<u64, u16, Vec<u64>, Vec<u16>>()
+            .unzip::<u64, u32, Vec<u64>, Vec<u32>>()
     });
     let keys = Keys { xxh3, crc_pos };
     println!("# Hash ring report\n");
     println!(
-        "{} random trace ids (xxh3 for ours, crc32 % 36000 for the Collector), generated in {:.0} ms.",
+        "{} random trace ids (xxh3 for ours, crc32 % {POSITIONS} for the Collector), generated in {:.0} ms.",
         KEYS, keygen.0
     );
     println!(
-        "Ours: rendezvous hashing compiled into 2^{SLOT_BITS} slots. Collector: Karger ring, 36000 positions, 100 points/endpoint."
+        "Ours: rendezvous hashing compiled into 2^{SLOT_BITS} slots. Collector: Karger ring, {POSITIONS} positions, 200 points/endpoint, as in the pinned release."
     );
     println!("'stray' = share of all keys moved between backends that neither joined nor left (must be 0).");
 
@@ -284,7 +234,7 @@ fn main() {
     for n in 3..=64 {
         let (pool, joined, left) = (&addresses[..n], &addresses[n], &addresses[n / 2]);
         mine.push((n, ours(&keys, pool, joined, left)));
-        theirs.push((n, collector(&crc, &keys, pool, joined, left)));
+        theirs.push((n, collector(&keys, pool, joined, left)));
     }
     let pick = |rows: &[(usize, Row)]| -> Vec<(usize, Row)> {
         rows.iter().filter(|(n, _)| ROWS.contains(n)).cloned().collect()
