@@ -156,10 +156,11 @@ test_data_plane_run() {
   PIDS+=($!)
   wait_http "http://127.0.0.1:$a1/healthz" 10 && wait_http "http://127.0.0.1:$a2/healthz" 10 ||
     fail "the sinks did not start: $(cat "$WORK"/sink*.log)"
-  # A DNS server naming the second sink, as a cluster's DNS names a Service.
+  # A DNS server naming the second sink, as a cluster's DNS names a Service, and answering NXDOMAIN for every
+  # other name (localhost too, so that only the image's /etc/hosts can name the first).
   dns=127.53.$((RANDOM % 250 + 1)).$((RANDOM % 250 + 1))
   dnsmasq --keep-in-foreground --conf-file=/dev/null --listen-address="$dns" --bind-interfaces --port 53 \
-    --no-resolv --no-hosts --user=root --pid-file= --address=/sinks.otlp-lb.test/127.0.0.1 \
+    --no-resolv --no-hosts --user=root --pid-file= --address=/sinks.otlp-lb.test/127.0.0.1 --address='/#/' \
     --log-queries --log-facility=- >"$WORK/dns.log" 2>&1 &
   PIDS+=($!)
   echo "nameserver $dns" >"$WORK/resolv.conf"
