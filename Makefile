@@ -15,7 +15,7 @@ CARGO_TEST := $(CARGO) test --workspace
 .PHONY: golden help build test-build test unit python images e2e-images image-tests e2e e2e-rebalance tools tools-check demo bench fuzz crds crds-check chart lint fmt clean
 
 help: ## this list
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
 build: ## debug build of every binary
 	$(CARGO) build --workspace --bins
