@@ -41,6 +41,9 @@ done
 mapfile -t PRODUCT <"$OUT/product.refs"
 mapfile -t E2E <"$OUT/e2e.refs"
 LB=${PRODUCT[0]} OPERATOR=${PRODUCT[1]} OTELCOL=${E2E[0]} PAUSE=${E2E[1]}
+for ref in "${PRODUCT[@]}" "${E2E[@]}"; do
+  podman image exists "$ref" || fail "$ref is not in the podman store: build it with podman (make images e2e-images)"
+done
 
 # ---------------------------------------------------------------- clean-up
 WORK=$(mktemp -d)
@@ -59,6 +62,8 @@ trap cleanup EXIT
 
 # A container as the chart and the operator run one.
 RUN=(podman run --runtime runc --user 65532:65532 --read-only --cap-drop all --security-opt no-new-privileges)
+# once ARG...: a one-off container without a network, bounded in time (and named, so the clean-up finds it).
+once() { timeout 120 "${RUN[@]}" --rm --name "$NAME-$RANDOM$RANDOM" --network none "$@"; }
 
 free_ports() {
   python3 - "$1" <<'EOF'
@@ -74,7 +79,7 @@ EOF
 wait_http() {
   local i
   for ((i = 0; i < $2 * 10; i++)); do
-    curl -sf -o /dev/null "$1" && return 0
+    curl -sf --max-time 5 -o /dev/null "$1" && return 0
     sleep 0.1
   done
   return 1
@@ -132,17 +137,17 @@ test_data_plane_static() {
   local f out rc=0
   check_image "$LB" /otlp-lb etc/group etc/hosts etc/passwd etc/ssl/certs/ca-certificates.crt otlp-lb
   check_labels "$LB"
-  out=$("${RUN[@]}" --rm --network none "$LB" --version)
+  out=$(once "$LB" --version)
   [[ $out == "otlp-lb ${LB##*:}" ]] || fail "otlp-lb --version printed '$out'"
   ok "otlp-lb --version: $out"
   for f in "$ROOT"/config/examples/*.yaml; do
-    out=$("${RUN[@]}" --rm --network none -v "$f:/etc/otlp-lb/config.yaml:ro" "$LB" \
+    out=$(once -v "$f:/etc/otlp-lb/config.yaml:ro" "$LB" \
       --config /etc/otlp-lb/config.yaml --validate 2>&1) || fail "otlp-lb --validate $f: $out"
     [[ $out == *"/etc/otlp-lb/config.yaml: valid"* ]] || fail "otlp-lb --validate $f printed: $out"
     ok "otlp-lb --validate config/examples/${f##*/}"
   done
   printf 'loadbalancing:\n  resolver:\n    static: {hostnames: [a:4317]}\n  routing_kye: traceID\n' >"$WORK/bad.yaml"
-  out=$("${RUN[@]}" --rm --network none -v "$WORK/bad.yaml:/etc/otlp-lb/config.yaml:ro" "$LB" 2>&1) || rc=$?
+  out=$(once -v "$WORK/bad.yaml:/etc/otlp-lb/config.yaml:ro" "$LB" 2>&1) || rc=$?
   [[ $rc == 2 && $out == *routing_kye* ]] || fail "a misspelt key gave exit $rc: $out"
   ok "otlp-lb with a misspelt key exits 2 naming it"
 }
@@ -189,8 +194,8 @@ EOF
     -v "$WORK/lb.yaml:/etc/otlp-lb/config.yaml:ro" -v "$wal:/var/lib/otlp-lb" "$LB" >/dev/null
   wait_http "http://127.0.0.1:$metrics/readyz" 30 || fail "otlp-lb never ready: $(podman logs "$NAME-lb" 2>&1 | tail -20)"
   ok "otlp-lb ready (/readyz 200) as 65532 on a read-only root"
-  pool=$(curl -sf "http://127.0.0.1:$metrics/debug/pool")
-  "$TOOLS" loadgen --endpoint "127.0.0.1:$grpc" --traces 500 --spans-per-trace 5 --quiet --report-json \
+  pool=$(curl -sf --max-time 5 "http://127.0.0.1:$metrics/debug/pool")
+  timeout 120 "$TOOLS" loadgen --endpoint "127.0.0.1:$grpc" --traces 500 --spans-per-trace 5 --quiet --report-json \
     >"$WORK/loadgen.json" || fail "loadgen: $(cat "$WORK/loadgen.json")"
   [[ $(json 'd["sent_items"]' <"$WORK/loadgen.json") == 2500 && $(json 'd["failed_items"]' <"$WORK/loadgen.json") == 0 ]] ||
     fail "not every span was acknowledged: $(cat "$WORK/loadgen.json")"
@@ -198,7 +203,7 @@ EOF
   for ((i = 0; i < 100; i++)); do
     spans=0
     for a in "$a1" "$a2"; do
-      report=$(curl -sf "http://127.0.0.1:$a/report")
+      report=$(curl -sf --max-time 5 "http://127.0.0.1:$a/report")
       [[ $(json 'd["traces"]["duplicate_spans"]' <<<"$report") == 0 ]] || fail "duplicate spans: $report"
       spans=$((spans + $(json 'd["traces"]["spans"]' <<<"$report")))
     done
@@ -207,7 +212,7 @@ EOF
   done
   [[ $spans == 2500 ]] || fail "the sinks received $spans of 2500 spans"
   for a in "$a1" "$a2"; do
-    (($(curl -sf "http://127.0.0.1:$a/report" | json 'd["traces"]["spans"]') > 0)) ||
+    (($(curl -sf --max-time 5 "http://127.0.0.1:$a/report" | json 'd["traces"]["spans"]') > 0)) ||
       fail "a backend received nothing (pool: $pool)"
   done
   [[ -n $(find "$wal" -type f -user 65532) ]] || fail "no write-ahead log written to the volume: $(ls -lR "$wal")"
@@ -225,13 +230,13 @@ test_operator() {
   local out rc=0
   check_image "$OPERATOR" "/otlp-lb-operator" etc/group etc/hosts etc/passwd otlp-lb-operator
   check_labels "$OPERATOR"
-  out=$("${RUN[@]}" --rm --network none "$OPERATOR" --version)
+  out=$(once "$OPERATOR" --version)
   [[ $out == "otlp-lb-operator ${OPERATOR##*:}" ]] || fail "otlp-lb-operator --version printed '$out'"
   ok "otlp-lb-operator --version: $out"
-  "${RUN[@]}" --rm --network none "$OPERATOR" crd >"$WORK/crd.yaml"
+  once "$OPERATOR" crd >"$WORK/crd.yaml"
   cmp -s "$WORK/crd.yaml" "$ROOT/crds/loadbalancedcollector.yaml" || fail "the image's CRD differs from crds/"
   ok "otlp-lb-operator crd equals crds/loadbalancedcollector.yaml"
-  out=$(timeout 60 "${RUN[@]}" --rm --network none "$OPERATOR" run --leader-elect=false 2>&1) || rc=$?
+  out=$(once "$OPERATOR" run --leader-elect=false 2>&1) || rc=$?
   [[ $rc != 0 && $rc != 124 && $out == *config* ]] || fail "the operator without a cluster: exit $rc: $out"
   ok "otlp-lb-operator without a cluster exits $rc: $(tail -n 1 <<<"$out" | cut -c1-120)"
 }
@@ -240,7 +245,7 @@ test_operator() {
 test_otelcol() {
   local grpc health out spans
   check_image "$OTELCOL" /otelcol-lb etc/group etc/hosts etc/passwd otelcol-lb
-  out=$("${RUN[@]}" --rm --network none "$OTELCOL" --version)
+  out=$(once "$OTELCOL" --version)
   [[ $out == *"${OTELCOL##*:}"* ]] || fail "otelcol-lb --version printed '$out'"
   ok "otelcol-lb --version: $out"
   read -r grpc health <<<"$(free_ports 2)"
@@ -261,12 +266,12 @@ service:
   pipelines:
     traces: {receivers: [otlp], exporters: [file]}
 EOF
-  "${RUN[@]}" --rm --network none -v "$WORK/otelcol.yaml:/etc/otelcol.yaml:ro" "$OTELCOL" \
+  once -v "$WORK/otelcol.yaml:/etc/otelcol.yaml:ro" "$OTELCOL" \
     validate --config=/etc/otelcol.yaml >/dev/null 2>&1 || fail "otelcol-lb validate rejected its config"
   "${RUN[@]}" -d --name "$NAME-otelcol" --network host \
     -v "$WORK/otelcol.yaml:/etc/otelcol.yaml:ro" -v "$WORK/otelcol:/out" "$OTELCOL" --config=/etc/otelcol.yaml >/dev/null
   wait_http "http://127.0.0.1:$health/" 30 || fail "otelcol-lb never healthy: $(podman logs "$NAME-otelcol" 2>&1 | tail -20)"
-  "$TOOLS" loadgen --endpoint "127.0.0.1:$grpc" --traces 100 --spans-per-trace 5 --quiet --report-json \
+  timeout 120 "$TOOLS" loadgen --endpoint "127.0.0.1:$grpc" --traces 100 --spans-per-trace 5 --quiet --report-json \
     >"$WORK/loadgen.json" || fail "loadgen to otelcol-lb: $(cat "$WORK/loadgen.json")"
   for ((i = 0; i < 50; i++)); do
     spans=$(python3 - "$WORK/otelcol/traces.jsonl" <<'EOF'
@@ -289,7 +294,7 @@ EOF
 test_pause() {
   local out state
   check_image "$PAUSE" /pause pause
-  out=$("${RUN[@]}" --rm --network none "$PAUSE" -v)
+  out=$(once "$PAUSE" -v)
   [[ $out == "pause.c v${PAUSE##*:}" ]] || fail "pause -v printed '$out'"
   ok "pause -v: $out"
   "${RUN[@]}" -d --name "$NAME-pause" --network none "$PAUSE" >/dev/null
