@@ -56,7 +56,7 @@ stage() {
   cp -a "$@" "$ctx/"
 }
 
-# build NAME REF CONTAINERFILE [--build-arg ...]: build, tag and write target/images/NAME.oci.tar.
+# build NAME REF CONTAINERFILE [--label ...]: build, tag and write target/images/NAME.oci.tar.
 build() {
   local name=$1 ref=$2 file=$3 archive=$OUT/$1.oci.tar id
   shift 3
@@ -87,7 +87,10 @@ build_product() {
     CARGO_TARGET_DIR="$ROOT/target/image-build" \
     cargo build --locked --profile image --target "$triple" \
     -p dataplane --bin otlp-lb --bin otlp-lb-tools -p operator --bin otlp-lb-operator
-  local args=(--build-arg "VERSION=$VERSION" --build-arg "REVISION=$REVISION" --build-arg "SOURCE=$SOURCE")
+  # Labels given here rather than by ARGs in the Dockerfiles: a changed build argument does not invalidate
+  # buildah's cached LABEL step.
+  local args=(--label "org.opencontainers.image.version=$VERSION" --label "org.opencontainers.image.revision=$REVISION"
+    --label "org.opencontainers.image.source=$SOURCE")
   stage otlp-lb "$bins/otlp-lb" "$ROOT/images/rootfs/etc"
   mkdir -p "$OUT/context/otlp-lb/etc/ssl/certs"
   cp "$(ca_bundle)" "$OUT/context/otlp-lb/etc/ssl/certs/ca-certificates.crt"
@@ -121,13 +124,13 @@ build_e2e() {
   [[ -n $tag ]] || die "no TAG in $dir/build/pause/Makefile"
   stage pause "$dir/build/pause/linux/pause.c"
   ${CC:-cc} -Os -s -Wall -Werror -static "-DVERSION=v$tag" -o "$OUT/context/pause/pause" "$OUT/context/pause/pause.c"
-  build pause "$E2E_REGISTRY/pause:$tag" "$ROOT/images/pause.Containerfile" --build-arg "VERSION=$tag"
+  build pause "$E2E_REGISTRY/pause:$tag" "$ROOT/images/pause.Containerfile" --label "org.opencontainers.image.version=$tag"
 
   local otelcol=$TOOLS_DIR/bin/otelcol-lb otelcol_version=${OTELCOL_CONTRIB_VERSION#v}
   [[ -x $otelcol ]] || die "$otelcol is missing: run 'make tools'"
   stage otelcol-lb "$otelcol" "$ROOT/images/rootfs/etc"
   build otelcol-lb "$E2E_REGISTRY/otelcol-lb:$otelcol_version" "$ROOT/images/otelcol-lb.Containerfile" \
-    --build-arg "VERSION=$otelcol_version"
+    --label "org.opencontainers.image.version=$otelcol_version"
   REFS=("$E2E_REGISTRY/otelcol-lb:$otelcol_version" "$E2E_REGISTRY/pause:$tag")
 }
 
