@@ -5,8 +5,8 @@
 #   images/build.sh --e2e    the end-to-end test images: otelcol-lb and pause (make e2e-images)
 #
 # Each image is one static binary on an empty base (FROM scratch), built from the repository's own
-# Dockerfiles. Output in target/images/: <name>.oci.tar (one archive per image; with Docker, `docker save`'s
-# archive) and, with podman, the image in the local store.
+# Dockerfiles. Output in target/images/: one archive per image, <name>.oci.tar (with Docker, <name>.docker.tar
+# from `docker save`), and the image in the engine's local store.
 #
 #   CONTAINER_ENGINE   podman (default) or docker
 #   IMAGE_REGISTRY     where the product images are named (default ghcr.io/otlp-lb), e.g. localhost:5000/otlp-lb
@@ -17,6 +17,8 @@ OUT=$ROOT/target/images
 CHART=$ROOT/charts/otlp-lb/Chart.yaml
 ENGINE=${CONTAINER_ENGINE:-podman}
 REGISTRY=${IMAGE_REGISTRY:-ghcr.io/otlp-lb}
+ARCHIVE=oci.tar
+[[ $ENGINE == docker ]] && ARCHIVE=docker.tar
 TOOLS_DIR=${TOOLS_DIR:-$HOME/.cache/otlp-lb/tools}
 # The test images are local only, and named so.
 E2E_REGISTRY=localhost/otlp-lb-e2e
@@ -56,13 +58,14 @@ stage() {
   cp -a "$@" "$ctx/"
 }
 
-# build NAME REF CONTAINERFILE [--label ...]: build, tag and write target/images/NAME.oci.tar.
+# build NAME REF CONTAINERFILE [--label ...]: build, tag and write its archive, target/images/NAME.oci.tar
+# (podman's OCI archive) or NAME.docker.tar (`docker save`).
 build() {
-  local name=$1 ref=$2 file=$3 archive=$OUT/$1.oci.tar id
+  local name=$1 ref=$2 file=$3 archive=$OUT/$1.$ARCHIVE id
   shift 3
   "$ENGINE" build --quiet --file "$file" --tag "$ref" "$@" "$OUT/context/$name" >/dev/null
-  id=$("$ENGINE" image inspect --format '{{.Id}}' "$ref")
-  # An unchanged image keeps its archive.
+  id="$ref $("$ENGINE" image inspect --format '{{.Id}}' "$ref")"
+  # An unchanged image of the same name keeps its archive (which names it).
   if [[ -f $archive && "$(cat "$archive.id" 2>/dev/null)" == "$id" ]]; then
     return
   fi
@@ -144,6 +147,6 @@ for ref in "${REFS[@]}"; do
   name=${name%%:*}
   size=$("$ENGINE" image inspect --format '{{.Size}}' "$ref")
   printf 'images: %-48s %5s MB  %s\n' "$ref" "$(awk -v b="$size" 'BEGIN {printf "%.1f", b / 1e6}')" \
-    "target/images/$name.oci.tar"
+    "target/images/$name.$ARCHIVE"
 done
 note "done in $((SECONDS - start))s"
