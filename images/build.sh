@@ -32,7 +32,9 @@ case ${1:-} in
   *) die "usage: images/build.sh [--e2e]" ;;
 esac
 case $ENGINE in
-  podman | docker) command -v "$ENGINE" >/dev/null || die "$ENGINE not found (apt-get install podman, or CONTAINER_ENGINE=docker)" ;;
+  podman | docker)
+    command -v "$ENGINE" >/dev/null || die "$ENGINE not found (apt-get install podman, or CONTAINER_ENGINE=docker)"
+    ;;
   *) die "CONTAINER_ENGINE must be podman or docker, not '$ENGINE'" ;;
 esac
 
@@ -41,7 +43,8 @@ VERSION=$(sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\} *$/\1/p' "$CHART")
 CRATE_VERSION=$(sed -n '/^\[workspace.package\]/,/^\[/s/^version = "\(.*\)"/\1/p' "$ROOT/Cargo.toml")
 [[ -n $VERSION ]] || die "no appVersion in $CHART"
 [[ $VERSION == "$CRATE_VERSION" ]] ||
-  die "the chart's appVersion ($VERSION) differs from the workspace version ($CRATE_VERSION) the operator names its data plane image with"
+  die "the chart's appVersion ($VERSION) differs from the workspace version ($CRATE_VERSION)," \
+    "which the operator names its data plane image with"
 SOURCE=$(sed -n '/^sources:/{n;s/^ *- *//p}' "$CHART")
 [[ -n $SOURCE ]] || die "no sources entry in $CHART"
 REVISION=$(git -C "$ROOT" rev-parse HEAD 2>/dev/null || echo unknown)

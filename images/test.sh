@@ -12,9 +12,9 @@
 #   otelcol-lb, pause  (the end-to-end test images) --version / -v, a run: the Collector receives traces into a
 #                      mounted volume; pause stays up and exits 0 on SIGTERM
 #
-# Needs podman, skopeo, runc, dnsmasq, curl and python3, and the images (make images e2e-images). Without podman the tests
-# are skipped, except under CI=true, where that is a failure. Every container, process and directory it
-# starts or makes is removed on exit.
+# Needs podman, skopeo, runc, dnsmasq, curl and python3, and the images (make images e2e-images). Without
+# them the tests are skipped, except under CI=true, where that is a failure. Every container, process and
+# directory the tests start or make is removed on exit.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -97,8 +97,9 @@ check_image() {
   archive=$OUT/$name.oci.tar
   [[ -s $archive ]] || fail "$archive is missing"
   # The name an import (ctr images import, kind load image-archive) gives the image.
-  [[ $(tar -xOf "$archive" index.json | json 'd["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"]') == "$ref" ]] ||
-    fail "$archive does not name its image $ref"
+  local named
+  named=$(tar -xOf "$archive" index.json | json 'd["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"]')
+  [[ $named == "$ref" ]] || fail "$archive names its image $named, not $ref"
   config=$(skopeo inspect --config "oci-archive:$archive")
   [[ $(json 'd["config"]["User"]' <<<"$config") == 65532:65532 ]] || fail "$name does not run as 65532:65532"
   [[ $(json '" ".join(d["config"]["Entrypoint"])' <<<"$config") == "$entrypoint" ]] ||
