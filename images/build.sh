@@ -64,10 +64,15 @@ stage() {
 # build NAME REF CONTAINERFILE [--label ...]: build, tag and write its archive, target/images/NAME.oci.tar
 # (podman's OCI archive) or NAME.docker.tar (`docker save`).
 build() {
-  local name=$1 ref=$2 file=$3 archive=$OUT/$1.$ARCHIVE id
+  local name=$1 ref=$2 file=$3 archive=$OUT/$1.$ARCHIVE id old
   shift 3
+  old=$("$ENGINE" image inspect --format '{{.Id}}' "$ref" 2>/dev/null || true)
   "$ENGINE" build --quiet --file "$file" --tag "$ref" "$@" "$OUT/context/$name" >/dev/null
   id="$ref $("$ENGINE" image inspect --format '{{.Id}}' "$ref")"
+  # The image this one replaces, unless another name or image still uses it.
+  if [[ -n $old && $id != *" $old" ]]; then
+    "$ENGINE" image rm "$old" >/dev/null 2>&1 || true
+  fi
   # An unchanged image of the same name keeps its archive (which names it).
   if [[ -f $archive && "$(cat "$archive.id" 2>/dev/null)" == "$id" ]]; then
     return
