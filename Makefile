@@ -12,10 +12,10 @@ E2E_TESTS := $(sort $(basename $(notdir $(wildcard e2e/tests/*.rs))))
 # serves them all and nothing is compiled twice (`-p`, `--exclude` or `cargo build` would each resolve another).
 CARGO_TEST := $(CARGO) test --workspace
 
-.PHONY: golden help build test-build test unit python e2e e2e-rebalance tools tools-check demo bench ring-report fuzz crds crds-check chart lint fmt clean
+.PHONY: golden help build test-build test unit python images e2e-images image-tests e2e e2e-rebalance tools tools-check demo bench ring-report fuzz crds crds-check chart lint fmt clean
 
 help: ## this list
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
 build: ## debug build of every binary
 	$(CARGO) build --workspace --bins
@@ -23,13 +23,22 @@ build: ## debug build of every binary
 test-build: ## compile every test, and the binaries the tests run, without running anything
 	$(CARGO_TEST) --no-run $(E2E_TESTS:%=--test %) --lib --bins --tests --examples
 
-test: test-build unit python crds-check chart e2e ## everything: unit, integration, Python SDK, chart, end-to-end
+test: test-build unit python crds-check chart image-tests e2e ## everything: unit, integration, Python SDK, chart, images, end-to-end
 
 unit: ## unit and integration tests (no cluster needed)
 	$(CARGO_TEST)
 
 python: test-build ## the OpenTelemetry Python SDK as a client of otlp-lb
 	$(PYTHON) -m pytest -q dataplane/tests/python
+
+images: ## container images of otlp-lb and the operator: target/images/*.oci.tar and the podman store (CONTAINER_ENGINE=docker)
+	bash images/build.sh
+
+e2e-images: tools-check ## the test images of the end-to-end node: otelcol-lb (from make tools) and pause
+	bash images/build.sh --e2e
+
+image-tests: images e2e-images ## run each image as a kubelet would (user 65532, read-only root, volumes); prints sizes
+	bash images/test.sh
 
 e2e: test-build tools-check ## end-to-end tests on a real control plane (root, network namespaces)
 	$(CARGO_TEST) $(E2E_TESTS:%=--test %) -- --test-threads=1
