@@ -343,6 +343,7 @@ async fn operator_scale_and_garbage_collection() -> Result<()> {
         tracing::info!("scaled to 5 in {:.1}s: {status}", t0.elapsed().as_secs_f64());
         wait_pool_size(cluster, "traces", 5, Duration::from_secs(30)).await?;
         eprintln!("scale 3 -> 5: status and /debug/pool at 5 after {:.1}s", t0.elapsed().as_secs_f64());
+        check_rebalance_is_reported(cluster).await?;
 
         // Every child exists, then the garbage collector removes them all.
         let want: Vec<String> = [
@@ -380,6 +381,37 @@ async fn operator_scale_and_garbage_collection() -> Result<()> {
         Ok(())
     })
     .await
+}
+
+/// After the pool of `traces` grew 3 -> 5: `kubectl get lbc -o wide` shows the ring's version and the time of
+/// the last rebalance, a Rebalanced event says what moved (the endpoints may join one at a time: the last event
+/// ends at 5 backends), and `kubectl describe` shows both.
+async fn check_rebalance_is_reported(cluster: &Cluster) -> Result<()> {
+    let events = cluster
+        .wait_for("a Rebalanced event of traces ending at 5 backends", Duration::from_secs(60), || async {
+            let out = kubectl_ok(
+                cluster,
+                &["get", "events", "-n", NS, "--field-selector", "reason=Rebalanced,involvedObject.name=traces"],
+            )
+            .await?;
+            Ok(if out.contains(" -> 5 (added ") { Check::Done(out) } else { Check::Pending(out) })
+        })
+        .await?;
+    ensure!(events.contains("% of keys moved"), "the event says how many keys moved: {events}");
+    let wide = kubectl_ok(cluster, &["get", "lbc", "traces", "-n", NS, "-o", "wide"]).await?;
+    let mut lines = wide.lines();
+    let header: Vec<&str> = lines.next().unwrap_or_default().split_whitespace().collect();
+    let row: Vec<&str> = lines.next().unwrap_or_default().split_whitespace().collect();
+    let column = |name: &str| header.iter().position(|h| *h == name).and_then(|i| row.get(i).copied());
+    let version: i64 = column("RING").and_then(|v| v.parse().ok()).context(format!("no RING column: {wide}"))?;
+    ensure!(version >= 2, "the ring changed at least once: {wide}");
+    ensure!(column("REBALANCED").is_some_and(|v| v != "<none>"), "no REBALANCED time: {wide}");
+    let describe = kubectl_ok(cluster, &["describe", "lbc", "traces", "-n", NS]).await?;
+    for want in ["Ring:", "Last Rebalance:", "Last Rebalance Time:", "Rebalanced", "Conditions:"] {
+        ensure!(describe.contains(want), "kubectl describe lacks {want:?}:\n{describe}");
+    }
+    eprintln!("rebalance reported: ring version {version}; {}", events.lines().last().unwrap_or_default());
+    Ok(())
 }
 
 /// A small LoadBalancedCollector whose pool writes nowhere (for the RBAC checks).
