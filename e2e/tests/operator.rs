@@ -14,6 +14,10 @@
 //!   (`kubectl auth can-i --as`, and from the load-balancer pod's netns with its own token).
 //! * `operator_samples`: every `config/samples/*.yaml` is applied and each of its resources
 //!   reaches Ready.
+//! * `operator_durable_queue_survives_sigkill`: `loadBalancer.durableQueue` on an emptyDir; with no backend
+//!   to deliver to, every span loadgen sends is acknowledged from the write-ahead log; the data plane is
+//!   SIGKILLed, restarts in its pod and replays the log; once backends are back, every acknowledged span is
+//!   in a backend's file.
 //!
 //! Needs root, `make tools` and `cargo build -p dataplane --bin otlp-lb` plus
 //! `cargo build -p operator --bin otlp-lb-operator` (`make build`); fails (never skips) without them.
@@ -343,6 +347,7 @@ async fn operator_scale_and_garbage_collection() -> Result<()> {
         tracing::info!("scaled to 5 in {:.1}s: {status}", t0.elapsed().as_secs_f64());
         wait_pool_size(cluster, "traces", 5, Duration::from_secs(30)).await?;
         eprintln!("scale 3 -> 5: status and /debug/pool at 5 after {:.1}s", t0.elapsed().as_secs_f64());
+        check_rebalance_is_reported(cluster).await?;
 
         // Every child exists, then the garbage collector removes them all.
         let want: Vec<String> = [
@@ -380,6 +385,37 @@ async fn operator_scale_and_garbage_collection() -> Result<()> {
         Ok(())
     })
     .await
+}
+
+/// After the pool of `traces` grew 3 -> 5: `kubectl get lbc -o wide` shows the ring's version and the time of
+/// the last rebalance, a Rebalanced event says what moved (the endpoints may join one at a time: the last event
+/// ends at 5 backends), and `kubectl describe` shows both.
+async fn check_rebalance_is_reported(cluster: &Cluster) -> Result<()> {
+    let events = cluster
+        .wait_for("a Rebalanced event of traces ending at 5 backends", Duration::from_secs(60), || async {
+            let out = kubectl_ok(
+                cluster,
+                &["get", "events", "-n", NS, "--field-selector", "reason=Rebalanced,involvedObject.name=traces"],
+            )
+            .await?;
+            Ok(if out.contains(" -> 5 (added ") { Check::Done(out) } else { Check::Pending(out) })
+        })
+        .await?;
+    ensure!(events.contains("% of keys moved"), "the event says how many keys moved: {events}");
+    let wide = kubectl_ok(cluster, &["get", "lbc", "traces", "-n", NS, "-o", "wide"]).await?;
+    let mut lines = wide.lines();
+    let header: Vec<&str> = lines.next().unwrap_or_default().split_whitespace().collect();
+    let row: Vec<&str> = lines.next().unwrap_or_default().split_whitespace().collect();
+    let column = |name: &str| header.iter().position(|h| *h == name).and_then(|i| row.get(i).copied());
+    let version: i64 = column("RING").and_then(|v| v.parse().ok()).context(format!("no RING column: {wide}"))?;
+    ensure!(version >= 2, "the ring changed at least once: {wide}");
+    ensure!(column("REBALANCED").is_some_and(|v| v != "<none>"), "no REBALANCED time: {wide}");
+    let describe = kubectl_ok(cluster, &["describe", "lbc", "traces", "-n", NS]).await?;
+    for want in ["Ring:", "Last Rebalance:", "Last Rebalance Time:", "Rebalanced", "Conditions:"] {
+        ensure!(describe.contains(want), "kubectl describe lacks {want:?}:\n{describe}");
+    }
+    eprintln!("rebalance reported: ring version {version}; {}", events.lines().last().unwrap_or_default());
+    Ok(())
 }
 
 /// A small LoadBalancedCollector whose pool writes nowhere (for the RBAC checks).
@@ -641,6 +677,140 @@ async fn operator_samples() -> Result<()> {
         if !failures.is_empty() {
             bail!("samples not Ready:\n{}", failures.join("\n"));
         }
+        Ok(())
+    })
+    .await
+}
+
+/// Pids of the data plane's processes on this host (`otlp-lb`, not `otlp-lb-operator` or `otlp-lb-tools`).
+fn data_plane_pids() -> Result<Vec<i32>> {
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc")?.filter_map(|e| e.ok()) {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
+        let argv0 = cmdline.split(|b| *b == 0).next().unwrap_or_default();
+        if Path::new(&*String::from_utf8_lossy(argv0)).file_name().is_some_and(|n| n == "otlp-lb") {
+            pids.push(pid);
+        }
+    }
+    Ok(pids)
+}
+
+/// `<trace id> <items>` lines of loadgen's `--record` file.
+fn recorded(path: &Path) -> Result<BTreeMap<String, usize>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let (id, n) = l.split_once(' ').with_context(|| format!("record line {l:?}"))?;
+            Ok((id.to_string(), n.trim().parse().with_context(|| format!("record line {l:?}"))?))
+        })
+        .collect()
+}
+
+/// Distinct spans per trace id that the backends wrote to `out_dir` (complete lines only).
+fn spans_per_trace(out_dir: &Path) -> Result<BTreeMap<String, usize>> {
+    let mut spans = std::collections::BTreeSet::new();
+    for entry in std::fs::read_dir(out_dir)?.filter_map(|e| e.ok()) {
+        let text = String::from_utf8_lossy(&std::fs::read(entry.path())?).into_owned();
+        let complete = text.rfind('\n').map_or("", |end| &text[..=end]);
+        spans.extend(otlp_json::spans_in_text(complete)?.into_iter().map(|s| (s.trace_id, s.span_id)));
+    }
+    let mut per_trace = BTreeMap::new();
+    for (trace, _) in spans {
+        *per_trace.entry(trace).or_insert(0) += 1;
+    }
+    Ok(per_trace)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_durable_queue_survives_sigkill() -> Result<()> {
+    const SPANS: u64 = 5000;
+    with_cluster("operator_durable_queue_survives_sigkill", Duration::from_secs(420), async |cluster| {
+        install_operator(cluster).await?;
+        let out_dir = cluster.run_dir().join("durable-out");
+        apply_traces_fixture(cluster, &out_dir).await?;
+        let patch = r#"{"spec":{"loadBalancer":{"replicas":1,"durableQueue":{"enabled":true,"fsync":"always"}}}}"#;
+        kubectl_ok(cluster, &["patch", "lbc", "traces", "-n", NS, "--type", "merge", "-p", patch]).await?;
+        // The rollout to one replica with the queue's volume ends before the backends go: a pod with no backend
+        // is not ready, and a rollout waits for its new pods to be.
+        let pod = cluster
+            .wait_for("one load-balancer pod with the durable queue's volume", Duration::from_secs(120), || async {
+                let pods = lb_pods(cluster, "traces").await?;
+                let [pod] = pods.as_slice() else { return Ok(Check::Pending(format!("pods {pods:?}"))) };
+                let record = cluster.pod_record(NS, pod)?;
+                if !record.dir.join("volumes").join("wal").is_dir() {
+                    return Ok(Check::Pending(format!("{pod} has no wal volume")));
+                }
+                Ok(match debug_pool(record.ip).await {
+                    Ok(b) if b.len() == 3 => Check::Done(pod.clone()),
+                    Ok(b) => Check::Pending(format!("{pod}: pool {b:?}")),
+                    Err(e) => Check::Pending(format!("{pod}: {e:#}")),
+                })
+            })
+            .await?;
+        // No backend: nothing acknowledged can be delivered before the kill.
+        kubectl_ok(cluster, &["scale", "-n", NS, "lbc", "traces", "--replicas", "0"]).await?;
+        let ip = cluster.pod_ip(NS, &pod)?;
+        cluster
+            .wait_for("the load balancer's pool to be empty", Duration::from_secs(90), || async {
+                Ok(match debug_pool(ip).await {
+                    Ok(b) if b.is_empty() => Check::Done(()),
+                    Ok(b) => Check::Pending(format!("pool {b:?}")),
+                    Err(e) => Check::Pending(format!("{e:#}")),
+                })
+            })
+            .await?;
+
+        let record = cluster.run_dir().join("durable-loadgen.txt");
+        let args: Vec<String> = [
+            "loadgen", "--endpoint", &format!("{ip}:4317"), "--traces", &(SPANS / 10).to_string(),
+            "--spans-per-trace", "10", "--rate", "2000", "--connections", "2", "--seed", "11",
+            "--report-json", "--quiet", "--record", &record.display().to_string(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let out = cluster.exec_on_host(&tools::otlp_lb_tools_bin()?, &args, Duration::from_secs(60)).await?;
+        let out = out.check("loadgen")?;
+        let report: Value =
+            out.stdout.lines().rev().find_map(|l| serde_json::from_str(l.trim()).ok()).context("no loadgen report")?;
+        ensure!(report["sent_items"].as_u64() == Some(SPANS), "not every span acknowledged: {report}");
+        let acknowledged = recorded(&record)?;
+        ensure!(spans_per_trace(&out_dir)?.values().sum::<usize>() == 0 || !out_dir.exists(), "delivered with no backend");
+
+        // SIGKILL the data plane: the pod restarts it, and it replays the log.
+        let pids = data_plane_pids()?;
+        ensure!(pids.len() == 1, "expected one otlp-lb process, found {pids:?}");
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pids[0]), nix::sys::signal::Signal::SIGKILL)?;
+        cluster
+            .wait_for("the data plane to restart in its pod and replay its log", Duration::from_secs(90), || async {
+                let log = cluster.logs(NS, &pod)?;
+                let replayed = log.lines().any(|l| l.contains("WAL: records to replay") && !l.contains("records=0"));
+                let alive = data_plane_pids()?.iter().any(|p| *p != pids[0]);
+                Ok(if replayed && alive { Check::Done(()) } else { Check::Pending(format!("alive {alive}, replayed {replayed}")) })
+            })
+            .await?;
+
+        kubectl_ok(cluster, &["scale", "-n", NS, "lbc", "traces", "--replicas", "3"]).await?;
+        let want: usize = acknowledged.values().sum();
+        cluster
+            .wait_for(&format!("the {want} acknowledged spans to reach the backends"), Duration::from_secs(120), || async {
+                let got = spans_per_trace(&out_dir)?;
+                let missing: Vec<_> =
+                    acknowledged.iter().filter(|(id, n)| got.get(*id).copied().unwrap_or(0) < **n).take(3).collect();
+                Ok(if missing.is_empty() {
+                    Check::Done(())
+                } else {
+                    Check::Pending(format!("{} of {want} spans; missing e.g. {missing:?}", got.values().sum::<usize>()))
+                })
+            })
+            .await
+            .with_context(|| cluster.logs(NS, &pod).map(|l| e2e::process::tail(&l, 30)).unwrap_or_default())?;
+        eprintln!(
+            "durable queue: {want} spans of {} traces acknowledged with no backend, SIGKILL, replay: every one delivered",
+            acknowledged.len()
+        );
         Ok(())
     })
     .await

@@ -5,7 +5,7 @@
 use std::fmt::Debug;
 
 use k8s_openapi::NamespaceResourceScope;
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -16,8 +16,8 @@ use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::build::Children;
 use crate::build::labels::{MANAGER, instance_selector};
+use crate::build::{Children, LoadBalancerWorkload};
 use crate::error::{Error, Result};
 
 /// What applying changed and what the status needs from the responses.
@@ -25,8 +25,9 @@ use crate::error::{Error, Result};
 pub struct Applied {
     /// The backend pool's Deployment as the API server returned it (with its status).
     pub backend_deployment: Option<Deployment>,
-    /// The load-balancer Deployment as the API server returned it (with its status).
-    pub lb_deployment: Option<Deployment>,
+    /// Replicas of the load-balancer tier (its Deployment or StatefulSet) as the API server returned them:
+    /// (desired, ready).
+    pub lb_replicas: Option<(i32, i32)>,
     /// Children deleted because the spec no longer wants them, as (kind, name).
     pub deleted: Vec<(&'static str, String)>,
 }
@@ -110,6 +111,7 @@ pub async fn apply_all(
     let config_maps = Kind::<ConfigMap>::list(client, namespace, instance, "ConfigMap").await?;
     let services = Kind::<Service>::list(client, namespace, instance, "Service").await?;
     let deployments = Kind::<Deployment>::list(client, namespace, instance, "Deployment").await?;
+    let stateful_sets = Kind::<StatefulSet>::list(client, namespace, instance, "StatefulSet").await?;
     let hpas = Kind::<HorizontalPodAutoscaler>::list(client, namespace, instance, "HorizontalPodAutoscaler").await?;
     let pdbs = Kind::<PodDisruptionBudget>::list(client, namespace, instance, "PodDisruptionBudget").await?;
 
@@ -124,7 +126,20 @@ pub async fn apply_all(
     }
     config_maps.apply(&children.lb_config_map, owner_uid).await?;
     services.apply(&children.lb_service, owner_uid).await?;
-    applied.lb_deployment = Some(deployments.apply(&children.lb_deployment, owner_uid).await?);
+    applied.lb_replicas = Some(match &children.lb_workload {
+        LoadBalancerWorkload::Deployment(d) => {
+            let d = deployments.apply(d, owner_uid).await?;
+            let status = d.status.as_ref();
+            let desired = d.spec.as_ref().and_then(|s| s.replicas).or_else(|| status.and_then(|s| s.replicas));
+            (desired.unwrap_or(0), status.and_then(|s| s.ready_replicas).unwrap_or(0))
+        }
+        LoadBalancerWorkload::StatefulSet(s) => {
+            let s = stateful_sets.apply(s, owner_uid).await?;
+            let status = s.status.as_ref();
+            let desired = s.spec.as_ref().and_then(|s| s.replicas).or_else(|| status.map(|s| s.replicas));
+            (desired.unwrap_or(0), status.and_then(|s| s.ready_replicas).unwrap_or(0))
+        }
+    });
     if let Some(hpa) = &children.hpa {
         hpas.apply(hpa, owner_uid).await?;
     }
@@ -137,9 +152,14 @@ pub async fn apply_all(
     let deleted = &mut applied.deleted;
     hpas.prune(&children.hpa.iter().collect::<Vec<_>>(), owner_uid, deleted).await?;
     pdbs.prune(&children.pdb.iter().collect::<Vec<_>>(), owner_uid, deleted).await?;
-    let mut wanted_deployments = vec![&children.lb_deployment];
-    wanted_deployments.extend(pool.map(|p| &p.deployment));
+    let mut wanted_deployments: Vec<&Deployment> = pool.map(|p| &p.deployment).into_iter().collect();
+    let mut wanted_stateful_sets = Vec::new();
+    match &children.lb_workload {
+        LoadBalancerWorkload::Deployment(d) => wanted_deployments.push(d),
+        LoadBalancerWorkload::StatefulSet(s) => wanted_stateful_sets.push(s),
+    }
     deployments.prune(&wanted_deployments, owner_uid, deleted).await?;
+    stateful_sets.prune(&wanted_stateful_sets, owner_uid, deleted).await?;
     let mut wanted_services = vec![&children.lb_service];
     wanted_services.extend(pool.map(|p| &p.service));
     services.prune(&wanted_services, owner_uid, deleted).await?;

@@ -6,12 +6,17 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Affinity, EnvVar, ResourceRequirements, Toleration};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{CustomResource, CustomResourceExt, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+
+mod durable_queue;
+pub use durable_queue::{
+    DURABLE_QUEUE_DIR, DurableQueueSpec, DurableStorageSpec, EmptyDirStorage, Fsync, MIN_DURABLE_QUEUE_MIB,
+};
 
 /// API group of the resource.
 pub const GROUP: &str = "otlp-lb.dev";
@@ -52,6 +57,8 @@ pub fn default_load_balancer_image() -> String {
     printcolumn(name = "Desired", type_ = "integer", json_path = ".status.backends.desired", description = "Backend Collectors desired"),
     printcolumn(name = "In-Ring", type_ = "integer", json_path = ".status.backends.inRing", description = "Backends in the load balancer's hash ring", priority = "1"),
     printcolumn(name = "LB-Ready", type_ = "integer", json_path = ".status.loadBalancer.ready", description = "Load balancer replicas ready"),
+    printcolumn(name = "Ring", type_ = "integer", json_path = ".status.ring.version", description = "Version of the hash ring's member set: it counts every change of the backends in the ring", priority = "1"),
+    printcolumn(name = "Rebalanced", type_ = "date", json_path = ".status.ring.lastRebalanceTime", description = "When the ring's members last changed", priority = "1"),
     printcolumn(name = "Routing", type_ = "string", json_path = ".status.routing", description = "Routing key per signal"),
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status", description = "Ready condition"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
@@ -223,6 +230,11 @@ pub struct LoadBalancerSpec {
     /// receivers and processors (memory_limiter, resource, ...) and exports to the data plane over localhost.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub collector: Option<CollectorSidecarSpec>,
+
+    /// Durable acknowledgement through an on-disk write-ahead log in each replica. Absent or disabled: a request
+    /// is acknowledged once every backend accepted its part.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub durable_queue: Option<DurableQueueSpec>,
 }
 
 impl Default for LoadBalancerSpec {
@@ -243,6 +255,7 @@ impl Default for LoadBalancerSpec {
             autoscaling: None,
             pod_disruption_budget: None,
             collector: None,
+            durable_queue: None,
         }
     }
 }
@@ -547,6 +560,29 @@ pub struct LoadBalancedCollectorStatus {
     /// Routing key per signal, e.g. traces=traceID,metrics=service,logs=traceID.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub routing: Option<String>,
+
+    /// The load balancer's hash ring as the operator observes it from the backend Service's EndpointSlices.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ring: Option<RingStatus>,
+}
+
+/// The hash ring's members and its last change.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RingStatus {
+    /// Starts at 1 and counts every change of the ring's member set.
+    #[serde(default)]
+    pub version: i64,
+    /// The ready backend endpoints (address:port) the ring holds, sorted.
+    #[serde(default)]
+    pub members: Vec<String>,
+    /// When the members last changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_rebalance_time: Option<Time>,
+    /// The last change: versions, backends before and after, endpoints added and removed, and the share of keys
+    /// that moved to another backend.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_rebalance: Option<String>,
 }
 
 /// Observed state of the backend pool.

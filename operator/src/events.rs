@@ -8,6 +8,7 @@ use kube::runtime::events::{Event, EventType};
 
 use crate::crd::{LoadBalancedCollector, LoadBalancedCollectorStatus};
 use crate::error::Error;
+use crate::ring::Rebalance;
 
 fn replicas(n: i32) -> String {
     if n == 1 { "1 replica".into() } else { format!("{n} replicas") }
@@ -72,6 +73,17 @@ pub fn plan(
         events.push(normal("Deleted", format!("deleted {}: the spec no longer asks for them", children.join(", "))));
     }
     events
+}
+
+/// The event of a change of the hash ring's members: versions, backends before and after, and keys moved.
+///
+/// The Recorder folds events of the same type, reason and action into one series that keeps the first note, so
+/// each ring version is an action of its own: every rebalance is an event that says what it moved.
+pub fn rebalanced(rebalance: &Rebalance) -> Event {
+    Event {
+        action: format!("RebalanceToRingVersion{}", rebalance.to_version),
+        ..normal("Rebalanced", rebalance.summary())
+    }
 }
 
 /// The Warning event of a failed reconciliation.

@@ -13,6 +13,7 @@ pub mod events;
 pub mod leader;
 pub mod metrics;
 pub mod reconcile;
+pub mod ring;
 pub mod run;
 pub mod server;
 pub mod status;

@@ -15,7 +15,7 @@ use crate::build::{self, labels::Names};
 use crate::crd::LoadBalancedCollector;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
-use crate::{events, status, validate};
+use crate::{events, ring, status, validate};
 
 /// Requeue after success when the backends are a Service the operator does not watch.
 pub const REQUEUE_SERVICE_REF: Duration = Duration::from_secs(30);
@@ -66,13 +66,18 @@ async fn reconcile_inner(lbc: &LoadBalancedCollector, ctx: &Context) -> Result<A
 
     let applied = apply_all(&ctx.client, owner.namespace, owner.name, &uid, &children).await?;
 
-    let (service, _) = status::backend_service(lbc, &Names::new(owner.name));
+    let (service, port) = status::backend_service(lbc, &Names::new(owner.name));
     let slices =
         status::endpoint_slices(&Api::<EndpointSlice>::namespaced(ctx.client.clone(), owner.namespace), &service)
             .await?;
     let (backends, load_balancer) = status::observe(lbc, &applied, &slices);
-    let next = status::compute(lbc, backends, load_balancer, None, Timestamp::now());
-    let planned = events::plan(lbc, &next, &applied.deleted);
+    let now = Timestamp::now();
+    let mut next = status::compute(lbc, backends, load_balancer, None, now);
+    let previous_ring = lbc.status.as_ref().and_then(|s| s.ring.as_ref());
+    let (ring, rebalance) = ring::observe(previous_ring, ring::members(&slices, port), now);
+    next.ring = Some(ring);
+    let mut planned = events::plan(lbc, &next, &applied.deleted);
+    planned.extend(rebalance.as_ref().map(events::rebalanced));
 
     let api = Api::<LoadBalancedCollector>::namespaced(ctx.client.clone(), owner.namespace);
     status::write(&api, owner.name, &next).await?;

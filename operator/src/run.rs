@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use futures::future::{self, Either};
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -142,6 +142,7 @@ async fn controller(
         .labels(&format!("{MANAGED_BY}={MANAGER},{COMPONENT}={}", Component::Backends.as_str()));
     Controller::new(api::<LoadBalancedCollector>(&client, ns), watcher::Config::default())
         .owns(api::<Deployment>(&client, ns), managed.clone())
+        .owns(api::<StatefulSet>(&client, ns), managed.clone())
         .owns(api::<Service>(&client, ns), managed.clone())
         .owns(api::<ConfigMap>(&client, ns), managed.clone())
         .owns(api::<HorizontalPodAutoscaler>(&client, ns), managed.clone())

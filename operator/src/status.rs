@@ -86,12 +86,8 @@ pub fn observe(
             in_ring: ready_endpoints,
         }
     };
-    let lb = applied.lb_deployment.as_ref();
-    let lb_desired = lb
-        .and_then(|d| d.spec.as_ref().and_then(|s| s.replicas))
-        .or_else(|| lb.and_then(|d| d.status.as_ref()).and_then(|s| s.replicas))
-        .unwrap_or(0);
-    (backends, LoadBalancerStatus { desired: lb_desired, ready: ready_replicas(lb) })
+    let (desired, ready) = applied.lb_replicas.unwrap_or_default();
+    (backends, LoadBalancerStatus { desired, ready })
 }
 
 /// `traces=…,metrics=…,logs=…` for the Routing printer column.
@@ -206,6 +202,7 @@ pub fn compute(
         load_balancer,
         selector: managed.then(|| selector_string(&selector_labels(&name, Component::Backends))),
         routing: Some(routing_summary(lbc)),
+        ring: previous.ring,
     }
 }
 

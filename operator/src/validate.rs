@@ -4,7 +4,11 @@
 
 use serde_json::{Map, Value};
 
-use crate::crd::{Compression, LoadBalancedCollector, LogsRouting, MetricsRouting, TraceRouting};
+use crate::build::lb_configmap::quantity_bytes;
+use crate::crd::{
+    Compression, DurableQueueSpec, LoadBalancedCollector, LogsRouting, MIN_DURABLE_QUEUE_MIB, MetricsRouting,
+    TraceRouting,
+};
 use crate::error::{Error, Result};
 
 /// Longest LoadBalancedCollector name: `<name>-backends` must fit a 63-character Service name.
@@ -138,6 +142,9 @@ pub fn validate(lbc: &LoadBalancedCollector) -> Result<()> {
     if let Some(sidecar) = &lb.collector {
         check_collector_config("loadBalancer.collector.config", &sidecar.config, false, &mut problems);
     }
+    if let Some(queue) = lb.durable_queue.as_ref().filter(|q| q.enabled) {
+        check_durable_queue(queue, &mut problems);
+    }
 
     if problems.is_empty() { Ok(()) } else { Err(Error::InvalidSpec(problems.join("; "))) }
 }
@@ -243,4 +250,39 @@ fn check_collector_config(path: &str, config: &Map<String, Value>, needs_pipelin
 
 fn is_string_list(value: &Value) -> bool {
     value.as_array().is_some_and(|items| items.iter().all(Value::is_string))
+}
+
+/// The durable queue's bounds, and a volume that can hold the log (its bound plus one segment).
+fn check_durable_queue(queue: &DurableQueueSpec, problems: &mut Vec<String>) {
+    if !(MIN_DURABLE_QUEUE_MIB..=1 << 20).contains(&queue.max_size_mib) {
+        problems
+            .push(format!("loadBalancer.durableQueue.maxSizeMiB must be between {MIN_DURABLE_QUEUE_MIB} and 1048576"));
+    }
+    let storage = &queue.storage;
+    if storage.empty_dir.is_some() && storage.volume_claim_template.is_some() {
+        problems.push("loadBalancer.durableQueue.storage takes emptyDir or volumeClaimTemplate, not both".to_string());
+        return;
+    }
+    let (field, size) = match (&storage.empty_dir, &storage.volume_claim_template) {
+        (_, Some(claim)) => (
+            "storage.volumeClaimTemplate.resources.requests.storage",
+            Some(claim.resources.as_ref().and_then(|r| r.requests.as_ref()).and_then(|r| r.get("storage"))),
+        ),
+        (Some(dir), None) => ("storage.emptyDir.sizeLimit", dir.size_limit.as_ref().map(Some)),
+        (None, None) => return,
+    };
+    let needed = (u64::try_from(queue.max_size_mib).unwrap_or(0) + MIN_DURABLE_QUEUE_MIB as u64) << 20;
+    match size {
+        None => {}
+        Some(None) => problems.push(format!("loadBalancer.durableQueue.{field} must be set")),
+        Some(Some(quantity)) => match quantity_bytes(&quantity.0) {
+            None => problems.push(format!("loadBalancer.durableQueue.{field}: {:?} is not a quantity", quantity.0)),
+            Some(bytes) if bytes < needed => problems.push(format!(
+                "loadBalancer.durableQueue.{field} ({}) must hold maxSizeMiB plus one 16 MiB segment: at least {}Mi",
+                quantity.0,
+                needed >> 20
+            )),
+            Some(_) => {}
+        },
+    }
 }

@@ -68,6 +68,7 @@ fn rendered_chart_grants_what_the_operator_needs_and_nothing_broad() {
     // Children: found by labels, applied (create or patch), pruned.
     for (group, resource) in [
         ("apps", "deployments"),
+        ("apps", "statefulsets"),
         ("", "services"),
         ("", "configmaps"),
         ("", "serviceaccounts"),

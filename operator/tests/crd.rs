@@ -44,7 +44,10 @@ fn crd_has_names_subresources_and_printer_columns() {
     assert_eq!(scale.status_replicas_path, ".status.backends.ready");
     assert_eq!(scale.label_selector_path.as_deref(), Some(".status.selector"));
     let columns: Vec<_> = version.additional_printer_columns.iter().flatten().map(|c| c.name.as_str()).collect();
-    assert_eq!(columns, ["Backends", "Desired", "In-Ring", "LB-Ready", "Routing", "Ready", "Age"]);
+    assert_eq!(
+        columns,
+        ["Backends", "Desired", "In-Ring", "LB-Ready", "Ring", "Rebalanced", "Routing", "Ready", "Age"]
+    );
 }
 
 #[test]
@@ -57,6 +60,7 @@ fn schema_is_documented_defaulted_and_carries_cel_rules() {
         "!(has(self.minAvailable) && has(self.maxUnavailable))",
         "size(self.metadata.name) <= 54",
         "duration(self.initialInterval) <= duration(self.maxInterval)",
+        "!has(self.storage) || !(has(self.storage.emptyDir) && has(self.storage.volumeClaimTemplate))",
     ] {
         assert!(rules.iter().any(|r| r == rule), "missing rule {rule}");
     }

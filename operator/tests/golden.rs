@@ -92,14 +92,11 @@ fn every_sample_file_is_covered() {
 fn config_edits_change_the_pod_template_hash() {
     let hash = |lbc: &LoadBalancedCollector| {
         let children = build(lbc).expect("builds");
-        let template = |d: &k8s_openapi::api::apps::v1::Deployment| {
-            d.spec
-                .as_ref()
-                .and_then(|s| s.template.metadata.as_ref())
-                .and_then(|m| m.annotations.clone())
-                .unwrap_or_default()
+        let annotations = |t: Option<&k8s_openapi::api::core::v1::PodTemplateSpec>| {
+            t.and_then(|t| t.metadata.as_ref()).and_then(|m| m.annotations.clone()).unwrap_or_default()
         };
-        (template(&children.lb_deployment), template(&children.backends.expect("pool").deployment))
+        let pool = children.backends.expect("pool").deployment;
+        (annotations(children.lb_workload.template()), annotations(pool.spec.as_ref().map(|s| &s.template)))
     };
     let before = lbc(MINIMAL);
     let mut after = before.clone();

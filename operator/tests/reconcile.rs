@@ -189,7 +189,7 @@ async fn happy_path_applies_every_child_with_one_field_manager_then_writes_statu
     }
     // Children are looked up by the instance's labels before anything is written.
     let lists = requests.iter().filter(|r| r.method == Method::GET && r.uri.contains("labelSelector=")).count();
-    assert_eq!(lists, 9, "8 child kinds + the backend EndpointSlices");
+    assert_eq!(lists, 10, "9 child kinds + the backend EndpointSlices");
     assert!(requests.iter().any(|r| {
         r.uri.contains("endpointslices?") && r.uri.contains("kubernetes.io%2Fservice-name%3Ddemo-backends")
     }));
@@ -479,4 +479,78 @@ async fn run_takes_the_lease_starts_controllers_and_stops_on_shutdown() {
     let lease_created = requests.iter().position(|r| r.is(&Method::POST, "/leases")).expect("lease");
     assert!(lease_created < first_lbc_request, "controllers start only once leader");
     server.task.abort();
+}
+
+fn backend_slices(addresses: &[&str]) -> Responder {
+    let endpoints: Vec<Value> =
+        addresses.iter().map(|a| json!({"addresses": [a], "conditions": {"ready": true}})).collect();
+    let list = json!({
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSliceList", "metadata": {"resourceVersion": "1"},
+        "items": [{
+            "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": "IPv4",
+            "metadata": {"name": "demo-backends-abc", "namespace": NAMESPACE},
+            "ports": [{"port": 4317}], "endpoints": endpoints,
+        }],
+    });
+    Box::new(move |r| (r.method == Method::GET && r.path().ends_with("/endpointslices")).then(|| (200, list.clone())))
+}
+
+#[tokio::test]
+async fn a_change_of_the_rings_members_bumps_its_version_and_publishes_a_rebalanced_event() {
+    // First sight of the ring: version 1, no rebalance.
+    let (result, requests, _) = run(lbc(MINIMAL), backend_slices(&["10.0.0.1", "10.0.0.2", "10.0.0.3"])).await;
+    result.expect("reconciles");
+    let ring = status_patch(&requests).body["status"]["ring"].clone();
+    assert_eq!(ring["version"], 1);
+    assert_eq!(ring["members"], json!(["10.0.0.1:4317", "10.0.0.2:4317", "10.0.0.3:4317"]));
+    assert!(!events(&requests).iter().any(|(_, reason)| reason == "Rebalanced"));
+
+    // The pool grows to 4: version 2, and an event that says what moved.
+    let mut grown = lbc(MINIMAL);
+    grown.status = serde_json::from_value(json!({"observedGeneration": 1, "ring": ring})).expect("status");
+    let (result, requests, _) = run(grown, backend_slices(&["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4"])).await;
+    result.expect("reconciles");
+    let status = &status_patch(&requests).body["status"];
+    assert_eq!(status["ring"]["version"], 2);
+    assert!(status["ring"]["lastRebalanceTime"].is_string());
+    let note = requests
+        .iter()
+        .filter(|r| r.is(&Method::POST, "/events"))
+        .find(|r| r.body["reason"] == "Rebalanced")
+        .map(|r| r.body["note"].as_str().unwrap_or_default().to_string())
+        .expect("a Rebalanced event");
+    assert_eq!(note, "ring version 1 -> 2: backends 3 -> 4 (added 10.0.0.4:4317); 25.0% of keys moved");
+}
+
+#[tokio::test]
+async fn a_durable_queue_with_a_claim_per_replica_makes_the_tier_a_stateful_set_and_prunes_the_deployment() {
+    let spec = format!(
+        "{MINIMAL}  loadBalancer:\n    durableQueue:\n      enabled: true\n      storage:\n        volumeClaimTemplate:\n          accessModes: [ReadWriteOnce]\n          resources: {{requests: {{storage: 1Gi}}}}\n"
+    );
+    // An earlier Deployment of the tier is still there.
+    let old = json!({
+        "apiVersion": "apps/v1", "kind": "DeploymentList", "metadata": {"resourceVersion": "1"},
+        "items": [{"metadata": {"name": "demo", "namespace": NAMESPACE,
+            "ownerReferences": [{"apiVersion": "otlp-lb.dev/v1alpha1", "kind": "LoadBalancedCollector",
+                "name": "demo", "uid": UID, "controller": true}]}}],
+    });
+    let responder: Responder = Box::new(move |r| {
+        (r.method == Method::GET && r.path().ends_with("/deployments") && r.uri.contains("labelSelector="))
+            .then(|| (200, old.clone()))
+    });
+    let (result, requests, _) = run(lbc(&spec), responder).await;
+    result.expect("reconciles");
+    let set = requests.iter().find(|r| r.is(&Method::PATCH, "/statefulsets/demo")).expect("the StatefulSet applied");
+    assert_eq!(set.body["spec"]["volumeClaimTemplates"][0]["metadata"]["name"], "wal");
+    let pod = &set.body["spec"]["template"]["spec"];
+    assert_eq!(pod["securityContext"]["fsGroup"], 65532);
+    assert_eq!(pod["containers"][0]["volumeMounts"][1]["mountPath"], "/var/lib/otlp-lb");
+    assert!(requests.iter().any(|r| r.is(&Method::DELETE, "/deployments/demo")), "the old Deployment is pruned");
+    let config = requests
+        .iter()
+        .find(|r| r.is(&Method::PATCH, "/configmaps/demo"))
+        .and_then(|r| r.body["data"]["config.yaml"].as_str().map(String::from))
+        .expect("the data plane's config");
+    let parsed = dataplane::config::Config::parse(&config).expect("a valid data plane config");
+    assert_eq!(parsed.loadbalancing.sending_queue.storage.as_deref(), Some("/var/lib/otlp-lb"));
 }

@@ -155,3 +155,29 @@ fn durations() {
         assert_eq!(duration_ms(bad), None, "{bad}");
     }
 }
+
+#[test]
+fn a_durable_queue_needs_a_volume_that_holds_its_log() {
+    let with = |queue: serde_json::Value| {
+        let mut lbc = lbc(MINIMAL);
+        lbc.spec.load_balancer.durable_queue = Some(serde_json::from_value(queue).expect("a durable queue"));
+        lbc
+    };
+    validate(&with(json!({"enabled": true}))).expect("an emptyDir sized by the operator");
+    validate(&with(json!({"enabled": true, "maxSizeMiB": 512, "storage": {"emptyDir": {"sizeLimit": "1Gi"}}})))
+        .expect("1Gi holds 512 MiB and a segment");
+    assert_eq!(
+        problems(&with(json!({"enabled": true, "storage": {"emptyDir": {"sizeLimit": "200Mi"}}}))),
+        "loadBalancer.durableQueue.storage.emptyDir.sizeLimit (200Mi) must hold maxSizeMiB plus one 16 MiB segment: at least 272Mi"
+    );
+    let claim = json!({"enabled": true, "storage": {"volumeClaimTemplate": {"accessModes": ["ReadWriteOnce"]}}});
+    assert_eq!(
+        problems(&with(claim)),
+        "loadBalancer.durableQueue.storage.volumeClaimTemplate.resources.requests.storage must be set"
+    );
+    let both = json!({"enabled": true, "storage": {"emptyDir": {}, "volumeClaimTemplate": {}}});
+    assert!(problems(&with(both)).contains("takes emptyDir or volumeClaimTemplate, not both"));
+    assert!(problems(&with(json!({"enabled": true, "maxSizeMiB": 8}))).contains("maxSizeMiB must be between 16"));
+    // A disabled queue is not checked: it builds nothing.
+    validate(&with(json!({"enabled": false, "maxSizeMiB": 8}))).expect("disabled");
+}

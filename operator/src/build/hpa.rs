@@ -1,12 +1,13 @@
-//! HorizontalPodAutoscaler `<name>` (autoscaling/v2): sizes the load-balancer Deployment on CPU.
+//! HorizontalPodAutoscaler `<name>` (autoscaling/v2): sizes the load-balancer tier (its Deployment or
+//! StatefulSet) on CPU.
 
 use k8s_openapi::api::autoscaling::v2::{
     CrossVersionObjectReference, HorizontalPodAutoscaler, HorizontalPodAutoscalerSpec, MetricSpec, MetricTarget,
     ResourceMetricSource,
 };
 
-use super::Owner;
 use super::labels::Component;
+use super::{Owner, lb_statefulset};
 
 /// The autoscaler, when `spec.loadBalancer.autoscaling` is set.
 pub fn build(owner: &Owner<'_>) -> Option<HorizontalPodAutoscaler> {
@@ -16,7 +17,7 @@ pub fn build(owner: &Owner<'_>) -> Option<HorizontalPodAutoscaler> {
         spec: Some(HorizontalPodAutoscalerSpec {
             scale_target_ref: CrossVersionObjectReference {
                 api_version: Some("apps/v1".into()),
-                kind: "Deployment".into(),
+                kind: if lb_statefulset::wanted(owner) { "StatefulSet" } else { "Deployment" }.into(),
                 name: owner.names.load_balancer.clone(),
             },
             min_replicas: Some(autoscaling.min_replicas),

@@ -8,8 +8,8 @@ use super::collector_config::{self, DATA_PLANE_INTERNAL_GRPC_PORT, DATA_PLANE_IN
 use super::labels::Component;
 use super::{Owner, string_map, to_yaml};
 use crate::crd::{
-    Compression, LoadBalancerSpec, LogsRouting, METRICS_PORT, MetricsRouting, OTLP_GRPC_PORT, OTLP_HTTP_PORT,
-    TraceRouting,
+    Compression, DURABLE_QUEUE_DIR, Fsync, LoadBalancerSpec, LogsRouting, METRICS_PORT, MetricsRouting, OTLP_GRPC_PORT,
+    OTLP_HTTP_PORT, TraceRouting,
 };
 use crate::error::Result;
 
@@ -99,6 +99,22 @@ pub struct LoadBalancing {
     pub resolver: Resolver,
     /// Retries of failed exports.
     pub retry_on_failure: RetryOnFailure,
+    /// Durable acknowledgement, when `durableQueue` is enabled.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sending_queue: Option<DurableAck>,
+}
+
+/// `loadbalancing.sending_queue`: acknowledge once in the write-ahead log.
+#[derive(Serialize, Clone, Debug, PartialEq)]
+pub struct DurableAck {
+    /// Always `queued`.
+    pub ack: &'static str,
+    /// Directory of the log: the durable-queue volume's mount.
+    pub storage: String,
+    /// Bound of the log, in MiB.
+    pub max_size_mib: i32,
+    /// When appends are fsynced.
+    pub fsync: Fsync,
 }
 
 /// `loadbalancing.protocol`.
@@ -278,6 +294,12 @@ pub fn data_plane_config(owner: &Owner<'_>) -> DataPlaneConfig {
                 max_interval: lb.retry.max_interval.clone(),
                 max_elapsed_time: lb.retry.max_elapsed_time.clone(),
             },
+            sending_queue: lb.durable_queue.as_ref().filter(|q| q.enabled).map(|q| DurableAck {
+                ack: "queued",
+                storage: DURABLE_QUEUE_DIR.to_string(),
+                max_size_mib: q.max_size_mib,
+                fsync: q.fsync,
+            }),
         },
         routing: Routing { traces: lb.routing.traces, metrics: lb.routing.metrics, logs: lb.routing.logs },
         limits: Limits { memory_limit_mib: memory_budget_mib(lb) },

@@ -12,15 +12,17 @@ pub mod labels;
 pub mod lb_configmap;
 pub mod lb_deployment;
 pub mod lb_service;
+pub mod lb_statefulset;
 pub mod pdb;
 pub mod rbac;
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMap, PodSecurityContext, SeccompProfile, SecurityContext, Service, ServiceAccount,
+    Capabilities, ConfigMap, PodSecurityContext, PodTemplateSpec, SeccompProfile, SecurityContext, Service,
+    ServiceAccount,
 };
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
@@ -81,6 +83,31 @@ pub struct BackendPool {
     pub deployment: Deployment,
 }
 
+/// The data plane's pods: a Deployment, or a StatefulSet when the durable queue keeps a claim per replica.
+#[derive(Clone, Debug, PartialEq)]
+pub enum LoadBalancerWorkload {
+    Deployment(Deployment),
+    StatefulSet(StatefulSet),
+}
+
+impl LoadBalancerWorkload {
+    /// The workload's pod template.
+    pub fn template(&self) -> Option<&PodTemplateSpec> {
+        match self {
+            LoadBalancerWorkload::Deployment(d) => d.spec.as_ref().map(|s| &s.template),
+            LoadBalancerWorkload::StatefulSet(s) => s.spec.as_ref().map(|s| &s.template),
+        }
+    }
+
+    /// The workload's kind.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            LoadBalancerWorkload::Deployment(_) => "Deployment",
+            LoadBalancerWorkload::StatefulSet(_) => "StatefulSet",
+        }
+    }
+}
+
 /// Every child object the spec wants, in the order they are applied.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Children {
@@ -97,7 +124,7 @@ pub struct Children {
     /// Where clients send OTLP.
     pub lb_service: Service,
     /// The data plane.
-    pub lb_deployment: Deployment,
+    pub lb_workload: LoadBalancerWorkload,
     /// Autoscaler of the load-balancer tier.
     pub hpa: Option<HorizontalPodAutoscaler>,
     /// Disruption budget of the load-balancer tier.
@@ -115,7 +142,10 @@ impl Children {
         }
         out.push(to_json(&self.lb_config_map)?);
         out.push(to_json(&self.lb_service)?);
-        out.push(to_json(&self.lb_deployment)?);
+        out.push(match &self.lb_workload {
+            LoadBalancerWorkload::Deployment(d) => to_json(d)?,
+            LoadBalancerWorkload::StatefulSet(s) => to_json(s)?,
+        });
         if let Some(hpa) = &self.hpa {
             out.push(to_json(hpa)?);
         }
@@ -151,7 +181,11 @@ pub fn build(lbc: &LoadBalancedCollector) -> Result<Children> {
         role_binding: rbac::role_binding(&owner),
         backends,
         lb_service: lb_service::build(&owner),
-        lb_deployment: lb_deployment::build(&owner, &lb_config_map),
+        lb_workload: if lb_statefulset::wanted(&owner) {
+            LoadBalancerWorkload::StatefulSet(lb_statefulset::build(&owner, &lb_config_map))
+        } else {
+            LoadBalancerWorkload::Deployment(lb_deployment::build(&owner, &lb_config_map))
+        },
         lb_config_map,
         hpa: hpa::build(&owner),
         pdb: pdb::build(&owner),
@@ -169,6 +203,9 @@ pub fn config_hash(config_map: &ConfigMap) -> String {
     }
     hasher.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// Group of the non-root user (65532) the images run as: owner of volumes they write.
+pub const NON_ROOT_GROUP: i64 = 65532;
 
 /// Pod security context of every pod: non-root, default seccomp profile.
 pub fn pod_security_context() -> PodSecurityContext {
