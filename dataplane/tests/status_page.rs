@@ -41,7 +41,6 @@ fn percent(text: &Value) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_status_page_shows_the_pool_growing_live() {
-    let _serial = common::procs::serial();
     let Some(browser) = Browser::start().await else { return };
     let dir = tempfile::tempdir().expect("temp dir");
     let sinks: Vec<Sink> = (0..4).map(|i| Sink::start(dir.path(), &format!("sink-{i}"), &[])).collect();
@@ -122,7 +121,7 @@ async fn the_status_page_shows_the_pool_growing_live() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let shot = browser::artifacts_dir().join("status-page.png");
     browser.screenshot(&shot).await;
-    println!("status page screenshot: {}", shot.display());
+    println!("status page screenshot: {}", shot.canonicalize().unwrap_or(shot).display());
     let (_, body) = lb.get("/api/v1/status").expect("api reachable");
     let api: Value = serde_json::from_str(&body).expect("JSON");
     let busy = api["backends"].as_array().and_then(|b| b.iter().find(|b| b["address"] == new.as_str())).cloned();
