@@ -12,25 +12,27 @@ use common::lb::{Opts, config};
 use common::procs::{LbAddrs, LbProc, Loadgen, Sink};
 use serde_json::Value;
 
-/// What the page shows, read from its DOM.
+/// What the page shows, read from its DOM (`null` for what is missing, so that a wrong page fails an assertion
+/// that says what it shows).
 const READ_PAGE: &str = r#"
 const rows = [...document.querySelectorAll('#backends tbody tr')].map((tr) => ({
   address: tr.dataset.address,
-  share: tr.querySelector('.share-value').textContent,
-  health: tr.querySelector('.badge').textContent,
+  share: tr.querySelector('.share-value')?.textContent ?? null,
+  health: tr.querySelector('.badge')?.textContent ?? null,
 }));
 const changes = [...document.querySelectorAll('#changes tbody tr')].map((tr) => ({
   version: Number(tr.dataset.version),
   added: [...tr.querySelectorAll('.added')].map((e) => e.textContent),
   removed: [...tr.querySelectorAll('.removed')].map((e) => e.textContent),
-  moved: tr.querySelector('.moved').textContent,
+  moved: tr.querySelector('.moved')?.textContent ?? null,
 }));
 const traces = document.querySelector('[data-signal="traces"] .accepted .value');
 return {
   rows, changes,
-  ring_version: document.getElementById('ring-version').textContent,
+  ring_version: document.getElementById('ring-version')?.textContent ?? null,
   traces_accepted_per_s: traces ? Number(traces.dataset.rate) : null,
-  connection: document.getElementById('connection').dataset.state,
+  connection: document.getElementById('connection')?.dataset.state ?? null,
+  title: document.title,
 };
 "#;
 
