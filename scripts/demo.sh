@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # make demo: otlp-lb in front of three local sinks, a burst of traces, then a fourth sink added at run time and
 # the rebalance shown. No Kubernetes needed; everything runs on loopback and is stopped on exit.
+# On a terminal it waits for Enter before adding the sink and before stopping, so that the status page can be
+# watched live; without one (CI, a pipe) it runs straight through.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -90,6 +92,14 @@ p = json.load(sys.stdin)
 print("  /debug/pool: version", p["version"], "|", ", ".join("%s %.1f%%" % (b["address"], 100 * b["share"]) for b in p["backends"]))'
 }
 
+interactive() { [ -t 0 ] && [ -t 1 ]; }
+
+pause() { # prompt
+  if interactive; then
+    read -r -p "$1" _ || true
+  fi
+}
+
 [ -x "$BIN/otlp-lb" ] && [ -x "$BIN/otlp-lb-tools" ] || { echo "build first: cargo build -p dataplane --bins" >&2; exit 1; }
 
 echo "== 1. three sinks behind otlp-lb (traceID routing)"
@@ -100,9 +110,11 @@ write_config 3
 PIDS+=($!)
 LB_PID=$!
 wait_ok "http://127.0.0.1:$LB_TELEMETRY/readyz"
+echo "  status page: http://127.0.0.1:$LB_TELEMETRY/ (live: backends, shares, pool changes, rates)"
 pool
 load 3000
 report 3
+pause "  open the status page, then press Enter to add a fourth sink "
 
 echo
 echo "== 2. a fourth sink joins: the pool is reloaded in place (SIGHUP)"
@@ -120,4 +132,14 @@ pool
 load 3000
 report 4
 echo
-echo "Metrics: curl http://127.0.0.1:$LB_TELEMETRY/metrics (while running). Demo done; everything stopped."
+if interactive; then
+  # A light, steady load keeps the page's rates moving while it is watched.
+  "$BIN/otlp-lb-tools" loadgen --endpoint "127.0.0.1:$LB_GRPC" --rate 500 --duration 1h --connections 1 --quiet \
+    >/dev/null 2>&1 &
+  PIDS+=($!)
+  echo "Status page: http://127.0.0.1:$LB_TELEMETRY/ (500 spans/s keep it moving); metrics at /metrics."
+  pause "Press Enter to stop everything. "
+  echo "Demo done; everything stopped."
+else
+  echo "Status page: http://127.0.0.1:$LB_TELEMETRY/ and metrics at /metrics (while running). Demo done; everything stopped."
+fi

@@ -22,6 +22,7 @@ use crate::receive::server::{self, ServeOptions};
 use crate::receive::tls;
 use crate::resolve;
 use crate::route::affinity::Affinity;
+use crate::telemetry::status::Status;
 use crate::telemetry::{self, Health, Metrics};
 
 async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
@@ -49,10 +50,11 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
     // The telemetry server outlives the drain: /readyz answers 503 and /metrics stays scrapable until the
     // receivers have finished.
     let (telemetry_stop_tx, telemetry_stop) = watch::channel(false);
-    let telemetry =
-        telemetry::serve(telemetry_addr, metrics.clone(), Arc::clone(&health), pools.clone(), telemetry_stop)
-            .await
-            .with_context(|| format!("cannot listen on {telemetry_addr} (telemetry)"))?;
+    pool.changes().track_affinity(Arc::clone(&affinity));
+    let status = Arc::new(Status::new(pools.clone(), pool.changes(), Arc::clone(&affinity), metrics.clone()));
+    let telemetry = telemetry::serve(telemetry_addr, metrics.clone(), Arc::clone(&health), status, telemetry_stop)
+        .await
+        .with_context(|| format!("cannot listen on {telemetry_addr} (telemetry)"))?;
 
     let _resolver_task = match (&lb.resolver.static_, &lb.resolver.dns, &lb.resolver.k8s) {
         (Some(s), _, _) => {

@@ -5,7 +5,7 @@
 //! - [`route`]: routing keys, the hash ring, the per-backend splitter.
 //! - [`export`]: one client per backend; concurrent delivery that retries only what failed.
 //! - [`resolve`]: where the pool's members come from.
-//! - [`config`], [`telemetry`]: the configuration file; metrics, health and `/debug/pool`.
+//! - [`config`], [`telemetry`]: the configuration file; metrics, health, `/debug/pool` and the status page.
 #![forbid(unsafe_code)]
 
 pub mod app;

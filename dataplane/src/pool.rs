@@ -14,6 +14,7 @@ use crate::export::Backend;
 use crate::route::affinity::Affinity;
 use crate::route::ring::{Member, Ring};
 use crate::telemetry::Metrics;
+use crate::telemetry::status::{ChangeLog, ChangeRecord};
 
 /// An immutable view of the pool; requests route against the snapshot they started with.
 pub struct Pool {
@@ -149,6 +150,8 @@ pub struct PoolManager {
     apply_lock: Mutex<()>,
     /// Notified by every backend's ejection: wakes the prober.
     ejections: Arc<Notify>,
+    /// The recent changes, for the status page.
+    changes: Arc<ChangeLog>,
 }
 
 impl PoolManager {
@@ -170,6 +173,7 @@ impl PoolManager {
                 keep_history,
                 apply_lock: Mutex::new(()),
                 ejections: Arc::new(Notify::new()),
+                changes: Arc::default(),
             }),
             rx,
         )
@@ -200,6 +204,11 @@ impl PoolManager {
                 _ = stop.wait_for(|s| *s) => return,
             }
         }
+    }
+
+    /// The recent changes of the pool.
+    pub fn changes(&self) -> Arc<ChangeLog> {
+        Arc::clone(&self.changes)
     }
 
     pub fn subscribe(&self) -> watch::Receiver<Arc<Pool>> {
@@ -284,7 +293,8 @@ impl PoolManager {
             history,
             index,
         };
-        self.tx.send_replace(Arc::new(pool));
+        let pool = Arc::new(pool);
+        self.tx.send_replace(Arc::clone(&pool));
         // What is left of the old clients has left the pool: parts not yet sent to them are handed back to be
         // re-routed; requests already sent finish, and each connection closes when its last request lets go.
         for gone in clients.values() {
@@ -292,6 +302,16 @@ impl PoolManager {
         }
         self.metrics.pool_changed(self.resolver, size, fingerprint);
         self.metrics.ring(&shares, moved);
+        let record = ChangeRecord {
+            version,
+            at_unix_ms: pool.updated.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
+            added: added.clone(),
+            removed: removed.clone(),
+            moved_fraction: moved,
+            backends: size,
+            affinity_held_traces: None,
+        };
+        self.changes.record(record, old.ring.as_deref().zip(pool.ring.as_deref()).map(|(a, b)| (a, b, now)));
         tracing::info!(
             resolver = self.resolver,
             version,

@@ -656,7 +656,7 @@ pub struct Telemetry {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MetricsTelemetry {
-    /// Address of `/metrics`, `/healthz`, `/readyz` and `/debug/pool`.
+    /// Address of `/metrics`, `/healthz`, `/readyz`, `/debug/pool` and the status page (`/`, `/api/v1/status`).
     pub address: SocketAddr,
 }
 

@@ -58,6 +58,24 @@ pub struct Backend {
     sizer: Sizer,
     /// Set when the backend leaves the pool: parts still waiting for a slot, or not yet sent, are handed back.
     retired: AtomicBool,
+    /// Requests sent and not yet answered.
+    in_flight: AtomicUsize,
+    /// `num_consumers`; `None` when the queue is disabled.
+    slot_count: Option<usize>,
+}
+
+/// A backend's load now, for display.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Load {
+    /// Requests sent and not yet answered.
+    pub in_flight: usize,
+    /// At most this many in flight (`num_consumers`); `None` when the queue is disabled.
+    pub in_flight_limit: Option<usize>,
+    /// Parts waiting for a sending slot, in `sizer` units.
+    pub queued: usize,
+    /// What may wait (`queue_size`); `None` when the queue is disabled.
+    pub queue_capacity: Option<usize>,
+    pub sizer: Sizer,
 }
 
 impl std::fmt::Debug for Backend {
@@ -114,6 +132,8 @@ impl Backend {
             queue_size,
             sizer: queue.sizer,
             retired: AtomicBool::new(false),
+            in_flight: AtomicUsize::new(0),
+            slot_count: queue.enabled.then_some(queue.num_consumers.max(1)),
         })
     }
 
@@ -156,6 +176,17 @@ impl Backend {
             Ok(Err(_)) => Err(Status::unavailable(format!("backend {}: the part was dropped unsent", self.address))),
             // Dropping `outcome` tells the queue that nobody awaits the part any more: it will not be sent.
             Err(_) => Err(Status::deadline_exceeded(format!("no answer from {} before the deadline", self.address))),
+        }
+    }
+
+    /// Requests in flight and parts waiting, now.
+    pub fn load(&self) -> Load {
+        Load {
+            in_flight: self.in_flight.load(Ordering::Relaxed),
+            in_flight_limit: self.slot_count,
+            queued: self.waiting.load(Ordering::Relaxed),
+            queue_capacity: self.slot_count.map(|_| self.queue_size),
+            sizer: self.sizer,
         }
     }
 
@@ -224,7 +255,9 @@ impl Backend {
         // Each part's caller gives up at its own deadline; the request serves the part that may wait longest.
         let deadline = parts.iter().map(|p| p.deadline).max().unwrap_or(now);
         let timeout = self.timeout.min(deadline.saturating_duration_since(now));
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
         let result = tokio::time::timeout(timeout, self.call(signal, &coalesce::bodies(&parts), timeout)).await;
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
         let result = result.unwrap_or_else(|_| {
             Err(Status::deadline_exceeded(format!("no answer from {} in {timeout:?}", self.address)))
         });

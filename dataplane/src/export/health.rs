@@ -23,6 +23,19 @@ struct State {
     /// Ejections in a row without a successful probe in between (grows the backoff).
     ejections: u32,
     ejected_until: Option<Instant>,
+    /// Every ejection since the backend joined the pool.
+    total_ejections: u64,
+}
+
+/// A backend's health as the status page shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HealthSnapshot {
+    pub available: bool,
+    /// A probe is in flight (the backend is ejected until it answers).
+    pub probing: bool,
+    /// When the ejected backend is due for a probe.
+    pub ejected_until: Option<Instant>,
+    pub total_ejections: u64,
 }
 
 /// The health of one backend.
@@ -44,7 +57,7 @@ impl Health {
             cfg,
             available: AtomicBool::new(true),
             probing: AtomicBool::new(false),
-            state: Mutex::new(State { consecutive_failures: 0, ejections: 0, ejected_until: None }),
+            state: Mutex::new(State { consecutive_failures: 0, ejections: 0, ejected_until: None, total_ejections: 0 }),
             ejections,
         }
     }
@@ -77,10 +90,23 @@ impl Health {
         let backoff =
             self.cfg.ejection_time.0.saturating_mul(1 << s.ejections.min(16)).min(self.cfg.max_ejection_time.0);
         s.ejections += 1;
+        s.total_ejections += 1;
         s.ejected_until = Some(Instant::now() + backoff);
         self.available.store(false, Ordering::Relaxed);
         self.ejections.notify_one();
         Transition::Ejected { for_: backoff, failures: s.consecutive_failures }
+    }
+
+    /// The state now, for display.
+    pub fn snapshot(&self) -> HealthSnapshot {
+        let (ejected_until, total_ejections) =
+            self.state.lock().map(|s| (s.ejected_until, s.total_ejections)).unwrap_or((None, 0));
+        HealthSnapshot {
+            available: self.available(),
+            probing: self.probing.load(Ordering::Acquire),
+            ejected_until,
+            total_ejections,
+        }
     }
 
     /// Whether an ejected backend is due for a probe and none is in flight; if so, the caller must probe and
@@ -158,6 +184,8 @@ mod tests {
         assert!(notified(&ejections), "an ejection wakes the prober");
         assert_eq!(h.record(true), None, "already ejected");
         assert!(!notified(&ejections));
+        let snap = h.snapshot();
+        assert!(!snap.available && snap.ejected_until.is_some() && snap.total_ejections == 1, "{snap:?}");
     }
 
     #[test]
@@ -191,6 +219,8 @@ mod tests {
         );
         assert_eq!(h.probed(true), Some(Transition::Readmitted));
         assert!(h.available());
+        let snap = h.snapshot();
+        assert_eq!((snap.ejected_until, snap.total_ejections), (None, 4), "readmitted; four ejections counted");
         assert_eq!(h.probe_due(), None, "readmitted");
         assert_eq!(h.probed(true), None, "not ejected any more");
     }

@@ -12,5 +12,5 @@ pub mod queued;
 mod unary_tests;
 pub mod wal;
 
-pub use backend::{Backend, Reply, parse_reply, retryable};
+pub use backend::{Backend, Load, Reply, parse_reply, retryable};
 pub use deliver::{Delivered, Failure, deliver};

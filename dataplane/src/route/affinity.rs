@@ -119,6 +119,22 @@ impl Affinity {
         self.len() == 0
     }
 
+    /// How many traces the table holds at most.
+    pub fn capacity(&self) -> usize {
+        self.shard_capacity * SHARDS * 2
+    }
+
+    /// The keys remembered as first seen before `ms` (the table's clock), one shard locked at a time.
+    pub fn keys_seen_before(&self, ms: u64) -> Vec<u64> {
+        let mut keys = Vec::new();
+        for shard in self.shards.iter().filter_map(|s| s.lock().ok()) {
+            let older = |(k, first): (&u64, &u64)| (*first < ms).then_some(*k);
+            keys.extend(shard.current.iter().filter_map(older));
+            keys.extend(shard.previous.iter().filter_map(older));
+        }
+        keys
+    }
+
     /// Times a full table rotated before its window ended (affinity shortened under load).
     pub fn early_rotations(&self) -> u64 {
         self.early_rotations.load(Ordering::Relaxed)
@@ -139,6 +155,10 @@ mod tests {
         // Two rotations later the key is forgotten and counts as new.
         assert_eq!(a.first_seen(9, 2600), 2600);
         assert_eq!(a.first_seen(7, 2700), 2700);
+        let mut before = a.keys_seen_before(2700);
+        before.sort_unstable();
+        assert_eq!(before, vec![8, 9], "7 is remembered from 2700 only, 9 from 2600 and 8 from 1500");
+        assert_eq!(a.capacity(), 1_000_000);
     }
 
     #[test]

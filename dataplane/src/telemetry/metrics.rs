@@ -1,8 +1,10 @@
 //! Prometheus metrics, named as the Collector names them so that existing dashboards carry over.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use prometheus::core::Collector;
 use prometheus::{
     Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
     TextEncoder,
@@ -300,6 +302,34 @@ impl Metrics {
     pub fn inflight(&self) -> &IntGauge {
         &self.0.inflight_bytes
     }
+
+    /// Items of `signal` accepted and refused so far, over every transport: (accepted, refused).
+    pub fn received_totals(&self, signal: Signal) -> (u64, u64) {
+        let total = |c: &IntCounterVec| -> u64 {
+            c.collect().iter().flat_map(|f| f.get_metric()).map(|m| m.get_counter().get_value() as u64).sum()
+        };
+        (total(&self.0.accepted[signal.index()]), total(&self.0.refused[signal.index()]))
+    }
+
+    /// Every backend's latency histogram so far, by endpoint.
+    pub fn latency_histograms(&self) -> HashMap<String, LatencyHistogram> {
+        let mut out = HashMap::new();
+        for m in self.0.backend_latency.collect().iter().flat_map(|f| f.get_metric()) {
+            let Some(endpoint) = m.get_label().iter().find(|l| l.name() == "endpoint") else { continue };
+            let h = m.get_histogram();
+            let buckets = h.get_bucket().iter().map(|b| (b.upper_bound(), b.cumulative_count())).collect();
+            out.insert(endpoint.value().to_string(), LatencyHistogram { buckets, count: h.get_sample_count() });
+        }
+        out
+    }
+}
+
+/// A cumulative latency histogram: (upper bound in ms, observations at or below it) per bucket, and all
+/// observations (the `+Inf` bucket).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LatencyHistogram {
+    pub buckets: Vec<(f64, u64)>,
+    pub count: u64,
 }
 
 /// The `exporter` label of the Collector's exporter metrics (the loadbalancing exporter's component id).

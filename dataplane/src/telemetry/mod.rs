@@ -1,7 +1,9 @@
-//! The process's own telemetry: Prometheus metrics, health and readiness, and the HTTP server that shows them.
+//! The process's own telemetry: Prometheus metrics, health and readiness, the live status page, and the HTTP
+//! server that shows them.
 
 mod metrics;
 mod server;
+pub mod status;
 
-pub use metrics::Metrics;
+pub use metrics::{LatencyHistogram, Metrics};
 pub use server::{Health, serve};

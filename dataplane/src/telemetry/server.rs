@@ -1,5 +1,6 @@
 //! The telemetry HTTP server: `/metrics` (Prometheus), `/healthz` (alive), `/readyz` (serving: receivers bound,
-//! a non-empty pool, not draining) and `/debug/pool` (the pool, weights and ring version as JSON).
+//! a non-empty pool, not draining), `/debug/pool` (the pool, weights and ring version as JSON), and the live
+//! status page at `/` with its API, `/api/v1/status` (see [`status`](super::status)).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,7 +15,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use super::Metrics;
-use crate::pool::Pool;
+use super::status::{self, Status};
 
 /// Readiness inputs shared by the parts of the process.
 #[derive(Debug, Default)]
@@ -27,24 +28,26 @@ pub struct Health {
 struct AppState {
     metrics: Metrics,
     health: Arc<Health>,
-    pools: watch::Receiver<Arc<Pool>>,
+    status: Arc<Status>,
 }
 
-/// Binds the telemetry address and serves until `shutdown` fires.
+/// Binds the telemetry address and serves until `shutdown` fires (and samples the status page's rates until then).
 pub async fn serve(
     addr: SocketAddr,
     metrics: Metrics,
     health: Arc<Health>,
-    pools: watch::Receiver<Arc<Pool>>,
+    status: Arc<Status>,
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<tokio::task::JoinHandle<()>> {
     let listener = TcpListener::bind(addr).await?;
+    tokio::spawn(Arc::clone(&status).sample(shutdown.clone()));
     let app = Router::new()
         .route("/metrics", get(metrics_text))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
         .route("/debug/pool", get(debug_pool))
-        .with_state(AppState { metrics, health, pools });
+        .with_state(AppState { metrics, health, status: Arc::clone(&status) })
+        .merge(status::router(status));
     Ok(tokio::spawn(async move {
         let stop = async move {
             let _ = shutdown.wait_for(|s| *s).await;
@@ -60,7 +63,7 @@ async fn metrics_text(State(s): State<AppState>) -> Response {
 }
 
 async fn ready(State(s): State<AppState>) -> Response {
-    let has_pool = s.pools.borrow().ring.is_some();
+    let has_pool = s.status.pool().ring.is_some();
     let bound = s.health.receivers_bound.load(Ordering::Relaxed);
     let draining = s.health.draining.load(Ordering::Relaxed);
     match (bound, has_pool, draining) {
@@ -72,6 +75,6 @@ async fn ready(State(s): State<AppState>) -> Response {
 }
 
 async fn debug_pool(State(s): State<AppState>) -> Response {
-    let view = s.pools.borrow().describe();
+    let view = s.status.pool().describe();
     axum::Json(view).into_response()
 }

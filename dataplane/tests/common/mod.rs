@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod backend;
+pub mod browser;
 pub mod lb;
 pub mod otlp;
 pub mod procs;
