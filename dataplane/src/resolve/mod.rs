@@ -4,6 +4,7 @@
 pub mod dns;
 pub mod endpointslice;
 pub mod k8s;
+pub mod poll;
 pub mod static_pool;
 
 use crate::config::Resolver;
