@@ -210,7 +210,6 @@ impl Config {
                 lb.timeout.is_some(),
                 "use loadbalancing.protocol.otlp.timeout and retry_on_failure.max_elapsed_time",
             ),
-            ("loadbalancing.resolver.aws_cloud_map", lb.resolver.aws_cloud_map.is_some(), "not implemented"),
         ];
         for (key, present, what) in ignored {
             if present {
