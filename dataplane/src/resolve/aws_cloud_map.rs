@@ -13,11 +13,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_config::BehaviorVersion;
-use aws_config::meta::region::RegionProviderChain;
 use aws_config::timeout::TimeoutConfig;
 use aws_sdk_servicediscovery::Client;
 use aws_sdk_servicediscovery::config::interceptors::BeforeTransmitInterceptorContextMut;
-use aws_sdk_servicediscovery::config::{ConfigBag, Intercept, RuntimeComponents};
+use aws_sdk_servicediscovery::config::{ConfigBag, Intercept, Region, RuntimeComponents};
 use aws_sdk_servicediscovery::error::{BoxError, DisplayErrorContext};
 use aws_sdk_servicediscovery::types::{self, HttpInstanceSummary};
 use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
@@ -77,13 +76,15 @@ pub async fn start(
 pub async fn client(timeout: Duration) -> Client {
     let http = aws_smithy_http_client::Builder::new().tls_provider(Provider::Rustls(CryptoMode::Ring)).build_https();
     let shared = aws_config::defaults(BehaviorVersion::latest())
-        .region(RegionProviderChain::default_provider().or_else(DEFAULT_REGION))
         .http_client(http)
         .timeout_config(TimeoutConfig::builder().operation_timeout(timeout).build())
         .load()
         .await;
-    let config = aws_sdk_servicediscovery::config::Builder::from(&shared).interceptor(ExactEndpoint).build();
-    Client::from_conf(config)
+    let mut config = aws_sdk_servicediscovery::config::Builder::from(&shared).interceptor(ExactEndpoint);
+    if shared.region().is_none() {
+        config = config.region(Region::from_static(DEFAULT_REGION));
+    }
+    Client::from_conf(config.build())
 }
 
 /// One DiscoverInstances call, as pool members.
