@@ -56,12 +56,14 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {telemetry_addr} (telemetry)"))?;
 
-    let _resolver_task = match (&lb.resolver.static_, &lb.resolver.dns, &lb.resolver.k8s) {
-        (Some(s), _, _) => {
+    let r = &lb.resolver;
+    let _resolver_task = match (&r.static_, &r.dns, &r.k8s, &r.aws_cloud_map) {
+        (Some(s), ..) => {
             resolve::static_pool::start(config_path, s, Arc::clone(&pool), metrics.clone(), stop.clone()).await?
         }
-        (_, Some(d), _) => resolve::dns::start(d, Arc::clone(&pool), metrics.clone(), stop.clone()),
-        (_, _, Some(k)) => resolve::k8s::start(k, Arc::clone(&pool), metrics.clone(), stop.clone()).await?,
+        (_, Some(d), ..) => resolve::dns::start(d, Arc::clone(&pool), metrics.clone(), stop.clone()),
+        (_, _, Some(k), _) => resolve::k8s::start(k, Arc::clone(&pool), metrics.clone(), stop.clone()).await?,
+        (.., Some(c)) => resolve::aws_cloud_map::start(c, Arc::clone(&pool), metrics.clone(), stop.clone()).await,
         _ => bail!("loadbalancing.resolver: configure one resolver"),
     };
 

@@ -197,9 +197,6 @@ impl Config {
         if lb.sending_queue.ack == AckMode::Delivered && lb.sending_queue.storage.is_some() {
             out.push(compat::ignored_warning("loadbalancing.sending_queue.storage", "only used with ack: queued"));
         }
-        if lb.resolver.aws_cloud_map.is_some() {
-            out.push(compat::ignored_warning("loadbalancing.resolver.aws_cloud_map", "not implemented"));
-        }
         out
     }
 }

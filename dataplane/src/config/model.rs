@@ -432,19 +432,18 @@ pub struct Resolver {
     #[serde(default)]
     pub k8s: Option<K8sResolver>,
     #[serde(default)]
-    pub aws_cloud_map: Option<serde_json::Value>,
+    pub aws_cloud_map: Option<AwsCloudMapResolver>,
 }
 
 impl Resolver {
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let set = [self.static_.is_some(), self.dns.is_some(), self.k8s.is_some()];
+        let set = [self.static_.is_some(), self.dns.is_some(), self.k8s.is_some(), self.aws_cloud_map.is_some()];
         match set.iter().filter(|s| **s).count() {
-            0 if self.aws_cloud_map.is_some() => {
-                return Err(invalid("loadbalancing.resolver.aws_cloud_map", "not supported; use static, dns or k8s"));
-            }
-            0 => return Err(invalid("loadbalancing.resolver", "configure one of static, dns, k8s")),
+            0 => return Err(invalid("loadbalancing.resolver", "configure one of static, dns, k8s, aws_cloud_map")),
             1 => {}
-            _ => return Err(invalid("loadbalancing.resolver", "configure only one of static, dns, k8s")),
+            _ => {
+                return Err(invalid("loadbalancing.resolver", "configure only one of static, dns, k8s, aws_cloud_map"));
+            }
         }
         if let Some(s) = &self.static_ {
             if s.hostnames.is_empty() {
@@ -487,6 +486,9 @@ impl Resolver {
             && k.service.trim().is_empty()
         {
             return Err(invalid("loadbalancing.resolver.k8s.service", "must not be empty"));
+        }
+        if let Some(c) = &self.aws_cloud_map {
+            c.validate()?;
         }
         Ok(())
     }
@@ -595,6 +597,57 @@ pub struct K8sResolver {
     pub timeout: Option<Dur>,
     #[serde(default)]
     pub return_hostnames: bool,
+}
+
+/// The instances AWS Cloud Map's DiscoverInstances returns for `service_name` in `namespace`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AwsCloudMapResolver {
+    /// The namespace's HTTP name.
+    pub namespace: String,
+    pub service_name: String,
+    pub health_status: HealthStatusFilter,
+    /// How often Cloud Map is asked (unset or 0s: 30s).
+    pub interval: Option<Dur>,
+    /// How long one call may take, retries included (unset or 0s: 5s).
+    pub timeout: Option<Dur>,
+    /// The port of every backend; unset, each instance's `AWS_INSTANCE_PORT` attribute.
+    pub port: Option<u16>,
+    /// The account that owns a namespace shared with this one.
+    pub owner_account: Option<String>,
+}
+
+impl AwsCloudMapResolver {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let field = |name: &str| format!("loadbalancing.resolver.aws_cloud_map.{name}");
+        if self.namespace.trim().is_empty() {
+            return Err(invalid(field("namespace"), "required: the Cloud Map namespace of the backends"));
+        }
+        if self.service_name.trim().is_empty() {
+            return Err(invalid(field("service_name"), "required: the Cloud Map service of the backends"));
+        }
+        if self.port == Some(0) {
+            return Err(invalid(field("port"), "must be between 1 and 65535"));
+        }
+        if let Some(account) = &self.owner_account
+            && (account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()))
+        {
+            return Err(invalid(field("owner_account"), format!("{account:?} is not a 12-digit AWS account id")));
+        }
+        Ok(())
+    }
+}
+
+/// Which instances DiscoverInstances returns, by their health (spelled as the API spells it).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum HealthStatusFilter {
+    #[default]
+    Healthy,
+    Unhealthy,
+    All,
+    /// Healthy instances, or all of them when none is healthy.
+    HealthyOrElseAll,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -195,7 +195,6 @@ fn every_collector_key_not_implemented_warns_or_is_refused_by_full_name() {
     }
     // The keys accepted and ignored outside the table, each named in full.
     for (path, value, extra) in [
-        ("loadbalancing.resolver.aws_cloud_map", serde_json::json!({"namespace": "n"}), ""),
         ("loadbalancing.sending_queue.storage", serde_json::json!("/var/lib/otlp-lb"), ""),
         ("loadbalancing.protocol.otlp.tls", serde_json::json!({"insecure": true, "cert_file": "c"}), ".cert_file"),
         ("loadbalancing.protocol.otlp.tls", serde_json::json!({"insecure": true, "key_file": "k"}), ".key_file"),
@@ -294,4 +293,40 @@ fn a_storage_extension_is_never_read_as_a_path() {
     let relative = "loadbalancing:\n  sending_queue: {ack: queued, storage: ./wal}\n";
     let e = err(&minimal("").replace("loadbalancing:\n", relative));
     assert!(e.starts_with("loadbalancing.sending_queue.storage:") && e.contains("absolute path"), "{e}");
+}
+
+#[test]
+fn aws_cloud_map_resolver() {
+    let block = "loadbalancing:\n  resolver:\n    aws_cloud_map:\n";
+    let c = Config::parse(&format!("{block}      namespace: ns\n      service_name: collectors\n")).expect("valid");
+    let m = c.loadbalancing.resolver.aws_cloud_map.as_ref().expect("aws_cloud_map");
+    assert_eq!(m.health_status, HealthStatusFilter::Healthy, "the Collector's default");
+    assert_eq!((m.interval, m.timeout, m.port), (None, None, None));
+    assert!(c.warnings().is_empty(), "{:?}", c.warnings());
+    let c = Config::parse(&format!(
+        "{block}      namespace: ns\n      service_name: s\n      health_status: HEALTHY_OR_ELSE_ALL\n      \
+         interval: 10s\n      timeout: 2s\n      port: 4317\n      owner_account: '123456789012'\n"
+    ))
+    .expect("every Collector key");
+    let m = c.loadbalancing.resolver.aws_cloud_map.as_ref().expect("aws_cloud_map");
+    assert_eq!(
+        (m.health_status, m.interval, m.port),
+        (HealthStatusFilter::HealthyOrElseAll, Some(Dur::secs(10)), Some(4317))
+    );
+
+    let e = err(&format!("{block}      service_name: s\n"));
+    assert!(e.starts_with("loadbalancing.resolver.aws_cloud_map.namespace:") && e.contains("required"), "{e}");
+    let e = err(&format!("{block}      namespace: ns\n"));
+    assert!(e.starts_with("loadbalancing.resolver.aws_cloud_map.service_name:") && e.contains("required"), "{e}");
+    let e = err(&format!("{block}      namespace: ns\n      service_name: s\n      health_status: healthy\n"));
+    assert!(
+        e.starts_with("loadbalancing.resolver.aws_cloud_map.health_status:") && e.contains("HEALTHY_OR_ELSE_ALL"),
+        "{e}"
+    );
+    let e = err(&format!("{block}      namespace: ns\n      service_name: s\n      owner_account: me\n"));
+    assert!(e.starts_with("loadbalancing.resolver.aws_cloud_map.owner_account:"), "{e}");
+    let e = err(&format!("{block}      namespace: ns\n      service_name: s\n      region: eu-west-1\n"));
+    assert!(e.contains("loadbalancing.resolver.aws_cloud_map") && e.contains("region"), "{e}");
+    let e = err(&format!("{block}      namespace: ns\n      service_name: s\n    static: {{hostnames: [a]}}\n"));
+    assert!(e.contains("configure only one of"), "{e}");
 }

@@ -1,9 +1,11 @@
 //! Resolvers: where the pool's members come from. Each resolver hands complete member sets to the
 //! [`PoolManager`](crate::pool::PoolManager), which diffs them against the pool in use.
 
+pub mod aws_cloud_map;
 pub mod dns;
 pub mod endpointslice;
 pub mod k8s;
+pub mod poll;
 pub mod static_pool;
 
 use crate::config::Resolver;
@@ -14,6 +16,8 @@ pub fn name(resolver: &Resolver) -> &'static str {
         "k8s"
     } else if resolver.dns.is_some() {
         "dns"
+    } else if resolver.aws_cloud_map.is_some() {
+        aws_cloud_map::NAME
     } else {
         "static"
     }

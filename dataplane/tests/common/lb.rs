@@ -55,17 +55,24 @@ impl Lb {
     }
 
     pub fn start_with(backends: &[String], opts: Opts<'_>) -> Lb {
+        Lb::start_config(|grpc, http, telemetry| config(grpc, http, telemetry, backends, opts), &[])
+    }
+
+    /// Starts the binary with the configuration `config` writes for the (grpc, http, telemetry) addresses, and
+    /// `env` added to its environment.
+    pub fn start_config(config: impl FnOnce(SocketAddr, SocketAddr, SocketAddr) -> String, env: &[(&str, &str)]) -> Lb {
         let dir = tempfile::tempdir().expect("temp dir");
         let grpc: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
         let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
         let telemetry: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
         let path = dir.path().join("config.yaml");
-        std::fs::write(&path, config(grpc, http, telemetry, backends, opts)).expect("write config");
+        std::fs::write(&path, config(grpc, http, telemetry)).expect("write config");
         let log = dir.path().join("otlp-lb.log");
         let child = Command::new(env!("CARGO_BIN_EXE_otlp-lb"))
             .arg("--config")
             .arg(&path)
             .env("RUST_LOG", "info,dataplane=debug")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("log file"))
             .spawn()
