@@ -35,6 +35,9 @@ pub struct Inputs {
     pub secrets: BTreeMap<String, Secret>,
     /// Token per [`TokenNeed::key`].
     pub tokens: BTreeMap<String, String>,
+    /// Host directory of each PersistentVolumeClaim the pod uses: the bound PersistentVolume's hostPath or local
+    /// path.
+    pub claims: BTreeMap<String, PathBuf>,
 }
 
 /// A service-account token to request for a projected volume.
@@ -81,6 +84,12 @@ pub fn referenced_configmaps(pod: &Pod) -> BTreeSet<String> {
         }
     }
     out
+}
+
+/// Names of the PersistentVolumeClaims the pod's volumes use.
+pub fn referenced_claims(pod: &Pod) -> BTreeSet<String> {
+    let volumes = pod.spec.iter().flat_map(|s| s.volumes.iter().flatten());
+    volumes.filter_map(|v| v.persistent_volume_claim.as_ref().map(|c| c.claim_name.clone())).collect()
 }
 
 /// Names of the Secrets the pod uses (volumes and env).
@@ -333,6 +342,11 @@ pub fn materialize_volumes(
             std::fs::create_dir_all(&dir).with_context(|| format!("creating emptyDir {}", dir.display()))?;
             out.insert(v.name.clone(), dir);
             continue;
+        } else if let Some(c) = &v.persistent_volume_claim {
+            let path =
+                inputs.claims.get(&c.claim_name).with_context(|| format!("claim {:?} not bound", c.claim_name))?;
+            out.insert(v.name.clone(), path.clone());
+            continue;
         } else if let Some(h) = &v.host_path {
             let path = PathBuf::from(&h.path);
             if !path.exists() {
@@ -346,7 +360,7 @@ pub fn materialize_volumes(
             continue;
         } else {
             bail!(
-                "volume {:?}: unsupported volume type (the e2e node agent supports configMap, secret, projected, downwardAPI, emptyDir, hostPath)",
+                "volume {:?}: unsupported volume type (the e2e node agent supports configMap, secret, projected, downwardAPI, emptyDir, hostPath, persistentVolumeClaim on a hostPath or local PersistentVolume)",
                 v.name
             );
         }

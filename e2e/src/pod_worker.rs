@@ -19,7 +19,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
-use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Probe, Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Container, PersistentVolume, PersistentVolumeClaim, Pod, Probe, Secret, ServiceAccount,
+};
 use k8s_openapi::jiff::Timestamp;
 use kube::Api;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
@@ -385,6 +387,25 @@ impl Worker {
             if let Some(s) = secrets.get_opt(&name).await.with_context(|| format!("getting secret {name}"))? {
                 inputs.secrets.insert(name, s);
             }
+        }
+        // A claim's volume is the directory of the PersistentVolume it is bound to, as a kubelet mounts it.
+        let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &self.ns);
+        let volumes: Api<PersistentVolume> = Api::all(client.clone());
+        for name in pod_spec::referenced_claims(&self.pod) {
+            let claim = claims.get(&name).await.with_context(|| format!("getting claim {name}"))?;
+            let bound = claim.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound");
+            let Some(volume) = claim.spec.and_then(|s| s.volume_name).filter(|_| bound) else {
+                bail!("claim {name} is not bound yet")
+            };
+            let pv = volumes.get(&volume).await.with_context(|| format!("getting volume {volume}"))?;
+            let spec = pv.spec.unwrap_or_default();
+            let path = match (spec.host_path, spec.local) {
+                (Some(h), _) => PathBuf::from(h.path),
+                (None, Some(l)) => PathBuf::from(l.path),
+                _ => bail!("volume {volume} of claim {name} is neither hostPath nor local"),
+            };
+            std::fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
+            inputs.claims.insert(name, path);
         }
         Ok(inputs)
     }

@@ -14,9 +14,11 @@
 //!   (`kubectl auth can-i --as`, and from the load-balancer pod's netns with its own token).
 //! * `operator_samples`: every `config/samples/*.yaml` is applied and each of its resources
 //!   reaches Ready.
-//! * `operator_durable_queue_survives_sigkill`: `loadBalancer.durableQueue` on an emptyDir; with no backend
+//! * `operator_durable_queue_survives_sigkill`: `loadBalancer.durableQueue` on a claim per replica (a hostPath
+//!   PersistentVolume; the tier becomes a StatefulSet); with no backend
 //!   to deliver to, every span loadgen sends is acknowledged from the write-ahead log; the data plane is
-//!   SIGKILLed, restarts in its pod and replays the log; once backends are back, every acknowledged span is
+//!   SIGKILLed under load, restarts in its pod and replays the log; the pod is then deleted and its
+//!   replacement replays the same claim; once backends are back, every acknowledged span is
 //!   in a backend's file.
 //!
 //! Needs root, `make tools` and `cargo build -p dataplane --bin otlp-lb` plus
@@ -723,6 +725,34 @@ fn spans_per_trace(out_dir: &Path) -> Result<BTreeMap<String, usize>> {
     Ok(per_trace)
 }
 
+/// A hostPath PersistentVolume of 1Gi in the run directory, for the durable queue's claim.
+fn wal_volume(cluster: &Cluster) -> String {
+    let path = cluster.run_dir().join("wal-volume");
+    format!(
+        "apiVersion: v1\nkind: PersistentVolume\nmetadata: {{name: wal-volume}}\nspec:\n  capacity: {{storage: 1Gi}}\n  \
+         accessModes: [ReadWriteOnce]\n  persistentVolumeReclaimPolicy: Retain\n  storageClassName: manual\n  \
+         hostPath: {{path: {}, type: DirectoryOrCreate}}\n",
+        path.display()
+    )
+}
+
+/// The load-balancer pod of `traces` once it runs with the durable queue's volume and `backends` in its pool.
+async fn durable_pod(cluster: &Cluster, backends: usize) -> Result<String> {
+    let what = format!("one load-balancer pod with the durable queue's volume and {backends} backends");
+    cluster
+        .wait_for(&what, Duration::from_secs(120), || async {
+            let pods = lb_pods(cluster, "traces").await?;
+            let [pod] = pods.as_slice() else { return Ok(Check::Pending(format!("pods {pods:?}"))) };
+            let Ok(record) = cluster.pod_record(NS, pod) else { return Ok(Check::Pending(format!("{pod} not run"))) };
+            Ok(match debug_pool(record.ip).await {
+                Ok(b) if b.len() == backends => Check::Done(pod.clone()),
+                Ok(b) => Check::Pending(format!("{pod}: pool {b:?}")),
+                Err(e) => Check::Pending(format!("{pod}: {e:#}")),
+            })
+        })
+        .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operator_durable_queue_survives_sigkill() -> Result<()> {
     const SPANS: u64 = 5000;
@@ -730,67 +760,73 @@ async fn operator_durable_queue_survives_sigkill() -> Result<()> {
         install_operator(cluster).await?;
         let out_dir = cluster.run_dir().join("durable-out");
         apply_traces_fixture(cluster, &out_dir).await?;
-        let patch = r#"{"spec":{"loadBalancer":{"replicas":1,"durableQueue":{"enabled":true,"fsync":"always"}}}}"#;
-        kubectl_ok(cluster, &["patch", "lbc", "traces", "-n", NS, "--type", "merge", "-p", patch]).await?;
-        // The rollout to one replica with the queue's volume ends before the backends go: a pod with no backend
-        // is not ready, and a rollout waits for its new pods to be.
-        let pod = cluster
-            .wait_for("one load-balancer pod with the durable queue's volume", Duration::from_secs(120), || async {
-                let pods = lb_pods(cluster, "traces").await?;
-                let [pod] = pods.as_slice() else { return Ok(Check::Pending(format!("pods {pods:?}"))) };
-                let record = cluster.pod_record(NS, pod)?;
-                if !record.dir.join("volumes").join("wal").is_dir() {
-                    return Ok(Check::Pending(format!("{pod} has no wal volume")));
-                }
-                Ok(match debug_pool(record.ip).await {
-                    Ok(b) if b.len() == 3 => Check::Done(pod.clone()),
-                    Ok(b) => Check::Pending(format!("{pod}: pool {b:?}")),
-                    Err(e) => Check::Pending(format!("{pod}: {e:#}")),
-                })
-            })
-            .await?;
+        cluster.apply_yaml(&wal_volume(cluster)).await?;
+        let claim = r#"{"storageClassName":"manual","accessModes":["ReadWriteOnce"],"resources":{"requests":{"storage":"1Gi"}}}"#;
+        let patch = format!(
+            r#"{{"spec":{{"loadBalancer":{{"replicas":1,"durableQueue":{{"enabled":true,"fsync":"always","storage":{{"volumeClaimTemplate":{claim}}}}}}}}}}}"#
+        );
+        kubectl_ok(cluster, &["patch", "lbc", "traces", "-n", NS, "--type", "merge", "-p", &patch]).await?;
+        // The tier becomes a StatefulSet whose pod mounts the claim; the Deployment goes.
+        let pod = durable_pod(cluster, 3).await?;
+        ensure!(pod == "traces-0", "the StatefulSet's pod, not {pod}");
+        let kinds = kubectl_ok(cluster, &["get", "-n", NS, "statefulsets,deployments", "-o", "name"]).await?;
+        ensure!(kinds.contains("statefulset.apps/traces") && !kinds.contains("deployment.apps/traces\n"), "{kinds}");
+        let claims = kubectl_ok(cluster, &["get", "pvc", "-n", NS, "wal-traces-0", "-o", "jsonpath={.status.phase}"]).await?;
+        ensure!(claims == "Bound", "the claim wal-traces-0 is {claims}");
+
         // No backend: nothing acknowledged can be delivered before the kill.
         kubectl_ok(cluster, &["scale", "-n", NS, "lbc", "traces", "--replicas", "0"]).await?;
+        let pod = durable_pod(cluster, 0).await?;
         let ip = cluster.pod_ip(NS, &pod)?;
-        cluster
-            .wait_for("the load balancer's pool to be empty", Duration::from_secs(90), || async {
-                Ok(match debug_pool(ip).await {
-                    Ok(b) if b.is_empty() => Check::Done(()),
-                    Ok(b) => Check::Pending(format!("pool {b:?}")),
-                    Err(e) => Check::Pending(format!("{e:#}")),
-                })
-            })
-            .await?;
 
+        // The load, with the data plane SIGKILLed while it runs: the pod restarts it and it replays its log;
+        // loadgen retries what was in flight.
         let record = cluster.run_dir().join("durable-loadgen.txt");
         let args: Vec<String> = [
             "loadgen", "--endpoint", &format!("{ip}:4317"), "--traces", &(SPANS / 10).to_string(),
-            "--spans-per-trace", "10", "--rate", "2000", "--connections", "2", "--seed", "11",
-            "--report-json", "--quiet", "--record", &record.display().to_string(),
+            "--spans-per-trace", "10", "--rate", "1000", "--connections", "2", "--seed", "11", "--retry",
+            "--max-elapsed", "60s", "--report-json", "--quiet", "--record", &record.display().to_string(),
         ]
         .iter()
         .map(|s| s.to_string())
         .collect();
-        let out = cluster.exec_on_host(&tools::otlp_lb_tools_bin()?, &args, Duration::from_secs(60)).await?;
-        let out = out.check("loadgen")?;
+        let loadgen = tools::otlp_lb_tools_bin()?;
+        let load = cluster.exec_on_host(&loadgen, &args, Duration::from_secs(90));
+        let kill = async {
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            let pids = data_plane_pids()?;
+            ensure!(pids.len() == 1, "expected one otlp-lb process, found {pids:?}");
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pids[0]), nix::sys::signal::Signal::SIGKILL)?;
+            cluster
+                .wait_for("the data plane to restart in its pod and replay its log", Duration::from_secs(60), || async {
+                    let log = cluster.logs(NS, &pod)?;
+                    let replays = log.lines().filter(|l| l.contains("WAL: records to replay")).count();
+                    let alive = data_plane_pids()?.iter().any(|p| *p != pids[0]);
+                    Ok(if replays >= 2 && alive {
+                        Check::Done(())
+                    } else {
+                        Check::Pending(format!("alive {alive}, {replays} log opens"))
+                    })
+                })
+                .await
+        };
+        let (out, killed) = tokio::join!(load, kill);
+        killed?;
+        let out = out?.check("loadgen")?;
         let report: Value =
             out.stdout.lines().rev().find_map(|l| serde_json::from_str(l.trim()).ok()).context("no loadgen report")?;
         ensure!(report["sent_items"].as_u64() == Some(SPANS), "not every span acknowledged: {report}");
         let acknowledged = recorded(&record)?;
-        ensure!(spans_per_trace(&out_dir)?.values().sum::<usize>() == 0 || !out_dir.exists(), "delivered with no backend");
 
-        // SIGKILL the data plane: the pod restarts it, and it replays the log.
-        let pids = data_plane_pids()?;
-        ensure!(pids.len() == 1, "expected one otlp-lb process, found {pids:?}");
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pids[0]), nix::sys::signal::Signal::SIGKILL)?;
-        cluster
-            .wait_for("the data plane to restart in its pod and replay its log", Duration::from_secs(90), || async {
-                let log = cluster.logs(NS, &pod)?;
-                let replayed = log.lines().any(|l| l.contains("WAL: records to replay") && !l.contains("records=0"));
-                let alive = data_plane_pids()?.iter().any(|p| *p != pids[0]);
-                Ok(if replayed && alive { Check::Done(()) } else { Check::Pending(format!("alive {alive}, replayed {replayed}")) })
-            })
-            .await?;
+        // The pod is lost too: its replacement mounts the same claim and replays the log again.
+        kubectl_ok(cluster, &["delete", "pod", "-n", NS, &pod, "--wait=true"]).await?;
+        durable_pod(cluster, 0).await?;
+        let log = cluster.logs(NS, &pod)?;
+        ensure!(
+            log.lines().any(|l| l.contains("WAL: records to replay") && !l.contains("records=0")),
+            "the new pod replays nothing:\n{}",
+            e2e::process::tail(&log, 20)
+        );
 
         kubectl_ok(cluster, &["scale", "-n", NS, "lbc", "traces", "--replicas", "3"]).await?;
         let want: usize = acknowledged.values().sum();
@@ -808,7 +844,8 @@ async fn operator_durable_queue_survives_sigkill() -> Result<()> {
             .await
             .with_context(|| cluster.logs(NS, &pod).map(|l| e2e::process::tail(&l, 30)).unwrap_or_default())?;
         eprintln!(
-            "durable queue: {want} spans of {} traces acknowledged with no backend, SIGKILL, replay: every one delivered",
+            "durable queue: {want} spans of {} traces acknowledged with no backend through a SIGKILL and the loss of the \
+             pod (claim wal-traces-0): every one delivered once backends returned",
             acknowledged.len()
         );
         Ok(())
