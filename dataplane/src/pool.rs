@@ -21,22 +21,27 @@ pub struct Pool {
     pub ring: Option<Arc<Ring>>,
     /// One client per ring member, in the ring's member order.
     pub backends: Vec<Arc<Backend>>,
-    /// Increments on every change.
+    /// Increments on every change: the version of the ring, as trace affinity remembers it.
     pub version: u64,
     pub resolver: &'static str,
     pub updated: SystemTime,
-    /// When this ring became current.
-    pub since: Instant,
     /// The rings in use before this one, oldest first, for as long as trace affinity may still need them.
     pub history: Vec<Epoch>,
     index: HashMap<String, usize>,
 }
 
-/// A ring that was current from `from` until `until`.
+/// The ring of pool version `version`, replaced at `until`.
 pub struct Epoch {
     pub ring: Arc<Ring>,
-    pub from: Instant,
+    pub version: u64,
     pub until: Instant,
+}
+
+/// A key was first routed by a pool newer than the snapshot asked: route it against the current pool.
+/// `fallback` is its backend by the snapshot's own ring, for when there is no newer pool to ask.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NewerRing {
+    pub fallback: usize,
 }
 
 impl Pool {
@@ -47,23 +52,29 @@ impl Pool {
             version: 0,
             resolver,
             updated: SystemTime::now(),
-            since: Instant::now(),
             history: Vec::new(),
             index: HashMap::new(),
         }
     }
 
-    /// The backend (index into `backends`) for a key hash. With `affinity` (trace-id keys), a key first seen while
-    /// an earlier ring was current goes to the backend that ring gave it, if that backend is still in the pool.
+    /// The backend (index into `backends`) for a key hash. With `affinity` (trace-id keys), a key first routed by
+    /// an earlier ring goes to the backend that ring gave it, if that backend is still in the pool; a key first
+    /// routed by a newer pool than this one is [`NewerRing`]. `now_ms` is [`Affinity::now_ms`].
     /// Panics if the pool is empty: callers check `ring` first.
-    pub fn owner(&self, key: u64, affinity: Option<&Affinity>, now_ms: u64) -> usize {
-        let chosen = self.preferred(key, affinity, now_ms);
+    pub fn owner(&self, key: u64, affinity: Option<&Affinity>, now_ms: u64) -> Result<usize, NewerRing> {
+        let ring = self.ring.as_ref().expect("owner() of an empty pool");
+        match self.preferred(ring, key, affinity, now_ms) {
+            Some(chosen) => Ok(self.available(ring, key, chosen)),
+            None => Err(NewerRing { fallback: self.available(ring, key, ring.lookup(key)) }),
+        }
+    }
+
+    /// `chosen` if it takes keys, else the next available backend in the key's ring order: the backend that
+    /// would own the key if the ejected ones left the pool, the same on every replica.
+    fn available(&self, ring: &Ring, key: u64, chosen: usize) -> usize {
         if self.backends[chosen].health.available() {
             return chosen;
         }
-        // Fail over: the next available backend in the key's ring order — the backend that would own the key
-        // if the ejected ones left the pool, the same on every replica.
-        let ring = self.ring.as_ref().expect("owner() of an empty pool");
         ring.candidates(key).into_iter().find(|i| self.backends[*i].health.available()).unwrap_or(chosen)
     }
 
@@ -72,21 +83,22 @@ impl Pool {
         self.backends.iter().any(|b| b.health.available())
     }
 
-    fn preferred(&self, key: u64, affinity: Option<&Affinity>, now_ms: u64) -> usize {
-        let ring = self.ring.as_ref().expect("owner() of an empty pool");
+    /// The backend the ring that first routed `key` gave it; `None` if that ring is newer than this pool's.
+    fn preferred(&self, ring: &Ring, key: u64, affinity: Option<&Affinity>, now_ms: u64) -> Option<usize> {
         let current = ring.lookup(key);
-        let Some(affinity) = affinity else { return current };
-        let first = affinity.first_seen(key, now_ms);
-        if self.history.is_empty() || first >= affinity.ms_at(self.since) {
-            return current;
+        let Some(affinity) = affinity else { return Some(current) };
+        let first = affinity.first_routed(key, self.version, now_ms);
+        if first == self.version {
+            return Some(current);
         }
-        for epoch in self.history.iter().rev() {
-            if affinity.ms_at(epoch.from) <= first {
-                let address = &epoch.ring.members()[epoch.ring.lookup(key)].address;
-                return self.index.get(address).copied().unwrap_or(current);
-            }
+        if first > self.version {
+            return None;
         }
-        current
+        // An earlier ring, while it is remembered; a backend that left the pool leaves its keys to the current ring.
+        let Ok(i) = self.history.binary_search_by_key(&first, |e| e.version) else { return Some(current) };
+        let epoch = &self.history[i];
+        let address = &epoch.ring.members()[epoch.ring.lookup(key)].address;
+        Some(self.index.get(address).copied().unwrap_or(current))
     }
 
     /// The pool as JSON, for `/debug/pool`.
@@ -264,22 +276,14 @@ impl PoolManager {
             .history
             .iter()
             .filter(|e| now.duration_since(e.until) < self.keep_history)
-            .map(|e| Epoch { ring: Arc::clone(&e.ring), from: e.from, until: e.until })
+            .map(|e| Epoch { ring: Arc::clone(&e.ring), version: e.version, until: e.until })
             .collect();
         if let Some(r) = &old.ring {
-            history.push(Epoch { ring: Arc::clone(r), from: old.since, until: now });
+            history.push(Epoch { ring: Arc::clone(r), version: old.version, until: now });
         }
         let index = backends.iter().enumerate().map(|(i, b)| (b.address.clone(), i)).collect();
-        let pool = Pool {
-            ring,
-            backends,
-            version,
-            resolver: self.resolver,
-            updated: SystemTime::now(),
-            since: now,
-            history,
-            index,
-        };
+        let pool =
+            Pool { ring, backends, version, resolver: self.resolver, updated: SystemTime::now(), history, index };
         self.tx.send_replace(Arc::new(pool));
         // What is left of the old clients has left the pool: parts not yet sent to them are handed back to be
         // re-routed; requests already sent finish, and each connection closes when its last request lets go.
@@ -304,6 +308,11 @@ impl PoolManager {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The backend of `key` in `pool`, which must be the newest pool.
+    fn backend_of(pool: &Pool, key: u64, affinity: Option<&Affinity>, now_ms: u64) -> usize {
+        pool.owner(key, affinity, now_ms).expect("no pool is newer")
+    }
 
     fn member(a: &str) -> Member {
         Member { address: a.to_string(), weight: 1 }
@@ -370,7 +379,7 @@ mod tests {
         let old_traces: Vec<u64> = (0..3000u64).map(|k| k.wrapping_mul(0x9e37_79b9_7f4a_7c15)).collect();
         let old_owner: Vec<String> = old_traces
             .iter()
-            .map(|k| before.backends[before.owner(*k, Some(&affinity), now)].address.clone())
+            .map(|k| before.backends[backend_of(&before, *k, Some(&affinity), now)].address.clone())
             .collect();
         let mut five = three.clone();
         five.extend((4..=5).map(|i| member(&format!("10.0.0.{i}:4317"))));
@@ -379,26 +388,62 @@ mod tests {
         let later = affinity.now_ms() + 1;
         let mut would_move = 0;
         for (k, owner) in old_traces.iter().zip(&old_owner) {
-            let with = &after.backends[after.owner(*k, Some(&affinity), later)].address;
+            let with = &after.backends[backend_of(&after, *k, Some(&affinity), later)].address;
             assert_eq!(with, owner, "a trace seen before the change stays where it was");
-            if &after.backends[after.owner(*k, None, later)].address != owner {
+            if &after.backends[backend_of(&after, *k, None, later)].address != owner {
                 would_move += 1;
             }
         }
         assert!(would_move > 600, "without affinity about 2/5 of the traces would move: {would_move}");
         // New traces use the new ring, including the added backends.
         let fresh: Vec<usize> = (5000..8000u64)
-            .map(|k| after.owner(k.wrapping_mul(0x9e37_79b9_7f4a_7c15), Some(&affinity), later))
+            .map(|k| backend_of(&after, k.wrapping_mul(0x9e37_79b9_7f4a_7c15), Some(&affinity), later))
             .collect();
         assert!(fresh.iter().any(|i| after.backends[*i].address == "10.0.0.4:4317"));
         // Scaling in: a removed backend's traces go to their new owner consistently.
         mgr.apply(three[..2].to_vec()).await.expect("valid");
         let shrunk = rx.borrow().clone();
         for k in &old_traces {
-            let a = shrunk.owner(*k, Some(&affinity), later + 2);
-            let b = shrunk.owner(*k, Some(&affinity), later + 3);
+            let a = backend_of(&shrunk, *k, Some(&affinity), later + 2);
+            let b = backend_of(&shrunk, *k, Some(&affinity), later + 3);
             assert_eq!(a, b);
             assert!(a < 2);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_trace_keeps_the_ring_that_routed_it_whatever_the_clock_reads() {
+        let (mgr, rx) = PoolManager::new(
+            OtlpExporter::default(),
+            HealthCheck::default(),
+            Metrics::new(),
+            "static",
+            Duration::from_secs(30),
+        );
+        let four: Vec<Member> = (1..=4).map(|i| member(&format!("10.0.0.{i}:4317"))).collect();
+        mgr.apply(four[..3].to_vec()).await.expect("valid");
+        let old = rx.borrow().clone();
+        mgr.apply(four).await.expect("valid");
+        let new = rx.borrow().clone();
+        // Keys the change moves, all routed at the same clock reading: the clock cannot tell the rings apart.
+        let moved: Vec<u64> = (0..4000u64)
+            .map(|k| k.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+            .filter(|k| backend_of(&old, *k, None, 0) != backend_of(&new, *k, None, 0))
+            .collect();
+        assert!(moved.len() > 500, "about a quarter of the keys move: {}", moved.len());
+        let affinity = Affinity::new(Duration::from_secs(30), 1_000_000);
+        let (by_old, by_new) = moved.split_at(moved.len() / 2);
+        for k in by_old {
+            // Routed first through the snapshot taken before the swap: the new pool keeps that backend.
+            let first = old.backends[backend_of(&old, *k, Some(&affinity), 0)].address.clone();
+            assert_eq!(new.backends[backend_of(&new, *k, Some(&affinity), 0)].address, first);
+        }
+        for k in by_new {
+            // Routed first through the new pool: a request still holding the old snapshot is told to route again.
+            let first = backend_of(&new, *k, Some(&affinity), 0);
+            assert_eq!(first, backend_of(&new, *k, None, 0));
+            let stale = old.owner(*k, Some(&affinity), 0);
+            assert_eq!(stale, Err(NewerRing { fallback: backend_of(&old, *k, None, 0) }));
         }
     }
 }
