@@ -15,11 +15,19 @@ use crate::route::affinity::Affinity;
 use crate::route::ring::{Member, Ring};
 use crate::telemetry::Metrics;
 
+/// What a resolver hands to the pool: the members that take new keys, and those that drain (they keep the keys
+/// trace affinity gives them, and take no new one).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Members {
+    pub active: Vec<Member>,
+    pub draining: Vec<Member>,
+}
+
 /// An immutable view of the pool; requests route against the snapshot they started with.
 pub struct Pool {
     /// `None` while the pool is empty.
     pub ring: Option<Arc<Ring>>,
-    /// One client per ring member, in the ring's member order.
+    /// One client per ring member, in the ring's member order, then one per draining member (not in the ring).
     pub backends: Vec<Arc<Backend>>,
     /// Increments on every change: the version of the ring, as trace affinity remembers it.
     pub version: u64,
@@ -118,6 +126,7 @@ impl Pool {
                     share: self.ring.as_ref().map(|r| r.share(i)).unwrap_or(0.0),
                 })
                 .collect(),
+            draining: self.backends[members.len()..].iter().map(|b| b.address.clone()).collect(),
         }
     }
 }
@@ -128,7 +137,10 @@ pub struct PoolView {
     pub resolver: &'static str,
     pub ring_fingerprint: Option<String>,
     pub updated_unix_ms: u128,
+    /// The ring's members.
     pub backends: Vec<BackendView>,
+    /// Members that keep the traces they hold and take no new one.
+    pub draining: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -144,6 +156,8 @@ pub struct BackendView {
 pub struct PoolChange {
     pub added: Vec<String>,
     pub removed: Vec<String>,
+    /// Members draining after the change.
+    pub draining: Vec<String>,
     /// Share of the key space whose backend changed.
     pub moved: f64,
     pub version: u64,
@@ -218,21 +232,38 @@ impl PoolManager {
         self.tx.subscribe()
     }
 
-    /// Replaces the pool's members. Returns `None` when nothing changed.
+    /// Replaces the pool's members, all active. Returns `None` when nothing changed.
     pub async fn apply(&self, members: Vec<Member>) -> Result<Option<PoolChange>, String> {
+        self.apply_members(Members { active: members, draining: Vec::new() }).await
+    }
+
+    /// Replaces the pool's members. The ring holds the active ones (the draining ones when none is active, rather
+    /// than refuse everything); a draining member keeps its client. Returns `None` when nothing changed.
+    pub async fn apply_members(&self, members: Members) -> Result<Option<PoolChange>, String> {
         let _serial = self.apply_lock.lock().await;
         let started = Instant::now();
         let old = self.tx.borrow().clone();
+        let Members { active, mut draining } = members;
+        draining.retain(|d| !active.iter().any(|a| a.address == d.address));
+        let (members, draining) = if active.is_empty() { (draining, Vec::new()) } else { (active, draining) };
         let mut wanted: Vec<(String, u32)> = members.iter().map(|m| (m.address.clone(), m.weight)).collect();
         wanted.sort();
         let mut current: Vec<(String, u32)> =
             old.ring.iter().flat_map(|r| r.members()).map(|m| (m.address.clone(), m.weight)).collect();
         current.sort();
-        if wanted == current {
+        let ring_members = old.ring.as_ref().map_or(0, |r| r.members().len());
+        let mut old_draining: Vec<&str> = old.backends[ring_members..].iter().map(|b| b.address.as_str()).collect();
+        old_draining.sort();
+        let mut wanted_draining: Vec<&str> = draining.iter().map(|m| m.address.as_str()).collect();
+        wanted_draining.sort();
+        wanted_draining.dedup();
+        if wanted == current && wanted_draining == old_draining {
             return Ok(None);
         }
         let ring = if members.is_empty() {
             None
+        } else if wanted == current {
+            old.ring.clone()
         } else {
             // Updating the previous ring gives the same table as a full build, at a fraction of the cost.
             let previous = old.ring.clone();
@@ -259,10 +290,29 @@ impl PoolManager {
             };
             backends.push(backend);
         }
-        let added: Vec<String> =
-            wanted.iter().filter(|w| !current.iter().any(|c| c.0 == w.0)).map(|w| w.0.clone()).collect();
-        let removed: Vec<String> =
-            current.iter().filter(|c| !wanted.iter().any(|w| w.0 == c.0)).map(|c| c.0.clone()).collect();
+        for address in &wanted_draining {
+            let backend = match clients.remove(*address) {
+                Some(b) => Arc::clone(b),
+                None => Arc::new(Backend::new(
+                    address,
+                    &self.exporter,
+                    &self.health,
+                    &self.ejections,
+                    self.metrics.clone(),
+                )?),
+            };
+            backends.push(backend);
+        }
+        let was = |a: &str| current.iter().any(|c| c.0 == a) || old_draining.contains(&a);
+        let added: Vec<String> = wanted.iter().filter(|w| !was(&w.0)).map(|w| w.0.clone()).collect();
+        let removed: Vec<String> = current
+            .iter()
+            .map(|c| c.0.as_str())
+            .chain(old_draining.iter().copied())
+            .filter(|a| !wanted.iter().any(|w| w.0 == *a) && !wanted_draining.contains(a))
+            .map(str::to_string)
+            .collect();
+        let draining: Vec<String> = wanted_draining.iter().map(|a| a.to_string()).collect();
         let moved = match (&old.ring, &ring) {
             (Some(a), Some(b)) => Ring::moved_fraction(a, b),
             (None, None) => 0.0,
@@ -270,7 +320,7 @@ impl PoolManager {
         };
         let version = old.version + 1;
         let fingerprint = ring.as_ref().map(|r| r.fingerprint()).unwrap_or(0);
-        let size = backends.len();
+        let size = ring.as_ref().map_or(0, |r| r.members().len());
         let now = Instant::now();
         let mut history: Vec<Epoch> = old
             .history
@@ -297,153 +347,15 @@ impl PoolManager {
             backends = size,
             added = ?added,
             removed = ?removed,
+            draining = ?draining,
             moved_keys = format!("{:.1}%", moved * 100.0),
             took_ms = started.elapsed().as_millis() as u64,
             "backend pool changed"
         );
-        Ok(Some(PoolChange { added, removed, moved, version }))
+        Ok(Some(PoolChange { added, removed, draining, moved, version }))
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The backend of `key` in `pool`, which must be the newest pool.
-    fn backend_of(pool: &Pool, key: u64, affinity: Option<&Affinity>, now_ms: u64) -> usize {
-        pool.owner(key, affinity, now_ms).expect("no pool is newer")
-    }
-
-    fn member(a: &str) -> Member {
-        Member { address: a.to_string(), weight: 1 }
-    }
-
-    #[tokio::test]
-    async fn swaps_rings_keeps_clients_and_reports_changes() {
-        let (mgr, rx) = PoolManager::new(
-            OtlpExporter::default(),
-            HealthCheck::default(),
-            Metrics::new(),
-            "static",
-            Duration::from_secs(30),
-        );
-        assert!(rx.borrow().ring.is_none());
-        let first =
-            mgr.apply(vec![member("10.0.0.2:4317"), member("10.0.0.1:4317")]).await.expect("valid").expect("changed");
-        assert_eq!(first.added.len(), 2);
-        assert_eq!(first.moved, 1.0);
-        let kept = Arc::clone(&rx.borrow().backends[0]);
-        assert!(
-            mgr.apply(vec![member("10.0.0.1:4317"), member("10.0.0.2:4317")]).await.expect("valid").is_none(),
-            "same set, any order: no change"
-        );
-        let change = mgr
-            .apply(vec![member("10.0.0.1:4317"), member("10.0.0.2:4317"), member("10.0.0.3:4317")])
-            .await
-            .expect("valid")
-            .expect("changed");
-        assert_eq!(change.added, vec!["10.0.0.3:4317".to_string()]);
-        assert!(change.removed.is_empty());
-        assert!((0.2..0.45).contains(&change.moved), "about a third of the keys move: {}", change.moved);
-        let pool = rx.borrow().clone();
-        assert_eq!(pool.version, 2);
-        assert_eq!(pool.backends.len(), 3);
-        assert!(Arc::ptr_eq(&pool.backends[0], &kept), "a backend that stays keeps its client");
-        let view = pool.describe();
-        assert_eq!(view.backends.len(), 3);
-        assert!((view.backends.iter().map(|b| b.share).sum::<f64>() - 1.0).abs() < 1e-9);
-        assert_eq!(
-            pool.history.len(),
-            1,
-            "the ring before the change is kept for affinity (the empty start is not a ring)"
-        );
-        let emptied = mgr.apply(vec![]).await.expect("valid").expect("changed");
-        assert_eq!(emptied.removed.len(), 3);
-        assert!(rx.borrow().ring.is_none());
-    }
-
-    #[tokio::test]
-    async fn affinity_keeps_traces_seen_before_a_scale_out_on_their_backend() {
-        let (mgr, rx) = PoolManager::new(
-            OtlpExporter::default(),
-            HealthCheck::default(),
-            Metrics::new(),
-            "static",
-            Duration::from_secs(30),
-        );
-        let three: Vec<Member> = (1..=3).map(|i| member(&format!("10.0.0.{i}:4317"))).collect();
-        mgr.apply(three.clone()).await.expect("valid");
-        let affinity = Affinity::new(Duration::from_secs(30), 1_000_000);
-        let before = rx.borrow().clone();
-        let now = affinity.now_ms();
-        let old_traces: Vec<u64> = (0..3000u64).map(|k| k.wrapping_mul(0x9e37_79b9_7f4a_7c15)).collect();
-        let old_owner: Vec<String> = old_traces
-            .iter()
-            .map(|k| before.backends[backend_of(&before, *k, Some(&affinity), now)].address.clone())
-            .collect();
-        let mut five = three.clone();
-        five.extend((4..=5).map(|i| member(&format!("10.0.0.{i}:4317"))));
-        mgr.apply(five).await.expect("valid");
-        let after = rx.borrow().clone();
-        let later = affinity.now_ms() + 1;
-        let mut would_move = 0;
-        for (k, owner) in old_traces.iter().zip(&old_owner) {
-            let with = &after.backends[backend_of(&after, *k, Some(&affinity), later)].address;
-            assert_eq!(with, owner, "a trace seen before the change stays where it was");
-            if &after.backends[backend_of(&after, *k, None, later)].address != owner {
-                would_move += 1;
-            }
-        }
-        assert!(would_move > 600, "without affinity about 2/5 of the traces would move: {would_move}");
-        // New traces use the new ring, including the added backends.
-        let fresh: Vec<usize> = (5000..8000u64)
-            .map(|k| backend_of(&after, k.wrapping_mul(0x9e37_79b9_7f4a_7c15), Some(&affinity), later))
-            .collect();
-        assert!(fresh.iter().any(|i| after.backends[*i].address == "10.0.0.4:4317"));
-        // Scaling in: a removed backend's traces go to their new owner consistently.
-        mgr.apply(three[..2].to_vec()).await.expect("valid");
-        let shrunk = rx.borrow().clone();
-        for k in &old_traces {
-            let a = backend_of(&shrunk, *k, Some(&affinity), later + 2);
-            let b = backend_of(&shrunk, *k, Some(&affinity), later + 3);
-            assert_eq!(a, b);
-            assert!(a < 2);
-        }
-    }
-
-    #[tokio::test]
-    async fn a_trace_keeps_the_ring_that_routed_it_whatever_the_clock_reads() {
-        let (mgr, rx) = PoolManager::new(
-            OtlpExporter::default(),
-            HealthCheck::default(),
-            Metrics::new(),
-            "static",
-            Duration::from_secs(30),
-        );
-        let four: Vec<Member> = (1..=4).map(|i| member(&format!("10.0.0.{i}:4317"))).collect();
-        mgr.apply(four[..3].to_vec()).await.expect("valid");
-        let old = rx.borrow().clone();
-        mgr.apply(four).await.expect("valid");
-        let new = rx.borrow().clone();
-        // Keys the change moves, all routed at the same clock reading: the clock cannot tell the rings apart.
-        let moved: Vec<u64> = (0..4000u64)
-            .map(|k| k.wrapping_mul(0x9e37_79b9_7f4a_7c15))
-            .filter(|k| backend_of(&old, *k, None, 0) != backend_of(&new, *k, None, 0))
-            .collect();
-        assert!(moved.len() > 500, "about a quarter of the keys move: {}", moved.len());
-        let affinity = Affinity::new(Duration::from_secs(30), 1_000_000);
-        let (by_old, by_new) = moved.split_at(moved.len() / 2);
-        for k in by_old {
-            // Routed first through the snapshot taken before the swap: the new pool keeps that backend.
-            let first = old.backends[backend_of(&old, *k, Some(&affinity), 0)].address.clone();
-            assert_eq!(new.backends[backend_of(&new, *k, Some(&affinity), 0)].address, first);
-        }
-        for k in by_new {
-            // Routed first through the new pool: a request still holding the old snapshot is told to route again.
-            let first = backend_of(&new, *k, Some(&affinity), 0);
-            assert_eq!(first, backend_of(&new, *k, None, 0));
-            let stale = old.owner(*k, Some(&affinity), 0);
-            assert_eq!(stale, Err(NewerRing { fallback: backend_of(&old, *k, None, 0) }));
-        }
-    }
-}
+#[path = "pool_tests.rs"]
+mod tests;
