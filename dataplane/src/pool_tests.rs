@@ -1,6 +1,7 @@
 //! Tests of the pool: swaps, clients kept, trace affinity across changes, draining members.
 
 use super::*;
+use crate::config::ClientTls;
 
 /// The backend of `key` in `pool`, which must be the newest pool.
 fn backend_of(pool: &Pool, key: u64, affinity: Option<&Affinity>, now_ms: u64) -> usize {

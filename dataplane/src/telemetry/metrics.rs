@@ -10,7 +10,6 @@ use prometheus::{
     TextEncoder,
 };
 
-use prometheus::core::Collector;
 
 use crate::signal::Signal;
 
