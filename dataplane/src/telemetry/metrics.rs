@@ -10,7 +10,6 @@ use prometheus::{
     TextEncoder,
 };
 
-
 use crate::signal::Signal;
 
 /// Handle to the process's metrics; cheap to clone.
