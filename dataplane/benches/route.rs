@@ -72,7 +72,7 @@ fn split_traces(c: &mut Criterion) {
     // are not measured).
     let affinity = Affinity::new(Duration::from_secs(30), 1_000_000);
     let owner = |key: u64, now: u64| {
-        black_box(affinity.first_seen(key, now));
+        black_box(affinity.first_routed(key, 1, now));
         ring.lookup(key)
     };
     g.bench_function("traces_by_traceid_with_affinity", |b| {
@@ -129,7 +129,7 @@ fn affinity_new_traces(c: &mut Criterion) {
     let mut next = 0u64;
     // Fill both generations first: the steady state of a saturated balancer.
     for _ in 0..1_500_000 {
-        affinity.first_seen(common::mix(next), 0);
+        affinity.first_routed(common::mix(next), 1, 0);
         next += 1;
     }
     let mut g = c.benchmark_group("affinity");
@@ -137,7 +137,7 @@ fn affinity_new_traces(c: &mut Criterion) {
     g.bench_function("first_seen_new_trace", |b| {
         b.iter(|| {
             for _ in 0..BATCH {
-                black_box(affinity.first_seen(common::mix(next), 0));
+                black_box(affinity.first_routed(common::mix(next), 1, 0));
                 next += 1;
             }
         })

@@ -37,6 +37,9 @@ pub enum Refusal {
 /// How long a client is told to wait before retrying a refused request.
 pub const RETRY_AFTER: Duration = Duration::from_secs(1);
 
+/// Bound on the pools a request is split against (the current pool is the newest any request routed by).
+const ROUTE_ATTEMPTS: usize = 3;
+
 /// Room left before a client's own deadline so that our answer reaches it first.
 const DEADLINE_MARGIN: Duration = Duration::from_millis(50);
 
@@ -98,12 +101,39 @@ impl Pipeline {
         durable.commit(record.seq);
     }
 
-    /// Splits `body` against `pool` (which must not be empty), with trace affinity for trace-id keys.
-    fn split(&self, signal: Signal, pool: &Pool, body: &Bytes) -> Result<Split, SplitError> {
+    /// Splits `body` against `pool` (which must not be empty), with trace affinity for trace-id keys. Also says
+    /// whether some key was first routed by a newer pool (such keys go by `pool`'s own ring).
+    fn split(&self, signal: Signal, pool: &Pool, body: &Bytes) -> Result<(Split, bool), SplitError> {
         let affinity = (self.policy.key(signal) == RoutingKey::TraceId).then_some(&*self.affinity);
         let now = self.affinity.now_ms();
         let mut owners = Owners::default();
-        split(signal, body, &self.policy, |key| owners.get(key, |key| pool.owner(key, affinity, now)))
+        let mut newer = false;
+        let split = split(signal, body, &self.policy, |key| {
+            owners.get(key, |key| {
+                pool.owner(key, affinity, now).unwrap_or_else(|n| {
+                    newer = true;
+                    n.fallback
+                })
+            })
+        })?;
+        Ok((split, newer))
+    }
+
+    /// Splits `body` against `pool` (which must not be empty): the parts, with the pool their backend indices
+    /// refer to. A request taken in just before a pool change may hold a trace that a request taken in just after
+    /// it routed first, by the new ring: it is then split again against the current pool.
+    pub fn route(&self, signal: Signal, pool: Arc<Pool>, body: &Bytes) -> Result<(Arc<Pool>, Split), SplitError> {
+        let mut pool = pool;
+        for _ in 1..ROUTE_ATTEMPTS {
+            let (split, newer) = self.split(signal, &pool, body)?;
+            let current = self.pools.borrow().clone();
+            if !newer || current.ring.is_none() || current.version <= pool.version {
+                return Ok((pool, split));
+            }
+            pool = current;
+        }
+        let (split, _) = self.split(signal, &pool, body)?;
+        Ok((pool, split))
     }
 
     pub fn pools(&self) -> &watch::Receiver<Arc<Pool>> {
@@ -165,14 +195,14 @@ impl Pipeline {
     ) -> (u64, Result<Delivered, Refusal>) {
         let pool = self.pools.borrow().clone();
         let mut items = 0;
-        let result = self.deliver_split(signal, &pool, body, client_timeout, &mut items).await;
+        let result = self.deliver_split(signal, pool, body, client_timeout, &mut items).await;
         (items, result)
     }
 
     async fn deliver_split(
         &self,
         signal: Signal,
-        pool: &Pool,
+        pool: Arc<Pool>,
         body: Bytes,
         client_timeout: Option<Duration>,
         items: &mut u64,
@@ -183,7 +213,7 @@ impl Pipeline {
         if !pool.any_available() {
             return Err(Refusal::Unavailable("every backend is ejected after failures; retry later".into()));
         }
-        let split = self.split(signal, pool, &body).map_err(|e| Refusal::Invalid(e.to_string()))?;
+        let (pool, split) = self.route(signal, pool, &body).map_err(|e| Refusal::Invalid(e.to_string()))?;
         // The parts hold what they need of it (copies, or the request itself when one backend takes it all):
         // the request is not kept for the time of the delivery.
         drop(body);
@@ -196,8 +226,8 @@ impl Pipeline {
             budget = budget.min(t.saturating_sub(DEADLINE_MARGIN).max(Duration::from_millis(1)));
         }
         let deadline = Instant::now() + budget;
-        let resplit = |current: &Pool, part: &Bytes| self.split(signal, current, part);
-        deliver(signal, &self.pools, pool, split.parts, &self.retry, deadline, resplit).await.map_err(|f| {
+        let resplit = |current: Arc<Pool>, part: &Bytes| self.route(signal, current, part);
+        deliver(signal, &self.pools, &pool, split.parts, &self.retry, deadline, resplit).await.map_err(|f| {
             match f.code {
                 Code::Unavailable => Refusal::Unavailable(f.message),
                 code => Refusal::Rejected(code, f.message),

@@ -16,28 +16,41 @@ use crate::route::ring::{Member, Ring};
 use crate::telemetry::Metrics;
 use crate::telemetry::status::{ChangeLog, ChangeRecord};
 
+/// What a resolver hands to the pool: the members that take new keys, and those that drain (they keep the keys
+/// trace affinity gives them, and take no new one).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Members {
+    pub active: Vec<Member>,
+    pub draining: Vec<Member>,
+}
+
 /// An immutable view of the pool; requests route against the snapshot they started with.
 pub struct Pool {
     /// `None` while the pool is empty.
     pub ring: Option<Arc<Ring>>,
-    /// One client per ring member, in the ring's member order.
+    /// One client per ring member, in the ring's member order, then one per draining member (not in the ring).
     pub backends: Vec<Arc<Backend>>,
-    /// Increments on every change.
+    /// Increments on every change: the version of the ring, as trace affinity remembers it.
     pub version: u64,
     pub resolver: &'static str,
     pub updated: SystemTime,
-    /// When this ring became current.
-    pub since: Instant,
     /// The rings in use before this one, oldest first, for as long as trace affinity may still need them.
     pub history: Vec<Epoch>,
     index: HashMap<String, usize>,
 }
 
-/// A ring that was current from `from` until `until`.
+/// The ring of pool version `version`, replaced at `until`.
 pub struct Epoch {
     pub ring: Arc<Ring>,
-    pub from: Instant,
+    pub version: u64,
     pub until: Instant,
+}
+
+/// A key was first routed by a pool newer than the snapshot asked: route it against the current pool.
+/// `fallback` is its backend by the snapshot's own ring, for when there is no newer pool to ask.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NewerRing {
+    pub fallback: usize,
 }
 
 impl Pool {
@@ -48,23 +61,29 @@ impl Pool {
             version: 0,
             resolver,
             updated: SystemTime::now(),
-            since: Instant::now(),
             history: Vec::new(),
             index: HashMap::new(),
         }
     }
 
-    /// The backend (index into `backends`) for a key hash. With `affinity` (trace-id keys), a key first seen while
-    /// an earlier ring was current goes to the backend that ring gave it, if that backend is still in the pool.
+    /// The backend (index into `backends`) for a key hash. With `affinity` (trace-id keys), a key first routed by
+    /// an earlier ring goes to the backend that ring gave it, if that backend is still in the pool; a key first
+    /// routed by a newer pool than this one is [`NewerRing`]. `now_ms` is [`Affinity::now_ms`].
     /// Panics if the pool is empty: callers check `ring` first.
-    pub fn owner(&self, key: u64, affinity: Option<&Affinity>, now_ms: u64) -> usize {
-        let chosen = self.preferred(key, affinity, now_ms);
+    pub fn owner(&self, key: u64, affinity: Option<&Affinity>, now_ms: u64) -> Result<usize, NewerRing> {
+        let ring = self.ring.as_ref().expect("owner() of an empty pool");
+        match self.preferred(ring, key, affinity, now_ms) {
+            Some(chosen) => Ok(self.available(ring, key, chosen)),
+            None => Err(NewerRing { fallback: self.available(ring, key, ring.lookup(key)) }),
+        }
+    }
+
+    /// `chosen` if it takes keys, else the next available backend in the key's ring order: the backend that
+    /// would own the key if the ejected ones left the pool, the same on every replica.
+    fn available(&self, ring: &Ring, key: u64, chosen: usize) -> usize {
         if self.backends[chosen].health.available() {
             return chosen;
         }
-        // Fail over: the next available backend in the key's ring order — the backend that would own the key
-        // if the ejected ones left the pool, the same on every replica.
-        let ring = self.ring.as_ref().expect("owner() of an empty pool");
         ring.candidates(key).into_iter().find(|i| self.backends[*i].health.available()).unwrap_or(chosen)
     }
 
@@ -73,21 +92,22 @@ impl Pool {
         self.backends.iter().any(|b| b.health.available())
     }
 
-    fn preferred(&self, key: u64, affinity: Option<&Affinity>, now_ms: u64) -> usize {
-        let ring = self.ring.as_ref().expect("owner() of an empty pool");
+    /// The backend the ring that first routed `key` gave it; `None` if that ring is newer than this pool's.
+    fn preferred(&self, ring: &Ring, key: u64, affinity: Option<&Affinity>, now_ms: u64) -> Option<usize> {
         let current = ring.lookup(key);
-        let Some(affinity) = affinity else { return current };
-        let first = affinity.first_seen(key, now_ms);
-        if self.history.is_empty() || first >= affinity.ms_at(self.since) {
-            return current;
+        let Some(affinity) = affinity else { return Some(current) };
+        let first = affinity.first_routed(key, self.version, now_ms);
+        if first == self.version {
+            return Some(current);
         }
-        for epoch in self.history.iter().rev() {
-            if affinity.ms_at(epoch.from) <= first {
-                let address = &epoch.ring.members()[epoch.ring.lookup(key)].address;
-                return self.index.get(address).copied().unwrap_or(current);
-            }
+        if first > self.version {
+            return None;
         }
-        current
+        // An earlier ring, while it is remembered; a backend that left the pool leaves its keys to the current ring.
+        let Ok(i) = self.history.binary_search_by_key(&first, |e| e.version) else { return Some(current) };
+        let epoch = &self.history[i];
+        let address = &epoch.ring.members()[epoch.ring.lookup(key)].address;
+        Some(self.index.get(address).copied().unwrap_or(current))
     }
 
     /// The pool as JSON, for `/debug/pool`.
@@ -107,6 +127,7 @@ impl Pool {
                     share: self.ring.as_ref().map(|r| r.share(i)).unwrap_or(0.0),
                 })
                 .collect(),
+            draining: self.backends[members.len()..].iter().map(|b| b.address.clone()).collect(),
         }
     }
 }
@@ -117,7 +138,10 @@ pub struct PoolView {
     pub resolver: &'static str,
     pub ring_fingerprint: Option<String>,
     pub updated_unix_ms: u128,
+    /// The ring's members.
     pub backends: Vec<BackendView>,
+    /// Members that keep the traces they hold and take no new one.
+    pub draining: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -133,6 +157,8 @@ pub struct BackendView {
 pub struct PoolChange {
     pub added: Vec<String>,
     pub removed: Vec<String>,
+    /// Members draining after the change.
+    pub draining: Vec<String>,
     /// Share of the key space whose backend changed.
     pub moved: f64,
     pub version: u64,
@@ -215,21 +241,38 @@ impl PoolManager {
         self.tx.subscribe()
     }
 
-    /// Replaces the pool's members. Returns `None` when nothing changed.
+    /// Replaces the pool's members, all active. Returns `None` when nothing changed.
     pub async fn apply(&self, members: Vec<Member>) -> Result<Option<PoolChange>, String> {
+        self.apply_members(Members { active: members, draining: Vec::new() }).await
+    }
+
+    /// Replaces the pool's members. The ring holds the active ones (the draining ones when none is active, rather
+    /// than refuse everything); a draining member keeps its client. Returns `None` when nothing changed.
+    pub async fn apply_members(&self, members: Members) -> Result<Option<PoolChange>, String> {
         let _serial = self.apply_lock.lock().await;
         let started = Instant::now();
         let old = self.tx.borrow().clone();
+        let Members { active, mut draining } = members;
+        draining.retain(|d| !active.iter().any(|a| a.address == d.address));
+        let (members, draining) = if active.is_empty() { (draining, Vec::new()) } else { (active, draining) };
         let mut wanted: Vec<(String, u32)> = members.iter().map(|m| (m.address.clone(), m.weight)).collect();
         wanted.sort();
         let mut current: Vec<(String, u32)> =
             old.ring.iter().flat_map(|r| r.members()).map(|m| (m.address.clone(), m.weight)).collect();
         current.sort();
-        if wanted == current {
+        let ring_members = old.ring.as_ref().map_or(0, |r| r.members().len());
+        let mut old_draining: Vec<&str> = old.backends[ring_members..].iter().map(|b| b.address.as_str()).collect();
+        old_draining.sort();
+        let mut wanted_draining: Vec<&str> = draining.iter().map(|m| m.address.as_str()).collect();
+        wanted_draining.sort();
+        wanted_draining.dedup();
+        if wanted == current && wanted_draining == old_draining {
             return Ok(None);
         }
         let ring = if members.is_empty() {
             None
+        } else if wanted == current {
+            old.ring.clone()
         } else {
             // Updating the previous ring gives the same table as a full build, at a fraction of the cost.
             let previous = old.ring.clone();
@@ -256,10 +299,29 @@ impl PoolManager {
             };
             backends.push(backend);
         }
-        let added: Vec<String> =
-            wanted.iter().filter(|w| !current.iter().any(|c| c.0 == w.0)).map(|w| w.0.clone()).collect();
-        let removed: Vec<String> =
-            current.iter().filter(|c| !wanted.iter().any(|w| w.0 == c.0)).map(|c| c.0.clone()).collect();
+        for address in &wanted_draining {
+            let backend = match clients.remove(*address) {
+                Some(b) => Arc::clone(b),
+                None => Arc::new(Backend::new(
+                    address,
+                    &self.exporter,
+                    &self.health,
+                    &self.ejections,
+                    self.metrics.clone(),
+                )?),
+            };
+            backends.push(backend);
+        }
+        let was = |a: &str| current.iter().any(|c| c.0 == a) || old_draining.contains(&a);
+        let added: Vec<String> = wanted.iter().filter(|w| !was(&w.0)).map(|w| w.0.clone()).collect();
+        let removed: Vec<String> = current
+            .iter()
+            .map(|c| c.0.as_str())
+            .chain(old_draining.iter().copied())
+            .filter(|a| !wanted.iter().any(|w| w.0 == *a) && !wanted_draining.contains(a))
+            .map(str::to_string)
+            .collect();
+        let draining: Vec<String> = wanted_draining.iter().map(|a| a.to_string()).collect();
         let moved = match (&old.ring, &ring) {
             (Some(a), Some(b)) => Ring::moved_fraction(a, b),
             (None, None) => 0.0,
@@ -267,32 +329,24 @@ impl PoolManager {
         };
         let version = old.version + 1;
         let fingerprint = ring.as_ref().map(|r| r.fingerprint()).unwrap_or(0);
-        let size = backends.len();
+        let size = ring.as_ref().map_or(0, |r| r.members().len());
         let now = Instant::now();
         let mut history: Vec<Epoch> = old
             .history
             .iter()
             .filter(|e| now.duration_since(e.until) < self.keep_history)
-            .map(|e| Epoch { ring: Arc::clone(&e.ring), from: e.from, until: e.until })
+            .map(|e| Epoch { ring: Arc::clone(&e.ring), version: e.version, until: e.until })
             .collect();
         if let Some(r) = &old.ring {
-            history.push(Epoch { ring: Arc::clone(r), from: old.since, until: now });
+            history.push(Epoch { ring: Arc::clone(r), version: old.version, until: now });
         }
         let shares: Vec<(String, f64)> = ring
             .iter()
             .flat_map(|r| r.members().iter().enumerate().map(|(i, m)| (m.address.clone(), r.share(i))))
             .collect();
         let index = backends.iter().enumerate().map(|(i, b)| (b.address.clone(), i)).collect();
-        let pool = Pool {
-            ring,
-            backends,
-            version,
-            resolver: self.resolver,
-            updated: SystemTime::now(),
-            since: now,
-            history,
-            index,
-        };
+        let pool =
+            Pool { ring, backends, version, resolver: self.resolver, updated: SystemTime::now(), history, index };
         let pool = Arc::new(pool);
         self.tx.send_replace(Arc::clone(&pool));
         // What is left of the old clients has left the pool: parts not yet sent to them are handed back to be
@@ -311,120 +365,22 @@ impl PoolManager {
             backends: size,
             affinity_held_traces: None,
         };
-        self.changes.record(record, old.ring.as_deref().zip(pool.ring.as_deref()).map(|(a, b)| (a, b, now)));
+        self.changes.record(record, old.ring.as_deref().zip(pool.ring.as_deref()));
         tracing::info!(
             resolver = self.resolver,
             version,
             backends = size,
             added = ?added,
             removed = ?removed,
+            draining = ?draining,
             moved_keys = format!("{:.1}%", moved * 100.0),
             took_ms = started.elapsed().as_millis() as u64,
             "backend pool changed"
         );
-        Ok(Some(PoolChange { added, removed, moved, version }))
+        Ok(Some(PoolChange { added, removed, draining, moved, version }))
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::ClientTls;
-
-    fn member(a: &str) -> Member {
-        Member { address: a.to_string(), weight: 1 }
-    }
-
-    #[tokio::test]
-    async fn swaps_rings_keeps_clients_and_reports_changes() {
-        let (mgr, rx) = PoolManager::new(
-            OtlpExporter { tls: ClientTls { insecure: true, ..ClientTls::default() }, ..OtlpExporter::default() },
-            HealthCheck::default(),
-            Metrics::new(),
-            "static",
-            Duration::from_secs(30),
-        );
-        assert!(rx.borrow().ring.is_none());
-        let first =
-            mgr.apply(vec![member("10.0.0.2:4317"), member("10.0.0.1:4317")]).await.expect("valid").expect("changed");
-        assert_eq!(first.added.len(), 2);
-        assert_eq!(first.moved, 1.0);
-        let kept = Arc::clone(&rx.borrow().backends[0]);
-        assert!(
-            mgr.apply(vec![member("10.0.0.1:4317"), member("10.0.0.2:4317")]).await.expect("valid").is_none(),
-            "same set, any order: no change"
-        );
-        let change = mgr
-            .apply(vec![member("10.0.0.1:4317"), member("10.0.0.2:4317"), member("10.0.0.3:4317")])
-            .await
-            .expect("valid")
-            .expect("changed");
-        assert_eq!(change.added, vec!["10.0.0.3:4317".to_string()]);
-        assert!(change.removed.is_empty());
-        assert!((0.2..0.45).contains(&change.moved), "about a third of the keys move: {}", change.moved);
-        let pool = rx.borrow().clone();
-        assert_eq!(pool.version, 2);
-        assert_eq!(pool.backends.len(), 3);
-        assert!(Arc::ptr_eq(&pool.backends[0], &kept), "a backend that stays keeps its client");
-        let view = pool.describe();
-        assert_eq!(view.backends.len(), 3);
-        assert!((view.backends.iter().map(|b| b.share).sum::<f64>() - 1.0).abs() < 1e-9);
-        assert_eq!(
-            pool.history.len(),
-            1,
-            "the ring before the change is kept for affinity (the empty start is not a ring)"
-        );
-        let emptied = mgr.apply(vec![]).await.expect("valid").expect("changed");
-        assert_eq!(emptied.removed.len(), 3);
-        assert!(rx.borrow().ring.is_none());
-    }
-
-    #[tokio::test]
-    async fn affinity_keeps_traces_seen_before_a_scale_out_on_their_backend() {
-        let (mgr, rx) = PoolManager::new(
-            OtlpExporter { tls: ClientTls { insecure: true, ..ClientTls::default() }, ..OtlpExporter::default() },
-            HealthCheck::default(),
-            Metrics::new(),
-            "static",
-            Duration::from_secs(30),
-        );
-        let three: Vec<Member> = (1..=3).map(|i| member(&format!("10.0.0.{i}:4317"))).collect();
-        mgr.apply(three.clone()).await.expect("valid");
-        let affinity = Affinity::new(Duration::from_secs(30), 1_000_000);
-        let before = rx.borrow().clone();
-        let now = affinity.now_ms();
-        let old_traces: Vec<u64> = (0..3000u64).map(|k| k.wrapping_mul(0x9e37_79b9_7f4a_7c15)).collect();
-        let old_owner: Vec<String> = old_traces
-            .iter()
-            .map(|k| before.backends[before.owner(*k, Some(&affinity), now)].address.clone())
-            .collect();
-        let mut five = three.clone();
-        five.extend((4..=5).map(|i| member(&format!("10.0.0.{i}:4317"))));
-        mgr.apply(five).await.expect("valid");
-        let after = rx.borrow().clone();
-        let later = affinity.now_ms() + 1;
-        let mut would_move = 0;
-        for (k, owner) in old_traces.iter().zip(&old_owner) {
-            let with = &after.backends[after.owner(*k, Some(&affinity), later)].address;
-            assert_eq!(with, owner, "a trace seen before the change stays where it was");
-            if &after.backends[after.owner(*k, None, later)].address != owner {
-                would_move += 1;
-            }
-        }
-        assert!(would_move > 600, "without affinity about 2/5 of the traces would move: {would_move}");
-        // New traces use the new ring, including the added backends.
-        let fresh: Vec<usize> = (5000..8000u64)
-            .map(|k| after.owner(k.wrapping_mul(0x9e37_79b9_7f4a_7c15), Some(&affinity), later))
-            .collect();
-        assert!(fresh.iter().any(|i| after.backends[*i].address == "10.0.0.4:4317"));
-        // Scaling in: a removed backend's traces go to their new owner consistently.
-        mgr.apply(three[..2].to_vec()).await.expect("valid");
-        let shrunk = rx.borrow().clone();
-        for k in &old_traces {
-            let a = shrunk.owner(*k, Some(&affinity), later + 2);
-            let b = shrunk.owner(*k, Some(&affinity), later + 3);
-            assert_eq!(a, b);
-            assert!(a < 2);
-        }
-    }
-}
+#[path = "pool_tests.rs"]
+mod tests;

@@ -7,9 +7,11 @@
 //! restarts exited containers per `restartPolicy` with backoff, refreshes
 //! ConfigMap/Secret volumes, and reports the pod status (IPs, phase,
 //! conditions, container statuses) to the API server. When the pod gets a
-//! deletionTimestamp it stops the processes (SIGTERM, SIGKILL after the grace
-//! period), tears the network down and deletes the pod object with grace
-//! period 0, as the kubelet does.
+//! deletionTimestamp it runs the containers' `preStop: {sleep}` hooks (the
+//! pod keeps serving meanwhile), stops the processes (SIGTERM, SIGKILL when
+//! the grace period, which the hooks count against, is over), tears the
+//! network down and deletes the pod object with grace period 0, as the kubelet
+//! does.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
@@ -43,7 +45,7 @@ const MAX_PROBE_PERIOD: Duration = Duration::from_secs(2);
 /// ConfigMap/Secret volumes are re-synced this often.
 const VOLUME_RESYNC: Duration = Duration::from_secs(3);
 /// Longest grace period honoured on deletion.
-const MAX_GRACE: Duration = Duration::from_secs(60);
+const MAX_GRACE: Duration = Duration::from_secs(180);
 /// Restart backoff: first delay and cap (shorter than the kubelet's 10s..5m).
 const BACKOFF_START: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(20);
@@ -634,7 +636,23 @@ impl Worker {
             .map(|s| Duration::from_secs(s.max(0) as u64))
             .unwrap_or(Duration::from_secs(30))
             .min(MAX_GRACE);
-        tracing::info!(pod = %self.label(), "node agent: stopping pod (grace {grace:?})");
+        let started = Instant::now();
+        // preStop sleep hooks run side by side, within the grace period; the processes serve meanwhile.
+        let pre_stop = self
+            .ctrs
+            .iter()
+            .filter(|c| c.proc.is_some())
+            .filter_map(|c| c.c.lifecycle.as_ref()?.pre_stop.as_ref()?.sleep.as_ref())
+            .map(|s| Duration::from_secs(s.seconds.max(0) as u64))
+            .max()
+            .unwrap_or_default()
+            .min(grace);
+        if !pre_stop.is_zero() {
+            tracing::info!(pod = %self.label(), "node agent: preStop sleep {pre_stop:?}");
+            tokio::time::sleep(pre_stop).await;
+        }
+        let grace = grace.saturating_sub(started.elapsed());
+        tracing::info!(pod = %self.label(), "node agent: stopping pod (grace left {grace:?})");
         let stops = self.ctrs.iter_mut().filter_map(|c| c.proc.as_mut()).map(|p| p.stop(grace));
         futures::future::join_all(stops).await;
         for c in self.ctrs.iter_mut() {

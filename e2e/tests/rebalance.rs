@@ -6,8 +6,10 @@
 //! Set-up (fixtures in `e2e/fixtures/rebalance/`): Deployment `backends`
 //! (Collectors, OTLP/gRPC receiver → file exporter writing
 //! `/data/<pod>.json`, `/data` a hostPath in the run directory so the files of
-//! scaled-away backends survive their pods; on SIGTERM the Collector stops its
-//! receiver and then flushes and closes the file) behind the headless Service
+//! scaled-away backends survive their pods; a pod told to stop drains first:
+//! its preStop sleep covers otlp-lb's affinity window while its endpoint is
+//! serving and terminating; then on SIGTERM the Collector stops its receiver
+//! and flushes and closes the file) behind the headless Service
 //! `backends`; otlp-lb (1 replica) with ServiceAccount `otlp-lb`, a Role that
 //! may only get/list/watch `discovery.k8s.io` EndpointSlices, and the config
 //! `resolver: k8s: {service: backends.default, ports: [4317]}`,
@@ -25,8 +27,9 @@
 //! bound the times of its traces.
 //!
 //! Timeline: load starts; after 5 s the backends are scaled to 5; once 5 are
-//! ready and in the ring and 6 s of traffic have passed, they are scaled to 2;
-//! load keeps starting until 30 s; then the Collectors flush.
+//! ready and in the ring and 6 s of traffic have passed, they are scaled to 2
+//! (the 3 removed pods drain, and leave the ring at once); load keeps starting
+//! until 30 s; then the Collectors flush and the removed pods finish draining.
 //!
 //! Measured and asserted:
 //!
@@ -50,13 +53,16 @@
 //!   acknowledged items), including the files of the backends scaled away;
 //!   duplicates (retries) are reported, not failed; loadgen must report 0
 //!   failed requests.
-//! * **scale-in consistency** — traces of removed backends move, but a trace
-//!   never ends up on more than one of the surviving backends.
+//! * **no split during scale-in** — a removed backend drains: it keeps the
+//!   traces it holds and takes no new one, so no trace of the whole run is in
+//!   more than one backend's file (0 allowed), and none moved from a removed
+//!   backend to a surviving one.
 //! * the scenario itself: every one of the 5 backends received spans, so the
 //!   new ones took new traces.
 //!
 //! Prints details on stderr and exactly one line on stdout:
 //! `rebalance: backends 3->5->2 ring_update_p99_ms=<n> split=<n> lost=<n>`
+//! (`split`: traces split over the whole run, scale-out and scale-in)
 //! (run with `--nocapture`; `make e2e-rebalance`).
 //!
 //! Needs root, `make tools` and `cargo build -p dataplane --bins`; fails
@@ -108,6 +114,10 @@ const SEED: u64 = 20_260_505;
 const BEFORE_OUT: Duration = Duration::from_secs(5);
 const HOLD_AT_OUT: Duration = Duration::from_secs(6);
 const MIN_AFTER_IN: Duration = Duration::from_secs(4);
+
+/// Bound on the removed pods' drain and shutdown (the fixture's grace period
+/// and a margin).
+const DRAIN_LIMIT: Duration = Duration::from_secs(90);
 
 const POOL_POLL: Duration = Duration::from_millis(10);
 const TAIL_EVERY: Duration = Duration::from_millis(200);
@@ -300,6 +310,7 @@ async fn scenario(cluster: &Cluster, loadgen: &Path) -> Result<()> {
             break;
         }
     }
+    removed_pods_gone(cluster).await?;
     let _ = stop_tx.send(true);
     tail_stop.store(true, Ordering::SeqCst);
     watch_task.abort();
@@ -332,7 +343,7 @@ async fn scenario(cluster: &Cluster, loadgen: &Path) -> Result<()> {
         rel(steps.out_ready)
     );
     eprintln!(
-        "  scale to {IN} requested {:.2}; ring held {IN} and the removed pods were gone {:.2}; last loadgen run started {:.2}, ended {:.2}",
+        "  scale to {IN} requested {:.2}; ring held {IN} (the removed pods draining) {:.2}; last loadgen run started {:.2}, ended {:.2}",
         rel(steps.in_requested),
         rel(steps.in_done),
         rel(batches.iter().map(|b| b.started).max().unwrap_or(t0)),
@@ -412,7 +423,7 @@ async fn scenario(cluster: &Cluster, loadgen: &Path) -> Result<()> {
 
     let line = format!(
         "rebalance: backends {START}->{OUT}->{IN} ring_update_p99_ms={} split={} lost={}",
-        ring.p99_ms, analysis.split_out, analysis.lost
+        ring.p99_ms, analysis.split_all, analysis.lost
     );
     println!("{line}");
 
@@ -465,6 +476,19 @@ async fn scenario(cluster: &Cluster, loadgen: &Path) -> Result<()> {
     }
     if failed_requests > 0 {
         failures.push(format!("loadgen gave up on {failed_requests} requests (errors {errors:?})"));
+    }
+    if analysis.split_all > analysis.split_out {
+        failures.push(format!(
+            "{} traces split across backends outside the scale-out window (a removed backend must drain), e.g. {:?}",
+            analysis.split_all - analysis.split_out,
+            analysis.split_all_examples
+        ));
+    }
+    if analysis.moved_in > 0 {
+        failures.push(format!(
+            "{} traces moved from a removed backend to a surviving one (a removed backend must keep its traces)",
+            analysis.moved_in
+        ));
     }
     if analysis.inconsistent > 0 {
         failures.push(format!(
@@ -557,7 +581,7 @@ async fn rolling_load(
 }
 
 /// Scale 3 → 5, wait until 5 are ready and in the ring, hold, scale to 2,
-/// wait until the ring holds 2 and the removed pods are gone.
+/// wait until the ring holds 2 (the removed pods drain meanwhile).
 async fn scale_steps(cluster: &Cluster, t0: Instant, pool: watch::Receiver<PoolView>, lb: SocketAddr) -> Result<Steps> {
     tokio::time::sleep_until((t0 + BEFORE_OUT).into()).await;
     let out_requested = Instant::now();
@@ -572,11 +596,17 @@ async fn scale_steps(cluster: &Cluster, t0: Instant, pool: watch::Receiver<PoolV
     cluster.scale_deployment(NS, BACKENDS, IN).await?;
     cluster.wait_deployment_ready(NS, BACKENDS, IN, Duration::from_secs(90)).await?;
     let ips = cluster.wait_ready_endpoints(NS, BACKENDS, IN as usize, Duration::from_secs(30)).await?;
-    ring_holds(&pool, &addresses(&ips)).await?;
+    let in_done = ring_holds(&pool, &addresses(&ips)).await?;
+    Ok(Steps { out_requested, out_ready, in_requested, in_done, metrics_at_out })
+}
+
+/// Waits until the scaled-away backends' pods have drained and are gone (their
+/// Collectors flushed and closed their files).
+async fn removed_pods_gone(cluster: &Cluster) -> Result<()> {
     cluster
         .wait_for(
-            &format!("the scaled-away backends' pods to be gone (only {IN} left)"),
-            Duration::from_secs(60),
+            &format!("the scaled-away backends' pods to drain and be gone (only {IN} left)"),
+            DRAIN_LIMIT,
             || async {
                 let pods = cluster.pods(NS, &format!("app={BACKENDS}")).await?;
                 Ok(if pods.len() == IN as usize {
@@ -586,8 +616,7 @@ async fn scale_steps(cluster: &Cluster, t0: Instant, pool: watch::Receiver<PoolV
                 })
             },
         )
-        .await?;
-    Ok(Steps { out_requested, out_ready, in_requested, in_done: Instant::now(), metrics_at_out })
+        .await
 }
 
 /// Waits until the poller has seen `/debug/pool` list exactly `want`;
@@ -897,6 +926,7 @@ struct Analysis {
     during_out_on_new: usize,
     /// Split traces over the whole run (scale-in moves included).
     split_all: usize,
+    split_all_examples: Vec<(String, Vec<String>)>,
     /// Traces with spans on a removed backend and on a surviving one.
     moved_in: usize,
     inconsistent: usize,
@@ -983,6 +1013,9 @@ impl Analysis {
         for (id, (backends, _)) in &traces {
             if backends.len() > 1 {
                 a.split_all += 1;
+                if a.split_all_examples.len() < 5 {
+                    a.split_all_examples.push((id.to_string(), backends.iter().map(|b| b.to_string()).collect()));
+                }
             }
             let on_survivors = backends.iter().filter(|b| survivors.contains(**b)).count();
             if on_survivors >= 1 && on_survivors < backends.len() {

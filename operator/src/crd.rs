@@ -100,6 +100,12 @@ pub struct BackendsSpec {
     /// as in a Collector config file. The operator makes sure an `otlp` receiver listens for gRPC on
     /// 0.0.0.0:4317, the port the load balancer sends to, and is in every pipeline, and adds a
     /// `health_check` extension on port 13133 for the readiness probe.
+    ///
+    /// A pod leaving the pool (scale-in, a rolling update) drains: the load balancer goes on sending
+    /// it the traces it already holds for its trace affinity window (30s), and no new ones. Its
+    /// preStop sleep lasts that window plus the longest `decision_wait` of the config's
+    /// `tail_sampling` processors (the Collector's default of 30s where one does not set it), and its
+    /// terminationGracePeriodSeconds 30s more for the Collector to shut down and flush.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "free_form_object")]
     pub config: Option<Map<String, Value>>,

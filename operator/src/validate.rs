@@ -35,6 +35,9 @@ pub fn validate(lbc: &LoadBalancedCollector) -> Result<()> {
                 problems.push("backends.replicas must not be negative".to_string());
             }
             check_collector_config("backends.config", config, true, &mut problems);
+            if let Err(problem) = crate::build::drain::decision_wait_ms(config) {
+                problems.push(format!("backends.config.{problem}"));
+            }
         }
         (None, Some(service_ref)) => {
             let pool_fields = [

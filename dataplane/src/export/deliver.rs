@@ -40,7 +40,7 @@ pub struct Failure {
 const MAX_ROUNDS: u32 = 64;
 
 /// Delivers `parts` (split against `pool`) by `deadline`; `resplit` routes a failed part again against the pool
-/// current at the time of the retry.
+/// current at the time of the retry, giving the pool its parts were split against.
 pub async fn deliver(
     signal: Signal,
     pools: &watch::Receiver<Arc<Pool>>,
@@ -48,7 +48,7 @@ pub async fn deliver(
     parts: Vec<Part>,
     retry: &Retry,
     deadline: Instant,
-    resplit: impl Fn(&Pool, &bytes::Bytes) -> Result<Split, SplitError>,
+    resplit: impl Fn(Arc<Pool>, &bytes::Bytes) -> Result<(Arc<Pool>, Split), SplitError>,
 ) -> Result<Delivered, Failure> {
     let mut pending: Vec<(Arc<Backend>, Part)> = Vec::with_capacity(parts.len());
     for part in parts {
@@ -126,13 +126,13 @@ pub async fn deliver(
         }
         pending = Vec::new();
         for part in failed {
-            let again = resplit(&current, &part.body).map_err(|e| Failure {
+            let (routed, again) = resplit(Arc::clone(&current), &part.body).map_err(|e| Failure {
                 code: Code::Internal,
                 message: e.to_string(),
                 undelivered,
             })?;
             for p in again.parts {
-                let backend = current.backends.get(p.backend).cloned().ok_or_else(|| no_backend(p.items))?;
+                let backend = routed.backends.get(p.backend).cloned().ok_or_else(|| no_backend(p.items))?;
                 pending.push((backend, p));
             }
         }

@@ -1,11 +1,13 @@
 //! The member set of a Service from its EndpointSlices, kept as an index fed by watch events: all slices of
-//! the Service are merged, only endpoints that are ready (serving and not terminating) count, and each address
-//! gives one backend per configured port. Pure: tested without a cluster.
+//! the Service are merged; endpoints that are ready (serving and not terminating) are active, those still serving
+//! but terminating (a pod in its preStop) drain; each address gives one backend per configured port. Pure: tested
+//! without a cluster.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
-use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::discovery::v1::{Endpoint, EndpointSlice};
 
+use crate::pool::Members;
 use crate::route::ring::Member;
 
 /// How endpoints become backend addresses.
@@ -19,10 +21,22 @@ pub struct Target {
     pub return_hostnames: bool,
 }
 
+/// What an endpoint's conditions make of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum State {
+    /// Takes new keys.
+    Active,
+    /// Keeps the keys it holds, takes no new one.
+    Draining,
+}
+
+/// Addresses of one slice and their state.
+type Addresses = BTreeMap<String, State>;
+
 /// The EndpointSlices of one Service, by slice name.
 #[derive(Debug, Default, Clone)]
 pub struct SliceIndex {
-    slices: BTreeMap<String, BTreeSet<String>>,
+    slices: BTreeMap<String, Addresses>,
 }
 
 impl SliceIndex {
@@ -42,10 +56,23 @@ impl SliceIndex {
         self.slices.remove(&slice_name(slice)).is_some()
     }
 
-    /// The merged member set, deduplicated (an address may appear in two slices during a handover).
-    pub fn members(&self) -> Vec<Member> {
-        let all: BTreeSet<&String> = self.slices.values().flatten().collect();
-        all.into_iter().map(|a| Member { address: a.clone(), weight: 1 }).collect()
+    /// The merged member set, deduplicated (an address may appear in two slices during a handover, where
+    /// active wins over draining).
+    pub fn members(&self) -> Members {
+        let mut all: BTreeMap<&String, State> = BTreeMap::new();
+        for (address, state) in self.slices.values().flatten() {
+            let merged = all.entry(address).or_insert(*state);
+            *merged = (*merged).min(*state);
+        }
+        let mut members = Members::default();
+        for (address, state) in all {
+            let member = Member { address: address.clone(), weight: 1 };
+            match state {
+                State::Active => members.active.push(member),
+                State::Draining => members.draining.push(member),
+            }
+        }
+        members
     }
 }
 
@@ -53,29 +80,33 @@ fn slice_name(s: &EndpointSlice) -> String {
     s.metadata.name.clone().unwrap_or_default()
 }
 
-/// Whether an endpoint should take traffic: ready (an unknown state counts as ready, as Kubernetes advises)
-/// and not terminating.
-pub fn usable(e: &k8s_openapi::api::discovery::v1::Endpoint) -> bool {
+/// Active: ready (an unknown state counts as ready, as Kubernetes advises), serving and not terminating.
+/// Draining: serving and terminating. Anything else takes no traffic.
+fn state(e: &Endpoint) -> Option<State> {
     let c = e.conditions.as_ref();
     let ready = c.and_then(|c| c.ready).unwrap_or(true);
     let serving = c.and_then(|c| c.serving).unwrap_or(ready);
     let terminating = c.and_then(|c| c.terminating).unwrap_or(false);
-    ready && serving && !terminating
+    match (serving, terminating) {
+        (true, true) => Some(State::Draining),
+        (true, false) if ready => Some(State::Active),
+        _ => None,
+    }
 }
 
-fn addresses(target: &Target, slice: &EndpointSlice) -> BTreeSet<String> {
-    let mut out = BTreeSet::new();
+fn addresses(target: &Target, slice: &EndpointSlice) -> Addresses {
+    let mut out = Addresses::new();
     if !matches!(slice.address_type.as_str(), "IPv4" | "IPv6") {
         return out;
     }
-    for e in slice.endpoints.iter().filter(|e| usable(e)) {
+    for (e, state) in slice.endpoints.iter().filter_map(|e| Some((e, state(e)?))) {
         let hosts: Vec<String> = match (&e.hostname, target.return_hostnames) {
             (Some(h), true) => vec![format!("{h}.{}.{}", target.service, target.namespace)],
             _ => e.addresses.iter().map(|a| if a.contains(':') { format!("[{a}]") } else { a.clone() }).collect(),
         };
         for host in hosts {
             for port in &target.ports {
-                out.insert(format!("{host}:{port}"));
+                out.insert(format!("{host}:{port}"), state);
             }
         }
     }
@@ -110,8 +141,20 @@ mod tests {
         }
     }
 
+    /// A terminating pod still passing its readiness probe, as the EndpointSlice controller reports it.
+    fn leaving(ip: &str) -> Endpoint {
+        Endpoint {
+            conditions: Some(EndpointConditions { ready: Some(false), serving: Some(true), terminating: Some(true) }),
+            ..ep(ip, None, None)
+        }
+    }
+
     fn addrs(idx: &SliceIndex) -> Vec<String> {
-        idx.members().into_iter().map(|m| m.address).collect()
+        idx.members().active.into_iter().map(|m| m.address).collect()
+    }
+
+    fn draining(idx: &SliceIndex) -> Vec<String> {
+        idx.members().draining.into_iter().map(|m| m.address).collect()
     }
 
     #[test]
@@ -146,21 +189,53 @@ mod tests {
         assert!(idx.apply(&t, &grown));
         assert_eq!(addrs(&idx).len(), 2);
         assert!(!idx.apply(&t, &grown), "the same slice again changes nothing");
-        // A pod starts terminating: removed at once, before its endpoint leaves the slice.
-        let draining =
+        // A pod starts terminating and no longer serves: removed at once, before its endpoint leaves the slice.
+        let stopped =
             slice("a", "IPv4", vec![ep("10.0.0.1", Some(true), None), ep("10.0.0.2", Some(false), Some(true))]);
-        assert!(idx.apply(&t, &draining));
+        assert!(idx.apply(&t, &stopped));
         assert_eq!(addrs(&idx), vec!["10.0.0.1:4317"]);
+        assert!(draining(&idx).is_empty());
         // An address moving between slices is counted once.
         assert!(idx.apply(&t, &slice("b", "IPv4", vec![ep("10.0.0.1", Some(true), None)])));
         assert_eq!(addrs(&idx), vec!["10.0.0.1:4317"]);
         assert!(idx.delete(&slice("a", "IPv4", vec![])));
         assert_eq!(addrs(&idx), vec!["10.0.0.1:4317"]);
         assert!(idx.delete(&slice("b", "IPv4", vec![])));
-        assert!(idx.members().is_empty());
+        assert_eq!(idx.members(), Members::default());
         // A relist replaces everything.
         idx.reset(&t, &[slice("c", "IPv4", vec![ep("10.0.0.9", Some(true), None)])]);
         assert_eq!(addrs(&idx), vec!["10.0.0.9:4317"]);
+    }
+
+    #[test]
+    fn a_terminating_endpoint_that_still_serves_drains_until_it_leaves() {
+        let t = target();
+        let mut idx = SliceIndex::default();
+        let three = |second: Endpoint| {
+            slice("a", "IPv4", vec![ep("10.0.0.1", Some(true), None), second, ep("10.0.0.3", Some(true), None)])
+        };
+        idx.reset(&t, &[three(ep("10.0.0.2", Some(true), None))]);
+        assert_eq!(addrs(&idx), vec!["10.0.0.1:4317", "10.0.0.2:4317", "10.0.0.3:4317"]);
+        // Scale-in or a rolling update: the pod runs its preStop and still serves.
+        assert!(idx.apply(&t, &three(leaving("10.0.0.2"))));
+        assert_eq!(addrs(&idx), vec!["10.0.0.1:4317", "10.0.0.3:4317"]);
+        assert_eq!(draining(&idx), vec!["10.0.0.2:4317"]);
+        // Listed active in another slice (a handover): active wins.
+        assert!(idx.apply(&t, &slice("b", "IPv4", vec![ep("10.0.0.2", Some(true), None)])));
+        assert_eq!(addrs(&idx).len(), 3);
+        assert!(draining(&idx).is_empty());
+        assert!(idx.delete(&slice("b", "IPv4", vec![])));
+        assert_eq!(draining(&idx), vec!["10.0.0.2:4317"]);
+        // Its readiness fails as the Collector stops: it no longer serves, and leaves.
+        let stopped = Endpoint {
+            conditions: Some(EndpointConditions { ready: Some(false), serving: Some(false), terminating: Some(true) }),
+            ..ep("10.0.0.2", None, None)
+        };
+        assert!(idx.apply(&t, &three(stopped)));
+        assert_eq!(addrs(&idx), vec!["10.0.0.1:4317", "10.0.0.3:4317"]);
+        assert!(draining(&idx).is_empty());
+        let gone = slice("a", "IPv4", vec![ep("10.0.0.1", Some(true), None), ep("10.0.0.3", Some(true), None)]);
+        assert!(!idx.apply(&t, &gone), "the endpoint leaving the slice changes nothing more");
     }
 
     #[test]

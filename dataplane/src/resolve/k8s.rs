@@ -1,5 +1,5 @@
 //! The k8s resolver: watches the `discovery.k8s.io/v1` EndpointSlices of a Service (label
-//! `kubernetes.io/service-name`) with kube-runtime, feeds them to a [`SliceIndex`] and hands the ready member set
+//! `kubernetes.io/service-name`) with kube-runtime, feeds them to a [`SliceIndex`] and hands the member set (active and draining)
 //! to the pool on every change. Watch errors back off and recover; the last good pool stays in use meanwhile.
 
 use std::sync::Arc;
@@ -109,7 +109,7 @@ async fn run(
                 tracing::info!("EndpointSlice watch recovered");
                 healthy = true;
             }
-            let outcome = pool.apply(index.members()).await;
+            let outcome = pool.apply_members(index.members()).await;
             metrics.resolution("k8s", outcome.is_ok());
             if let Err(e) = outcome {
                 tracing::error!(error = %e, "cannot apply the EndpointSlice members");

@@ -1,11 +1,13 @@
-//! Trace affinity across ring changes: a trace first seen before the ring changed keeps going to the backend it
-//! was first routed to, for `affinity_window`, as long as that backend is still in the pool. Scaling out then
-//! splits no trace in flight; new traces use the new ring at once.
+//! Trace affinity across ring changes: a trace keeps going to the backend of the ring that routed its first
+//! request, for `affinity_window`, as long as that backend is still in the pool. Scaling out then splits no trace
+//! in flight; new traces use the new ring at once.
 //!
-//! The table remembers when each trace key was first seen. It is bounded in time (two generations, rotated every
-//! window, so an entry lives between one and two windows) and in size (a generation that fills up rotates early),
-//! and sharded so that concurrent requests rarely contend. The state is per process: with several load-balancer
-//! replicas, a trace whose spans reached two replicas before a change may still be split.
+//! The table remembers, for each trace key, the version of the pool (and so of the ring) that first routed it: not
+//! a time, so a request split against a ring just before a change and one split just after it agree on the ring
+//! whatever their clocks say. It is bounded in time (two generations, rotated every window, so an entry lives
+//! between one and two windows) and in size (a generation that fills up rotates early), and sharded so that
+//! concurrent requests rarely contend. The state is per process: with several load-balancer replicas, a trace
+//! whose spans reached two replicas before a change may still be split.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -42,7 +44,7 @@ struct Generations {
     rotated_ms: u64,
 }
 
-/// When trace keys were first seen, in milliseconds since the table was created.
+/// The pool version that first routed each trace key.
 pub struct Affinity {
     window_ms: u64,
     shard_capacity: usize,
@@ -66,22 +68,18 @@ impl Affinity {
         Duration::from_millis(self.window_ms)
     }
 
-    /// Milliseconds since the table was created (the clock of [`Affinity::first_seen`]).
+    /// Milliseconds since the table was created: the clock that rotates its generations.
     pub fn now_ms(&self) -> u64 {
         self.origin.elapsed().as_millis() as u64
     }
 
-    /// The table's clock reading at `at`.
-    pub fn ms_at(&self, at: Instant) -> u64 {
-        at.saturating_duration_since(self.origin).as_millis() as u64
-    }
-
-    /// When `key` was first seen (recording `now_ms` if it is new).
-    pub fn first_seen(&self, key: u64, now_ms: u64) -> u64 {
+    /// The pool version that first routed `key`; `version` (recorded) if the key is new. `now_ms` (from
+    /// [`Affinity::now_ms`]) only ages the table.
+    pub fn first_routed(&self, key: u64, version: u64, now_ms: u64) -> u64 {
         // The shard comes from bits 32-35: a table indexes its buckets by the key's low bits and tags them with its
         // top 7 bits, so taking the shard from neither leaves every key of a shard a full 7-bit tag.
         let shard = &self.shards[(key >> 32) as usize % SHARDS];
-        let Ok(mut g) = shard.lock() else { return now_ms };
+        let Ok(mut g) = shard.lock() else { return version };
         let idle = now_ms.saturating_sub(g.rotated_ms);
         if idle >= 2 * self.window_ms {
             // Both generations are older than a window: nothing in them is remembered any more.
@@ -102,17 +100,12 @@ impl Affinity {
         if let Some(first) = g.previous.get(&key) {
             return *first;
         }
-        *g.current.entry(key).or_insert(now_ms)
+        *g.current.entry(key).or_insert(version)
     }
 
     /// Traces remembered.
     pub fn len(&self) -> usize {
         self.shards.iter().filter_map(|s| s.lock().ok()).map(|g| g.current.len() + g.previous.len()).sum()
-    }
-
-    /// The most trace ids the table holds: two full generations in every shard.
-    pub fn capacity(&self) -> usize {
-        self.shard_capacity * SHARDS * 2
     }
 
     pub fn is_empty(&self) -> bool {
@@ -124,11 +117,11 @@ impl Affinity {
         self.shard_capacity * SHARDS * 2
     }
 
-    /// The keys remembered as first seen before `ms` (the table's clock), one shard locked at a time.
-    pub fn keys_seen_before(&self, ms: u64) -> Vec<u64> {
+    /// The keys a pool older than `version` first routed, one shard locked at a time.
+    pub fn keys_routed_before(&self, version: u64) -> Vec<u64> {
         let mut keys = Vec::new();
         for shard in self.shards.iter().filter_map(|s| s.lock().ok()) {
-            let older = |(k, first): (&u64, &u64)| (*first < ms).then_some(*k);
+            let older = |(k, first): (&u64, &u64)| (*first < version).then_some(*k);
             keys.extend(shard.current.iter().filter_map(older));
             keys.extend(shard.previous.iter().filter_map(older));
         }
@@ -146,34 +139,34 @@ mod tests {
     use super::*;
 
     #[test]
-    fn remembers_first_sight_for_one_to_two_windows() {
+    fn remembers_the_first_version_for_one_to_two_windows() {
         let a = Affinity::new(Duration::from_millis(1000), 1_000_000);
-        assert_eq!(a.first_seen(7, 100), 100);
-        assert_eq!(a.first_seen(7, 900), 100, "first sight kept");
-        assert_eq!(a.first_seen(7, 1500), 100, "still remembered in the previous generation");
-        assert_eq!(a.first_seen(8, 1500), 1500);
+        assert_eq!(a.first_routed(7, 1, 100), 1);
+        assert_eq!(a.first_routed(7, 2, 900), 1, "the first version kept");
+        assert_eq!(a.first_routed(7, 3, 1500), 1, "still remembered in the previous generation");
+        assert_eq!(a.first_routed(8, 3, 1500), 3);
         // Two rotations later the key is forgotten and counts as new.
-        assert_eq!(a.first_seen(9, 2600), 2600);
-        assert_eq!(a.first_seen(7, 2700), 2700);
-        let mut before = a.keys_seen_before(2700);
+        assert_eq!(a.first_routed(9, 4, 2600), 4);
+        assert_eq!(a.first_routed(7, 4, 2700), 4);
+        let mut before = a.keys_routed_before(4);
         before.sort_unstable();
-        assert_eq!(before, vec![8, 9], "7 is remembered from 2700 only, 9 from 2600 and 8 from 1500");
+        assert_eq!(before, vec![8], "7 and 9 are remembered from version 4 only, 8 from version 3");
         assert_eq!(a.capacity(), 1_000_000);
     }
 
     #[test]
     fn a_long_idle_shard_forgets_everything_at_once() {
         let a = Affinity::new(Duration::from_millis(1000), 1_000_000);
-        assert_eq!(a.first_seen(7, 100), 100);
+        assert_eq!(a.first_routed(7, 1, 100), 1);
         // Nothing touches the table for five windows: the next sight is a first sight.
-        assert_eq!(a.first_seen(7, 5200), 5200);
+        assert_eq!(a.first_routed(7, 2, 5200), 2);
     }
 
     #[test]
     fn size_is_bounded() {
         let a = Affinity::new(Duration::from_secs(3600), 3200);
         for k in 0..100_000u64 {
-            a.first_seen(k.wrapping_mul(0x9e37_79b9_7f4a_7c15), 10);
+            a.first_routed(k.wrapping_mul(0x9e37_79b9_7f4a_7c15), 1, 10);
         }
         assert!(a.len() <= 3200, "{} entries", a.len());
         assert!(a.early_rotations() > 0);

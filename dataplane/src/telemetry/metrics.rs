@@ -10,8 +10,6 @@ use prometheus::{
     TextEncoder,
 };
 
-use prometheus::core::Collector;
-
 use crate::signal::Signal;
 
 /// Handle to the process's metrics; cheap to clone.

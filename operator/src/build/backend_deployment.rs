@@ -1,20 +1,21 @@
 //! Deployment `<name>-backends`: the pool of OpenTelemetry Collectors, sized by `spec.backends.replicas`
-//! (which `kubectl scale` and autoscalers set through the scale subresource).
+//! (which `kubectl scale` and autoscalers set through the scale subresource). A pod told to stop drains first
+//! (see [`drain`](super::drain)).
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::api::core::v1::{
-    ConfigMapVolumeSource, Container, ContainerPort, HTTPGetAction, PodSpec, PodTemplateSpec, Probe, Volume,
-    VolumeMount,
+    ConfigMapVolumeSource, Container, ContainerPort, HTTPGetAction, Lifecycle, LifecycleHandler, PodSpec,
+    PodTemplateSpec, Probe, SleepAction, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::collector_config::HEALTH_CHECK_PORT;
 use super::labels::{CONFIG_HASH, Component, labels, selector_labels};
-use super::{Owner, backend_configmap, config_hash, container_security_context, pod_security_context};
+use super::{Owner, backend_configmap, config_hash, container_security_context, drain, pod_security_context};
 use crate::crd::{DEFAULT_COLLECTOR_IMAGE, OTLP_GRPC_PORT};
 
 const CONFIG_DIR: &str = "/etc/otelcol";
@@ -22,6 +23,7 @@ const CONFIG_DIR: &str = "/etc/otelcol";
 /// The Deployment running the Collectors with the configuration of `config_map`.
 pub fn build(owner: &Owner<'_>, config_map: &ConfigMap) -> Deployment {
     let spec = &owner.lbc.spec.backends;
+    let (drain_seconds, grace_seconds) = drain::pod_lifetime(spec.config.as_ref().unwrap_or(&Default::default()));
     let health_probe = |period: i32, failures: i32| Probe {
         http_get: Some(HTTPGetAction {
             path: Some("/".into()),
@@ -61,6 +63,13 @@ pub fn build(owner: &Owner<'_>, config_map: &ConfigMap) -> Deployment {
             ..VolumeMount::default()
         }]),
         security_context: Some(container_security_context()),
+        lifecycle: Some(Lifecycle {
+            pre_stop: Some(LifecycleHandler {
+                sleep: Some(SleepAction { seconds: drain_seconds }),
+                ..LifecycleHandler::default()
+            }),
+            ..Lifecycle::default()
+        }),
         ..Container::default()
     };
     Deployment {
@@ -91,6 +100,7 @@ pub fn build(owner: &Owner<'_>, config_map: &ConfigMap) -> Deployment {
                     tolerations: spec.tolerations.clone(),
                     affinity: spec.affinity.clone(),
                     security_context: Some(pod_security_context()),
+                    termination_grace_period_seconds: Some(grace_seconds),
                     ..PodSpec::default()
                 }),
             },

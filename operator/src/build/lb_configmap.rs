@@ -5,6 +5,7 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use serde::Serialize;
 
 use super::collector_config::{self, DATA_PLANE_INTERNAL_GRPC_PORT, DATA_PLANE_INTERNAL_HTTP_PORT};
+use super::drain::AFFINITY_WINDOW_SECONDS;
 use super::labels::Component;
 use super::{Owner, string_map, to_yaml};
 use crate::crd::{
@@ -191,6 +192,9 @@ pub struct Routing {
     pub metrics: MetricsRouting,
     /// Key of logs.
     pub logs: LogsRouting,
+    /// How long a trace keeps the backend it was first sent to after the pool changes (the backends' pods
+    /// drain for as long).
+    pub affinity_window: String,
 }
 
 /// `loadbalancing.protocol.otlp.sending_queue`, with the Collector's key names.
@@ -301,7 +305,12 @@ pub fn data_plane_config(owner: &Owner<'_>) -> DataPlaneConfig {
                 fsync: q.fsync,
             }),
         },
-        routing: Routing { traces: lb.routing.traces, metrics: lb.routing.metrics, logs: lb.routing.logs },
+        routing: Routing {
+            traces: lb.routing.traces,
+            metrics: lb.routing.metrics,
+            logs: lb.routing.logs,
+            affinity_window: format!("{AFFINITY_WINDOW_SECONDS}s"),
+        },
         limits: Limits { memory_limit_mib: memory_budget_mib(lb) },
         telemetry: Telemetry { metrics: MetricsTelemetry { address: format!("0.0.0.0:{METRICS_PORT}") } },
     }

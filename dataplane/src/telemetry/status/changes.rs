@@ -3,7 +3,6 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Instant;
 
 use serde::Serialize;
 
@@ -44,11 +43,11 @@ impl ChangeLog {
         let _ = self.affinity.set(affinity);
     }
 
-    /// Records a change. `rings` (the ring replaced, the ring that replaced it, and when) gives the traces held
-    /// by affinity.
-    pub fn record(&self, mut change: ChangeRecord, rings: Option<(&Ring, &Ring, Instant)>) {
-        if let (Some(affinity), Some((old, new, at))) = (self.affinity.get(), rings) {
-            change.affinity_held_traces = Some(held_traces(affinity, old, new, at));
+    /// Records a change. `rings` (the ring replaced and the ring that replaced it) gives the traces held by
+    /// affinity.
+    pub fn record(&self, mut change: ChangeRecord, rings: Option<(&Ring, &Ring)>) {
+        if let (Some(affinity), Some((old, new))) = (self.affinity.get(), rings) {
+            change.affinity_held_traces = Some(held_traces(affinity, old, new, change.version));
         }
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         if entries.len() == KEEP {
@@ -63,11 +62,11 @@ impl ChangeLog {
     }
 }
 
-/// Traces first seen before `at` whose owner in `new` is not their owner in `old`, where that owner is still in
-/// `new`.
-fn held_traces(affinity: &Affinity, old: &Ring, new: &Ring, at: Instant) -> u64 {
+/// Traces that a pool older than `version` (the new ring's) first routed, whose owner in `new` is not their owner
+/// in `old`, where that owner is still in `new`.
+fn held_traces(affinity: &Affinity, old: &Ring, new: &Ring, version: u64) -> u64 {
     let stays: Vec<Option<usize>> = old.members().iter().map(|m| new.index_of(&m.address)).collect();
-    let keys = affinity.keys_seen_before(affinity.ms_at(at));
+    let keys = affinity.keys_routed_before(version);
     keys.iter().filter(|&&k| stays[old.lookup(k)].is_some_and(|i| i != new.lookup(k))).count() as u64
 }
 
@@ -114,20 +113,19 @@ mod tests {
         let now = affinity.now_ms();
         let keys: Vec<u64> = (0..4000u64).map(|k| k.wrapping_mul(0x9e37_79b9_7f4a_7c15)).collect();
         for k in &keys {
-            affinity.first_seen(*k, now);
+            affinity.first_routed(*k, 1, now);
         }
         let (three, four) = (ring(3), ring(4));
-        let at = Instant::now() + Duration::from_millis(5);
         let moved = keys
             .iter()
             .filter(|k| three.members()[three.lookup(**k)].address != four.members()[four.lookup(**k)].address)
             .count();
-        log.record(change(2), Some((&three, &four, at)));
+        log.record(change(2), Some((&three, &four)));
         let held = log.recent()[0].affinity_held_traces.expect("affinity tracked");
         assert_eq!(held, moved as u64, "every trace whose key moved is held: no backend left");
         assert!((700..1300).contains(&held), "about a quarter of 4000: {held}");
         // Scaling in: the traces of the removed backend cannot be held.
-        log.record(change(3), Some((&four, &three, at)));
+        log.record(change(3), Some((&four, &three)));
         let held_in = log.recent()[0].affinity_held_traces.expect("affinity tracked");
         assert_eq!(held_in, 0, "only the removed backend's keys move, and those have nowhere to be held");
     }
