@@ -42,6 +42,8 @@ pub const CONTROLLERS: &[&str] = &[
     "root-ca-certificate-publisher-controller",
     "clusterrole-aggregation-controller",
     "pod-garbage-collector-controller",
+    // Binds PersistentVolumeClaims (the load balancer's durable queue) to PersistentVolumes.
+    "persistentvolume-binder-controller",
 ];
 
 /// A running control plane.
