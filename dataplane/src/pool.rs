@@ -286,21 +286,10 @@ impl PoolManager {
         };
         let mut clients: HashMap<&str, &Arc<Backend>> = old.backends.iter().map(|b| (b.address.as_str(), b)).collect();
         let mut backends = Vec::new();
-        for m in ring.iter().flat_map(|r| r.members()) {
-            let backend = match clients.remove(m.address.as_str()) {
-                Some(b) => Arc::clone(b),
-                None => Arc::new(Backend::new(
-                    &m.address,
-                    &self.exporter,
-                    &self.health,
-                    &self.ejections,
-                    self.metrics.clone(),
-                )?),
-            };
-            backends.push(backend);
-        }
-        for address in &wanted_draining {
-            let backend = match clients.remove(*address) {
+        // The ring's members first (their index is the ring's), then the draining ones.
+        let addresses = ring.iter().flat_map(|r| r.members()).map(|m| m.address.as_str());
+        for address in addresses.chain(wanted_draining.iter().copied()) {
+            let backend = match clients.remove(address) {
                 Some(b) => Arc::clone(b),
                 None => Arc::new(Backend::new(
                     address,

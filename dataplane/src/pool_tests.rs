@@ -8,19 +8,24 @@ fn backend_of(pool: &Pool, key: u64, affinity: Option<&Affinity>, now_ms: u64) -
     pool.owner(key, affinity, now_ms).expect("no pool is newer")
 }
 
+/// A pool manager for `resolver` of plaintext backends and default health checks.
+fn manager(resolver: &'static str) -> (Arc<PoolManager>, watch::Receiver<Arc<Pool>>) {
+    PoolManager::new(
+        OtlpExporter { tls: ClientTls { insecure: true, ..ClientTls::default() }, ..OtlpExporter::default() },
+        HealthCheck::default(),
+        Metrics::new(),
+        resolver,
+        Duration::from_secs(30),
+    )
+}
+
 fn member(a: &str) -> Member {
     Member { address: a.to_string(), weight: 1 }
 }
 
 #[tokio::test]
 async fn swaps_rings_keeps_clients_and_reports_changes() {
-    let (mgr, rx) = PoolManager::new(
-        OtlpExporter { tls: ClientTls { insecure: true, ..ClientTls::default() }, ..OtlpExporter::default() },
-        HealthCheck::default(),
-        Metrics::new(),
-        "static",
-        Duration::from_secs(30),
-    );
+    let (mgr, rx) = manager("static");
     assert!(rx.borrow().ring.is_none());
     let first =
         mgr.apply(vec![member("10.0.0.2:4317"), member("10.0.0.1:4317")]).await.expect("valid").expect("changed");
@@ -58,13 +63,7 @@ async fn swaps_rings_keeps_clients_and_reports_changes() {
 
 #[tokio::test]
 async fn affinity_keeps_traces_seen_before_a_scale_out_on_their_backend() {
-    let (mgr, rx) = PoolManager::new(
-        OtlpExporter { tls: ClientTls { insecure: true, ..ClientTls::default() }, ..OtlpExporter::default() },
-        HealthCheck::default(),
-        Metrics::new(),
-        "static",
-        Duration::from_secs(30),
-    );
+    let (mgr, rx) = manager("static");
     let three: Vec<Member> = (1..=3).map(|i| member(&format!("10.0.0.{i}:4317"))).collect();
     mgr.apply(three.clone()).await.expect("valid");
     let affinity = Affinity::new(Duration::from_secs(30), 1_000_000);
@@ -107,13 +106,7 @@ async fn affinity_keeps_traces_seen_before_a_scale_out_on_their_backend() {
 
 #[tokio::test]
 async fn a_trace_keeps_the_ring_that_routed_it_whatever_the_clock_reads() {
-    let (mgr, rx) = PoolManager::new(
-        OtlpExporter { tls: ClientTls { insecure: true, ..ClientTls::default() }, ..OtlpExporter::default() },
-        HealthCheck::default(),
-        Metrics::new(),
-        "static",
-        Duration::from_secs(30),
-    );
+    let (mgr, rx) = manager("static");
     let four: Vec<Member> = (1..=4).map(|i| member(&format!("10.0.0.{i}:4317"))).collect();
     mgr.apply(four[..3].to_vec()).await.expect("valid");
     let old = rx.borrow().clone();
@@ -143,13 +136,7 @@ async fn a_trace_keeps_the_ring_that_routed_it_whatever_the_clock_reads() {
 
 #[tokio::test]
 async fn a_draining_backend_keeps_its_traces_and_takes_no_new_one() {
-    let (mgr, rx) = PoolManager::new(
-        OtlpExporter { tls: ClientTls { insecure: true, ..ClientTls::default() }, ..OtlpExporter::default() },
-        HealthCheck::default(),
-        Metrics::new(),
-        "k8s",
-        Duration::from_secs(30),
-    );
+    let (mgr, rx) = manager("k8s");
     let three: Vec<Member> = (1..=3).map(|i| member(&format!("10.0.0.{i}:4317"))).collect();
     mgr.apply_members(Members { active: three.clone(), draining: vec![] }).await.expect("valid");
     let affinity = Affinity::new(Duration::from_secs(30), 1_000_000);
@@ -202,13 +189,7 @@ async fn a_draining_backend_keeps_its_traces_and_takes_no_new_one() {
 
 #[tokio::test]
 async fn a_pool_whose_every_member_drains_routes_by_them() {
-    let (mgr, rx) = PoolManager::new(
-        OtlpExporter { tls: ClientTls { insecure: true, ..ClientTls::default() }, ..OtlpExporter::default() },
-        HealthCheck::default(),
-        Metrics::new(),
-        "k8s",
-        Duration::from_secs(30),
-    );
+    let (mgr, rx) = manager("k8s");
     let two: Vec<Member> = (1..=2).map(|i| member(&format!("10.0.0.{i}:4317"))).collect();
     mgr.apply_members(Members { active: vec![], draining: two }).await.expect("valid");
     let pool = rx.borrow().clone();

@@ -13,31 +13,14 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 
 use crate::crd::RingStatus;
+use crate::status::{endpoints_on_port, is_ready};
 
 /// `address:port` of every endpoint of `slices` that serves `port` and is ready (a nil `ready` counts as
 /// ready, as for every EndpointSlice consumer), sorted: the members the load balancer's ring holds.
 pub fn members(slices: &[EndpointSlice], port: i32) -> BTreeSet<String> {
-    let mut out = BTreeSet::new();
-    for slice in slices {
-        let ports = slice.ports.as_deref().unwrap_or_default();
-        if !ports.is_empty() && !ports.iter().any(|p| p.port == Some(port)) {
-            continue;
-        }
-        for endpoint in &slice.endpoints {
-            let conditions = endpoint.conditions.as_ref();
-            if conditions.and_then(|c| c.ready) == Some(false) {
-                continue;
-            }
-            for address in &endpoint.addresses {
-                out.insert(if address.contains(':') {
-                    format!("[{address}]:{port}")
-                } else {
-                    format!("{address}:{port}")
-                });
-            }
-        }
-    }
-    out
+    let ready = endpoints_on_port(slices, port).filter(|e| is_ready(e));
+    let addresses = ready.flat_map(|e| e.addresses.iter());
+    addresses.map(|a| if a.contains(':') { format!("[{a}]:{port}") } else { format!("{a}:{port}") }).collect()
 }
 
 /// One change of the ring's members.

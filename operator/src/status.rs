@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::discovery::v1::{Endpoint, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ListParams, Patch, PatchParams};
@@ -35,28 +35,37 @@ pub fn backend_service(lbc: &LoadBalancedCollector, names: &Names) -> (String, i
     }
 }
 
+/// The endpoints of `slices` that serve `port` (a slice without ports serves every port).
+pub fn endpoints_on_port(slices: &[EndpointSlice], port: i32) -> impl Iterator<Item = &Endpoint> {
+    slices
+        .iter()
+        .filter(move |slice| {
+            let ports = slice.ports.as_deref().unwrap_or_default();
+            ports.is_empty() || ports.iter().any(|p| p.port == Some(port))
+        })
+        .flat_map(|slice| slice.endpoints.iter())
+}
+
+/// Whether `endpoint` is ready: a nil `ready` means unknown, which consumers treat as ready.
+pub fn is_ready(endpoint: &Endpoint) -> bool {
+    endpoint.conditions.as_ref().and_then(|c| c.ready) != Some(false)
+}
+
 /// Endpoints (total, ready) of `slices` that serve `port`, each pod counted once across slices.
 pub fn count_endpoints(slices: &[EndpointSlice], port: i32) -> (i32, i32) {
     let mut all = BTreeSet::new();
     let mut ready = BTreeSet::new();
-    for slice in slices {
-        let ports = slice.ports.as_deref().unwrap_or_default();
-        if !ports.is_empty() && !ports.iter().any(|p| p.port == Some(port)) {
-            continue;
-        }
-        for endpoint in &slice.endpoints {
-            let key = match &endpoint.target_ref {
-                Some(target) => {
-                    format!("{}/{}", target.kind.as_deref().unwrap_or(""), target.name.as_deref().unwrap_or(""))
-                }
-                None => endpoint.addresses.first().cloned().unwrap_or_default(),
-            };
-            // A nil `ready` means unknown, which consumers treat as ready.
-            if endpoint.conditions.as_ref().and_then(|c| c.ready) != Some(false) {
-                ready.insert(key.clone());
+    for endpoint in endpoints_on_port(slices, port) {
+        let key = match &endpoint.target_ref {
+            Some(target) => {
+                format!("{}/{}", target.kind.as_deref().unwrap_or(""), target.name.as_deref().unwrap_or(""))
             }
-            all.insert(key);
+            None => endpoint.addresses.first().cloned().unwrap_or_default(),
+        };
+        if is_ready(endpoint) {
+            ready.insert(key.clone());
         }
+        all.insert(key);
     }
     (to_i32(all.len()), to_i32(ready.len()))
 }
