@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use dataplane::config::{HealthCheck, OtlpExporter, Retry};
+use dataplane::config::{ClientTls, HealthCheck, OtlpExporter, Retry};
 use dataplane::pipeline::Pipeline;
 use dataplane::pool::PoolManager;
 use dataplane::route::affinity::Affinity;
@@ -52,8 +52,9 @@ fn route(pipeline: &Pipeline, trace: u64, span: u64) -> u8 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_trace_splits_across_pool_changes_under_many_new_traces() {
     let window = Duration::from_secs(120);
-    let (manager, pools) =
-        PoolManager::new(OtlpExporter::default(), HealthCheck::default(), Metrics::new(), "static", window);
+    let plaintext =
+        OtlpExporter { tls: ClientTls { insecure: true, ..ClientTls::default() }, ..OtlpExporter::default() };
+    let (manager, pools) = PoolManager::new(plaintext, HealthCheck::default(), Metrics::new(), "static", window);
     manager.apply(members(3)).await.expect("valid pool");
     let affinity = Arc::new(Affinity::new(window, 16 * MAX_TRACES as usize));
     let pipeline =
