@@ -26,7 +26,7 @@ const CHANGES: usize = 41;
 /// Threads sending new traces during the changes, and then their second spans.
 const ROUTERS: u64 = 2;
 /// Bound on the traces one router starts, whatever the speed of the machine.
-const MAX_TRACES: u64 = 1_000_000;
+const MAX_TRACES: u64 = 4_000_000;
 /// Time between changes: the ring is in use for a while, as between real pool changes.
 const BETWEEN_CHANGES: Duration = Duration::from_millis(10);
 
