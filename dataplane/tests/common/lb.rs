@@ -60,26 +60,33 @@ impl Lb {
 
     /// Starts the binary with the configuration `config` writes for the (grpc, http, telemetry) addresses, and
     /// `env` added to its environment.
-    pub fn start_config(config: impl FnOnce(SocketAddr, SocketAddr, SocketAddr) -> String, env: &[(&str, &str)]) -> Lb {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let grpc: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-        let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-        let telemetry: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-        let path = dir.path().join("config.yaml");
-        std::fs::write(&path, config(grpc, http, telemetry)).expect("write config");
-        let log = dir.path().join("otlp-lb.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_otlp-lb"))
-            .arg("--config")
-            .arg(&path)
-            .env("RUST_LOG", "info,dataplane=debug")
-            .envs(env.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log file"))
-            .spawn()
-            .expect("start otlp-lb");
-        let mut lb = Lb { child, grpc, http, telemetry, config: path, _dir: dir, log };
-        lb.wait_ready();
-        lb
+    pub fn start_config(config: impl Fn(SocketAddr, SocketAddr, SocketAddr) -> String, env: &[(&str, &str)]) -> Lb {
+        // A port found free can be taken by another test before otlp-lb binds it: then try other ports, a few times.
+        for attempt in 1..=3 {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let grpc: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+            let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+            let telemetry: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+            let path = dir.path().join("config.yaml");
+            std::fs::write(&path, config(grpc, http, telemetry)).expect("write config");
+            let log = dir.path().join("otlp-lb.log");
+            let child = Command::new(env!("CARGO_BIN_EXE_otlp-lb"))
+                .arg("--config")
+                .arg(&path)
+                .env("RUST_LOG", "info,dataplane=debug")
+                .envs(env.iter().copied())
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&log).expect("log file"))
+                .spawn()
+                .expect("start otlp-lb");
+            let mut lb = Lb { child, grpc, http, telemetry, config: path, _dir: dir, log };
+            match lb.ready() {
+                Ok(()) => return lb,
+                Err(e) if attempt < 3 && e.contains("Address already in use") => continue,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        unreachable!("the last attempt returns or panics")
     }
 
     /// SIGKILLs the process (no drain, nothing flushed).
@@ -103,17 +110,24 @@ impl Lb {
     }
 
     fn wait_ready(&mut self) {
+        if let Err(e) = self.ready() {
+            panic!("{e}");
+        }
+    }
+
+    /// Waits until `/readyz` answers 200; the reason otherwise.
+    fn ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("otlp-lb exited early ({status}):\n{}", self.logs());
+                return Err(format!("otlp-lb exited early ({status}):\n{}", self.logs()));
             }
             if self.get("/readyz").is_some_and(|(code, _)| code == 200) {
-                return;
+                return Ok(());
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("otlp-lb not ready in 20s:\n{}", self.logs());
+        Err(format!("otlp-lb not ready in 20s:\n{}", self.logs()))
     }
 
     /// GET on the telemetry port: (status, body).
