@@ -49,34 +49,38 @@ struct Observed {
 
 impl Observed {
     fn new(r: &Registry) -> Observed {
-        let ring_share = GaugeVec::new(
-            Opts::new("otlp_lb_backend_ring_share", "Fraction of the key space a backend owns"),
-            &["endpoint"],
-        )
-        .expect("valid metric definition");
-        r.register(Box::new(ring_share.clone())).expect("registered once");
-        let ring_moved = Gauge::new(
-            "otlp_lb_ring_moved_keys_ratio",
-            "Fraction of the key space whose backend changed in the last pool change",
-        )
-        .expect("valid metric definition");
-        r.register(Box::new(ring_moved.clone())).expect("registered once");
-        let resolver_synced = IntGaugeVec::new(
-            Opts::new(
-                "otlp_lb_resolver_synced",
-                "1 while the pool follows the resolver's source (EndpointSlices, DNS, file), 0 while the resolver \
-                 cannot read it or the pool could not take its members",
+        let ring_share = registered(
+            r,
+            GaugeVec::new(
+                Opts::new("otlp_lb_backend_ring_share", "Fraction of the key space a backend owns"),
+                &["endpoint"],
             ),
-            &["resolver"],
-        )
-        .expect("valid metric definition");
-        r.register(Box::new(resolver_synced.clone())).expect("registered once");
-        let affinity_capacity = IntGauge::new(
-            "otlp_lb_affinity_capacity",
-            "Most trace ids the affinity table holds before it forgets early",
-        )
-        .expect("valid metric definition");
-        r.register(Box::new(affinity_capacity.clone())).expect("registered once");
+        );
+        let ring_moved = registered(
+            r,
+            Gauge::new(
+                "otlp_lb_ring_moved_keys_ratio",
+                "Fraction of the key space whose backend changed in the last pool change",
+            ),
+        );
+        let resolver_synced = registered(
+            r,
+            IntGaugeVec::new(
+                Opts::new(
+                    "otlp_lb_resolver_synced",
+                    "1 while the pool follows the resolver's source (EndpointSlices, DNS, file), 0 while the resolver \
+                     cannot read it or the pool could not take its members",
+                ),
+                &["resolver"],
+            ),
+        );
+        let affinity_capacity = registered(
+            r,
+            IntGauge::new(
+                "otlp_lb_affinity_capacity",
+                "Most trace ids the affinity table holds before it forgets early",
+            ),
+        );
         Observed {
             ring_share,
             ring_moved,
@@ -87,10 +91,16 @@ impl Observed {
     }
 }
 
+/// `metric`, registered with `registry`. The definitions are constants of this file, so an invalid one or a name
+/// registered twice is a bug here, not an input error.
+fn registered<C: Collector + Clone + 'static>(registry: &Registry, metric: prometheus::Result<C>) -> C {
+    let metric = metric.expect("valid metric definition");
+    registry.register(Box::new(metric.clone())).expect("metric registered once");
+    metric
+}
+
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric definition");
-    registry.register(Box::new(c.clone())).expect("metric registered once");
-    c
+    registered(registry, IntCounterVec::new(Opts::new(name, help), labels))
 }
 
 fn per_signal(registry: &Registry, prefix: &str, help: &str, labels: &[&str]) -> [IntCounterVec; 3] {
