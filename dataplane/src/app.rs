@@ -14,6 +14,7 @@ use tokio::sync::watch;
 
 use crate::config::{AckMode, Config};
 use crate::export::queued::{self, Durable};
+use crate::peer::{Coordinator, PeerSwitch};
 use crate::pipeline::Pipeline;
 use crate::pool::PoolManager;
 use crate::receive::auth::Bearer;
@@ -56,6 +57,15 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {telemetry_addr} (telemetry)"))?;
 
+    // With peers, each new ring takes effect at the time agreed with the other replicas.
+    let peers = match &config.peers {
+        Some(p) => {
+            let c = Coordinator::start(p, Arc::clone(&affinity), pools.clone(), &metrics, stop.clone()).await?;
+            pool.set_switch(Arc::new(PeerSwitch(Arc::clone(&c))));
+            Some(c)
+        }
+        None => None,
+    };
     let r = &lb.resolver;
     let _resolver_task = match (&r.static_, &r.dns, &r.k8s, &r.aws_cloud_map) {
         (Some(s), ..) => {
@@ -94,6 +104,9 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
     let _affinity_gauge = tokio::spawn(report_affinity(affinity, metrics.clone(), stop.clone()));
     let grace = config.drain_timeout.0;
     let auth = Bearer::from_config(config.receivers.otlp.auth.as_ref()).map_err(anyhow::Error::msg)?;
+    if let Some(peers) = &peers {
+        peers.sync_at_start().await;
+    }
     let mut servers = Vec::new();
     if let Some(g) = &config.receivers.otlp.protocols.grpc {
         let tls = g

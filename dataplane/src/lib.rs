@@ -5,6 +5,7 @@
 //! - [`route`]: routing keys, the hash ring, the per-backend splitter.
 //! - [`export`]: one client per backend; concurrent delivery that retries only what failed.
 //! - [`resolve`]: where the pool's members come from.
+//! - [`peer`]: with several load-balancer replicas, agreed ring switches and the exchange of held traces.
 //! - [`config`], [`telemetry`]: the configuration file; metrics, health, `/debug/pool` and the status page.
 #![forbid(unsafe_code)]
 
@@ -12,6 +13,7 @@ pub mod app;
 pub mod codec;
 pub mod config;
 pub mod export;
+pub mod peer;
 pub mod pem;
 pub mod pipeline;
 pub mod pool;

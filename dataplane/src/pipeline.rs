@@ -193,10 +193,26 @@ impl Pipeline {
         body: Bytes,
         client_timeout: Option<Duration>,
     ) -> (u64, Result<Delivered, Refusal>) {
-        let pool = self.pools.borrow().clone();
+        let pool = self.settled_pool(signal).await;
         let mut items = 0;
         let result = self.deliver_split(signal, pool, body, client_timeout, &mut items).await;
         (items, result)
+    }
+
+    /// The pool to route by. Trace-id keys wait while the replicas exchange the traces they hold (bounded), so
+    /// that the pool they route by has every peer's table; the gate closes before a new pool is published.
+    async fn settled_pool(&self, signal: Signal) -> Arc<Pool> {
+        let held = self.affinity.peers();
+        if self.policy.key(signal) == RoutingKey::TraceId {
+            for _ in 0..3 {
+                held.settled().await;
+                let pool = self.pools.borrow().clone();
+                if !held.is_closed() {
+                    return pool;
+                }
+            }
+        }
+        self.pools.borrow().clone()
     }
 
     async fn deliver_split(

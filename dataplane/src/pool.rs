@@ -3,7 +3,9 @@
 //! threads, keeps the clients of backends that stay, swaps the snapshot atomically and reports the change.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
@@ -97,17 +99,33 @@ impl Pool {
         let current = ring.lookup(key);
         let Some(affinity) = affinity else { return Some(current) };
         let first = affinity.first_routed(key, self.version, now_ms);
-        if first == self.version {
-            return Some(current);
-        }
         if first > self.version {
             return None;
         }
+        // A trace another load-balancer replica routed under an earlier ring keeps the backend it went to.
+        if let Some(peer) = affinity.peers().owner(key).and_then(|a| self.index.get(&*a).copied()) {
+            return Some(peer);
+        }
+        if first == self.version {
+            return Some(current);
+        }
         // An earlier ring, while it is remembered; a backend that left the pool leaves its keys to the current ring.
-        let Ok(i) = self.history.binary_search_by_key(&first, |e| e.version) else { return Some(current) };
-        let epoch = &self.history[i];
-        let address = &epoch.ring.members()[epoch.ring.lookup(key)].address;
-        Some(self.index.get(address).copied().unwrap_or(current))
+        Some(self.ring_owner(key, first).and_then(|a| self.index.get(a)).copied().unwrap_or(current))
+    }
+
+    /// The address the ring of pool version `version` gave `key`, while that ring is remembered.
+    pub fn ring_owner(&self, key: u64, version: u64) -> Option<&str> {
+        let ring = if version == self.version {
+            self.ring.as_ref()?
+        } else {
+            &self.history.get(self.history.binary_search_by_key(&version, |e| e.version).ok()?)?.ring
+        };
+        Some(&ring.members()[ring.lookup(key)].address)
+    }
+
+    /// Whether `address` is a backend of the pool (in the ring, or draining).
+    pub fn holds(&self, address: &str) -> bool {
+        self.index.contains_key(address)
     }
 
     /// The pool as JSON, for `/debug/pool`.
@@ -164,6 +182,15 @@ pub struct PoolChange {
     pub version: u64,
 }
 
+/// When a new ring takes effect: agreed with the other load-balancer replicas by the peer exchange. Without one,
+/// a new ring takes effect as soon as it is built.
+pub trait Switch: Send + Sync {
+    /// Returns when the ring with fingerprint `ring` may take effect.
+    fn activation(&self, ring: u64) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
+    /// `pool`, with a new ring, is in use.
+    fn switched(&self, pool: &Arc<Pool>);
+}
+
 /// Applies member sets to the pool; one per resolver.
 pub struct PoolManager {
     tx: watch::Sender<Arc<Pool>>,
@@ -178,6 +205,7 @@ pub struct PoolManager {
     ejections: Arc<Notify>,
     /// The recent changes, for the status page.
     changes: Arc<ChangeLog>,
+    switch: OnceLock<Arc<dyn Switch>>,
 }
 
 impl PoolManager {
@@ -200,6 +228,7 @@ impl PoolManager {
                 apply_lock: Mutex::new(()),
                 ejections: Arc::new(Notify::new()),
                 changes: Arc::default(),
+                switch: OnceLock::new(),
             }),
             rx,
         )
@@ -230,6 +259,11 @@ impl PoolManager {
                 _ = stop.wait_for(|s| *s) => return,
             }
         }
+    }
+
+    /// Lets `switch` decide when each new ring takes effect. Set once, before the first member set.
+    pub fn set_switch(&self, switch: Arc<dyn Switch>) {
+        let _ = self.switch.set(switch);
     }
 
     /// The recent changes of the pool.
@@ -318,6 +352,12 @@ impl PoolManager {
         };
         let version = old.version + 1;
         let fingerprint = ring.as_ref().map(|r| r.fingerprint()).unwrap_or(0);
+        let new_ring =
+            old.ring.is_some() && ring.is_some() && old.ring.as_ref().map(|r| r.fingerprint()) != Some(fingerprint);
+        let switch = self.switch.get().filter(|_| new_ring);
+        if let Some(switch) = switch {
+            switch.activation(fingerprint).await;
+        }
         let size = ring.as_ref().map_or(0, |r| r.members().len());
         let now = Instant::now();
         let mut history: Vec<Epoch> = old
@@ -338,6 +378,9 @@ impl PoolManager {
             Pool { ring, backends, version, resolver: self.resolver, updated: SystemTime::now(), history, index };
         let pool = Arc::new(pool);
         self.tx.send_replace(Arc::clone(&pool));
+        if let Some(switch) = switch {
+            switch.switched(&pool);
+        }
         // What is left of the old clients has left the pool: parts not yet sent to them are handed back to be
         // re-routed; requests already sent finish, and each connection closes when its last request lets go.
         for gone in clients.values() {

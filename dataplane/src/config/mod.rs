@@ -8,9 +8,11 @@
 pub mod compat;
 mod duration;
 mod model;
+mod peers;
 
 pub use duration::Dur;
 pub use model::*;
+pub use peers::{PeerDns, Peers};
 
 use std::path::Path;
 
@@ -57,6 +59,9 @@ impl Config {
     fn validate(&self) -> Result<(), ConfigError> {
         self.routing_policy()?;
         self.loadbalancing.resolver.validate()?;
+        if let Some(peers) = &self.peers {
+            peers.validate()?;
+        }
         if self.receivers.otlp.protocols.grpc.is_none() && self.receivers.otlp.protocols.http.is_none() {
             return Err(invalid("receivers.otlp.protocols", "enable grpc, http or both"));
         }

@@ -42,6 +42,9 @@ pub struct Config {
     pub limits: Limits,
     #[serde(default)]
     pub telemetry: Telemetry,
+    /// The other load-balancer replicas (see [`super::Peers`]).
+    #[serde(default)]
+    pub peers: Option<super::Peers>,
     /// How long SIGTERM waits for requests in flight before exiting.
     #[serde(default = "default_drain_timeout")]
     pub drain_timeout: Dur,
@@ -509,6 +512,10 @@ pub struct StaticResolver {
     /// Optional weight per hostname (default 1): a backend with weight 2 takes twice the keys.
     #[serde(default)]
     pub weights: Weights,
+    /// Backends leaving the pool: they keep the traces trace affinity gives them and take no new one (remove them
+    /// once `routing.affinity_window` has passed).
+    #[serde(default)]
+    pub draining: Vec<String>,
 }
 
 /// Weights of a static pool: a map `hostname: weight`, or a list in the order of `hostnames`.
@@ -549,10 +556,7 @@ impl StaticResolver {
         for (i, host) in self.hostnames.iter().enumerate() {
             let field = format!("loadbalancing.resolver.static.hostnames[{i}]");
             let host = host.trim().trim_start_matches("http://");
-            if host.is_empty() || host.contains('/') || host.contains(' ') {
-                return Err(invalid(field, format!("{host:?} is not host:port")));
-            }
-            let addr = with_default_port(host);
+            let addr = static_address(&field, host)?;
             if out.iter().any(|(a, _)| *a == addr) {
                 return Err(invalid(field, format!("{addr} is listed twice")));
             }
@@ -571,6 +575,21 @@ impl StaticResolver {
         }
         Ok(out)
     }
+
+    /// The addresses of the `draining` backends.
+    pub fn draining_members(&self) -> Result<Vec<String>, ConfigError> {
+        let field = |i| format!("loadbalancing.resolver.static.draining[{i}]");
+        self.draining.iter().enumerate().map(|(i, h)| static_address(&field(i), h.trim())).collect()
+    }
+}
+
+/// The address of a static backend, with the default port if it has none.
+fn static_address(field: &str, host: &str) -> Result<String, ConfigError> {
+    let host = host.trim_start_matches("http://");
+    if host.is_empty() || host.contains('/') || host.contains(' ') {
+        return Err(invalid(field, format!("{host:?} is not host:port")));
+    }
+    Ok(with_default_port(host))
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]

@@ -11,19 +11,27 @@ pub struct Bearer(Option<Vec<u8>>);
 
 impl Bearer {
     pub fn from_config(auth: Option<&ReceiverAuth>) -> Result<Bearer, String> {
+        Bearer::from_field("receivers.otlp.auth", auth)
+    }
+
+    /// The token of the `auth` block at `field` of the configuration.
+    pub fn from_field(field: &str, auth: Option<&ReceiverAuth>) -> Result<Bearer, String> {
         let Some(auth) = auth else { return Ok(Bearer(None)) };
         let token = match (&auth.bearer_token, &auth.bearer_token_file) {
             (Some(t), None) => t.clone(),
-            (None, Some(f)) => {
-                std::fs::read_to_string(f).map_err(|e| format!("receivers.otlp.auth.bearer_token_file {f}: {e}"))?
-            }
-            _ => return Err("receivers.otlp.auth: set exactly one of bearer_token, bearer_token_file".into()),
+            (None, Some(f)) => std::fs::read_to_string(f).map_err(|e| format!("{field}.bearer_token_file {f}: {e}"))?,
+            _ => return Err(format!("{field}: set exactly one of bearer_token, bearer_token_file")),
         };
         let token = token.trim();
         if token.is_empty() {
-            return Err("receivers.otlp.auth: the token is empty".into());
+            return Err(format!("{field}: the token is empty"));
         }
         Ok(Bearer(Some(token.as_bytes().to_vec())))
+    }
+
+    /// The `Authorization` header value that passes [`Bearer::check`], if authentication is on.
+    pub fn header(&self) -> Option<Vec<u8>> {
+        self.0.as_ref().map(|t| [b"Bearer ".as_slice(), t].concat())
     }
 
     /// Checks a request's headers.

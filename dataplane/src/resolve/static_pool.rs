@@ -1,4 +1,4 @@
-//! The static resolver: the `hostnames` (and `weights`) of the configuration file. On SIGHUP, and when the file
+//! The static resolver: the `hostnames` (and `weights`, and the `draining` hostnames) of the configuration file. On SIGHUP, and when the file
 //! changes on disk, the file is read again and the pool replaced in place; an invalid file is reported and the
 //! running pool kept.
 
@@ -10,16 +10,18 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
 use crate::config::{Config, ConfigError, StaticResolver};
-use crate::pool::PoolManager;
+use crate::pool::{Members, PoolManager};
 use crate::route::ring::Member;
 use crate::telemetry::Metrics;
 
 /// How often the file's modification time is checked.
 const POLL: Duration = Duration::from_secs(2);
 
-/// The members a static resolver lists.
-pub fn members(cfg: &StaticResolver) -> Result<Vec<Member>, ConfigError> {
-    Ok(cfg.members()?.into_iter().map(|(address, weight)| Member { address, weight }).collect())
+/// The members a static resolver lists, and those it drains.
+pub fn members(cfg: &StaticResolver) -> Result<Members, ConfigError> {
+    let active = cfg.members()?.into_iter().map(|(address, weight)| Member { address, weight }).collect();
+    let draining = cfg.draining_members()?.into_iter().map(|address| Member { address, weight: 1 }).collect();
+    Ok(Members { active, draining })
 }
 
 /// Applies the configured pool, then watches for SIGHUP and file changes until `shutdown`.
@@ -30,7 +32,7 @@ pub async fn start(
     metrics: Metrics,
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    let applied = pool.apply(members(initial)?).await;
+    let applied = pool.apply_members(members(initial)?).await;
     metrics.resolution("static", applied.is_ok());
     applied.map_err(anyhow::Error::msg)?;
     let mut hup = signal(SignalKind::hangup())?;
@@ -62,7 +64,7 @@ async fn reload(path: &std::path::Path, pool: &PoolManager, metrics: &Metrics) {
         Err(e) => Err(e.to_string()),
     };
     let outcome = match result {
-        Ok(m) => pool.apply(m).await,
+        Ok(m) => pool.apply_members(m).await,
         Err(e) => Err(e),
     };
     metrics.resolution("static", outcome.is_ok());

@@ -6,8 +6,8 @@
 //! a time, so a request split against a ring just before a change and one split just after it agree on the ring
 //! whatever their clocks say. It is bounded in time (two generations, rotated every window, so an entry lives
 //! between one and two windows) and in size (a generation that fills up rotates early), and sharded so that
-//! concurrent requests rarely contend. The state is per process: with several load-balancer replicas, a trace
-//! whose spans reached two replicas before a change may still be split.
+//! concurrent requests rarely contend. The state is per process; with several load-balancer replicas, what the
+//! peers routed is in [`PeerHeld`], filled by the peer exchange.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -15,11 +15,13 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use super::peer_held::PeerHeld;
+
 const SHARDS: usize = 16;
 
 /// Keys are already hashes: use them as they are.
 #[derive(Default)]
-struct KeyHasher(u64);
+pub(crate) struct KeyHasher(u64);
 
 impl Hasher for KeyHasher {
     fn finish(&self) -> u64 {
@@ -51,6 +53,7 @@ pub struct Affinity {
     shards: Vec<Mutex<Generations>>,
     origin: Instant,
     early_rotations: AtomicU64,
+    peers: PeerHeld,
 }
 
 impl Affinity {
@@ -61,6 +64,7 @@ impl Affinity {
             shards: (0..SHARDS).map(|_| Mutex::new(Generations::default())).collect(),
             origin: Instant::now(),
             early_rotations: AtomicU64::new(0),
+            peers: PeerHeld::new(window, max_traces),
         }
     }
 
@@ -126,6 +130,20 @@ impl Affinity {
             keys.extend(shard.previous.iter().filter_map(older));
         }
         keys
+    }
+
+    /// Every remembered key with the pool version that first routed it, one shard locked at a time.
+    pub fn entries(&self) -> Vec<(u64, u64)> {
+        let mut all = Vec::new();
+        for shard in self.shards.iter().filter_map(|s| s.lock().ok()) {
+            all.extend(shard.current.iter().chain(shard.previous.iter()).map(|(k, v)| (*k, *v)));
+        }
+        all
+    }
+
+    /// What the other load-balancer replicas routed.
+    pub fn peers(&self) -> &PeerHeld {
+        &self.peers
     }
 
     /// Times a full table rotated before its window ended (affinity shortened under load).

@@ -5,5 +5,6 @@
 pub mod affinity;
 pub mod key;
 pub mod owners;
+pub mod peer_held;
 pub mod ring;
 pub mod split;

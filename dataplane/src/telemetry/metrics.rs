@@ -91,9 +91,9 @@ impl Observed {
     }
 }
 
-/// `metric`, registered with `registry`. The definitions are constants of this file, so an invalid one or a name
-/// registered twice is a bug here, not an input error.
-fn registered<C: Collector + Clone + 'static>(registry: &Registry, metric: prometheus::Result<C>) -> C {
+/// `metric`, registered with `registry`. The definitions are constants of the code that calls this, so an invalid
+/// one or a name registered twice is a bug there, not an input error.
+pub fn registered<C: Collector + Clone + 'static>(registry: &Registry, metric: prometheus::Result<C>) -> C {
     let metric = metric.expect("valid metric definition");
     registry.register(Box::new(metric.clone())).expect("metric registered once");
     metric

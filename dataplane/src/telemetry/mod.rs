@@ -5,5 +5,5 @@ mod metrics;
 mod server;
 pub mod status;
 
-pub use metrics::{LatencyHistogram, Metrics};
+pub use metrics::{LatencyHistogram, Metrics, registered};
 pub use server::{Health, serve};
