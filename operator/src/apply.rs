@@ -126,6 +126,9 @@ pub async fn apply_all(
     }
     config_maps.apply(&children.lb_config_map, owner_uid).await?;
     services.apply(&children.lb_service, owner_uid).await?;
+    if let Some(peers) = &children.lb_peer_service {
+        services.apply(peers, owner_uid).await?;
+    }
     applied.lb_replicas = Some(match &children.lb_workload {
         LoadBalancerWorkload::Deployment(d) => {
             let d = deployments.apply(d, owner_uid).await?;
@@ -162,6 +165,7 @@ pub async fn apply_all(
     stateful_sets.prune(&wanted_stateful_sets, owner_uid, deleted).await?;
     let mut wanted_services = vec![&children.lb_service];
     wanted_services.extend(pool.map(|p| &p.service));
+    wanted_services.extend(children.lb_peer_service.as_ref());
     services.prune(&wanted_services, owner_uid, deleted).await?;
     let mut wanted_config_maps = vec![&children.lb_config_map];
     wanted_config_maps.extend(pool.map(|p| &p.config_map));

@@ -12,6 +12,7 @@ pub mod error;
 pub mod events;
 pub mod leader;
 pub mod metrics;
+pub mod peer_token;
 pub mod reconcile;
 pub mod ring;
 pub mod run;

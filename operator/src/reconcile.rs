@@ -64,6 +64,8 @@ async fn reconcile_inner(lbc: &LoadBalancedCollector, ctx: &Context) -> Result<A
     let owner = build::Owner::new(lbc)?;
     let uid = owner.owner_ref.uid.clone();
 
+    // The pods mount the peers' token: it exists before they are applied.
+    crate::peer_token::ensure(&ctx.client, &owner).await?;
     let applied = apply_all(&ctx.client, owner.namespace, owner.name, &uid, &children).await?;
 
     let (service, port) = status::backend_service(lbc, &Names::new(owner.name));

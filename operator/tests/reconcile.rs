@@ -177,9 +177,17 @@ async fn happy_path_applies_every_child_with_one_field_manager_then_writes_statu
             "deployments/demo-backends",
             "configmaps/demo",
             "services/demo",
+            "services/demo-peers",
             "deployments/demo",
         ]
     );
+    // Two replicas: the token they present to each other is made once, before the pods that mount it.
+    let token = requests.iter().position(|r| r.is(&Method::POST, "/secrets")).expect("the peers' token is created");
+    assert_eq!(requests[token].body["metadata"]["name"], "demo-peers");
+    let token_value = requests[token].body["stringData"]["token"].as_str().expect("a token");
+    assert_eq!(token_value.len(), 64, "32 random bytes, hex");
+    let pods = requests.iter().position(|r| r.is(&Method::PATCH, "/deployments/demo")).expect("the tier applied");
+    assert!(token < pods);
     for patch in requests.iter().filter(|r| r.method == Method::PATCH) {
         assert!(
             patch.uri.contains("fieldManager=otlp-lb-operator") && patch.uri.contains("force=true"),

@@ -7,6 +7,7 @@ use serde::Serialize;
 use super::collector_config::{self, DATA_PLANE_INTERNAL_GRPC_PORT, DATA_PLANE_INTERNAL_HTTP_PORT};
 use super::drain::AFFINITY_WINDOW_SECONDS;
 use super::labels::Component;
+use super::lb_peer_service::{self, PEER_PORT, PEER_TOKEN_DIR, PEER_TOKEN_KEY};
 use super::{Owner, string_map, to_yaml};
 use crate::crd::{
     Compression, DURABLE_QUEUE_DIR, Fsync, LoadBalancerSpec, LogsRouting, METRICS_PORT, MetricsRouting, OTLP_GRPC_PORT,
@@ -38,6 +39,36 @@ pub struct DataPlaneConfig {
     pub limits: Limits,
     /// The data plane's own telemetry.
     pub telemetry: Telemetry,
+    /// The other load-balancer replicas, when there can be more than one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peers: Option<Peers>,
+}
+
+/// `peers`: the replicas find each other through the headless Service and authenticate with the shared token.
+#[derive(Serialize, Clone, Debug, PartialEq)]
+pub struct Peers {
+    /// Where the peer API listens.
+    pub endpoint: String,
+    /// The headless Service's name and the peer port.
+    pub dns: PeersDns,
+    /// The token file.
+    pub auth: PeersAuth,
+}
+
+/// `peers.dns`.
+#[derive(Serialize, Clone, Debug, PartialEq)]
+pub struct PeersDns {
+    /// The headless Service's DNS name.
+    pub hostname: String,
+    /// The peer port.
+    pub port: i32,
+}
+
+/// `peers.auth`.
+#[derive(Serialize, Clone, Debug, PartialEq)]
+pub struct PeersAuth {
+    /// The mounted Secret's token.
+    pub bearer_token_file: String,
 }
 
 /// `limits`.
@@ -313,6 +344,11 @@ pub fn data_plane_config(owner: &Owner<'_>) -> DataPlaneConfig {
         },
         limits: Limits { memory_limit_mib: memory_budget_mib(lb) },
         telemetry: Telemetry { metrics: MetricsTelemetry { address: format!("0.0.0.0:{METRICS_PORT}") } },
+        peers: lb_peer_service::wanted(owner).then(|| Peers {
+            endpoint: format!("0.0.0.0:{PEER_PORT}"),
+            dns: PeersDns { hostname: lb_peer_service::hostname(owner), port: PEER_PORT },
+            auth: PeersAuth { bearer_token_file: format!("{PEER_TOKEN_DIR}/{PEER_TOKEN_KEY}") },
+        }),
     }
 }
 

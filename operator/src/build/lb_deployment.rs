@@ -17,6 +17,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use super::collector_config::{HEALTH_CHECK_PORT, SIDECAR_METRICS_PORT};
 use super::labels::{CONFIG_HASH, Component, labels, selector_labels};
 use super::lb_configmap::{CONFIG_DIR, DATA_PLANE_KEY, SIDECAR_KEY, TLS_DIR};
+use super::lb_peer_service::{self, PEER_PORT, PEER_TOKEN_DIR};
 use super::{NON_ROOT_GROUP, Owner, config_hash, container_security_context, pod_security_context};
 use crate::crd::{
     CollectorSidecarSpec, DEFAULT_COLLECTOR_IMAGE, DURABLE_QUEUE_DIR, DurableQueueSpec, METRICS_PORT,
@@ -86,6 +87,10 @@ pub fn pod_template(owner: &Owner<'_>, config_map: &ConfigMap) -> PodTemplateSpe
         ports.push(port("otlp-http", OTLP_HTTP_PORT));
     }
     ports.push(port("metrics", METRICS_PORT));
+    let peers = lb_peer_service::wanted(owner);
+    if peers {
+        ports.push(port("peers", PEER_PORT));
+    }
 
     let mut mounts = vec![mount("config", CONFIG_DIR)];
     let mut volumes = vec![Volume {
@@ -158,6 +163,20 @@ pub fn pod_template(owner: &Owner<'_>, config_map: &ConfigMap) -> PodTemplateSpe
                 ..Volume::default()
             });
         }
+    }
+    if peers {
+        // The token the replicas present to each other (see `lb_peer_service`).
+        if let Some(mounts) = containers[0].volume_mounts.as_mut() {
+            mounts.push(mount("peers", PEER_TOKEN_DIR));
+        }
+        volumes.push(Volume {
+            name: "peers".into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(lb_peer_service::name(owner)),
+                ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        });
     }
     PodTemplateSpec {
         metadata: Some(ObjectMeta {

@@ -12,6 +12,7 @@ pub mod hpa;
 pub mod labels;
 pub mod lb_configmap;
 pub mod lb_deployment;
+pub mod lb_peer_service;
 pub mod lb_service;
 pub mod lb_statefulset;
 pub mod pdb;
@@ -124,6 +125,8 @@ pub struct Children {
     pub lb_config_map: ConfigMap,
     /// Where clients send OTLP.
     pub lb_service: Service,
+    /// How the load-balancer replicas find each other, when there can be more than one.
+    pub lb_peer_service: Option<Service>,
     /// The data plane.
     pub lb_workload: LoadBalancerWorkload,
     /// Autoscaler of the load-balancer tier.
@@ -143,6 +146,9 @@ impl Children {
         }
         out.push(to_json(&self.lb_config_map)?);
         out.push(to_json(&self.lb_service)?);
+        if let Some(peers) = &self.lb_peer_service {
+            out.push(to_json(peers)?);
+        }
         out.push(match &self.lb_workload {
             LoadBalancerWorkload::Deployment(d) => to_json(d)?,
             LoadBalancerWorkload::StatefulSet(s) => to_json(s)?,
@@ -182,6 +188,7 @@ pub fn build(lbc: &LoadBalancedCollector) -> Result<Children> {
         role_binding: rbac::role_binding(&owner),
         backends,
         lb_service: lb_service::build(&owner),
+        lb_peer_service: lb_peer_service::build(&owner),
         lb_workload: if lb_statefulset::wanted(&owner) {
             LoadBalancerWorkload::StatefulSet(lb_statefulset::build(&owner, &lb_config_map))
         } else {
