@@ -1,14 +1,18 @@
 //! Several load-balancer replicas in front of one pool, with each trace's requests spread across them: three
-//! otlp-lb processes with a static pool of real OTLP/gRPC backends on loopback. While traces are in flight the
-//! pool grows from 3 backends to 4, then shrinks to 2 (the other two drain), and one replica restarts. Every
-//! replica reloads its configuration file on its own (the file is polled), so they see each change at different
-//! times. With `peers:` every trace must reach exactly one backend and no span may be lost; the same run without
-//! `peers:` is printed for contrast.
+//! otlp-lb processes with a static pool of backends on loopback. While traces are in flight the pool grows from 3
+//! backends to 4, then shrinks to 2 (the other two drain), and one replica restarts. Every replica reloads its
+//! configuration file on its own (the file is polled), so they see each change at different times. With `peers:`
+//! every trace must reach exactly one backend and no span may be lost; the same run without `peers:` is printed
+//! for contrast. The backends are in-process OTLP/gRPC servers that record every span, or real Collectors
+//! (`otelcol-lb` from `make tools`) whose `tail_sampling` keeps the traces that have an ERROR span and writes them
+//! with the file exporter: there a split trace is also an incomplete one.
 
 mod common;
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -16,7 +20,9 @@ use std::time::{Duration, Instant};
 use common::backend::Backend;
 use common::lb::{Lb, free_port};
 use common::otlp;
+use common::procs::Guard;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use opentelemetry_proto::tonic::trace::v1::{Status, status};
 use tonic::transport::Channel;
 
 const REPLICAS: usize = 3;
@@ -72,8 +78,12 @@ struct Cluster {
 
 impl Cluster {
     fn start(pool: &PoolFile<'_>, with_peers: bool) -> Cluster {
-        let peer_ports: Option<Vec<u16>> = with_peers.then(|| (0..REPLICAS).map(|_| free_port()).collect());
-        let lbs = (0..REPLICAS)
+        Cluster::start_n(REPLICAS, pool, with_peers)
+    }
+
+    fn start_n(replicas: usize, pool: &PoolFile<'_>, with_peers: bool) -> Cluster {
+        let peer_ports: Option<Vec<u16>> = with_peers.then(|| (0..replicas).map(|_| free_port()).collect());
+        let lbs = (0..replicas)
             .map(|me| {
                 let peers = peer_ports.as_deref().map(|p| (p, me));
                 Lb::start_config(|g, h, t| config((g, h, t), pool, peers), &[])
@@ -91,10 +101,27 @@ impl Cluster {
     }
 }
 
+/// Whether trace `t` has an ERROR span (its last): the traces the Collectors' tail sampling keeps.
+fn has_error(t: u64) -> bool {
+    t % 2 == 0
+}
+
+/// (trace, span) of a span named `t<trace>-s<span>`.
+fn parse_name(name: &str) -> Option<(u64, u64)> {
+    let (t, s) = name.strip_prefix('t')?.split_once("-s")?;
+    Some((t.parse().ok()?, s.parse().ok()?))
+}
+
 /// Sends span `span` of the traces of `batch` to replica `first`, or the next one while a replica is down.
 async fn send(clients: &[TraceServiceClient<Channel>], batch: u64, span: u64, first: usize) -> bool {
     let traces = batch * TRACES_PER_BATCH..(batch + 1) * TRACES_PER_BATCH;
-    let request = otlp::traces(traces, span..span + 1, 1);
+    let mut request = otlp::traces(traces, span..span + 1, 1);
+    if span == SPANS - 1 {
+        let spans = request.resource_spans.iter_mut().flat_map(|r| &mut r.scope_spans).flat_map(|s| &mut s.spans);
+        for s in spans.filter(|s| parse_name(&s.name).is_some_and(|(t, _)| has_error(t))) {
+            s.status = Some(Status { code: status::StatusCode::Error as i32, message: "failed".into() });
+        }
+    }
     for attempt in 0..40 {
         let mut client = clients[(first + attempt) % clients.len()].clone();
         let mut r = tonic::Request::new(request.clone());
@@ -107,32 +134,167 @@ async fn send(clients: &[TraceServiceClient<Channel>], batch: u64, span: u64, fi
     false
 }
 
-/// What the backends received: (traces on more than one backend, spans missing, spans received twice).
-fn outcome(backends: &[Backend], batches: u64) -> (usize, usize, usize) {
-    let mut on: HashMap<Vec<u8>, HashSet<usize>> = HashMap::new();
-    let mut seen: HashMap<String, usize> = HashMap::new();
-    for (i, b) in backends.iter().enumerate() {
-        for (trace, span) in b.spans() {
-            on.entry(trace).or_default().insert(i);
-            *seen.entry(span).or_default() += 1;
+/// What reached the backends, against what was sent.
+#[derive(Debug, Default)]
+struct Outcome {
+    traces: u64,
+    /// Traces with spans on more than one backend.
+    split: usize,
+    /// Spans of the traces that must be whole that reached no backend.
+    missing: usize,
+    /// Spans that reached a backend more than once.
+    twice: usize,
+    /// Spans of the other traces (sampled out by the Collectors) that reached one.
+    unexpected: usize,
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let o = self;
+        write!(f, "traces={} split={} lost_spans={} duplicate_spans={}", o.traces, o.split, o.missing, o.twice)?;
+        write!(f, " sampled_out_spans_kept={}", o.unexpected)
+    }
+}
+
+/// `received[b]`: the (trace, span) pairs backend `b` holds; `whole(t)`: whether trace `t` must be whole.
+fn outcome(received: &[Vec<(u64, u64)>], traces: u64, whole: fn(u64) -> bool) -> Outcome {
+    let mut on: HashMap<u64, HashSet<usize>> = HashMap::new();
+    let mut seen: HashMap<(u64, u64), usize> = HashMap::new();
+    for (b, spans) in received.iter().enumerate() {
+        for &(t, s) in spans {
+            on.entry(t).or_default().insert(b);
+            *seen.entry((t, s)).or_default() += 1;
         }
     }
     let split = on.values().filter(|b| b.len() > 1).count();
-    let mut missing = 0;
-    for t in 0..batches * TRACES_PER_BATCH {
-        missing += (0..SPANS).filter(|s| !seen.contains_key(&format!("t{t}-s{s}"))).count();
-    }
+    let lost = |t: u64| (0..SPANS).filter(|s| !seen.contains_key(&(t, *s))).count();
+    let missing = (0..traces).filter(|t| whole(*t)).map(lost).sum();
     let twice = seen.values().filter(|n| **n > 1).count();
-    (split, missing, twice)
+    let unexpected = seen.keys().filter(|(t, _)| !whole(*t)).count();
+    Outcome { traces, split, missing, twice, unexpected }
 }
 
-/// The whole scenario; returns (traces, split, missing spans, spans received twice).
-async fn scenario(with_peers: bool) -> (u64, usize, usize, usize) {
-    let mut backends = Vec::new();
-    for _ in 0..4 {
-        backends.push(Backend::start().await);
+/// The backends the replicas send to.
+trait Pool {
+    fn addresses(&self) -> Vec<String>;
+    /// Once the load is over: the (trace, span) pairs each backend holds, and which traces must be whole.
+    async fn received(&mut self) -> (Vec<Vec<(u64, u64)>>, fn(u64) -> bool);
+}
+
+/// In-process OTLP/gRPC servers that record every span.
+struct Recorders(Vec<Backend>);
+
+impl Recorders {
+    async fn start(n: usize) -> Recorders {
+        let mut backends = Vec::new();
+        for _ in 0..n {
+            backends.push(Backend::start().await);
+        }
+        Recorders(backends)
     }
-    let address: Vec<String> = backends.iter().map(Backend::address).collect();
+}
+
+impl Pool for Recorders {
+    fn addresses(&self) -> Vec<String> {
+        self.0.iter().map(Backend::address).collect()
+    }
+
+    async fn received(&mut self) -> (Vec<Vec<(u64, u64)>>, fn(u64) -> bool) {
+        let spans = self.0.iter().map(|b| b.spans().iter().filter_map(|(_, n)| parse_name(n)).collect()).collect();
+        (spans, |_| true)
+    }
+}
+
+/// How long the Collectors wait for a trace's spans before deciding whether to keep it.
+const DECISION_WAIT: Duration = Duration::from_secs(4);
+
+/// Real Collectors: tail sampling keeps the traces with an ERROR span, and the file exporter writes them.
+struct Collectors {
+    procs: Vec<Guard>,
+    addresses: Vec<String>,
+    dir: tempfile::TempDir,
+}
+
+impl Collectors {
+    fn start(n: usize) -> Collectors {
+        let tools = match std::env::var_os("TOOLS_DIR").filter(|d| !d.is_empty()) {
+            Some(dir) => PathBuf::from(dir),
+            None => PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/otlp-lb/tools"),
+        };
+        let bin = tools.join("bin/otelcol-lb");
+        assert!(bin.is_file(), "{} is missing: run `make tools`", bin.display());
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = |name: String| dir.path().join(name);
+        let (mut procs, mut addresses) = (Vec::new(), Vec::new());
+        for i in 0..n {
+            let address = format!("127.0.0.1:{}", free_port());
+            let config = format!(
+                "receivers:\n  otlp:\n    protocols:\n      grpc: {{endpoint: \"{address}\"}}\n\
+                 processors:\n  tail_sampling:\n    decision_wait: {}s\n    policies:\n      - name: errors\n        \
+                 type: status_code\n        status_code: {{status_codes: [ERROR]}}\n\
+                 exporters:\n  file:\n    path: \"{}\"\n\
+                 service:\n  telemetry: {{metrics: {{level: none}}}}\n  pipelines:\n    traces: \
+                 {{receivers: [otlp], processors: [tail_sampling], exporters: [file]}}\n",
+                DECISION_WAIT.as_secs(),
+                file(format!("spans-{i}.json")).display()
+            );
+            std::fs::write(file(format!("collector-{i}.yaml")), config).expect("write the Collector's config");
+            let child = Command::new(&bin)
+                .arg(format!("--config={}", file(format!("collector-{i}.yaml")).display()))
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(file(format!("collector-{i}.log"))).expect("log file"))
+                .spawn()
+                .expect("start otelcol-lb");
+            procs.push(Guard(child));
+            addresses.push(address);
+        }
+        for (i, a) in addresses.iter().enumerate() {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while std::net::TcpStream::connect(a).is_err() {
+                let log = std::fs::read_to_string(file(format!("collector-{i}.log"))).unwrap_or_default();
+                assert!(Instant::now() < deadline, "Collector {i} not listening on {a} in 30s:\n{log}");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        Collectors { procs, addresses, dir }
+    }
+
+    /// The (trace, span) pairs in Collector `i`'s file.
+    fn spans(&self, i: usize) -> Vec<(u64, u64)> {
+        let text = std::fs::read_to_string(self.dir.path().join(format!("spans-{i}.json"))).unwrap_or_default();
+        let mut spans = Vec::new();
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            let v: serde_json::Value = serde_json::from_str(line).expect("the file exporter writes JSON lines");
+            let list = |v: &serde_json::Value, key: &str| v[key].as_array().cloned().unwrap_or_default();
+            for r in list(&v, "resourceSpans") {
+                for s in list(&r, "scopeSpans") {
+                    spans.extend(list(&s, "spans").iter().filter_map(|s| s["name"].as_str().and_then(parse_name)));
+                }
+            }
+        }
+        spans
+    }
+}
+
+impl Pool for Collectors {
+    fn addresses(&self) -> Vec<String> {
+        self.addresses.clone()
+    }
+
+    async fn received(&mut self) -> (Vec<Vec<(u64, u64)>>, fn(u64) -> bool) {
+        // Every trace decided; then each Collector stops, which flushes its file.
+        tokio::time::sleep(DECISION_WAIT + Duration::from_secs(2)).await;
+        for p in &mut self.procs {
+            p.signal("TERM");
+            assert!(p.wait_exit(Duration::from_secs(20)).is_some(), "the Collector stops on SIGTERM");
+        }
+        ((0..self.procs.len()).map(|i| self.spans(i)).collect(), has_error)
+    }
+}
+
+/// The whole scenario against `pool`, which has 4 backends.
+async fn scenario(pool: &mut impl Pool, with_peers: bool) -> Outcome {
+    let address = pool.addresses();
     let mut cluster = Cluster::start(&PoolFile { active: &address[..3], draining: &[] }, with_peers);
     let clients: Arc<Vec<_>> = Arc::new(
         cluster
@@ -180,8 +342,6 @@ async fn scenario(with_peers: bool) -> (u64, usize, usize, usize) {
     restarted.respawn();
     let batches = load.await.expect("the load runs");
     assert_eq!(failed.load(Ordering::Relaxed), 0, "every request is accepted by some replica");
-    // Everything acknowledged has been delivered: the replicas answer after the backends accept.
-    let (split, missing, twice) = outcome(&backends, batches);
     if with_peers {
         for (i, lb) in cluster.lbs.iter().enumerate() {
             let m = lb.metrics();
@@ -189,16 +349,53 @@ async fn scenario(with_peers: bool) -> (u64, usize, usize, usize) {
             eprintln!("replica {i}: {}", peer.join(" | "));
         }
     }
-    (batches * TRACES_PER_BATCH, split, missing, twice)
+    // Everything acknowledged has been delivered: the replicas answer after the backends accept.
+    let (received, whole) = pool.received().await;
+    outcome(&received, batches * TRACES_PER_BATCH, whole)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn traces_stay_whole_across_replicas_through_scale_out_scale_in_and_a_restart() {
-    let (traces, split, missing, twice) = scenario(false).await;
-    eprintln!("replicas: peers=off traces={traces} split={split} lost_spans={missing} duplicate_spans={twice}");
-    let (traces, split, missing, twice) = scenario(true).await;
-    eprintln!("replicas: peers=on traces={traces} split={split} lost_spans={missing} duplicate_spans={twice}");
-    assert_eq!(missing, 0, "no span lost");
-    assert_eq!(twice, 0, "no span delivered twice");
-    assert_eq!(split, 0, "no trace reaches two backends with peers");
+    let _serial = SERIAL.lock().await;
+    let off = scenario(&mut Recorders::start(4).await, false).await;
+    eprintln!("replicas: backends=recorders peers=off {off}");
+    let on = scenario(&mut Recorders::start(4).await, true).await;
+    eprintln!("replicas: backends=recorders peers=on {on}");
+    assert_eq!(on.missing, 0, "no span lost");
+    assert_eq!(on.twice, 0, "no span delivered twice");
+    assert_eq!(on.split, 0, "no trace reaches two backends with peers");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sampled_traces_stay_whole_on_real_collectors_with_several_replicas() {
+    let _serial = SERIAL.lock().await;
+    let on = scenario(&mut Collectors::start(4), true).await;
+    eprintln!("replicas: backends=collectors peers=on {on}");
+    assert_eq!(on.missing, 0, "every sampled trace complete");
+    assert_eq!(on.twice, 0, "no span delivered twice");
+    assert_eq!(on.split, 0, "no trace reaches two Collectors");
+    assert_eq!(on.unexpected, 0, "the Collectors kept only the traces with an error");
+}
+
+/// The scenarios time pool changes against the replicas' polls: one at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_peer_api_takes_only_the_shared_token() {
+    let backend = Backend::start().await;
+    let address = [backend.address()];
+    let cluster = Cluster::start_n(1, &PoolFile { active: &address, draining: &[] }, true);
+    let port = cluster.peer_ports.as_ref().expect("peers")[0];
+    let url = format!("http://127.0.0.1:{port}/peer/v1/held");
+    let http = reqwest::Client::new();
+    let status = |r: reqwest::Result<reqwest::Response>| r.expect("the peer API answers").status().as_u16();
+    assert_eq!(status(http.get(&url).send().await), 401, "no token");
+    assert_eq!(status(http.get(&url).bearer_auth("guess").send().await), 401, "a wrong token");
+    assert_eq!(status(http.post(&url).bearer_auth("guess").body(vec![1u8; 64]).send().await), 401, "a wrong token");
+    assert_eq!(status(http.get(&url).bearer_auth(TOKEN).send().await), 200, "the shared token");
+    let garbage = http.post(&url).bearer_auth(TOKEN).body(vec![0xffu8; 64]).send().await.expect("answers");
+    assert_eq!(garbage.status().as_u16(), 400);
+    let text = garbage.text().await.expect("a message");
+    assert!(text.contains("undecodable table"), "{text}");
+    assert_eq!(cluster.lbs[0].metric("otlp_lb_peer_traces_adopted_total"), 0.0, "nothing taken from them");
 }

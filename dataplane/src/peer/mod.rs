@@ -19,9 +19,10 @@ pub mod api;
 mod client;
 mod metrics;
 pub mod schedule;
+pub mod table;
 pub mod wire;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashSet, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -234,23 +235,10 @@ impl Coordinator {
         );
     }
 
-    /// This replica's table against `pool`: the traces it holds (routed here under an earlier ring, or learned
-    /// from peers) whose backend, still in the pool, is not the one the pool's ring gives them.
+    /// This replica's table against `pool` ([`table::held`]).
     pub fn held(&self, pool: &Pool) -> Held {
-        let Some(ring) = &pool.ring else { return Held::new(self.id, 0, []) };
-        let moved = |key: u64, owner: &str| pool.holds(owner) && ring.members()[ring.lookup(key)].address != owner;
-        let peers = self.affinity.peers();
-        let mut entries: Vec<(u64, Arc<str>)> = peers.entries().into_iter().filter(|(k, o)| moved(*k, o)).collect();
-        let mut interned: HashMap<&str, Arc<str>> = HashMap::new();
-        for (key, version) in self.affinity.entries() {
-            if version >= pool.version || peers.owner(key).is_some() {
-                continue;
-            }
-            let Some(owner) = pool.ring_owner(key, version).filter(|o| moved(key, o)) else { continue };
-            let owner = interned.entry(owner).or_insert_with(|| Arc::from(owner));
-            entries.push((key, Arc::clone(owner)));
-        }
-        Held::new(self.id, ring.fingerprint(), entries)
+        let ring = pool.ring.as_ref().map_or(0, |r| r.fingerprint());
+        Held::new(self.id, ring, table::held(&self.affinity, pool))
     }
 
     /// A peer proposes a switch time.
