@@ -84,6 +84,28 @@ fn split_traces(c: &mut Criterion) {
                 .expect("split")
         })
     });
+    // With the peer exchange (`peers:`) the pool also asks what peers told of each key: an empty table in steady
+    // state, and after a pool change a table of the traces the peers held (here 500,000, none of these keys).
+    for (name, told) in
+        [("traces_by_traceid_with_affinity_and_peers", 0u64), ("traces_by_traceid_after_a_peer_exchange", 500_000)]
+    {
+        let peers = affinity.peers();
+        peers.adopt((0..told).map(|k| (common::mix(k ^ 0x5555_5555), std::sync::Arc::from("10.0.0.1:4317"))));
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                next = (next + 1) % bodies.len();
+                let now = affinity.now_ms();
+                let mut owners = Owners::default();
+                split(Signal::Traces, black_box(&bodies[next]), &policy, |key| {
+                    owners.get(key, |k| {
+                        let told = affinity.peers().owner(k);
+                        owner(k, now) + usize::from(black_box(told).is_some())
+                    })
+                })
+                .expect("split")
+            })
+        });
+    }
     // The same with only the last key's answer remembered (how the pipeline called it before `Owners`).
     g.bench_function("traces_by_traceid_with_affinity_last_key", |b| {
         b.iter(|| {

@@ -193,26 +193,37 @@ impl Pipeline {
         body: Bytes,
         client_timeout: Option<Duration>,
     ) -> (u64, Result<Delivered, Refusal>) {
-        let pool = self.settled_pool(signal).await;
+        let pool = self.settled_pool(signal, &body).await;
         let mut items = 0;
         let result = self.deliver_split(signal, pool, body, client_timeout, &mut items).await;
         (items, result)
     }
 
-    /// The pool to route by. Trace-id keys wait while the replicas exchange the traces they hold (bounded), so
-    /// that the pool they route by has every peer's table; the gate closes before a new pool is published.
-    async fn settled_pool(&self, signal: Signal) -> Arc<Pool> {
+    /// The pool to route `body` by. While the replicas exchange the traces they hold, a request with a trace
+    /// this replica knows nothing of waits (bounded) for every peer's table; the gate closes before a new pool is
+    /// published.
+    async fn settled_pool(&self, signal: Signal, body: &Bytes) -> Arc<Pool> {
         let held = self.affinity.peers();
         if self.policy.key(signal) == RoutingKey::TraceId {
             for _ in 0..3 {
-                held.settled().await;
                 let pool = self.pools.borrow().clone();
-                if !held.is_closed() {
+                if !held.is_closed() || self.knows_every_trace(signal, body) {
                     return pool;
                 }
+                held.settled().await;
             }
         }
         self.pools.borrow().clone()
+    }
+
+    /// Whether every trace of `body` was routed here or told of by a peer.
+    fn knows_every_trace(&self, signal: Signal, body: &Bytes) -> bool {
+        let mut known = true;
+        let _ = split(signal, body, &self.policy, |key| {
+            known = known && self.affinity.knows(key);
+            0
+        });
+        known
     }
 
     async fn deliver_split(

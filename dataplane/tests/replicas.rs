@@ -103,7 +103,7 @@ impl Cluster {
 
 /// Whether trace `t` has an ERROR span (its last): the traces the Collectors' tail sampling keeps.
 fn has_error(t: u64) -> bool {
-    t % 2 == 0
+    t.is_multiple_of(2)
 }
 
 /// (trace, span) of a span named `t<trace>-s<span>`.

@@ -71,3 +71,60 @@ impl Peers {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+
+    fn with_peers(peers: &str) -> Result<Config, String> {
+        let text = format!(
+            "loadbalancing:\n  resolver:\n    static: {{hostnames: [b1:4317], draining: [b2]}}\npeers:\n{peers}"
+        );
+        Config::parse(&text).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_static_list_or_a_dns_name_with_a_token() {
+        let c = with_peers(
+            "  endpoint: 0.0.0.0:4319\n  addresses: [lb-0:4319, lb-1:4319]\n  auth: {bearer_token_file: /t}\n",
+        )
+        .expect("valid");
+        let peers = c.peers.expect("peers");
+        assert_eq!(peers.addresses.len(), 2);
+        assert_eq!((peers.switch_delay.0.as_secs(), peers.exchange_timeout.0.as_secs()), (2, 2), "the defaults");
+        let draining = c.loadbalancing.resolver.static_.expect("static").draining_members().expect("valid");
+        assert_eq!(draining, ["b2:4317"], "a draining hostname gets the default port");
+        let c = with_peers(
+            "  endpoint: 0.0.0.0:4319\n  dns: {hostname: lb-peers.ns.svc, port: 4319}\n  auth: {bearer_token: s}\n  \
+             switch_delay: 500ms\n",
+        )
+        .expect("valid");
+        assert_eq!(c.peers.expect("peers").switch_delay.0.as_millis(), 500);
+    }
+
+    #[test]
+    fn invalid_blocks_name_their_field() {
+        let auth = "  auth: {bearer_token: s}\n";
+        for (peers, wanted) in [
+            (format!("  endpoint: 0.0.0.0:4319\n{auth}"), "peers: list the replicas' peer addresses"),
+            (
+                format!("  endpoint: 0.0.0.0:4319\n  addresses: [a:1]\n  dns: {{hostname: x, port: 1}}\n{auth}"),
+                "peers: set either addresses or dns",
+            ),
+            (
+                format!("  endpoint: 0.0.0.0:4319\n  addresses: [lb-0]\n{auth}"),
+                "peers.addresses: \"lb-0\" is not host:port",
+            ),
+            (format!("  endpoint: 0.0.0.0:4319\n  addresses: [a:1]\n  switch_delay: 0s\n{auth}"), "peers.switch_delay"),
+            (
+                format!("  endpoint: 0.0.0.0:4319\n  addresses: [a:1]\n  exchange_timeout: 0s\n{auth}"),
+                "peers.exchange_timeout",
+            ),
+            ("  endpoint: 0.0.0.0:4319\n  addresses: [a:1]\n".to_string(), "auth"),
+            (format!("  endpoint: 0.0.0.0:4319\n  addresses: [a:1]\n  token: x\n{auth}"), "peers"),
+        ] {
+            let e = with_peers(&peers).expect_err(&peers);
+            assert!(e.contains(wanted), "{peers}: {e}");
+        }
+    }
+}

@@ -39,12 +39,13 @@ fn refused(status: StatusCode, message: impl Into<String>) -> Response {
     (status, message.into()).into_response()
 }
 
-fn authenticated(c: &Coordinator, headers: &HeaderMap) -> Result<(), Response> {
-    c.bearer().check(headers).map_err(|e| refused(StatusCode::UNAUTHORIZED, e))
+/// The 401 of a request without the shared token.
+fn unauthenticated(c: &Coordinator, headers: &HeaderMap) -> Option<Response> {
+    c.bearer().check(headers).err().map(|e| refused(StatusCode::UNAUTHORIZED, e))
 }
 
 async fn proposal(State(c): State<Arc<Coordinator>>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Err(r) = authenticated(&c, &headers) {
+    if let Some(r) = unauthenticated(&c, &headers) {
         return r;
     }
     match Proposal::decode(body) {
@@ -54,7 +55,7 @@ async fn proposal(State(c): State<Arc<Coordinator>>, headers: HeaderMap, body: B
 }
 
 async fn push_held(State(c): State<Arc<Coordinator>>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Err(r) = authenticated(&c, &headers) {
+    if let Some(r) = unauthenticated(&c, &headers) {
         return r;
     }
     let held = match Held::decode(body) {
@@ -69,7 +70,7 @@ async fn push_held(State(c): State<Arc<Coordinator>>, headers: HeaderMap, body: 
 }
 
 async fn pull_held(State(c): State<Arc<Coordinator>>, headers: HeaderMap) -> Response {
-    if let Err(r) = authenticated(&c, &headers) {
+    if let Some(r) = unauthenticated(&c, &headers) {
         return r;
     }
     match tokio::task::spawn_blocking(move || c.current_table()).await {

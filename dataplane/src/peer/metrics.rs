@@ -44,7 +44,7 @@ impl PeerMetrics {
             ),
             exchange_ms: gauge(
                 "otlp_lb_peer_exchange_last_milliseconds",
-                "At the last switch: how long requests waited for the peers' tables (exchange_timeout at most)",
+                "At the last switch: how long until every peer's table was in (exchange_timeout at most)",
             ),
             adopted: registered(
                 r,

@@ -8,8 +8,8 @@
 //!   under an earlier ring whose backend the new ring changes, with that backend. A receiver keeps them
 //!   ([`PeerHeld`](crate::route::peer_held::PeerHeld)), so a trace any replica held keeps its backend, and a trace
 //!   no replica held goes by the new ring. From its switch until every peer's table is in (at most
-//!   `exchange_timeout`) a replica holds requests before routing them; a peer that does not answer is reported
-//!   (log and metric) and never holds delivery beyond that bound.
+//!   `exchange_timeout`) a replica holds the requests with a trace it knows nothing of; a peer that does not answer
+//!   is reported (log and metric) and never holds delivery beyond that bound.
 //! - **Start-up**: a starting replica pulls every peer's table before its receivers open.
 //!
 //! The API ([`api`]) is authenticated by a shared bearer token. Peers are a static list or the addresses of a DNS

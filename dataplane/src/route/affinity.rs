@@ -107,6 +107,14 @@ impl Affinity {
         *g.current.entry(key).or_insert(version)
     }
 
+    /// Whether `key` was routed here or told of by a peer (nothing is recorded).
+    pub fn knows(&self, key: u64) -> bool {
+        let known = self.shards[(key >> 32) as usize % SHARDS]
+            .lock()
+            .is_ok_and(|g| g.current.contains_key(&key) || g.previous.contains_key(&key));
+        known || self.peers.owner(key).is_some()
+    }
+
     /// Traces remembered.
     pub fn len(&self) -> usize {
         self.shards.iter().filter_map(|s| s.lock().ok()).map(|g| g.current.len() + g.previous.len()).sum()

@@ -4,7 +4,7 @@
 //! keeps its backend.
 //!
 //! It also holds the exchange gate: from the switch until every peer's table has arrived (or the exchange's bound
-//! has passed), requests wait before they are routed. Entries live for one to two affinity windows (two
+//! has passed), requests with a trace this replica knows nothing of wait before they are routed. Entries live for one to two affinity windows (two
 //! generations, as the affinity table) and their number is bounded.
 
 use std::collections::HashMap;
