@@ -15,12 +15,24 @@ use dataplane::pool::PoolManager;
 use dataplane::route::affinity::Affinity;
 use dataplane::route::key::RoutingPolicy;
 use dataplane::route::ring::Member;
+use dataplane::route::split::split;
 use dataplane::signal::Signal;
 use dataplane::telemetry::Metrics;
 use prost::Message;
 
 fn request(trace: u64) -> Bytes {
     Bytes::from(common::otlp::traces(trace..trace + 1, 0..1, 1).encode_to_vec())
+}
+
+/// The routing key of `trace`, as the splitter computes it.
+fn key_of(trace: u64) -> u64 {
+    let mut key = 0;
+    split(Signal::Traces, &request(trace), &RoutingPolicy::default(), |k| {
+        key = k;
+        0
+    })
+    .expect("a valid request");
+    key
 }
 
 /// Exports one request of `trace` in the background; its time to complete.
@@ -57,9 +69,10 @@ async fn only_requests_with_unknown_traces_wait_for_the_peers_tables() {
     held.close(Instant::now() + Duration::from_secs(30));
     let known = export(&pipeline, 1).await.expect("trace 1 again");
     assert!(known < Duration::from_secs(5), "a known trace goes on during the exchange: {known:?}");
-    held.adopt([(2, Arc::from(backends[0].address().as_str()))]);
+    held.adopt([(key_of(2), Arc::from(backends[0].address().as_str()))]);
     let told = export(&pipeline, 2).await.expect("trace 2");
     assert!(told < Duration::from_secs(5), "a trace a peer told of goes on: {told:?}");
+    assert!(backends[0].spans().iter().any(|(id, _)| *id == common::otlp::trace_id(2)), "to the backend the peer said");
     let unknown = export(&pipeline, 3);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!unknown.is_finished(), "a trace nobody knows waits for the peers' tables");

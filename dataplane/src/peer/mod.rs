@@ -163,6 +163,11 @@ impl Coordinator {
                 }
             }
         }
+        self.known_peers()
+    }
+
+    /// The peers' addresses as last resolved, this replica's own left out once it is recognised.
+    fn known_peers(&self) -> Vec<String> {
         let selves = self.selves.lock().map(|s| s.clone()).unwrap_or_default();
         self.lock_addresses().iter().filter(|a| !selves.contains(*a)).cloned().collect()
     }
@@ -282,19 +287,7 @@ impl Coordinator {
         let name = format!("{ring:016x}");
         match agreed {
             Agreed::Proposed { at } => {
-                tracing::info!(ring = %name, in_ms = at - now, "new ring: proposed a switch time to the peers");
-                let body = Proposal { from: self.id, ring, at_unix_ms: at }.encode_to_vec();
-                for (address, answer) in self.broadcast::<Ack>(&peers, Method::POST, api::PROPOSAL, body).await {
-                    match answer {
-                        Ok(a) => {
-                            self.answered(&address, a.from);
-                        }
-                        Err(e) => {
-                            self.metrics.unanswered("proposal");
-                            tracing::warn!(peer = %address, error = %e, "a peer did not take the switch time");
-                        }
-                    }
-                }
+                tracing::info!(ring = %name, in_ms = at - now, "new ring: proposing a switch time to the peers")
             }
             Agreed::Heard { at } => {
                 tracing::info!(ring = %name, in_ms = at - now, "new ring: switching at the time a peer proposed")
@@ -304,22 +297,40 @@ impl Coordinator {
             }
         }
         let late = matches!(agreed, Agreed::Late { .. });
-        // Wait for the agreed time, which an earlier proposal may still bring forward.
-        let bound = self.cfg.switch_delay.0.as_millis() as u64 / STEP.as_millis() as u64 + 2;
-        for _ in 0..bound {
-            let at = self.lock_schedule().at(ring).unwrap_or(0);
-            let now = unix_ms();
-            if late || now >= at {
-                break;
+        let announce = async {
+            let Agreed::Proposed { at } = agreed else { return };
+            let body = Proposal { from: self.id, ring, at_unix_ms: at }.encode_to_vec();
+            for (address, answer) in self.broadcast::<Ack>(&peers, Method::POST, api::PROPOSAL, body).await {
+                match answer {
+                    Ok(a) => {
+                        self.answered(&address, a.from);
+                    }
+                    Err(e) => {
+                        self.metrics.unanswered("proposal");
+                        tracing::warn!(peer = %address, error = %e, "a peer did not take the switch time");
+                    }
+                }
             }
-            tokio::time::sleep(Duration::from_millis(at - now).min(STEP)).await;
-        }
+        };
+        // Wait for the agreed time, which an earlier proposal may still bring forward.
+        let wait = async {
+            let bound = self.cfg.switch_delay.0.as_millis() as u64 / STEP.as_millis() as u64 + 2;
+            for _ in 0..bound {
+                let at = self.lock_schedule().at(ring).unwrap_or(0);
+                let now = unix_ms();
+                if late || now >= at {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(at - now).min(STEP)).await;
+            }
+        };
+        tokio::join!(announce, wait);
         self.lock_schedule().switched(ring);
         self.metrics.switched(late);
-        let peers = self.peers().await.len();
+        let expected = self.known_peers().len();
         let mut ex = self.lock_exchange();
         ex.ring = ring;
-        ex.expected = peers;
+        ex.expected = expected;
         ex.since = Some(Instant::now());
         if ex.complete() {
             self.finish(&mut ex);
@@ -335,7 +346,7 @@ impl Coordinator {
         let me = Arc::clone(&self);
         let built = tokio::task::spawn_blocking(move || me.held(&pool).encode_to_vec()).await;
         let Ok(body) = built else { return };
-        let peers = self.peers().await;
+        let peers = self.known_peers();
         for (address, answer) in self.broadcast::<Ack>(&peers, Method::POST, api::HELD, body).await {
             match answer {
                 Ok(a) => {
