@@ -8,11 +8,11 @@
 //! with the file exporter: there a split trace is also an incomplete one.
 
 mod common;
+#[path = "replicas/pools.rs"]
+mod pools;
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -20,9 +20,9 @@ use std::time::{Duration, Instant};
 use common::backend::Backend;
 use common::lb::{Lb, free_port};
 use common::otlp;
-use common::procs::Guard;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use opentelemetry_proto::tonic::trace::v1::{Status, status};
+use pools::{Collectors, Pool, Recorders, has_error, parse_name};
 use tonic::transport::Channel;
 
 const REPLICAS: usize = 3;
@@ -78,11 +78,13 @@ struct Cluster {
 
 impl Cluster {
     fn start(pool: &PoolFile<'_>, with_peers: bool) -> Cluster {
-        Cluster::start_n(REPLICAS, pool, with_peers)
+        Cluster::start_n(REPLICAS, 0, pool, with_peers)
     }
 
-    fn start_n(replicas: usize, pool: &PoolFile<'_>, with_peers: bool) -> Cluster {
-        let peer_ports: Option<Vec<u16>> = with_peers.then(|| (0..replicas).map(|_| free_port()).collect());
+    /// `replicas` replicas; with peers, their list also names `stopped` replicas that do not run.
+    fn start_n(replicas: usize, stopped: usize, pool: &PoolFile<'_>, with_peers: bool) -> Cluster {
+        let listed = replicas + stopped;
+        let peer_ports: Option<Vec<u16>> = with_peers.then(|| (0..listed).map(|_| free_port()).collect());
         let lbs = (0..replicas)
             .map(|me| {
                 let peers = peer_ports.as_deref().map(|p| (p, me));
@@ -99,17 +101,6 @@ impl Cluster {
             std::fs::write(&lb.config, config((lb.grpc, lb.http, lb.telemetry), pool, peers)).expect("rewrite config");
         }
     }
-}
-
-/// Whether trace `t` has an ERROR span (its last): the traces the Collectors' tail sampling keeps.
-fn has_error(t: u64) -> bool {
-    t.is_multiple_of(2)
-}
-
-/// (trace, span) of a span named `t<trace>-s<span>`.
-fn parse_name(name: &str) -> Option<(u64, u64)> {
-    let (t, s) = name.strip_prefix('t')?.split_once("-s")?;
-    Some((t.parse().ok()?, s.parse().ok()?))
 }
 
 /// Sends span `span` of the traces of `batch` to replica `first`, or the next one while a replica is down.
@@ -172,124 +163,6 @@ fn outcome(received: &[Vec<(u64, u64)>], traces: u64, whole: fn(u64) -> bool) ->
     let twice = seen.values().filter(|n| **n > 1).count();
     let unexpected = seen.keys().filter(|(t, _)| !whole(*t)).count();
     Outcome { traces, split, missing, twice, unexpected }
-}
-
-/// The backends the replicas send to.
-trait Pool {
-    fn addresses(&self) -> Vec<String>;
-    /// Once the load is over: the (trace, span) pairs each backend holds, and which traces must be whole.
-    async fn received(&mut self) -> (Vec<Vec<(u64, u64)>>, fn(u64) -> bool);
-}
-
-/// In-process OTLP/gRPC servers that record every span.
-struct Recorders(Vec<Backend>);
-
-impl Recorders {
-    async fn start(n: usize) -> Recorders {
-        let mut backends = Vec::new();
-        for _ in 0..n {
-            backends.push(Backend::start().await);
-        }
-        Recorders(backends)
-    }
-}
-
-impl Pool for Recorders {
-    fn addresses(&self) -> Vec<String> {
-        self.0.iter().map(Backend::address).collect()
-    }
-
-    async fn received(&mut self) -> (Vec<Vec<(u64, u64)>>, fn(u64) -> bool) {
-        let spans = self.0.iter().map(|b| b.spans().iter().filter_map(|(_, n)| parse_name(n)).collect()).collect();
-        (spans, |_| true)
-    }
-}
-
-/// How long the Collectors wait for a trace's spans before deciding whether to keep it.
-const DECISION_WAIT: Duration = Duration::from_secs(4);
-
-/// Real Collectors: tail sampling keeps the traces with an ERROR span, and the file exporter writes them.
-struct Collectors {
-    procs: Vec<Guard>,
-    addresses: Vec<String>,
-    dir: tempfile::TempDir,
-}
-
-impl Collectors {
-    fn start(n: usize) -> Collectors {
-        let tools = match std::env::var_os("TOOLS_DIR").filter(|d| !d.is_empty()) {
-            Some(dir) => PathBuf::from(dir),
-            None => PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/otlp-lb/tools"),
-        };
-        let bin = tools.join("bin/otelcol-lb");
-        assert!(bin.is_file(), "{} is missing: run `make tools`", bin.display());
-        let dir = tempfile::tempdir().expect("temp dir");
-        let file = |name: String| dir.path().join(name);
-        let (mut procs, mut addresses) = (Vec::new(), Vec::new());
-        for i in 0..n {
-            let address = format!("127.0.0.1:{}", free_port());
-            let config = format!(
-                "receivers:\n  otlp:\n    protocols:\n      grpc: {{endpoint: \"{address}\"}}\n\
-                 processors:\n  tail_sampling:\n    decision_wait: {}s\n    policies:\n      - name: errors\n        \
-                 type: status_code\n        status_code: {{status_codes: [ERROR]}}\n\
-                 exporters:\n  file:\n    path: \"{}\"\n\
-                 service:\n  telemetry: {{metrics: {{level: none}}}}\n  pipelines:\n    traces: \
-                 {{receivers: [otlp], processors: [tail_sampling], exporters: [file]}}\n",
-                DECISION_WAIT.as_secs(),
-                file(format!("spans-{i}.json")).display()
-            );
-            std::fs::write(file(format!("collector-{i}.yaml")), config).expect("write the Collector's config");
-            let child = Command::new(&bin)
-                .arg(format!("--config={}", file(format!("collector-{i}.yaml")).display()))
-                .stdout(Stdio::null())
-                .stderr(std::fs::File::create(file(format!("collector-{i}.log"))).expect("log file"))
-                .spawn()
-                .expect("start otelcol-lb");
-            procs.push(Guard(child));
-            addresses.push(address);
-        }
-        for (i, a) in addresses.iter().enumerate() {
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while std::net::TcpStream::connect(a).is_err() {
-                let log = std::fs::read_to_string(file(format!("collector-{i}.log"))).unwrap_or_default();
-                assert!(Instant::now() < deadline, "Collector {i} not listening on {a} in 30s:\n{log}");
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
-        Collectors { procs, addresses, dir }
-    }
-
-    /// The (trace, span) pairs in Collector `i`'s file.
-    fn spans(&self, i: usize) -> Vec<(u64, u64)> {
-        let text = std::fs::read_to_string(self.dir.path().join(format!("spans-{i}.json"))).unwrap_or_default();
-        let mut spans = Vec::new();
-        for line in text.lines().filter(|l| !l.trim().is_empty()) {
-            let v: serde_json::Value = serde_json::from_str(line).expect("the file exporter writes JSON lines");
-            let list = |v: &serde_json::Value, key: &str| v[key].as_array().cloned().unwrap_or_default();
-            for r in list(&v, "resourceSpans") {
-                for s in list(&r, "scopeSpans") {
-                    spans.extend(list(&s, "spans").iter().filter_map(|s| s["name"].as_str().and_then(parse_name)));
-                }
-            }
-        }
-        spans
-    }
-}
-
-impl Pool for Collectors {
-    fn addresses(&self) -> Vec<String> {
-        self.addresses.clone()
-    }
-
-    async fn received(&mut self) -> (Vec<Vec<(u64, u64)>>, fn(u64) -> bool) {
-        // Every trace decided; then each Collector stops, which flushes its file.
-        tokio::time::sleep(DECISION_WAIT + Duration::from_secs(2)).await;
-        for p in &mut self.procs {
-            p.signal("TERM");
-            assert!(p.wait_exit(Duration::from_secs(20)).is_some(), "the Collector stops on SIGTERM");
-        }
-        ((0..self.procs.len()).map(|i| self.spans(i)).collect(), has_error)
-    }
 }
 
 /// The whole scenario against `pool`, which has 4 backends.
@@ -384,7 +257,7 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 async fn the_peer_api_takes_only_the_shared_token() {
     let backend = Backend::start().await;
     let address = [backend.address()];
-    let cluster = Cluster::start_n(1, &PoolFile { active: &address, draining: &[] }, true);
+    let cluster = Cluster::start_n(1, 0, &PoolFile { active: &address, draining: &[] }, true);
     let port = cluster.peer_ports.as_ref().expect("peers")[0];
     let url = format!("http://127.0.0.1:{port}/peer/v1/held");
     let http = reqwest::Client::new();
@@ -398,4 +271,28 @@ async fn the_peer_api_takes_only_the_shared_token() {
     let text = garbage.text().await.expect("a message");
     assert!(text.contains("undecodable table"), "{text}");
     assert_eq!(cluster.lbs[0].metric("otlp_lb_peer_traces_adopted_total"), 0.0, "nothing taken from them");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listed_peer_that_is_not_running_does_not_hold_the_switch() {
+    let _serial = SERIAL.lock().await;
+    let pool = Recorders::start(3).await;
+    let address = pool.addresses();
+    let cluster = Cluster::start_n(2, 1, &PoolFile { active: &address[..2], draining: &[] }, true);
+    cluster.set_pool(&PoolFile { active: &address, draining: &[] });
+    let switched = |lb: &Lb| lb.metric("otlp_lb_peer_switches_total{timing=\"on_time\"}") >= 1.0;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !cluster.lbs.iter().all(switched) {
+        assert!(Instant::now() < deadline, "both replicas switch to the new ring");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The exchange ends once the running peer's table is in, and the stopped one refused the connection.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for lb in &cluster.lbs {
+        let waited = lb.metric("otlp_lb_peer_exchange_last_milliseconds");
+        assert!(waited < 1000.0, "the exchange waited {waited} ms of the 2 s bound");
+        assert!(lb.metric("otlp_lb_peer_unanswered_total{request=\"push\"}") >= 1.0, "the stopped peer is reported");
+        assert_eq!(lb.metric("otlp_lb_peer_unanswered_total{request=\"table\"}"), 0.0);
+    }
+    drop(pool);
 }

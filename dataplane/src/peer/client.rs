@@ -9,6 +9,9 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use prost::Message;
 
+/// How the error of a peer that refuses connections (not serving) begins.
+pub const CONNECT_FAILED: &str = "cannot connect";
+
 /// Largest answer taken from a peer (a held table of several million traces).
 pub const MAX_BODY: usize = 256 << 20;
 
@@ -33,7 +36,7 @@ async fn exchange<T: Message + Default>(
     authorization: Option<&[u8]>,
     body: Vec<u8>,
 ) -> Result<T, String> {
-    let tcp = tokio::net::TcpStream::connect(address).await.map_err(|e| format!("connect: {e}"))?;
+    let tcp = tokio::net::TcpStream::connect(address).await.map_err(|e| format!("{CONNECT_FAILED}: {e}"))?;
     let _ = tcp.set_nodelay(true);
     let (mut sender, conn) =
         hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.map_err(|e| format!("handshake: {e}"))?;

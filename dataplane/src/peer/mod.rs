@@ -17,12 +17,13 @@
 
 pub mod api;
 mod client;
+mod exchange;
 mod metrics;
 pub mod schedule;
 pub mod table;
 pub mod wire;
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::HashSet;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -38,6 +39,7 @@ use crate::pool::{Pool, Switch};
 use crate::receive::auth::Bearer;
 use crate::route::affinity::Affinity;
 use crate::telemetry::Metrics;
+use exchange::Exchange;
 use metrics::PeerMetrics;
 use schedule::{Agreed, Schedule};
 use wire::{Ack, Held, Proposal};
@@ -46,44 +48,8 @@ use wire::{Ack, Held, Proposal};
 /// just before the switch have recorded their traces by then.
 const SETTLE: Duration = Duration::from_millis(10);
 
-/// Rings whose received tables are remembered (a table may arrive before this replica switches).
-const RINGS_TRACKED: usize = 8;
-
 /// Bound on the steps of waiting for a switch time (each at most `STEP`).
 const STEP: Duration = Duration::from_millis(50);
-
-/// The state of this replica's exchanges.
-#[derive(Default)]
-struct Exchange {
-    /// The ring this replica switched to last, when, and how many peers it expects tables from.
-    ring: u64,
-    since: Option<Instant>,
-    expected: usize,
-    /// The peers whose tables arrived, per ring.
-    received: VecDeque<(u64, HashSet<u64>)>,
-}
-
-impl Exchange {
-    fn received(&mut self, ring: u64) -> &mut HashSet<u64> {
-        let i = match self.received.iter().position(|(r, _)| *r == ring) {
-            Some(i) => i,
-            None => {
-                if self.received.len() >= RINGS_TRACKED {
-                    self.received.pop_front();
-                }
-                self.received.push_back((ring, HashSet::new()));
-                self.received.len() - 1
-            }
-        };
-        &mut self.received[i].1
-    }
-
-    /// Whether every expected table for the current ring is in.
-    fn complete(&mut self) -> bool {
-        let (ring, expected) = (self.ring, self.expected);
-        self.received(ring).len() >= expected
-    }
-}
 
 /// One replica's side of the exchange.
 pub struct Coordinator {
@@ -260,20 +226,16 @@ impl Coordinator {
             let adopted = self.affinity.peers().adopt(entries);
             self.metrics.adopted(adopted);
             let mut ex = self.lock_exchange();
-            ex.received(h.ring).insert(h.from);
-            if ex.ring == h.ring && ex.since.is_some() && ex.complete() {
-                self.finish(&mut ex);
+            if ex.arrived(h.ring, h.from) {
+                self.finish(&mut ex, h.ring);
             }
         }
         Ok(Ack { from: self.id })
     }
 
-    /// Every peer's table is in (or the bound has passed): requests go on. The ring's tables are forgotten, so
-    /// that a later switch to the same ring waits for new ones.
-    fn finish(&self, ex: &mut Exchange) {
-        let ring = ex.ring;
-        ex.received.retain(|(r, _)| *r != ring);
-        if let Some(since) = ex.since.take() {
+    /// Every peer's table for `ring` is in (or the bound has passed): requests go on.
+    fn finish(&self, ex: &mut Exchange, ring: u64) {
+        if let Some(since) = ex.finish(ring) {
             self.affinity.peers().open();
             self.metrics.exchange(since.elapsed().as_millis() as u64);
         }
@@ -329,11 +291,8 @@ impl Coordinator {
         self.metrics.switched(late);
         let expected = self.known_peers().len();
         let mut ex = self.lock_exchange();
-        ex.ring = ring;
-        ex.expected = expected;
-        ex.since = Some(Instant::now());
-        if ex.complete() {
-            self.finish(&mut ex);
+        if ex.begin(ring, expected, Instant::now()) {
+            self.finish(&mut ex, ring);
         } else {
             self.affinity.peers().close(Instant::now() + self.timeout());
         }
@@ -355,21 +314,26 @@ impl Coordinator {
                 Err(e) => {
                     self.metrics.unanswered("push");
                     tracing::warn!(peer = %address, error = %e, "a peer did not take this replica's table");
+                    if e.starts_with(client::CONNECT_FAILED) {
+                        // Not serving (stopping, or not started yet): it sends no table either.
+                        let mut ex = self.lock_exchange();
+                        if ex.arrived(ring, xxhash_rust::xxh3::xxh3_64(address.as_bytes())) {
+                            self.finish(&mut ex, ring);
+                        }
+                    }
                 }
             }
         }
         self.affinity.peers().settled().await;
         let mut ex = self.lock_exchange();
-        if ex.since.is_some() && ex.ring == ring {
-            let ring = ex.ring;
-            let got = ex.received(ring).len();
+        if let Some((pending, expected, received)) = ex.pending().filter(|p| p.0 == ring) {
             self.metrics.unanswered("table");
             tracing::warn!(
-                expected = ex.expected,
-                received = got,
+                expected,
+                received,
                 "not every peer's table came within exchange_timeout: routing the traces of the others by the new ring"
             );
-            self.finish(&mut ex);
+            self.finish(&mut ex, pending);
         }
     }
 
