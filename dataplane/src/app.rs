@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
@@ -38,10 +38,11 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
     let health = Arc::new(Health::default());
     let (stop_tx, stop) = watch::channel(false);
     let lb = &config.loadbalancing;
-    let resolver = resolve::name(&lb.resolver);
+    let resolver = resolve::from_config(&config, &config_path)?;
+    let resolver_name = resolver.name();
     let window = config.routing.affinity_window.0;
     let (pool, pools) =
-        PoolManager::new(lb.protocol.otlp.clone(), lb.health_check.clone(), metrics.clone(), resolver, window);
+        PoolManager::new(lb.protocol.otlp.clone(), lb.health_check.clone(), metrics.clone(), resolver_name, window);
     let _prober = tokio::spawn(Arc::clone(&pool).probe_ejected(stop.clone()));
     let affinity = Arc::new(Affinity::new(window, config.routing.affinity_max_traces));
     metrics.affinity_capacity(affinity.capacity());
@@ -56,16 +57,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {telemetry_addr} (telemetry)"))?;
 
-    let r = &lb.resolver;
-    let _resolver_task = match (&r.static_, &r.dns, &r.k8s, &r.aws_cloud_map) {
-        (Some(s), ..) => {
-            resolve::static_pool::start(config_path, s, Arc::clone(&pool), metrics.clone(), stop.clone()).await?
-        }
-        (_, Some(d), ..) => resolve::dns::start(d, Arc::clone(&pool), metrics.clone(), stop.clone()),
-        (_, _, Some(k), _) => resolve::k8s::start(k, Arc::clone(&pool), metrics.clone(), stop.clone()).await?,
-        (.., Some(c)) => resolve::aws_cloud_map::start(c, Arc::clone(&pool), metrics.clone(), stop.clone()).await,
-        _ => bail!("loadbalancing.resolver: configure one resolver"),
-    };
+    let _resolver_task = resolve::driver::start(resolver, Arc::clone(&pool), metrics.clone(), stop.clone()).await?;
 
     let policy = config.routing_policy()?;
     let mut pipeline = Pipeline::new(
@@ -123,7 +115,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
         servers.push(server::spawn(listener, router, opts, stop.clone()));
     }
     health.receivers_bound.store(true, Ordering::Relaxed);
-    tracing::info!(telemetry = %telemetry_addr, resolver, "otlp-lb started");
+    tracing::info!(telemetry = %telemetry_addr, resolver = resolver_name, "otlp-lb started");
 
     wait_for_termination().await?;
     tracing::info!(drain_timeout = ?grace, "shutting down: no new connections; finishing requests in flight");

@@ -24,6 +24,13 @@ pub struct Members {
     pub draining: Vec<Member>,
 }
 
+impl Members {
+    /// Members that all take new keys.
+    pub fn all_active(members: Vec<Member>) -> Members {
+        Members { active: members, draining: Vec::new() }
+    }
+}
+
 /// An immutable view of the pool; requests route against the snapshot they started with.
 pub struct Pool {
     /// `None` while the pool is empty.
@@ -243,7 +250,7 @@ impl PoolManager {
 
     /// Replaces the pool's members, all active. Returns `None` when nothing changed.
     pub async fn apply(&self, members: Vec<Member>) -> Result<Option<PoolChange>, String> {
-        self.apply_members(Members { active: members, draining: Vec::new() }).await
+        self.apply_members(Members::all_active(members)).await
     }
 
     /// Replaces the pool's members. The ring holds the active ones (the draining ones when none is active, rather
