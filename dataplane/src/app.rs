@@ -13,7 +13,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
 use crate::config::{AckMode, Config};
-use crate::export::queued::{self, Durable};
+use crate::durable::DurableAck;
 use crate::pipeline::Pipeline;
 use crate::pool::PoolManager;
 use crate::receive::auth::Bearer;
@@ -68,21 +68,16 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
         config.limits.memory_limit_mib,
         metrics.clone(),
     );
-    let mut replay = None;
     if lb.sending_queue.ack == AckMode::Queued {
-        let queue = lb.sending_queue.clone();
-        let (durable, records) = tokio::task::spawn_blocking(move || Durable::open(&queue))
+        let (cfg, delivery) = (lb.sending_queue.clone(), Arc::clone(pipeline.delivery()));
+        let (durable, backlog) = tokio::task::spawn_blocking(move || DurableAck::open(&cfg, delivery))
             .await?
             .map_err(|e| anyhow::anyhow!("loadbalancing.sending_queue: {e}"))?;
         tracing::info!(storage = ?lb.sending_queue.storage, pending = durable.pending(), "requests are acknowledged once written to the queue");
-        pipeline = pipeline.with_durable_queue(Arc::clone(&durable));
-        replay = Some((durable, records));
+        pipeline = pipeline.with_durable_ack(Arc::clone(&durable));
+        tokio::spawn(durable.run(backlog));
     }
     let pipeline = Arc::new(pipeline);
-    if let Some((durable, records)) = replay {
-        let p = Arc::clone(&pipeline);
-        tokio::spawn(queued::run(durable, records, move |r| Arc::clone(&p).deliver_record(r)));
-    }
     let _affinity_gauge = tokio::spawn(report_affinity(affinity, metrics.clone(), stop.clone()));
     let grace = config.drain_timeout.0;
     let auth = Bearer::from_config(config.receivers.otlp.auth.as_ref()).map_err(anyhow::Error::msg)?;

@@ -1,7 +1,8 @@
 //! otlp-lb data plane: receive OTLP → route (key, ring) → export to a pool of Collectors.
 //!
 //! - [`receive`]: OTLP/gRPC and OTLP/HTTP front ends and the connection server.
-//! - [`pipeline`]: admits a request, splits it against the current [`pool`], delivers the parts.
+//! - [`pipeline`]: admits a request, then delivers it ([`delivery`]: split against the current [`pool`], parts
+//!   sent) or, with `ack: queued`, writes it to the log it is delivered from ([`durable`]); [`refusal`]: why not.
 //! - [`route`]: routing keys, the hash ring, the per-backend splitter.
 //! - [`export`]: one client per backend; concurrent delivery that retries only what failed.
 //! - [`resolve`]: where the pool's members come from.
@@ -11,11 +12,14 @@
 pub mod app;
 pub mod codec;
 pub mod config;
+pub mod delivery;
+pub mod durable;
 pub mod export;
 pub mod pem;
 pub mod pipeline;
 pub mod pool;
 pub mod receive;
+pub mod refusal;
 pub mod resolve;
 pub mod route;
 pub mod signal;

@@ -14,7 +14,7 @@ use crate::export::Backend;
 use crate::route::affinity::Affinity;
 use crate::route::ring::{Member, Ring};
 use crate::telemetry::Metrics;
-use crate::telemetry::status::{ChangeLog, ChangeRecord};
+use crate::telemetry::status::changes::{ChangeLog, ChangeRecord};
 
 /// What a resolver hands to the pool: the members that take new keys, and those that drain (they keep the keys
 /// trace affinity gives them, and take no new one).

@@ -87,6 +87,7 @@ pub mod fields {
     pub const LOG_TRACE_ID: u32 = 9;
     pub const LOG_ATTRIBUTES: u32 = 6;
     pub const METRIC_NAME: u32 = 1;
+    pub const METRIC_UNIT: u32 = 3;
     pub const METRIC_GAUGE: u32 = 5;
     pub const METRIC_SUM: u32 = 7;
     pub const METRIC_HISTOGRAM: u32 = 9;
@@ -94,13 +95,21 @@ pub mod fields {
     pub const METRIC_SUMMARY: u32 = 11;
     /// `data_points = 1` in Gauge, Sum, Histogram, ExponentialHistogram and Summary.
     pub const DATA_POINTS: u32 = 1;
+    /// `attributes` of NumberDataPoint (Gauge, Sum) and SummaryDataPoint.
+    pub const NUMBER_POINT_ATTRIBUTES: u32 = 7;
+    pub const HISTOGRAM_POINT_ATTRIBUTES: u32 = 9;
+    pub const EXP_HISTOGRAM_POINT_ATTRIBUTES: u32 = 1;
     /// Data-point attributes field for each metric data kind, by the Metric field that holds the kind.
     pub fn data_point_attributes(kind: u32) -> Option<u32> {
         match kind {
-            METRIC_GAUGE | METRIC_SUM | METRIC_SUMMARY => Some(7),
-            METRIC_HISTOGRAM => Some(9),
-            METRIC_EXP_HISTOGRAM => Some(1),
+            METRIC_GAUGE | METRIC_SUM | METRIC_SUMMARY => Some(NUMBER_POINT_ATTRIBUTES),
+            METRIC_HISTOGRAM => Some(HISTOGRAM_POINT_ATTRIBUTES),
+            METRIC_EXP_HISTOGRAM => Some(EXP_HISTOGRAM_POINT_ATTRIBUTES),
             _ => None,
         }
     }
+    /// `Export*ServiceResponse.partial_success = 1`, and its `rejected_* = 1` and `error_message = 2`.
+    pub const RESPONSE_PARTIAL_SUCCESS: u32 = 1;
+    pub const PARTIAL_SUCCESS_REJECTED: u32 = 1;
+    pub const PARTIAL_SUCCESS_ERROR_MESSAGE: u32 = 2;
 }

@@ -20,18 +20,10 @@ use super::coalesce::{self, Queue, Waiting};
 use super::connection::Connection;
 use super::grpc;
 use super::health::{Health, Transition};
+use super::reply::{Reply, parse_reply};
 use crate::config::{HealthCheck, OtlpExporter, Sizer};
 use crate::signal::Signal;
 use crate::telemetry::Metrics;
-use crate::wire;
-
-/// A backend's answer to one export.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Reply {
-    /// Items the backend rejected for good (OTLP partial success).
-    pub rejected: u64,
-    pub message: String,
-}
 
 /// A backend of the pool.
 pub struct Backend {
@@ -337,64 +329,4 @@ impl Backend {
 
 fn annotate(status: Status, address: &str) -> Status {
     Status::new(status.code(), format!("backend {address}: {}", status.message()))
-}
-
-/// Reads `partial_success` (field 1: `rejected_*` = 1, `error_message` = 2) of any Export*ServiceResponse.
-pub fn parse_reply(body: &[u8]) -> Reply {
-    let mut reply = Reply::default();
-    let partial = wire::fields(body).filter_map(Result::ok).find(|f| f.number == 1);
-    if let Some(Ok(p)) = partial.map(|f| f.bytes()) {
-        for f in wire::fields(p).filter_map(Result::ok) {
-            match f.number {
-                1 => reply.rejected = f.varint().unwrap_or(0),
-                2 => reply.message = f.str().unwrap_or_default().to_string(),
-                _ => {}
-            }
-        }
-    }
-    reply
-}
-
-/// Whether a failed export may succeed if tried again: the OTLP specification's retryable codes, plus UNKNOWN,
-/// which is what the client reports when the connection breaks mid-request (a backend killed while answering) —
-/// treating it as a rejection would drop data the backend never took.
-pub fn retryable(code: Code) -> bool {
-    matches!(
-        code,
-        Code::Unavailable
-            | Code::ResourceExhausted
-            | Code::DeadlineExceeded
-            | Code::Aborted
-            | Code::Cancelled
-            | Code::OutOfRange
-            | Code::DataLoss
-            | Code::Unknown
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use opentelemetry_proto::tonic::collector::trace::v1::{ExportTracePartialSuccess, ExportTraceServiceResponse};
-    use prost::Message;
-
-    #[test]
-    fn reads_partial_success() {
-        let r = ExportTraceServiceResponse {
-            partial_success: Some(ExportTracePartialSuccess { rejected_spans: 7, error_message: "bad span".into() }),
-        };
-        assert_eq!(parse_reply(&r.encode_to_vec()), Reply { rejected: 7, message: "bad span".into() });
-        assert_eq!(parse_reply(&[]), Reply::default());
-    }
-
-    #[test]
-    fn retryable_codes_follow_the_otlp_specification() {
-        assert!(
-            retryable(Code::Unavailable) && retryable(Code::ResourceExhausted) && retryable(Code::DeadlineExceeded)
-        );
-        assert!(retryable(Code::Unknown), "a broken connection mid-request");
-        assert!(
-            !retryable(Code::InvalidArgument) && !retryable(Code::Unauthenticated) && !retryable(Code::Unimplemented)
-        );
-    }
 }

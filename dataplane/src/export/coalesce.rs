@@ -15,7 +15,7 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 use tonic::Status;
 
-use super::backend::Reply;
+use super::reply::Reply;
 
 /// A part waiting to be sent, and where its outcome goes.
 pub struct Waiting {

@@ -3,7 +3,7 @@
 //! changes; items accepted and refused per signal per second. The page (HTML, CSS and JavaScript) is compiled
 //! into the binary and loads nothing from elsewhere.
 
-mod changes;
+pub mod changes;
 mod rates;
 mod view;
 
