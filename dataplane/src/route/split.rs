@@ -43,16 +43,39 @@ pub struct SplitError {
     pub source: WireError,
 }
 
-const RAW: u32 = u32::MAX;
+/// Where an item's bytes are.
+#[derive(Clone, Copy)]
+enum ItemBytes {
+    /// The item's whole field, unchanged: this byte range of the request.
+    Request { start: usize, end: usize },
+    /// The item's whole field, rewritten: this index into `Splitter::owned`.
+    Owned(usize),
+}
 
 #[derive(Clone, Copy)]
 struct Item {
-    /// Byte range of the item's whole field in the request, or an index into `owned` when `owned != RAW`.
-    start: usize,
-    end: usize,
-    owned: u32,
+    bytes: ItemBytes,
     backend: u32,
+    /// Spans, data points or log records in the item.
     count: u32,
+}
+
+/// What a routing key is read from.
+enum Keyed<'k, 'm> {
+    /// A span, a log record or a metric, as encoded.
+    Item(&'m [u8]),
+    /// A data point of a metric: its attributes, and the hashes of its stream's resource, scope and metric
+    /// identity (name, unit, kind and the kind's fields other than the points).
+    Point { attrs: &'k mut [key::Attribute<'m>], stream: [u64; 3] },
+}
+
+/// What an item routed by `attributes` goes by when it carries none of them. The two differ by what the item
+/// is, and each is part of how requests are routed.
+enum Fallback<'m> {
+    /// A span or log record (as encoded): its trace ([`trace_key`](Splitter::trace_key)).
+    Trace(&'m [u8]),
+    /// A data point: its resource's service.
+    Service,
 }
 
 #[derive(Clone, Copy)]
@@ -108,6 +131,21 @@ impl<'a> ResourceKeys<'a> {
         let h = key::hash_attributes(&mut attrs);
         self.resource = Some(h);
         Ok(h)
+    }
+}
+
+/// The scope's attributes, read once per scope, on demand.
+struct ScopeKeys<'a> {
+    msg: &'a [u8],
+    attrs: Option<Vec<key::Attribute<'a>>>,
+}
+
+impl<'a> ScopeKeys<'a> {
+    fn attrs(&mut self) -> Result<&[key::Attribute<'a>], WireError> {
+        if self.attrs.is_none() {
+            self.attrs = Some(key::attributes(self.msg, fields::SCOPE_ATTRIBUTES)?);
+        }
+        Ok(self.attrs.as_deref().unwrap_or_default())
     }
 }
 
@@ -210,57 +248,69 @@ impl<'a, F: FnMut(u64) -> usize> Splitter<'a, F> {
             }
         }
         let fixed = (fixed_start, self.chunks.len());
-        let mut scope_attrs: Option<Vec<(&[u8], &[u8])>> = None;
+        let mut sk = ScopeKeys { msg: scope_msg, attrs: None };
         for item in item_fields {
             let canonical = if self.signal == Signal::Metrics { canonical_metric(item.bytes()?)? } else { None };
             let msg = canonical.as_deref().map_or(item.bytes(), Ok)?;
             // A rewritten metric is carried as owned bytes, not as a range of the request.
             let raw = if canonical.is_some() { None } else { Some(item.raw) };
-            let (start, end) = self.range(item.raw);
-            match (self.signal, self.key) {
-                (Signal::Metrics, RoutingKey::StreamId | RoutingKey::Attributes) => {
-                    if scope_attrs.is_none() {
-                        scope_attrs = Some(key::attributes(scope_msg, fields::SCOPE_ATTRIBUTES)?);
-                    }
-                    let sattrs = scope_attrs.as_deref().unwrap_or_default();
-                    self.walk_metric_points(raw, msg, rk, scope_msg, sattrs)?;
-                }
-                _ => {
-                    let hash = match self.key {
-                        RoutingKey::Service => rk.service()?,
-                        RoutingKey::Resource => rk.resource()?,
-                        RoutingKey::Metric => hash_key(first_bytes(msg, fields::METRIC_NAME)?),
-                        RoutingKey::TraceId => self.trace_key(msg, rk)?,
-                        RoutingKey::Attributes | RoutingKey::StreamId => {
-                            if scope_attrs.is_none() {
-                                scope_attrs = Some(key::attributes(scope_msg, fields::SCOPE_ATTRIBUTES)?);
-                            }
-                            let item_attr_field = match self.signal {
-                                Signal::Logs => fields::LOG_ATTRIBUTES,
-                                _ => fields::SPAN_ATTRIBUTES,
-                            };
-                            let iattrs = key::attributes(msg, item_attr_field)?;
-                            let sets = [rk.attrs()?, scope_attrs.as_deref().unwrap_or_default(), &iattrs[..]];
-                            let mut buf = Vec::new();
-                            if key::collect_attribute_values(&self.policy.attributes, &sets, &mut buf) {
-                                hash_key(&buf)
-                            } else {
-                                self.trace_key(msg, rk)?
-                            }
-                        }
-                    };
-                    let count = if self.signal == Signal::Metrics { count_points(msg)? } else { 1 };
-                    let backend = (self.owner)(hash) as u32;
-                    self.push_item(raw.map(|_| (start, end)), msg, backend, count);
-                }
+            if self.signal == Signal::Metrics && matches!(self.key, RoutingKey::StreamId | RoutingKey::Attributes) {
+                self.walk_metric_points(raw, msg, rk, &mut sk)?;
+                continue;
             }
+            let hash = self.key_of(Keyed::Item(msg), rk, &mut sk)?;
+            let count = if self.signal == Signal::Metrics { count_points(msg)? } else { 1 };
+            let backend = (self.owner)(hash) as u32;
+            self.push_item(raw.map(|r| self.range(r)), msg, backend, count);
         }
         self.scopes.push(Group { fixed, children: (items_start, self.items.len()) });
         Ok(())
     }
 
+    /// The key hash of an item or a data point by the signal's routing key: the one place keys are read.
+    fn key_of(
+        &self,
+        keyed: Keyed<'_, '_>,
+        rk: &mut ResourceKeys<'_>,
+        sk: &mut ScopeKeys<'_>,
+    ) -> Result<u64, WireError> {
+        match (self.key, keyed) {
+            (RoutingKey::Service, _) => rk.service(),
+            (RoutingKey::Resource, _) => rk.resource(),
+            (RoutingKey::StreamId, Keyed::Point { attrs, stream }) => Ok(stream_key(stream, attrs)),
+            // Data points are split out only for streamID and attributes.
+            (_, Keyed::Point { attrs, .. }) => self.by_attributes(rk, sk, attrs, Fallback::Service),
+            (RoutingKey::Metric, Keyed::Item(msg)) => Ok(hash_key(first_bytes(msg, fields::METRIC_NAME)?)),
+            (RoutingKey::TraceId, Keyed::Item(msg)) => self.trace_key(msg, rk),
+            (RoutingKey::Attributes | RoutingKey::StreamId, Keyed::Item(msg)) => {
+                let field = if self.signal == Signal::Logs { fields::LOG_ATTRIBUTES } else { fields::SPAN_ATTRIBUTES };
+                let attrs = key::attributes(msg, field)?;
+                self.by_attributes(rk, sk, &attrs, Fallback::Trace(msg))
+            }
+        }
+    }
+
+    /// Hash of the values of the policy's attributes, looked up in the resource, the scope and `attrs`; the
+    /// `fallback` key when none of them is there.
+    fn by_attributes(
+        &self,
+        rk: &mut ResourceKeys<'_>,
+        sk: &mut ScopeKeys<'_>,
+        attrs: &[key::Attribute<'_>],
+        fallback: Fallback<'_>,
+    ) -> Result<u64, WireError> {
+        let mut buf = Vec::new();
+        if key::collect_attribute_values(&self.policy.attributes, &[rk.attrs()?, sk.attrs()?, attrs], &mut buf) {
+            return Ok(hash_key(&buf));
+        }
+        match fallback {
+            Fallback::Trace(msg) => self.trace_key(msg, rk),
+            Fallback::Service => rk.service(),
+        }
+    }
+
     /// Key of a span or log record by trace id; a log record without one goes by its service.
-    fn trace_key(&mut self, msg: &[u8], rk: &mut ResourceKeys<'_>) -> Result<u64, WireError> {
+    fn trace_key(&self, msg: &[u8], rk: &mut ResourceKeys<'_>) -> Result<u64, WireError> {
         let field = if self.signal == Signal::Logs { fields::LOG_TRACE_ID } else { fields::SPAN_TRACE_ID };
         let id = first_bytes(msg, field)?;
         if self.signal == Signal::Logs && id.iter().all(|b| *b == 0) {
@@ -275,27 +325,28 @@ impl<'a, F: FnMut(u64) -> usize> Splitter<'a, F> {
         raw: Option<&[u8]>,
         metric: &[u8],
         rk: &mut ResourceKeys<'_>,
-        scope_msg: &[u8],
-        scope_attrs: &[(&[u8], &[u8])],
+        sk: &mut ScopeKeys<'_>,
     ) -> Result<(), WireError> {
         let range = raw.map(|r| self.range(r));
         let mut ident = Vec::new();
-        let mut kind: Option<wire::Field<'_>> = None;
+        let mut kind: Option<(wire::Field<'_>, u32)> = None;
         for f in wire::fields(metric) {
             let f = f?;
             match f.number {
-                fields::METRIC_NAME | 3 => wire::put_len_field(&mut ident, f.number, f.bytes()?),
-                n if fields::data_point_attributes(n).is_some() => kind = Some(f),
-                _ => {}
+                fields::METRIC_NAME | fields::METRIC_UNIT => wire::put_len_field(&mut ident, f.number, f.bytes()?),
+                n => {
+                    if let Some(a) = fields::data_point_attributes(n) {
+                        kind = Some((f, a));
+                    }
+                }
             }
         }
-        let Some(kind) = kind else {
+        let Some((kind, attr_field)) = kind else {
             // A metric with no data: it goes with its service.
             let backend = (self.owner)(rk.service()?) as u32;
             self.push_item(range, metric, backend, 0);
             return Ok(());
         };
-        let attr_field = fields::data_point_attributes(kind.number).unwrap_or(7);
         let mut points: Vec<(&[u8], u32)> = Vec::new();
         let mut kind_fixed: Vec<&[u8]> = Vec::new();
         for f in wire::fields(kind.bytes()?) {
@@ -310,25 +361,11 @@ impl<'a, F: FnMut(u64) -> usize> Splitter<'a, F> {
         for k in &kind_fixed {
             ident.extend_from_slice(k);
         }
-        let stream_prefix = [rk.resource()?, hash_key(scope_msg), hash_key(&ident)];
+        let stream = [rk.resource()?, hash_key(sk.msg), hash_key(&ident)];
         for (raw_point, backend) in points.iter_mut() {
             let point = wire::fields(raw_point).next().transpose()?.map(|f| f.bytes()).transpose()?.unwrap_or(&[]);
             let mut attrs = key::attributes(point, attr_field)?;
-            let hash = if self.key == RoutingKey::StreamId {
-                let mut buf = [0u8; 32];
-                for (i, h) in stream_prefix.iter().chain([&key::hash_attributes(&mut attrs)]).enumerate() {
-                    buf[i * 8..i * 8 + 8].copy_from_slice(&h.to_le_bytes());
-                }
-                hash_key(&buf)
-            } else {
-                let mut buf = Vec::new();
-                let sets = [rk.attrs()?, scope_attrs, &attrs[..]];
-                if key::collect_attribute_values(&self.policy.attributes, &sets, &mut buf) {
-                    hash_key(&buf)
-                } else {
-                    rk.service()?
-                }
-            };
+            let hash = self.key_of(Keyed::Point { attrs: &mut attrs, stream }, rk, sk)?;
             *backend = (self.owner)(hash) as u32;
         }
         let first = points.first().map(|p| p.1);
@@ -356,28 +393,31 @@ impl<'a, F: FnMut(u64) -> usize> Splitter<'a, F> {
             let mut item = Vec::with_capacity(m.len() + 6);
             wire::put_len_field(&mut item, fields::SCOPE_ITEMS, &m);
             self.owned.push(item);
-            let owned = (self.owned.len() - 1) as u32;
-            self.items.push(Item { start: 0, end: 0, owned, backend: b, count: mine.len() as u32 });
+            let bytes = ItemBytes::Owned(self.owned.len() - 1);
+            self.items.push(Item { bytes, backend: b, count: mine.len() as u32 });
         }
         Ok(())
     }
 
     /// Records an item: a range of the request when it is carried unchanged, else owned bytes of `msg`.
     fn push_item(&mut self, range: Option<(usize, usize)>, msg: &[u8], backend: u32, count: u32) {
-        match range {
-            Some((start, end)) => self.items.push(Item { start, end, owned: RAW, backend, count }),
+        let bytes = match range {
+            Some((start, end)) => ItemBytes::Request { start, end },
             None => {
                 let mut item = Vec::with_capacity(msg.len() + 6);
                 wire::put_len_field(&mut item, fields::SCOPE_ITEMS, msg);
                 self.owned.push(item);
-                let owned = (self.owned.len() - 1) as u32;
-                self.items.push(Item { start: 0, end: 0, owned, backend, count });
+                ItemBytes::Owned(self.owned.len() - 1)
             }
-        }
+        };
+        self.items.push(Item { bytes, backend, count });
     }
 
     fn item_bytes<'b>(&'b self, body: &'b [u8], item: &Item) -> &'b [u8] {
-        if item.owned == RAW { &body[item.start..item.end] } else { &self.owned[item.owned as usize] }
+        match item.bytes {
+            ItemBytes::Request { start, end } => &body[start..end],
+            ItemBytes::Owned(i) => &self.owned[i],
+        }
     }
 
     fn fixed_len(&self, fixed: (usize, usize)) -> usize {
@@ -497,6 +537,15 @@ fn first_bytes(msg: &[u8], number: u32) -> Result<&[u8], WireError> {
     Ok(&[])
 }
 
+/// The key of a data point by `streamID`: its stream's hashes with the hash of its attributes (in any order).
+fn stream_key(stream: [u64; 3], attrs: &mut [key::Attribute<'_>]) -> u64 {
+    let mut buf = [0u8; 32];
+    for (i, h) in stream.iter().chain([&key::hash_attributes(attrs)]).enumerate() {
+        buf[i * 8..i * 8 + 8].copy_from_slice(&h.to_le_bytes());
+    }
+    hash_key(&buf)
+}
+
 /// Data points in an encoded `Metric`.
 fn count_points(metric: &[u8]) -> Result<u32, WireError> {
     for f in wire::fields(metric) {
@@ -517,3 +566,7 @@ fn count_points(metric: &[u8]) -> Result<u32, WireError> {
 #[cfg(test)]
 #[path = "split_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "split_key_tests.rs"]
+mod key_tests;
