@@ -12,6 +12,7 @@ use bytes::Bytes;
 use thiserror::Error;
 
 use super::key::{self, RoutingKey, RoutingPolicy, hash_key};
+use super::keyed::{KeyReader, Keyed, ResourceKeys, ScopeKeys};
 use crate::signal::{Signal, fields};
 use crate::wire::{self, WireError};
 
@@ -60,24 +61,6 @@ struct Item {
     count: u32,
 }
 
-/// What a routing key is read from.
-enum Keyed<'k, 'm> {
-    /// A span, a log record or a metric, as encoded.
-    Item(&'m [u8]),
-    /// A data point of a metric: its attributes, and the hashes of its stream's resource, scope and metric
-    /// identity (name, unit, kind and the kind's fields other than the points).
-    Point { attrs: &'k mut [key::Attribute<'m>], stream: [u64; 3] },
-}
-
-/// What an item routed by `attributes` goes by when it carries none of them. The two differ by what the item
-/// is, and each is part of how requests are routed.
-enum Fallback<'m> {
-    /// A span or log record (as encoded): its trace ([`trace_key`](Splitter::trace_key)).
-    Trace(&'m [u8]),
-    /// A data point: its resource's service.
-    Service,
-}
-
 #[derive(Clone, Copy)]
 struct Group {
     /// Range in `chunks` of the fields copied unchanged (the resource or scope message, schema URL, unknown fields).
@@ -86,73 +69,8 @@ struct Group {
     children: (usize, usize),
 }
 
-/// Per-resource values that items' keys are derived from; computed once per resource, on demand.
-struct ResourceKeys<'a> {
-    msg: &'a [u8],
-    attrs: Option<Vec<(&'a [u8], &'a [u8])>>,
-    service: Option<u64>,
-    resource: Option<u64>,
-}
-
-impl<'a> ResourceKeys<'a> {
-    fn new(msg: &'a [u8]) -> Self {
-        ResourceKeys { msg, attrs: None, service: None, resource: None }
-    }
-
-    fn attrs(&mut self) -> Result<&[key::Attribute<'a>], WireError> {
-        if self.attrs.is_none() {
-            self.attrs = Some(key::attributes(self.msg, fields::RESOURCE_ATTRIBUTES)?);
-        }
-        Ok(self.attrs.as_deref().unwrap_or_default())
-    }
-
-    /// Hash of the resource's `service.name` (of the empty string when it has none).
-    fn service(&mut self) -> Result<u64, WireError> {
-        if let Some(h) = self.service {
-            return Ok(h);
-        }
-        let name = self
-            .attrs()?
-            .iter()
-            .find(|(k, _)| *k == b"service.name")
-            .and_then(|(_, v)| key::any_value_str(v))
-            .unwrap_or_default();
-        let h = hash_key(name);
-        self.service = Some(h);
-        Ok(h)
-    }
-
-    /// Order-independent hash of all resource attributes.
-    fn resource(&mut self) -> Result<u64, WireError> {
-        if let Some(h) = self.resource {
-            return Ok(h);
-        }
-        let mut attrs = self.attrs()?.to_vec();
-        let h = key::hash_attributes(&mut attrs);
-        self.resource = Some(h);
-        Ok(h)
-    }
-}
-
-/// The scope's attributes, read once per scope, on demand.
-struct ScopeKeys<'a> {
-    msg: &'a [u8],
-    attrs: Option<Vec<key::Attribute<'a>>>,
-}
-
-impl<'a> ScopeKeys<'a> {
-    fn attrs(&mut self) -> Result<&[key::Attribute<'a>], WireError> {
-        if self.attrs.is_none() {
-            self.attrs = Some(key::attributes(self.msg, fields::SCOPE_ATTRIBUTES)?);
-        }
-        Ok(self.attrs.as_deref().unwrap_or_default())
-    }
-}
-
 struct Splitter<'a, F> {
-    signal: Signal,
-    key: RoutingKey,
-    policy: &'a RoutingPolicy,
+    keys: KeyReader<'a>,
     owner: F,
     base: usize,
     chunks: Vec<(usize, usize)>,
@@ -171,9 +89,7 @@ pub fn split(
     owner: impl FnMut(u64) -> usize,
 ) -> Result<Split, SplitError> {
     let mut s = Splitter {
-        signal,
-        key: policy.key(signal),
-        policy,
+        keys: KeyReader::new(signal, policy),
         owner,
         base: body.as_ptr() as usize,
         chunks: Vec::new(),
@@ -248,75 +164,25 @@ impl<'a, F: FnMut(u64) -> usize> Splitter<'a, F> {
             }
         }
         let fixed = (fixed_start, self.chunks.len());
-        let mut sk = ScopeKeys { msg: scope_msg, attrs: None };
+        let mut sk = ScopeKeys::new(scope_msg);
         for item in item_fields {
-            let canonical = if self.signal == Signal::Metrics { canonical_metric(item.bytes()?)? } else { None };
+            let canonical = if self.keys.signal == Signal::Metrics { canonical_metric(item.bytes()?)? } else { None };
             let msg = canonical.as_deref().map_or(item.bytes(), Ok)?;
             // A rewritten metric is carried as owned bytes, not as a range of the request.
             let raw = if canonical.is_some() { None } else { Some(item.raw) };
-            if self.signal == Signal::Metrics && matches!(self.key, RoutingKey::StreamId | RoutingKey::Attributes) {
+            if self.keys.signal == Signal::Metrics
+                && matches!(self.keys.key, RoutingKey::StreamId | RoutingKey::Attributes)
+            {
                 self.walk_metric_points(raw, msg, rk, &mut sk)?;
                 continue;
             }
-            let hash = self.key_of(Keyed::Item(msg), rk, &mut sk)?;
-            let count = if self.signal == Signal::Metrics { count_points(msg)? } else { 1 };
+            let hash = self.keys.key_of(Keyed::Item(msg), rk, &mut sk)?;
+            let count = if self.keys.signal == Signal::Metrics { count_points(msg)? } else { 1 };
             let backend = (self.owner)(hash) as u32;
             self.push_item(raw.map(|r| self.range(r)), msg, backend, count);
         }
         self.scopes.push(Group { fixed, children: (items_start, self.items.len()) });
         Ok(())
-    }
-
-    /// The key hash of an item or a data point by the signal's routing key: the one place keys are read.
-    fn key_of(
-        &self,
-        keyed: Keyed<'_, '_>,
-        rk: &mut ResourceKeys<'_>,
-        sk: &mut ScopeKeys<'_>,
-    ) -> Result<u64, WireError> {
-        match (self.key, keyed) {
-            (RoutingKey::Service, _) => rk.service(),
-            (RoutingKey::Resource, _) => rk.resource(),
-            (RoutingKey::StreamId, Keyed::Point { attrs, stream }) => Ok(stream_key(stream, attrs)),
-            // Data points are split out only for streamID and attributes.
-            (_, Keyed::Point { attrs, .. }) => self.by_attributes(rk, sk, attrs, Fallback::Service),
-            (RoutingKey::Metric, Keyed::Item(msg)) => Ok(hash_key(first_bytes(msg, fields::METRIC_NAME)?)),
-            (RoutingKey::TraceId, Keyed::Item(msg)) => self.trace_key(msg, rk),
-            (RoutingKey::Attributes | RoutingKey::StreamId, Keyed::Item(msg)) => {
-                let field = if self.signal == Signal::Logs { fields::LOG_ATTRIBUTES } else { fields::SPAN_ATTRIBUTES };
-                let attrs = key::attributes(msg, field)?;
-                self.by_attributes(rk, sk, &attrs, Fallback::Trace(msg))
-            }
-        }
-    }
-
-    /// Hash of the values of the policy's attributes, looked up in the resource, the scope and `attrs`; the
-    /// `fallback` key when none of them is there.
-    fn by_attributes(
-        &self,
-        rk: &mut ResourceKeys<'_>,
-        sk: &mut ScopeKeys<'_>,
-        attrs: &[key::Attribute<'_>],
-        fallback: Fallback<'_>,
-    ) -> Result<u64, WireError> {
-        let mut buf = Vec::new();
-        if key::collect_attribute_values(&self.policy.attributes, &[rk.attrs()?, sk.attrs()?, attrs], &mut buf) {
-            return Ok(hash_key(&buf));
-        }
-        match fallback {
-            Fallback::Trace(msg) => self.trace_key(msg, rk),
-            Fallback::Service => rk.service(),
-        }
-    }
-
-    /// Key of a span or log record by trace id; a log record without one goes by its service.
-    fn trace_key(&self, msg: &[u8], rk: &mut ResourceKeys<'_>) -> Result<u64, WireError> {
-        let field = if self.signal == Signal::Logs { fields::LOG_TRACE_ID } else { fields::SPAN_TRACE_ID };
-        let id = first_bytes(msg, field)?;
-        if self.signal == Signal::Logs && id.iter().all(|b| *b == 0) {
-            return rk.service();
-        }
-        Ok(hash_key(id))
     }
 
     /// Routes each data point of a metric; rebuilds the metric per backend when its points go to several.
@@ -361,11 +227,11 @@ impl<'a, F: FnMut(u64) -> usize> Splitter<'a, F> {
         for k in &kind_fixed {
             ident.extend_from_slice(k);
         }
-        let stream = [rk.resource()?, hash_key(sk.msg), hash_key(&ident)];
+        let stream = [rk.resource()?, hash_key(sk.msg()), hash_key(&ident)];
         for (raw_point, backend) in points.iter_mut() {
             let point = wire::fields(raw_point).next().transpose()?.map(|f| f.bytes()).transpose()?.unwrap_or(&[]);
             let mut attrs = key::attributes(point, attr_field)?;
-            let hash = self.key_of(Keyed::Point { attrs: &mut attrs, stream }, rk, sk)?;
+            let hash = self.keys.key_of(Keyed::Point { attrs: &mut attrs, stream }, rk, sk)?;
             *backend = (self.owner)(hash) as u32;
         }
         let first = points.first().map(|p| p.1);
@@ -524,26 +390,6 @@ fn canonical_metric(metric: &[u8]) -> Result<Option<Vec<u8>>, WireError> {
     others.iter().for_each(|f| out.extend_from_slice(f.raw));
     wire::put_len_field(&mut out, last, &payload);
     Ok(Some(out))
-}
-
-/// The first length-delimited field `number` of `msg`, or empty.
-fn first_bytes(msg: &[u8], number: u32) -> Result<&[u8], WireError> {
-    for f in wire::fields(msg) {
-        let f = f?;
-        if f.number == number {
-            return f.bytes();
-        }
-    }
-    Ok(&[])
-}
-
-/// The key of a data point by `streamID`: its stream's hashes with the hash of its attributes (in any order).
-fn stream_key(stream: [u64; 3], attrs: &mut [key::Attribute<'_>]) -> u64 {
-    let mut buf = [0u8; 32];
-    for (i, h) in stream.iter().chain([&key::hash_attributes(attrs)]).enumerate() {
-        buf[i * 8..i * 8 + 8].copy_from_slice(&h.to_le_bytes());
-    }
-    hash_key(&buf)
 }
 
 /// Data points in an encoded `Metric`.
