@@ -16,7 +16,7 @@ use http::{HeaderName, HeaderValue};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, oneshot};
 use tonic::{Code, Status};
 
-use super::coalesce::{self, Queue, Waiting};
+use super::coalesce::{self, Line, Waiting};
 use super::connection::Connection;
 use super::grpc;
 use super::health::{Health, Transition};
@@ -41,8 +41,8 @@ pub struct Backend {
     probe_timeout: Duration,
     /// `num_consumers` permits; `None` when the queue is disabled.
     slots: Option<Arc<Semaphore>>,
-    /// Parts waiting for a slot, per signal.
-    queues: [Mutex<Queue>; 3],
+    /// Parts waiting for a slot: the sending queue, one line per signal.
+    lines: [Mutex<Line>; 3],
     coalesce_max_bytes: usize,
     /// Waiting parts, in `sizer` units.
     waiting: AtomicUsize,
@@ -118,7 +118,7 @@ impl Backend {
             health: Health::new(health.clone(), Arc::clone(ejections)),
             probe_timeout: health.probe_timeout.0,
             slots,
-            queues: Default::default(),
+            lines: Default::default(),
             coalesce_max_bytes: if queue.coalesce.enabled { queue.coalesce.max_bytes } else { 0 },
             waiting: AtomicUsize::new(0),
             queue_size,
@@ -158,7 +158,7 @@ impl Backend {
         }
         self.report_queue(before + units);
         let (reply, outcome) = oneshot::channel();
-        let start = self.queue(signal).push(Waiting { body, items, units, deadline, reply });
+        let start = self.line(signal).push(Waiting { body, items, units, deadline, reply });
         if start {
             tokio::spawn(Arc::clone(self).flush(signal));
         }
@@ -182,9 +182,9 @@ impl Backend {
         }
     }
 
-    fn queue(&self, signal: Signal) -> std::sync::MutexGuard<'_, Queue> {
-        // A panic while holding the lock leaves the queue consistent (every method completes its change first).
-        self.queues[signal.index()].lock().unwrap_or_else(|e| e.into_inner())
+    fn line(&self, signal: Signal) -> std::sync::MutexGuard<'_, Line> {
+        // A panic while holding the lock leaves the line consistent (every method completes its change first).
+        self.lines[signal.index()].lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn report_queue(&self, waiting: usize) {
@@ -198,7 +198,7 @@ impl Backend {
         self.report_queue(waiting);
     }
 
-    /// Sends what waits for this backend, one request per free slot, until the queue is empty. Runs once the
+    /// Sends what waits in the signal's line, one request per free slot, until the line is empty. Runs once the
     /// tasks that are ready now have run, so that parts routed at the same moment leave together.
     async fn flush(self: Arc<Self>, signal: Signal) {
         tokio::task::yield_now().await;
@@ -215,9 +215,9 @@ impl Backend {
                 return self.hand_back(signal);
             }
             let (batch, units, more) = {
-                let mut queue = self.queue(signal);
-                let (batch, units) = queue.take(self.coalesce_max_bytes);
-                (batch, units, !queue.is_empty())
+                let mut line = self.line(signal);
+                let (batch, units) = line.take(self.coalesce_max_bytes);
+                (batch, units, !line.is_empty())
             };
             self.dequeued(units);
             if !more {
@@ -235,7 +235,7 @@ impl Backend {
 
     /// Fails every waiting part with UNAVAILABLE: the backend left the pool, delivery re-routes them.
     fn hand_back(&self, signal: Signal) {
-        let (parts, units) = self.queue(signal).take_all();
+        let (parts, units) = self.line(signal).take_all();
         self.dequeued(units);
         coalesce::answer_all(parts, &Err(self.left_pool()));
     }

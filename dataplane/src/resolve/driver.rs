@@ -85,3 +85,89 @@ impl Driver {
         outcome
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{ClientTls, HealthCheck, OtlpExporter};
+    use crate::pool::Members;
+    use crate::route::ring::Member;
+    use futures::future::BoxFuture;
+    use std::time::Duration;
+
+    /// A resolver known before start whose updates are given.
+    struct Given(Vec<Update>);
+
+    impl Resolve for Given {
+        fn name(&self) -> &'static str {
+            "static"
+        }
+
+        fn first_update_required(&self) -> bool {
+            true
+        }
+
+        fn updates(self: Box<Self>) -> BoxFuture<'static, anyhow::Result<Updates>> {
+            Box::pin(async move { Ok(futures::stream::iter(self.0).chain(futures::stream::pending()).boxed()) })
+        }
+    }
+
+    fn pool(metrics: &Metrics) -> (Arc<PoolManager>, watch::Receiver<Arc<crate::pool::Pool>>) {
+        let plaintext =
+            OtlpExporter { tls: ClientTls { insecure: true, ..ClientTls::default() }, ..OtlpExporter::default() };
+        PoolManager::new(plaintext, HealthCheck::default(), metrics.clone(), "static", Duration::from_secs(30))
+    }
+
+    fn members(addresses: &[&str]) -> Update {
+        Update::Reset(Members::all_active(
+            addresses.iter().map(|a| Member { address: a.to_string(), weight: 1 }).collect(),
+        ))
+    }
+
+    #[tokio::test]
+    async fn a_required_first_update_must_apply_for_the_start_to_succeed() {
+        let metrics = Metrics::new();
+        let (_stop, shutdown) = watch::channel(false);
+        let (manager, _) = pool(&metrics);
+        let failed = Box::new(Given(vec![Update::Failed("unreadable".into())]));
+        let e = start(failed, manager, metrics.clone(), shutdown.clone()).await.expect_err("no pool");
+        assert!(e.to_string().contains("unreadable"), "{e}");
+        let (manager, _) = pool(&metrics);
+        let invalid = Box::new(Given(vec![members(&["not an address"])]));
+        let e = start(invalid, manager, metrics.clone(), shutdown.clone()).await.expect_err("an invalid member");
+        assert!(e.to_string().contains("not a valid backend address"), "{e}");
+        let failures = "otelcol_loadbalancer_num_resolutions{resolver=\"static\",success=\"false\"} 2";
+        assert!(metrics.render().lines().any(|l| l == failures), "both are counted:\n{}", metrics.render());
+    }
+
+    #[tokio::test]
+    async fn updates_after_the_first_are_applied_until_shutdown() {
+        let metrics = Metrics::new();
+        let (stop, shutdown) = watch::channel(false);
+        let (manager, mut pools) = pool(&metrics);
+        let updates = vec![
+            members(&["127.0.0.1:4317"]),
+            Update::Failed("unreadable".into()),
+            members(&["127.0.0.1:4317", "127.0.0.2:4317"]),
+        ];
+        let task = start(Box::new(Given(updates)), manager, metrics.clone(), shutdown).await.expect("started");
+        assert_eq!(pools.borrow().version, 1, "the first update applied before the start returned");
+        tokio::time::timeout(Duration::from_secs(10), pools.wait_for(|p| p.version == 2))
+            .await
+            .expect("applied")
+            .expect("open");
+        assert_eq!(pools.borrow().backends.len(), 2, "the failure in between kept the pool, the next update applied");
+        stop.send(true).expect("stop");
+        tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .expect("the driver ends at shutdown")
+            .expect("no panic");
+        let rendered = metrics.render();
+        for line in [
+            "otelcol_loadbalancer_num_resolutions{resolver=\"static\",success=\"true\"} 2",
+            "otelcol_loadbalancer_num_resolutions{resolver=\"static\",success=\"false\"} 1",
+        ] {
+            assert!(rendered.lines().any(|l| l == line), "{line}:\n{rendered}");
+        }
+    }
+}
