@@ -7,12 +7,12 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
-use crate::config::{AckMode, Config};
+use crate::config::{AckMode, Config, Resolver};
 use crate::export::queued::{self, Durable};
 use crate::pipeline::Pipeline;
 use crate::pool::PoolManager;
@@ -57,14 +57,15 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {telemetry_addr} (telemetry)"))?;
 
     let r = &lb.resolver;
-    let _resolver_task = match (&r.static_, &r.dns, &r.k8s, &r.aws_cloud_map) {
-        (Some(s), ..) => {
+    let _resolver_task = match r {
+        Resolver::Static(s) => {
             resolve::static_pool::start(config_path, s, Arc::clone(&pool), metrics.clone(), stop.clone()).await?
         }
-        (_, Some(d), ..) => resolve::dns::start(d, Arc::clone(&pool), metrics.clone(), stop.clone()),
-        (_, _, Some(k), _) => resolve::k8s::start(k, Arc::clone(&pool), metrics.clone(), stop.clone()).await?,
-        (.., Some(c)) => resolve::aws_cloud_map::start(c, Arc::clone(&pool), metrics.clone(), stop.clone()).await,
-        _ => bail!("loadbalancing.resolver: configure one resolver"),
+        Resolver::Dns(d) => resolve::dns::start(d, Arc::clone(&pool), metrics.clone(), stop.clone()),
+        Resolver::K8s(k) => resolve::k8s::start(k, Arc::clone(&pool), metrics.clone(), stop.clone()).await?,
+        Resolver::AwsCloudMap(c) => {
+            resolve::aws_cloud_map::start(c, Arc::clone(&pool), metrics.clone(), stop.clone()).await
+        }
     };
 
     let policy = config.routing_policy()?;

@@ -12,13 +12,5 @@ use crate::config::Resolver;
 
 /// The resolver's name as used in metric labels (`otelcol_loadbalancer_num_backends{resolver=...}`).
 pub fn name(resolver: &Resolver) -> &'static str {
-    if resolver.k8s.is_some() {
-        "k8s"
-    } else if resolver.dns.is_some() {
-        "dns"
-    } else if resolver.aws_cloud_map.is_some() {
-        aws_cloud_map::NAME
-    } else {
-        "static"
-    }
+    resolver.label()
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
-use crate::config::{Config, ConfigError, StaticResolver};
+use crate::config::{Config, ConfigError, Resolver, StaticResolver};
 use crate::pool::PoolManager;
 use crate::route::ring::Member;
 use crate::telemetry::Metrics;
@@ -55,9 +55,9 @@ pub async fn start(
 
 async fn reload(path: &std::path::Path, pool: &PoolManager, metrics: &Metrics) {
     let result = match Config::load(path) {
-        Ok(cfg) => match cfg.loadbalancing.resolver.static_.as_ref() {
-            Some(s) => members(s).map_err(|e| e.to_string()),
-            None => Err("the resolver is no longer static; restart to change resolvers".to_string()),
+        Ok(cfg) => match &cfg.loadbalancing.resolver {
+            Resolver::Static(s) => members(s).map_err(|e| e.to_string()),
+            _ => Err("the resolver is no longer static; restart to change resolvers".to_string()),
         },
         Err(e) => Err(e.to_string()),
     };
