@@ -340,3 +340,23 @@ fn aws_cloud_map_resolver() {
     let e = err(&format!("{block}      namespace: ns\n      service_name: s\n    static: {{hostnames: [a]}}\n"));
     assert!(e.contains("configure only one of"), "{e}");
 }
+
+#[test]
+fn a_configuration_built_in_code_reads_back_as_written() {
+    let resolver = K8sResolver { service: "pool.ns".into(), ports: vec![4317], ..K8sResolver::default() };
+    let mut lb = LoadBalancing::new(Resolver::K8s(resolver));
+    lb.routing_attributes = vec!["tenant".into()];
+    lb.protocol.otlp.compression = Compression::Zstd;
+    lb.protocol.otlp.compression_params.level = Some(19);
+    lb.sending_queue =
+        DurableQueue { ack: AckMode::Queued, storage: Some("/var/lib/otlp-lb".into()), ..DurableQueue::default() };
+    let mut config = Config::new(lb);
+    config.routing.traces = Some("attributes".into());
+    let text = serde_saphyr::to_string(&config).expect("serializes");
+    let parsed = Config::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    assert_eq!(serde_saphyr::to_string(&parsed).expect("serializes"), text);
+    assert!(parsed.warnings().is_empty(), "{:?}", parsed.warnings());
+    let policy = parsed.routing_policy().expect("policy");
+    assert_eq!((policy.traces, policy.metrics), (RoutingKey::Attributes, RoutingKey::Service));
+    assert!(matches!(parsed.loadbalancing.resolver, Resolver::K8s(ref k) if k.service == "pool.ns"));
+}
