@@ -38,7 +38,7 @@ pub use resolver::{
     AwsCloudMapResolver, DnsResolver, HealthStatusFilter, K8sResolver, Resolver, StaticResolver, Weights,
     with_default_port,
 };
-pub use routing::Routing;
+pub use routing::{DEFAULT_AFFINITY_WINDOW, Routing};
 pub use signal::Signal;
 pub use telemetry::{Limits, MetricsTelemetry, Telemetry};
 pub use tls::ClientTls;

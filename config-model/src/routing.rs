@@ -5,6 +5,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Config, ConfigError, Dur, RoutingKey, RoutingPolicy, Signal, invalid};
 
+/// How long a trace keeps its backend after the pool changes, unless `routing.affinity_window` says otherwise.
+pub const DEFAULT_AFFINITY_WINDOW: Dur = Dur::secs(30);
+
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Routing {
@@ -26,7 +29,7 @@ impl Default for Routing {
             traces: None,
             metrics: None,
             logs: None,
-            affinity_window: Dur::secs(30),
+            affinity_window: DEFAULT_AFFINITY_WINDOW,
             affinity_max_traces: 1_000_000,
         }
     }

@@ -5,12 +5,9 @@
 use std::net::{Ipv4Addr, SocketAddr};
 
 use k8s_openapi::api::core::v1::ConfigMap;
-use otlp_lb_config::{
-    ClientTls, Config, Dur, GrpcReceiver, HttpReceiver, K8sResolver, LoadBalancing, Resolver, Signal,
-};
+use otlp_lb_config::{ClientTls, Config, GrpcReceiver, HttpReceiver, K8sResolver, LoadBalancing, Resolver, Signal};
 
 use super::collector_config::{self, DATA_PLANE_INTERNAL_GRPC_PORT, DATA_PLANE_INTERNAL_HTTP_PORT};
-use super::drain::AFFINITY_WINDOW_SECONDS;
 use super::labels::Component;
 use super::{Owner, string_map, to_yaml};
 use crate::crd::{Backends, METRICS_PORT, OTLP_GRPC_PORT, OTLP_HTTP_PORT};
@@ -75,7 +72,7 @@ pub fn data_plane_config(owner: &Owner<'_>) -> Config {
             Signal::Logs => config.routing.logs = key,
         }
     }
-    config.routing.affinity_window = Dur::secs(AFFINITY_WINDOW_SECONDS.unsigned_abs());
+    // routing.affinity_window keeps its default, which the backends' drain is derived from (`drain`).
     config.limits.memory_limit_mib = settings.memory_limit_mib;
     config.telemetry.metrics.address = address(Ipv4Addr::UNSPECIFIED, METRICS_PORT);
     config

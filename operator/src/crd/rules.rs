@@ -59,6 +59,20 @@ pub fn compression_level() -> String {
 /// CEL rule accepting the durations the data plane parses: a number and one unit.
 pub const DURATION_RULE: &str = "self.matches('^[0-9]+(ms|s|m|h)$')";
 
+/// Milliseconds of a duration such as `250ms`, `5s`, `1m` or `1h`: what [`DURATION_RULE`] accepts.
+pub fn duration_ms(value: &str) -> Option<u64> {
+    let digits = value.bytes().take_while(u8::is_ascii_digit).count();
+    let number: u64 = value.get(..digits)?.parse().ok()?;
+    let unit = match value.get(digits..)? {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        _ => return None,
+    };
+    number.checked_mul(unit)
+}
+
 /// The message of [`DURATION_RULE`] for `field`.
 pub fn duration(field: &str) -> String {
     format!("{field} must be a duration such as 500ms, 5s, 1m or 1h")

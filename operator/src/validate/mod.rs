@@ -11,6 +11,7 @@ pub mod quantity;
 use kube::Resource;
 
 use crate::build::drain;
+pub use crate::crd::rules::duration_ms;
 use crate::crd::rules::{self, MAX_DURABLE_QUEUE_MIB, MAX_NAME_LEN, MIN_DURABLE_QUEUE_MIB};
 use crate::crd::{Backends, BackendsSpec, DurableQueueSpec, LoadBalancedCollector, ValidatedCluster};
 use crate::error::{Error, Result};
@@ -95,25 +96,6 @@ fn check_backends<'a>(backends: &'a BackendsSpec, problems: &mut Vec<String>) ->
             }
         }
     }
-}
-
-/// Whether `value` is a duration the data plane parses: digits and one of ms, s, m, h.
-pub fn is_duration(value: &str) -> bool {
-    duration_ms(value).is_some()
-}
-
-/// Milliseconds of a duration such as `250ms`, `5s`, `1m` or `1h`.
-pub fn duration_ms(value: &str) -> Option<u64> {
-    let digits = value.bytes().take_while(u8::is_ascii_digit).count();
-    let number: u64 = value.get(..digits)?.parse().ok()?;
-    let unit = match value.get(digits..)? {
-        "ms" => 1,
-        "s" => 1_000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        _ => return None,
-    };
-    number.checked_mul(unit)
 }
 
 /// The durable queue's bounds, and a volume that can hold the log (its bound plus one segment).
