@@ -5,8 +5,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{AckMode, Limits, Telemetry};
-use crate::{ConfigError, Dur, LoadBalancing, Receivers, Routing, compat, invalid};
+use crate::{AckMode, ConfigError, Dur, Limits, LoadBalancing, Receivers, Routing, Telemetry, compat, invalid};
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -68,6 +67,14 @@ impl Config {
         Ok(config)
     }
 
+    /// The configuration as a file: every setting, each block's keys in alphabetical order, unset options left
+    /// out. [`Config::parse`] reads it back to the same value.
+    pub fn to_yaml(&self) -> Result<String, ConfigError> {
+        let mut value = serde_json::to_value(self).map_err(|e| ConfigError::Write(e.to_string()))?;
+        drop_nulls(&mut value);
+        serde_saphyr::to_string(&value).map_err(|e| ConfigError::Write(e.to_string()))
+    }
+
     /// Every check of the model: each block's own, then those that span blocks.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.routing_policy()?;
@@ -99,5 +106,17 @@ impl Config {
             out.push(compat::ignored_warning("loadbalancing.sending_queue.storage", "only used with ack: queued"));
         }
         out
+    }
+}
+
+/// Removes the keys whose value is null (an unset option) at every depth.
+fn drop_nulls(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            map.retain(|_, v| !v.is_null());
+            map.values_mut().for_each(drop_nulls);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(drop_nulls),
+        _ => {}
     }
 }

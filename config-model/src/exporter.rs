@@ -156,6 +156,5 @@ impl Compression {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CompressionParams {
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub level: Option<i32>,
 }

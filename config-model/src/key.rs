@@ -123,17 +123,13 @@ impl RoutingPolicy {
         }
     }
 
-    fn set(&mut self, signal: Signal, key: RoutingKey) {
+    /// The policy with `key` for `signal`.
+    pub fn with(mut self, signal: Signal, key: RoutingKey) -> RoutingPolicy {
         match signal {
             Signal::Traces => self.traces = key,
             Signal::Metrics => self.metrics = key,
             Signal::Logs => self.logs = key,
         }
-    }
-
-    /// The policy with `key` for `signal`.
-    pub fn with(mut self, signal: Signal, key: RoutingKey) -> RoutingPolicy {
-        self.set(signal, key);
         self
     }
 }

@@ -6,7 +6,7 @@
 //! ([`Config::warnings`]) or refused with what to write instead; keys nobody knows are **errors** naming the field.
 //!
 //! One file per block; each block's type holds its defaults and its checks. [`Config::parse`] reads and
-//! validates a file; a [`Config`] built in code (the operator's) serializes to a file that parses back to it.
+//! validates a file; [`Config::to_yaml`] writes one (the operator's) that parses back to the same value.
 
 #![forbid(unsafe_code)]
 
@@ -52,6 +52,8 @@ pub enum ConfigError {
     Read { path: String, source: std::io::Error },
     #[error("{field}: {message}")]
     Invalid { field: String, message: String },
+    #[error("cannot write the configuration: {0}")]
+    Write(String),
 }
 
 fn invalid(field: impl Into<String>, message: impl Into<String>) -> ConfigError {

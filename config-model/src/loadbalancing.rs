@@ -9,7 +9,6 @@ use crate::{ConfigError, Dur, DurableQueue, Protocol, Resolver, invalid};
 #[serde(deny_unknown_fields)]
 pub struct LoadBalancing {
     #[serde(default)]
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub routing_key: Option<String>,
     #[serde(default)]
     pub routing_attributes: Vec<String>,

@@ -16,7 +16,6 @@ pub const SEGMENT_SIZE_MIB: u64 = 16;
 pub struct DurableQueue {
     pub ack: AckMode,
     /// Directory of the write-ahead log (`ack: queued`).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub storage: Option<String>,
     pub max_size_mib: u64,
     pub segment_size_mib: u64,

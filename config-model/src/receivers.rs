@@ -35,16 +35,13 @@ pub struct OtlpReceiver {
     pub protocols: Protocols,
     /// Bearer-token authentication of clients, on both protocols.
     #[serde(default)]
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub auth: Option<ReceiverAuth>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReceiverAuth {
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub bearer_token: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub bearer_token_file: Option<String>,
 }
 
@@ -55,7 +52,6 @@ pub struct ServerTls {
     pub cert_file: String,
     pub key_file: String,
     #[serde(default)]
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub client_ca_file: Option<String>,
 }
 
@@ -63,10 +59,8 @@ pub struct ServerTls {
 #[serde(deny_unknown_fields)]
 pub struct Protocols {
     #[serde(default, deserialize_with = "present")]
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub grpc: Option<GrpcReceiver>,
     #[serde(default, deserialize_with = "present")]
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub http: Option<HttpReceiver>,
 }
 
@@ -86,7 +80,6 @@ pub struct GrpcReceiver {
     pub max_connection_age: Dur,
     /// How long a closing connection may finish its requests.
     pub max_connection_age_grace: Dur,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<ServerTls>,
 }
 
@@ -110,7 +103,6 @@ pub struct HttpReceiver {
     pub max_request_body_size: usize,
     /// Largest request body after decompression, in bytes.
     pub max_decompressed_body_size: usize,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<ServerTls>,
 }
 

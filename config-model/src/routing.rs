@@ -11,11 +11,8 @@ pub const DEFAULT_AFFINITY_WINDOW: Dur = Dur::secs(30);
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Routing {
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub traces: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub metrics: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub logs: Option<String>,
     /// How long a trace seen before a ring change keeps its backend (trace-id routing).
     pub affinity_window: Dur,
@@ -36,11 +33,22 @@ impl Default for Routing {
 }
 
 impl Routing {
+    /// The key `routing.<signal>` names, if it names one.
     pub fn get(&self, signal: Signal) -> Option<&str> {
         match signal {
             Signal::Traces => self.traces.as_deref(),
             Signal::Metrics => self.metrics.as_deref(),
             Signal::Logs => self.logs.as_deref(),
+        }
+    }
+
+    /// Routes `signal` by `key`, written by its name.
+    pub fn set(&mut self, signal: Signal, key: RoutingKey) {
+        let name = Some(key.name().to_string());
+        match signal {
+            Signal::Traces => self.traces = name,
+            Signal::Metrics => self.metrics = name,
+            Signal::Logs => self.logs = name,
         }
     }
 }

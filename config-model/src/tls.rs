@@ -10,17 +10,11 @@ use serde::{Deserialize, Serialize};
 pub struct ClientTls {
     pub insecure: bool,
     pub insecure_skip_verify: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub ca_file: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub cert_file: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub key_file: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub server_name_override: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub min_version: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_version: Option<String>,
 }
 

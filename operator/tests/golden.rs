@@ -27,7 +27,7 @@ fn check(name: &str, lbc: &LoadBalancedCollector) {
         .unwrap_or_else(|e| panic!("{name}: the data plane rejects its configuration: {e}\n{config}"));
     let warnings = parsed.warnings();
     assert!(warnings.is_empty(), "{name}: data plane warnings {warnings:?}");
-    let read_back = serde_saphyr::to_string(&parsed).expect("serializes");
+    let read_back = parsed.to_yaml().expect("writes");
     assert_eq!(&read_back, config, "{name}: the data plane reads another configuration than the operator wrote");
 
     let actual = serde_json::to_string_pretty(&children.to_json().expect("serializes")).expect("serializes") + "\n";

@@ -27,13 +27,10 @@ pub struct DnsResolver {
     pub hostname: String,
     /// A number or, as the Collector writes it, a string (`"4317"`).
     #[serde(default, deserialize_with = "port")]
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
     #[serde(default)]
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub interval: Option<Dur>,
     #[serde(default)]
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub timeout: Option<Dur>,
 }
 
@@ -54,7 +51,6 @@ pub struct K8sResolver {
     #[serde(default)]
     pub ports: Vec<u16>,
     #[serde(default)]
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub timeout: Option<Dur>,
     #[serde(default)]
     pub return_hostnames: bool,
@@ -78,16 +74,12 @@ pub struct AwsCloudMapResolver {
     pub service_name: String,
     pub health_status: HealthStatusFilter,
     /// How often Cloud Map is asked (unset or 0s: 30s).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub interval: Option<Dur>,
     /// How long one call may take, retries included (unset or 0s: 5s).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub timeout: Option<Dur>,
     /// The port of every backend; unset, each instance's `AWS_INSTANCE_PORT` attribute.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
     /// The account that owns a namespace shared with this one.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub owner_account: Option<String>,
 }
 

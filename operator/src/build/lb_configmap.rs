@@ -65,12 +65,7 @@ pub fn data_plane_config(owner: &Owner<'_>) -> Config {
     });
     protocols.http = Some(HttpReceiver { endpoint: address(ip, http), ..HttpReceiver::default() });
     for signal in Signal::ALL {
-        let key = Some(settings.routing.key(signal).name().to_string());
-        match signal {
-            Signal::Traces => config.routing.traces = key,
-            Signal::Metrics => config.routing.metrics = key,
-            Signal::Logs => config.routing.logs = key,
-        }
+        config.routing.set(signal, settings.routing.key(signal));
     }
     // routing.affinity_window keeps its default, which the backends' drain is derived from (`drain`).
     config.limits.memory_limit_mib = settings.memory_limit_mib;
@@ -101,7 +96,9 @@ fn tls(owner: &Owner<'_>) -> ClientTls {
 pub fn build(owner: &Owner<'_>) -> Result<ConfigMap> {
     let config = data_plane_config(owner);
     config.validate().map_err(|e| Error::InvalidSpec(format!("the data plane would refuse its configuration: {e}")))?;
-    let mut data = string_map([(DATA_PLANE_KEY, to_yaml("the data plane configuration", &config)?)]);
+    let text =
+        config.to_yaml().map_err(|e| Error::Render { what: "the data plane configuration", reason: e.to_string() })?;
+    let mut data = string_map([(DATA_PLANE_KEY, text)]);
     if let Some(sidecar) = &owner.lbc.spec.load_balancer.collector {
         let config = collector_config::sidecar_config(&sidecar.config);
         data.insert(SIDECAR_KEY.to_string(), to_yaml("the sidecar Collector configuration", &config)?);
