@@ -59,9 +59,9 @@ async fn reconcile_inner(lbc: &LoadBalancedCollector, ctx: &Context) -> Result<A
         // Being deleted: the garbage collector removes the children through their owner references.
         return Ok(Action::await_change());
     }
-    validate::validate(lbc)?;
-    let children = build::build(lbc)?;
-    let owner = build::Owner::new(lbc)?;
+    let cluster = validate::validate(lbc)?;
+    let children = build::build(&cluster)?;
+    let owner = build::Owner::new(&cluster);
     let uid = owner.owner_ref.uid.clone();
 
     let applied = apply_all(&ctx.client, owner.namespace, owner.name, &uid, &children).await?;

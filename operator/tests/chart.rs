@@ -89,7 +89,8 @@ fn rendered_chart_grants_what_the_operator_needs_and_nothing_broad() {
 
     // Escalation prevention: the operator holds everything the data plane Role it creates grants.
     let lbc = common::lbc(common::MINIMAL);
-    let role = operator::build::rbac::role(&operator::build::Owner::new(&lbc).expect("owner"));
+    let cluster = operator::validate::validate(&lbc).expect("valid");
+    let role = operator::build::rbac::role(&operator::build::Owner::new(&cluster));
     for rule in role.rules.iter().flatten() {
         for group in rule.api_groups.iter().flatten() {
             for resource in rule.resources.iter().flatten() {

@@ -3,8 +3,8 @@
 //! Each resolver is a [`Resolve`]: a source of [`Update`]s, in the shape of linkerd2-proxy's discovery streams.
 //! One driver ([`driver::start`]) applies every update to the [`PoolManager`](crate::pool::PoolManager), which
 //! diffs it against the pool in use, and logs and counts it. [`from_config`] builds the resolver the
-//! configuration chose, and [`chosen`] is the one reader of that choice: adding a resolver touches its own file,
-//! [`chosen`] and the configuration.
+//! configuration chose and is the one reader of that choice: adding a resolver touches its own file, its variant
+//! of the configuration's `Resolver` enum and [`from_config`].
 
 pub mod aws_cloud_map;
 pub mod dns;
@@ -19,7 +19,7 @@ use std::path::Path;
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 
-use crate::config::{AwsCloudMapResolver, Config, DnsResolver, K8sResolver, Resolver, StaticResolver};
+use crate::config::{Config, Resolver};
 use crate::pool::Members;
 
 /// What a resolver learned.
@@ -67,33 +67,12 @@ pub trait Resolve: Send {
     fn updates(self: Box<Self>) -> BoxFuture<'static, anyhow::Result<Updates>>;
 }
 
-/// The resolver the configuration chose, by reference.
-#[derive(Debug, Clone, Copy)]
-pub enum Chosen<'a> {
-    Static(&'a StaticResolver),
-    Dns(&'a DnsResolver),
-    K8s(&'a K8sResolver),
-    AwsCloudMap(&'a AwsCloudMapResolver),
-}
-
-/// Which resolver `resolver` configures; `None` when it configures none (validation refuses that).
-pub fn chosen(resolver: &Resolver) -> Option<Chosen<'_>> {
-    match (&resolver.static_, &resolver.dns, &resolver.k8s, &resolver.aws_cloud_map) {
-        (Some(s), ..) => Some(Chosen::Static(s)),
-        (_, Some(d), ..) => Some(Chosen::Dns(d)),
-        (_, _, Some(k), _) => Some(Chosen::K8s(k)),
-        (.., Some(c)) => Some(Chosen::AwsCloudMap(c)),
-        _ => None,
-    }
-}
-
 /// The resolver `config` chose; `config_path` is the file it was read from (the static resolver reloads it).
 pub fn from_config(config: &Config, config_path: &Path) -> anyhow::Result<Box<dyn Resolve>> {
-    Ok(match chosen(&config.loadbalancing.resolver) {
-        Some(Chosen::Static(s)) => Box::new(static_pool::StaticPool::new(config_path, s)?),
-        Some(Chosen::Dns(d)) => Box::new(dns::Dns::new(d)),
-        Some(Chosen::K8s(k)) => Box::new(k8s::K8s::new(k)),
-        Some(Chosen::AwsCloudMap(c)) => Box::new(aws_cloud_map::CloudMap::new(c)),
-        None => anyhow::bail!("loadbalancing.resolver: configure one resolver"),
+    Ok(match &config.loadbalancing.resolver {
+        Resolver::Static(s) => Box::new(static_pool::StaticPool::new(config_path, s)?),
+        Resolver::Dns(d) => Box::new(dns::Dns::new(d)),
+        Resolver::K8s(k) => Box::new(k8s::K8s::new(k)),
+        Resolver::AwsCloudMap(c) => Box::new(aws_cloud_map::CloudMap::new(c)),
     })
 }

@@ -9,8 +9,8 @@ use futures::StreamExt;
 use futures::future::BoxFuture;
 use tokio::signal::unix::{SignalKind, signal};
 
-use super::{Chosen, Resolve, Update, Updates, Wording, chosen};
-use crate::config::{Config, ConfigError, StaticResolver};
+use super::{Resolve, Update, Updates, Wording};
+use crate::config::{Config, ConfigError, Resolver, StaticResolver};
 use crate::pool::Members;
 use crate::route::ring::Member;
 
@@ -82,8 +82,8 @@ fn reload(path: &Path) -> Update {
         Ok(cfg) => cfg,
         Err(e) => return Update::Failed(e.to_string()),
     };
-    match chosen(&cfg.loadbalancing.resolver) {
-        Some(Chosen::Static(s)) => match members(s) {
+    match &cfg.loadbalancing.resolver {
+        Resolver::Static(s) => match members(s) {
             Ok(m) => Update::Reset(Members::all_active(m)),
             Err(e) => Update::Failed(e.to_string()),
         },

@@ -8,7 +8,7 @@
 
 use serde_json::{Map, Value};
 
-use super::{ConfigError, invalid};
+use crate::{ConfigError, invalid};
 
 /// The name the block is read under, whatever name it was given.
 pub const BLOCK: &str = "loadbalancing";
@@ -141,14 +141,6 @@ fn take(top: &mut Map<String, Value>, path: &str) -> bool {
     map.remove(last).is_some()
 }
 
-/// Whether a `sending_queue.storage` value is a Collector component id (`file_storage`, `file_storage/otc`): a type
-/// of letters, digits and underscores starting with a letter, and an optional `/name`.
-pub fn is_component_id(value: &str) -> bool {
-    let kind = value.split_once('/').map_or(value, |(k, _)| k);
-    kind.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
-        && kind.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -160,16 +152,6 @@ mod tests {
         }
         for name in ["loadbalancing/", "loadbalancer", "routing", "load_balancing/ "] {
             assert!(!is_block_name(name), "{name}");
-        }
-    }
-
-    #[test]
-    fn component_ids() {
-        for id in ["file_storage", "file_storage/otc", "db_storage/a/b"] {
-            assert!(is_component_id(id), "{id}");
-        }
-        for path in ["/var/lib/otlp-lb", "./wal", "", "1x"] {
-            assert!(!is_component_id(path), "{path}");
         }
     }
 }

@@ -1,7 +1,13 @@
 //! Configuration tests: the documented example parses; invalid files fail naming the field.
 
-use super::*;
-use crate::route::key::RoutingKey;
+use otlp_lb_config::*;
+
+fn static_pool(r: &Resolver) -> &StaticResolver {
+    match r {
+        Resolver::Static(s) => s,
+        other => panic!("not static: {other:?}"),
+    }
+}
 
 const EXAMPLE: &str = r#"
 receivers:
@@ -41,7 +47,7 @@ fn documented_example_parses() {
     let p = c.routing_policy().expect("policy");
     assert_eq!((p.traces, p.metrics, p.logs), (RoutingKey::TraceId, RoutingKey::Service, RoutingKey::TraceId));
     assert_eq!(c.receivers.otlp.protocols.grpc.as_ref().map(|g| g.max_recv_msg_size_mib), Some(16));
-    let members = c.loadbalancing.resolver.static_.as_ref().expect("static").members().expect("members");
+    let members = static_pool(&c.loadbalancing.resolver).members().expect("members");
     assert_eq!(members, vec![("backend-1:4317".to_string(), 1), ("backend-2:4317".to_string(), 1)]);
     assert!(c.warnings().is_empty());
 }
@@ -53,7 +59,7 @@ fn defaults_and_empty_keys() {
     assert_eq!(grpc.endpoint.port(), 4317);
     assert!(c.receivers.otlp.protocols.http.is_none(), "only grpc listed");
     assert_eq!(c.loadbalancing.protocol.otlp.timeout, Dur::secs(5));
-    assert_eq!(c.routing_policy().expect("policy"), crate::route::key::RoutingPolicy::default());
+    assert_eq!(c.routing_policy().expect("policy"), RoutingPolicy::default());
 }
 
 #[test]
@@ -143,7 +149,7 @@ loadbalancing:
 fn static_weights_and_default_port() {
     let c = Config::parse("loadbalancing:\n  resolver:\n    static:\n      hostnames: [a, 'b:4000', '[::1]:4317']\n      weights: {a: 2}\n")
         .expect("valid");
-    let m = c.loadbalancing.resolver.static_.as_ref().expect("static").members().expect("members");
+    let m = static_pool(&c.loadbalancing.resolver).members().expect("members");
     assert_eq!(m, vec![("a:4317".into(), 2), ("b:4000".into(), 1), ("[::1]:4317".into(), 1)]);
     let e = err("loadbalancing:\n  resolver:\n    static:\n      hostnames: [a]\n      weights: {c: 2}\n");
     assert!(e.contains("weights.c"), "{e}");
@@ -231,7 +237,7 @@ fn tls_is_on_unless_insecure_and_no_ca() {
 fn collector_forms_of_weights_port_and_block_name() {
     let weights = |w: &str| {
         Config::parse(&format!("loadbalancing:\n  resolver:\n    static: {{hostnames: [a, b, c], weights: {w}}}\n"))
-            .map(|c| c.loadbalancing.resolver.static_.expect("static").members().expect("members"))
+            .map(|c| static_pool(&c.loadbalancing.resolver).members().expect("members"))
     };
     let expected: Vec<(String, u32)> = vec![("a:4317".into(), 1), ("b:4317".into(), 2), ("c:4317".into(), 1)];
     assert_eq!(weights("[1, 2, 1]").expect("a list in hostname order"), expected);
@@ -244,8 +250,12 @@ fn collector_forms_of_weights_port_and_block_name() {
     assert!(e.contains("a list of weights in the hostnames' order, or a map"), "{e}");
 
     let port = |p: &str| {
-        Config::parse(&format!("loadbalancing:\n  resolver:\n    dns: {{hostname: pool, port: {p}}}\n"))
-            .map(|c| c.loadbalancing.resolver.dns.expect("dns").port)
+        Config::parse(&format!("loadbalancing:\n  resolver:\n    dns: {{hostname: pool, port: {p}}}\n")).map(
+            |c| match c.loadbalancing.resolver {
+                Resolver::Dns(d) => d.port,
+                other => panic!("not dns: {other:?}"),
+            },
+        )
     };
     assert_eq!(port("\"4317\"").expect("a string"), Some(4317));
     assert_eq!(port("4318").expect("a number"), Some(4318));
@@ -257,7 +267,7 @@ fn collector_forms_of_weights_port_and_block_name() {
 
     for name in ["loadbalancing/east", "load_balancing", "load_balancing/x"] {
         let c = Config::parse(&minimal("").replace("loadbalancing:", &format!("{name}:"))).expect(name);
-        assert_eq!(c.loadbalancing.resolver.static_.expect("static").hostnames, vec!["a:4317"]);
+        assert_eq!(static_pool(&c.loadbalancing.resolver).hostnames, vec!["a:4317"]);
     }
     let two = format!("{}load_balancing/b:\n  resolver:\n    static: {{hostnames: [b:4317]}}\n", minimal(""));
     let e = err(&two);
@@ -268,7 +278,7 @@ fn collector_forms_of_weights_port_and_block_name() {
 fn routing_keys_as_the_collector_spells_them() {
     let key = |k: &str| minimal("").replace("loadbalancing:\n", &format!("loadbalancing:\n  routing_key: {k}\n"));
     let p = Config::parse(&key("\"\"")).expect("empty: the defaults").routing_policy().expect("policy");
-    assert_eq!(p, crate::route::key::RoutingPolicy::default());
+    assert_eq!(p, RoutingPolicy::default());
     for k in ["traceID", "service", "resource", "metric", "streamID"] {
         Config::parse(&key(k)).unwrap_or_else(|e| panic!("{k}: {e}"));
     }
@@ -299,7 +309,7 @@ fn a_storage_extension_is_never_read_as_a_path() {
 fn aws_cloud_map_resolver() {
     let block = "loadbalancing:\n  resolver:\n    aws_cloud_map:\n";
     let c = Config::parse(&format!("{block}      namespace: ns\n      service_name: collectors\n")).expect("valid");
-    let m = c.loadbalancing.resolver.aws_cloud_map.as_ref().expect("aws_cloud_map");
+    let Resolver::AwsCloudMap(m) = &c.loadbalancing.resolver else { panic!("not aws_cloud_map") };
     assert_eq!(m.health_status, HealthStatusFilter::Healthy, "the Collector's default");
     assert_eq!((m.interval, m.timeout, m.port), (None, None, None));
     assert!(c.warnings().is_empty(), "{:?}", c.warnings());
@@ -308,7 +318,7 @@ fn aws_cloud_map_resolver() {
          interval: 10s\n      timeout: 2s\n      port: 4317\n      owner_account: '123456789012'\n"
     ))
     .expect("every Collector key");
-    let m = c.loadbalancing.resolver.aws_cloud_map.as_ref().expect("aws_cloud_map");
+    let Resolver::AwsCloudMap(m) = &c.loadbalancing.resolver else { panic!("not aws_cloud_map") };
     assert_eq!(
         (m.health_status, m.interval, m.port),
         (HealthStatusFilter::HealthyOrElseAll, Some(Dur::secs(10)), Some(4317))
@@ -329,4 +339,25 @@ fn aws_cloud_map_resolver() {
     assert!(e.contains("loadbalancing.resolver.aws_cloud_map") && e.contains("region"), "{e}");
     let e = err(&format!("{block}      namespace: ns\n      service_name: s\n    static: {{hostnames: [a]}}\n"));
     assert!(e.contains("configure only one of"), "{e}");
+}
+
+#[test]
+fn a_configuration_built_in_code_reads_back_as_written() {
+    let resolver = K8sResolver { service: "pool.ns".into(), ports: vec![4317], ..K8sResolver::default() };
+    let mut lb = LoadBalancing::new(Resolver::K8s(resolver));
+    lb.routing_attributes = vec!["tenant".into()];
+    lb.protocol.otlp.compression = Compression::Zstd;
+    lb.protocol.otlp.compression_params.level = Some(19);
+    lb.sending_queue =
+        DurableQueue { ack: AckMode::Queued, storage: Some("/var/lib/otlp-lb".into()), ..DurableQueue::default() };
+    let mut config = Config::new(lb);
+    config.routing.traces = Some("attributes".into());
+    let text = config.to_yaml().expect("writes");
+    assert!(!text.contains("null"), "unset options are left out:\n{text}");
+    let parsed = Config::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    assert_eq!(parsed.to_yaml().expect("writes"), text);
+    assert!(parsed.warnings().is_empty(), "{:?}", parsed.warnings());
+    let policy = parsed.routing_policy().expect("policy");
+    assert_eq!((policy.traces, policy.metrics), (RoutingKey::Attributes, RoutingKey::Service));
+    assert!(matches!(parsed.loadbalancing.resolver, Resolver::K8s(ref k) if k.service == "pool.ns"));
 }
