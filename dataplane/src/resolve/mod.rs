@@ -2,9 +2,9 @@
 //!
 //! Each resolver is a [`Resolve`]: a source of [`Update`]s, in the shape of linkerd2-proxy's discovery streams.
 //! One driver ([`driver::start`]) applies every update to the [`PoolManager`](crate::pool::PoolManager), which
-//! diffs it against the pool in use, and logs and counts it. [`from_config`] builds the resolver the
-//! configuration chose, and [`chosen`] is the one reader of that choice: adding a resolver touches its own file,
-//! [`chosen`] and the configuration.
+//! diffs it against the pool in use, and logs and counts it. [`chosen`] is the one reader of which resolver the
+//! configuration chose, and [`from_config`] builds it: adding a resolver touches its own file, those two
+//! functions and the configuration.
 
 pub mod aws_cloud_map;
 pub mod dns;
