@@ -21,6 +21,7 @@ use crate::route::split::{Split, SplitError};
 use crate::signal::Signal;
 use crate::telemetry::Metrics;
 
+/// The front of the data plane: what receivers hand every request to.
 pub struct Pipeline {
     delivery: Arc<Delivery>,
     budget: Arc<Semaphore>,

@@ -33,6 +33,7 @@ pub struct ResourceKeys<'a> {
 }
 
 impl<'a> ResourceKeys<'a> {
+    #[inline]
     pub fn new(msg: &'a [u8]) -> Self {
         ResourceKeys { msg, attrs: None, service: None, resource: None }
     }
@@ -79,6 +80,7 @@ pub struct ScopeKeys<'a> {
 }
 
 impl<'a> ScopeKeys<'a> {
+    #[inline]
     pub fn new(msg: &'a [u8]) -> Self {
         ScopeKeys { msg, attrs: None }
     }
@@ -104,11 +106,14 @@ pub struct KeyReader<'p> {
 }
 
 impl<'p> KeyReader<'p> {
+    #[inline]
     pub fn new(signal: Signal, policy: &'p RoutingPolicy) -> KeyReader<'p> {
         KeyReader { signal, key: policy.key(signal), policy }
     }
 
-    /// The key hash of an item or a data point by the signal's routing key.
+    /// The key hash of an item or a data point by the signal's routing key. The keys read from one field stay
+    /// small enough to inline into the splitter's loop; the attribute keys, which gather several sets, are not.
+    #[inline(always)]
     pub fn key_of(
         &self,
         keyed: Keyed<'_, '_>,
@@ -118,12 +123,25 @@ impl<'p> KeyReader<'p> {
         match (self.key, keyed) {
             (RoutingKey::Service, _) => rk.service(),
             (RoutingKey::Resource, _) => rk.resource(),
+            (RoutingKey::TraceId, Keyed::Item(msg)) => self.trace_key(msg, rk),
+            (RoutingKey::Metric, Keyed::Item(msg)) => Ok(hash_key(first_bytes(msg, fields::METRIC_NAME)?)),
+            (_, keyed) => self.attributes_key(keyed, rk, sk),
+        }
+    }
+
+    /// The key of an item by `streamID` or `attributes` (spans and log records go by `attributes` under either).
+    #[inline(never)]
+    fn attributes_key(
+        &self,
+        keyed: Keyed<'_, '_>,
+        rk: &mut ResourceKeys<'_>,
+        sk: &mut ScopeKeys<'_>,
+    ) -> Result<u64, WireError> {
+        match (self.key, keyed) {
             (RoutingKey::StreamId, Keyed::Point { attrs, stream }) => Ok(stream_key(stream, attrs)),
             // Data points are split out only for streamID and attributes.
             (_, Keyed::Point { attrs, .. }) => self.by_attributes(rk, sk, attrs, Fallback::Service),
-            (RoutingKey::Metric, Keyed::Item(msg)) => Ok(hash_key(first_bytes(msg, fields::METRIC_NAME)?)),
-            (RoutingKey::TraceId, Keyed::Item(msg)) => self.trace_key(msg, rk),
-            (RoutingKey::Attributes | RoutingKey::StreamId, Keyed::Item(msg)) => {
+            (_, Keyed::Item(msg)) => {
                 let field = if self.signal == Signal::Logs { fields::LOG_ATTRIBUTES } else { fields::SPAN_ATTRIBUTES };
                 let attrs = key::attributes(msg, field)?;
                 self.by_attributes(rk, sk, &attrs, Fallback::Trace(msg))
@@ -151,6 +169,7 @@ impl<'p> KeyReader<'p> {
     }
 
     /// Key of a span or log record by trace id; a log record without one goes by its service.
+    #[inline(always)]
     fn trace_key(&self, msg: &[u8], rk: &mut ResourceKeys<'_>) -> Result<u64, WireError> {
         let field = if self.signal == Signal::Logs { fields::LOG_TRACE_ID } else { fields::SPAN_TRACE_ID };
         let id = first_bytes(msg, field)?;
@@ -171,6 +190,7 @@ pub fn stream_key(stream: [u64; 3], attrs: &mut [key::Attribute<'_>]) -> u64 {
 }
 
 /// The first length-delimited field `number` of `msg`, or empty.
+#[inline]
 fn first_bytes(msg: &[u8], number: u32) -> Result<&[u8], WireError> {
     for f in wire::fields(msg) {
         let f = f?;
