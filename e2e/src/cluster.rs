@@ -29,6 +29,8 @@ use crate::apply;
 use crate::controlplane::ControlPlane;
 use crate::images::ImageTable;
 use crate::netns::{self, Bridge};
+use crate::node::Node;
+use crate::node::pods::{self, PodFiles};
 use crate::node_agent::NodeAgent;
 use crate::pod_worker::{AgentShared, PodRecord, PodRegistry};
 use crate::process::{Output, ProcTable, Spec, run_captured, tail_file};
@@ -42,18 +44,25 @@ const DUMP_LINES: usize = 40;
 /// Knobs for [`Cluster::start_with`].
 #[derive(Debug, Clone)]
 pub struct ClusterOptions {
-    /// Image → binary table (built-in rules plus any test rules).
+    /// Image → binary table (built-in rules plus any test rules) of the stand-in node agent.
     pub images: ImageTable,
     pub node_name: String,
+    /// A real node (containerd, kubelet, kube-proxy, CoreDNS) rather than the stand-in node agent.
+    pub real_node: bool,
 }
 
 impl Default for ClusterOptions {
     fn default() -> Self {
-        ClusterOptions { images: ImageTable::default(), node_name: "otlp-lb-e2e-node".into() }
+        ClusterOptions { images: ImageTable::default(), node_name: "otlp-lb-e2e-node".into(), real_node: false }
     }
 }
 
 impl ClusterOptions {
+    /// A cluster whose node is a real kubelet with containerd, kube-proxy and CoreDNS.
+    pub fn real_node() -> ClusterOptions {
+        ClusterOptions { real_node: true, ..ClusterOptions::default() }
+    }
+
     /// Maps image repository `repo` to `binary` (takes precedence).
     pub fn image(mut self, repo: impl Into<String>, binary: impl Into<PathBuf>) -> ClusterOptions {
         self.images = self.images.with_rule(repo, binary);
@@ -68,6 +77,7 @@ pub struct Cluster {
     bridge: Option<Bridge>,
     control_plane: Option<Mutex<ControlPlane>>,
     agent: Option<NodeAgent>,
+    node: Option<Mutex<Node>>,
     registry: PodRegistry,
     client: Option<kube::Client>,
     api_port: u16,
@@ -83,6 +93,9 @@ impl Cluster {
     /// Starts a cluster.
     pub async fn start_with(opts: ClusterOptions) -> Result<Cluster> {
         tools::require(tools::CONTROL_PLANE_TOOLS)?;
+        if opts.real_node {
+            tools::require(tools::NODE_TOOLS)?;
+        }
         let started = std::time::Instant::now();
         let run = Arc::new(Run::begin().await?);
         tracing::info!("e2e run {} in {}", run.id, run.dir.display());
@@ -92,6 +105,7 @@ impl Cluster {
             bridge: None,
             control_plane: None,
             agent: None,
+            node: None,
             registry: Arc::new(Mutex::new(BTreeMap::new())),
             client: None,
             api_port: 0,
@@ -114,11 +128,21 @@ impl Cluster {
         let bridge = Bridge::create(&self.run.id).context("creating the pod bridge")?;
         let gateway = bridge.gateway();
         self.bridge = Some(bridge.clone());
-        let cp = ControlPlane::start(&self.run, &self.table, gateway).await?;
+        let cp = ControlPlane::start(&self.run, &self.table, gateway, opts.real_node).await?;
         let client = cp.admin.clone();
         self.api_port = cp.api_port;
+        let node = if opts.real_node {
+            Some(Node::start(&self.run, &self.table, &cp, &bridge, &opts.node_name).await)
+        } else {
+            None
+        };
         self.control_plane = Some(Mutex::new(cp));
         self.client = Some(client.clone());
+        if let Some(node) = node {
+            self.node = Some(Mutex::new(node?));
+            self.wait_for_service_account("default", Duration::from_secs(90)).await?;
+            return Ok(());
+        }
         let shared = Arc::new(AgentShared {
             client: client.clone(),
             node_name: opts.node_name,
@@ -168,12 +192,47 @@ impl Cluster {
         self.api_port
     }
 
-    /// Fails if a control-plane process has exited.
+    /// Fails if a control-plane or node process has exited.
     pub fn check_alive(&self) -> Result<()> {
         match &self.control_plane {
-            Some(cp) => cp.lock().map_err(|_| anyhow::anyhow!("control plane lock poisoned"))?.check_alive(),
+            Some(cp) => cp.lock().map_err(|_| anyhow::anyhow!("control plane lock poisoned"))?.check_alive()?,
             None => bail!("no control plane"),
         }
+        match &self.node {
+            Some(node) => node.lock().map_err(|_| anyhow::anyhow!("node lock poisoned"))?.check_alive(),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether the cluster's node is a real kubelet (not the stand-in node agent).
+    pub fn has_real_node(&self) -> bool {
+        self.node.is_some()
+    }
+
+    fn with_node<T>(&self, f: impl FnOnce(&Node) -> Result<T>) -> Result<T> {
+        let node = self.node.as_ref().context("the cluster has no real node")?;
+        f(&*node.lock().map_err(|_| anyhow::anyhow!("node lock poisoned"))?)
+    }
+
+    /// The real node's files of pod `namespace/name` (its latest incarnation).
+    pub fn pod_files(&self, namespace: &str, name: &str) -> Result<PodFiles> {
+        self.with_node(|n| pods::find(&n.kubelet_root, &n.pod_logs, namespace, name))
+    }
+
+    /// The real node's cgroup directory of pod `uid` (`pids` hierarchy), while it exists.
+    pub fn pod_cgroup(&self, uid: &str) -> Option<PathBuf> {
+        self.with_node(|n| Ok(n.pod_cgroup(uid))).ok().flatten()
+    }
+
+    /// The ClusterIP of Service `namespace/name`.
+    pub async fn service_ip(&self, namespace: &str, name: &str) -> Result<Ipv4Addr> {
+        let api: Api<k8s_openapi::api::core::v1::Service> = Api::namespaced(self.client(), namespace);
+        let svc = api.get(name).await.with_context(|| format!("reading service {namespace}/{name}"))?;
+        let ip = svc
+            .spec
+            .and_then(|s| s.cluster_ip)
+            .with_context(|| format!("service {namespace}/{name} has no clusterIP"))?;
+        ip.parse().with_context(|| format!("service {namespace}/{name} has clusterIP {ip:?}"))
     }
 
     /// Polls `check` (bounded by `timeout`), failing early if the control
@@ -354,17 +413,26 @@ impl Cluster {
 
     /// The pod's IP.
     pub fn pod_ip(&self, namespace: &str, name: &str) -> Result<Ipv4Addr> {
+        if self.has_real_node() {
+            return self.pod_files(namespace, name)?.ip();
+        }
         Ok(self.pod_record(namespace, name)?.ip)
     }
 
     /// The host directory behind the pod's volume `volume` (emptyDir,
     /// ConfigMap, ...): tests read what the pod wrote there.
     pub fn pod_volume_dir(&self, namespace: &str, pod: &str, volume: &str) -> Result<PathBuf> {
+        if self.has_real_node() {
+            return self.pod_files(namespace, pod)?.volume_dir(volume);
+        }
         Ok(self.pod_record(namespace, pod)?.dir.join("volumes").join(volume))
     }
 
     /// All container logs of the pod (stdout and stderr, every restart).
     pub fn logs(&self, namespace: &str, pod: &str) -> Result<String> {
+        if self.has_real_node() {
+            return Ok(self.pod_files(namespace, pod)?.logs(&format!("{namespace}/{pod}")));
+        }
         let rec = self.pod_record(namespace, pod)?;
         let mut out = String::new();
         for (c, path) in &rec.logs {
@@ -384,13 +452,22 @@ impl Cluster {
         args: &[String],
         timeout: Duration,
     ) -> Result<Output> {
-        let rec = self.pod_record(namespace, pod)?;
-        if !rec.active {
-            bail!("pod {namespace}/{pod} is no longer running");
-        }
+        let ns_path = if self.has_real_node() {
+            let uid = self.pod_files(namespace, pod)?.uid;
+            let cgroup = self.with_node(|n| {
+                n.pod_cgroup(&uid).with_context(|| format!("pod {namespace}/{pod} is no longer running"))
+            })?;
+            pods::netns_of_cgroup(&cgroup)?
+        } else {
+            let rec = self.pod_record(namespace, pod)?;
+            if !rec.active {
+                bail!("pod {namespace}/{pod} is no longer running");
+            }
+            netns::ns_path(&rec.netns)
+        };
         let spec = Spec::new(format!("exec in {namespace}/{pod}"), program, PathBuf::new())
             .args(args.iter().cloned())
-            .netns(netns::ns_path(&rec.netns));
+            .netns(ns_path);
         run_captured(&spec, &self.table, timeout).await
     }
 
@@ -461,6 +538,7 @@ impl Cluster {
         let mut files = Vec::new();
         collect_logs(&self.run.dir.join("logs"), &mut files);
         collect_logs(&self.run.dir.join("pods"), &mut files);
+        collect_logs(&self.run.dir.join("node/pod-logs"), &mut files);
         for f in files {
             eprintln!("----- {} (last {DUMP_LINES} lines) -----\n{}", f.display(), tail_file(&f, DUMP_LINES));
         }
@@ -476,6 +554,12 @@ impl Cluster {
         self.torn_down = true;
         // Stops the agent's workers (they would otherwise restart pods).
         drop(self.agent.take());
+        if let Some(node) = self.node.take() {
+            match node.into_inner() {
+                Ok(mut n) => n.teardown(),
+                Err(poisoned) => poisoned.into_inner().teardown(),
+            }
+        }
         self.table.kill_all();
         netns::sweep(&self.run.id);
         if let Some(b) = self.bridge.take() {

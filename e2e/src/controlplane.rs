@@ -21,8 +21,12 @@ use crate::wait::{self, Check};
 
 /// The service-account token issuer (and default audience).
 pub const ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
-/// Virtual Service IPs (never routed: there is no kube-proxy).
+/// Virtual Service IPs (kube-proxy on the real node DNATs them).
 pub const SERVICE_CIDR: &str = "10.214.0.0/24";
+/// The `kubernetes` Service's IP (the first of [`SERVICE_CIDR`]).
+pub const KUBERNETES_SERVICE_IP: Ipv4Addr = Ipv4Addr::new(10, 214, 0, 1);
+/// The cluster DNS address (CoreDNS on the real node), in [`SERVICE_CIDR`].
+pub const CLUSTER_DNS: Ipv4Addr = Ipv4Addr::new(10, 214, 0, 10);
 /// Controllers the controller-manager runs.
 pub const CONTROLLERS: &[&str] = &[
     "deployment-controller",
@@ -45,6 +49,10 @@ pub const CONTROLLERS: &[&str] = &[
     // Binds PersistentVolumeClaims (the load balancer's durable queue) to PersistentVolumes.
     "persistentvolume-binder-controller",
 ];
+/// Controllers added for a real node: node readiness from the kubelet's
+/// heartbeats, and with it the removal of the `not-ready` taint every new
+/// Node is registered with.
+pub const NODE_CONTROLLERS: &[&str] = &["node-lifecycle-controller"];
 
 /// A running control plane.
 pub struct ControlPlane {
@@ -59,6 +67,8 @@ pub struct ControlPlane {
     /// Admin kubeconfig (client certificate in `system:masters`).
     pub admin_kubeconfig: PathBuf,
     pub admin: kube::Client,
+    /// The run's PKI (the node's certificates are issued from it).
+    pub pki: Pki,
 }
 
 /// A free TCP port on `ip` (bound then released; a small race is accepted).
@@ -82,11 +92,16 @@ fn check_alive(proc: &mut Proc) -> Result<()> {
 impl ControlPlane {
     /// Starts everything and waits for etcd health and apiserver readiness.
     /// `gateway` is the bridge address pods use to reach the apiserver.
-    pub async fn start(run: &Run, table: &ProcTable, gateway: Ipv4Addr) -> Result<ControlPlane> {
+    /// `real_node` adds [`NODE_CONTROLLERS`].
+    pub async fn start(run: &Run, table: &ProcTable, gateway: Ipv4Addr, real_node: bool) -> Result<ControlPlane> {
         let dir = &run.dir;
         let logs = dir.join("logs");
         std::fs::create_dir_all(&logs).context("creating logs dir")?;
-        let pki = Pki::generate(&dir.join("pki"), &["127.0.0.1".parse()?, gateway.into(), "10.214.0.1".parse()?])?;
+        let pki =
+            Pki::generate(&dir.join("pki"), &["127.0.0.1".parse()?, gateway.into(), KUBERNETES_SERVICE_IP.into()])?;
+        // The apiserver's identity towards kubelets (logs, exec, port-forward).
+        let kubelet_client =
+            pki.client_cert("apiserver-kubelet-client", "kube-apiserver-kubelet-client", Some("system:masters"))?;
 
         // etcd
         let etcd_client = free_port(Ipv4Addr::LOCALHOST)?;
@@ -145,6 +160,9 @@ impl ControlPlane {
                 format!("--service-account-signing-key-file={}", p(&pki.sa_key)),
                 format!("--service-cluster-ip-range={SERVICE_CIDR}"),
                 "--allow-privileged=true".into(),
+                format!("--kubelet-client-certificate={}", p(&kubelet_client.cert)),
+                format!("--kubelet-client-key={}", p(&kubelet_client.key)),
+                "--kubelet-preferred-address-types=InternalIP".into(),
                 "--profiling=false".into(),
                 "--v=1".into(),
             ]);
@@ -174,6 +192,10 @@ impl ControlPlane {
         let kcm_cert = pki.client_cert("controller-manager", "system:kube-controller-manager", None)?;
         let kcm_kubeconfig = dir.join("controller-manager.kubeconfig");
         kubeconfig::write(&kcm_kubeconfig, &local_server, &pki.ca_pem, &kcm_cert, "system:kube-controller-manager")?;
+        let mut controllers = CONTROLLERS.to_vec();
+        if real_node {
+            controllers.extend(NODE_CONTROLLERS);
+        }
         let kcm_spec = Spec::new(
             "kube-controller-manager",
             tools::tool(tools::KUBE_CONTROLLER_MANAGER)?,
@@ -185,7 +207,7 @@ impl ControlPlane {
             format!("--authorization-kubeconfig={}", p(&kcm_kubeconfig)),
             "--bind-address=127.0.0.1".into(),
             format!("--secure-port={}", free_port(Ipv4Addr::LOCALHOST)?),
-            format!("--controllers={}", CONTROLLERS.join(",")),
+            format!("--controllers={}", controllers.join(",")),
             format!("--root-ca-file={}", p(&pki.ca_cert)),
             format!("--service-account-private-key-file={}", p(&pki.sa_key)),
             "--use-service-account-credentials=true".into(),
@@ -212,7 +234,17 @@ impl ControlPlane {
             ]);
         let scheduler = Proc::spawn(&sched_spec, table)?;
 
-        Ok(ControlPlane { etcd, apiserver, api_spec, controller_manager, scheduler, api_port, admin_kubeconfig, admin })
+        Ok(ControlPlane {
+            etcd,
+            apiserver,
+            api_spec,
+            controller_manager,
+            scheduler,
+            api_port,
+            admin_kubeconfig,
+            admin,
+            pki,
+        })
     }
 
     /// Kills kube-apiserver (SIGKILL, as a crash would) and waits for it to exit: every client's connection

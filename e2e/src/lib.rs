@@ -19,9 +19,11 @@
 pub mod apply;
 pub mod cluster;
 pub mod controlplane;
+pub mod dns;
 pub mod images;
 pub mod kubeconfig;
 pub mod netns;
+pub mod node;
 pub mod node_agent;
 pub mod otlp_json;
 pub mod pki;

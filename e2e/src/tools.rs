@@ -25,9 +25,15 @@ pub const OTELCOL: &str = "otelcol-lb";
 pub const TELEMETRYGEN: &str = "telemetrygen";
 pub const KUBECTL: &str = "kubectl";
 pub const HELM: &str = "helm";
+pub const KUBELET: &str = "kubelet";
+pub const KUBE_PROXY: &str = "kube-proxy";
+pub const COREDNS: &str = "coredns";
+pub const CRICTL: &str = "crictl";
 
 /// Tools every cluster needs.
 pub const CONTROL_PLANE_TOOLS: &[&str] = &[ETCD, KUBE_APISERVER, KUBE_CONTROLLER_MANAGER, KUBE_SCHEDULER];
+/// Tools the real node needs.
+pub const NODE_TOOLS: &[&str] = &[KUBELET, KUBE_PROXY, COREDNS];
 
 /// The workspace root (parent of this crate's directory).
 pub fn workspace_root() -> PathBuf {
