@@ -207,7 +207,7 @@ pub fn sweep_stale() {
         tracing::warn!("sweeping leftovers of dead e2e run {id} (owner pid {pid}, dir {dir})");
         if !dir.is_empty() {
             kill_processes_mentioning(&format!("{dir}/"));
-            crate::node::cleanup::sweep(id, Path::new(&dir));
+            crate::node::cleanup::sweep(id, &Path::new(&dir).join(crate::node::DIR));
             if dir.ends_with(&format!("otlp-lb-e2e-{id}")) {
                 let _ = std::fs::remove_dir_all(Path::new(&dir).join("etcd"));
             }

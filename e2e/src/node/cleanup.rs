@@ -90,18 +90,18 @@ pub fn remove_kubelet_chains() {
     }
 }
 
-/// Everything above for run `run_id` with directory `dir`, in order (the
-/// iptables chains only if the run had a node: its kube-proxy config exists).
-pub fn sweep(run_id: &str, dir: &Path) {
-    if dir.join("node/kube-proxy.json").exists() {
+/// Everything above for run `run_id` whose node lives in `node_dir`, in
+/// order (the iptables chains only if its kube-proxy was configured).
+pub fn sweep(run_id: &str, node_dir: &Path) {
+    if node_dir.join("kube-proxy.json").exists() {
         if let Err(e) = super::kube_proxy::cleanup() {
             tracing::warn!("{e:#}");
         }
         remove_kubelet_chains();
     }
     cgroups::kill_and_remove(run_id);
-    unmount_all_under(dir);
-    remove_log_links(dir);
+    unmount_all_under(node_dir);
+    remove_log_links(node_dir);
 }
 
 #[cfg(test)]

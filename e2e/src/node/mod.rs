@@ -38,6 +38,8 @@ use crate::wait::{self, Check};
 
 use self::containerd::Containerd;
 
+/// The node's directory in the run directory.
+pub const DIR: &str = "node";
 /// How long the node may take to register and become Ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -61,7 +63,7 @@ impl Node {
     /// Starts the node's components and waits until the Node is Ready and
     /// the cluster DNS answers.
     pub async fn start(run: &Run, table: &ProcTable, cp: &ControlPlane, bridge: &Bridge, name: &str) -> Result<Node> {
-        let dir = run.dir.join("node");
+        let dir = run.dir.join(DIR);
         let logs = run.dir.join("logs");
         let mut node = Node {
             name: name.to_string(),
