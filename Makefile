@@ -40,10 +40,10 @@ e2e-images: tools-check ## the test images of the end-to-end node: otelcol-lb (f
 image-tests: images e2e-images ## run each image as a kubelet would (user 65532, read-only root, volumes); prints sizes
 	bash images/test.sh
 
-e2e: test-build tools-check ## end-to-end tests on a real control plane (root, network namespaces)
+e2e: test-build tools-check images e2e-images ## end-to-end tests on a real control plane and node (root; containerd, kubelet, kube-proxy, CoreDNS)
 	$(CARGO_TEST) $(E2E_TESTS:%=--test %) -- --test-threads=1
 
-e2e-rebalance: test-build tools-check ## scale a backend pool 3->5->2 under load; ring update latency, split traces, lost spans
+e2e-rebalance: test-build tools-check images e2e-images ## scale a backend pool 3->5->2 under load; ring update latency, split traces, lost spans
 	$(CARGO_TEST) --test rebalance -- --nocapture --test-threads=1
 
 bench: tools-check ## otlp-lb vs the Collector's loadbalancing exporter, pass-through, criterion, profile, flame graphs; writes bench/results.md (~15 min)
@@ -56,7 +56,7 @@ ring-report: tools-check ## per-sink shares and keys moved, the Collector's load
 fuzz: ## fuzz decoding and splitting for a bounded time (FUZZ_SECONDS per target, default 60)
 	bash scripts/fuzz.sh
 
-tools: ## build the pinned tools (kube-apiserver, etcd, otelcol, telemetrygen, helm, kubectl) into $(TOOLS_DIR)
+tools: ## build the pinned tools (kube-apiserver, kubelet, kube-proxy, etcd, CoreDNS, otelcol, telemetrygen, helm, kubectl, crictl) into $(TOOLS_DIR)
 	bash e2e/tools/build-tools.sh
 
 tools-check:

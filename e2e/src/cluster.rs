@@ -224,6 +224,31 @@ impl Cluster {
         self.with_node(|n| Ok(n.pod_cgroup(uid))).ok().flatten()
     }
 
+    /// The apiserver address pods use: the `kubernetes` Service on a real node
+    /// (through kube-proxy), the bridge gateway on the stand-in node.
+    pub fn api_server_for_pods(&self) -> String {
+        if self.has_real_node() {
+            format!("https://{}:443", crate::controlplane::KUBERNETES_SERVICE_IP)
+        } else {
+            format!("https://{}:{}", self.gateway(), self.api_port)
+        }
+    }
+
+    /// The host directory of the pod's service-account volume (`kube-api-access-*`: token, ca.crt, namespace).
+    pub fn service_account_dir(&self, namespace: &str, pod: &str) -> Result<PathBuf> {
+        let volumes = if self.has_real_node() {
+            self.pod_files(namespace, pod)?.dir.join("volumes/kubernetes.io~projected")
+        } else {
+            self.pod_record(namespace, pod)?.dir.join("volumes")
+        };
+        std::fs::read_dir(&volumes)
+            .with_context(|| format!("reading {}", volumes.display()))?
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("kube-api-access-")))
+            .with_context(|| format!("pod {namespace}/{pod} has no kube-api-access volume"))
+    }
+
     /// The ClusterIP of Service `namespace/name`.
     pub async fn service_ip(&self, namespace: &str, name: &str) -> Result<Ipv4Addr> {
         let api: Api<k8s_openapi::api::core::v1::Service> = Api::namespaced(self.client(), namespace);

@@ -22,6 +22,7 @@ pub mod controlplane;
 pub mod dns;
 pub mod images;
 pub mod kubeconfig;
+pub mod local_images;
 pub mod netns;
 pub mod node;
 pub mod node_agent;

@@ -107,12 +107,7 @@ async fn scenario(cluster: &Cluster) -> Result<()> {
     ensure!(name_ips == ips, "DNS answered {name_ips:?} for the headless Service, endpoints are {ips:?}");
 
     // In-cluster identity through the `kubernetes` Service IP (kube-proxy), from the pod's network namespace.
-    let api_vol = cluster.pod_files(NAMESPACE, &name)?.dir.join("volumes/kubernetes.io~projected");
-    let api_vol = std::fs::read_dir(&api_vol)?
-        .filter_map(|e| e.ok())
-        .map(|e| e.path())
-        .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("kube-api-access-")))
-        .context("no kube-api-access volume")?;
+    let api_vol = cluster.service_account_dir(NAMESPACE, &name)?;
     let token = std::fs::read_to_string(api_vol.join("token"))?;
     let out = cluster
         .exec_in_pod_netns(

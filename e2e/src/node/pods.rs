@@ -89,16 +89,21 @@ fn read_dir_paths(dir: &Path) -> Vec<PathBuf> {
     std::fs::read_dir(dir).map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).collect()).unwrap_or_default()
 }
 
-/// CRI log lines are `<time> <stream> <P|F> <text>`; `P` marks a partial line.
+/// CRI log lines are `<time> <stream> <P|F> <text>`; `P` marks a partial line, continued by the next
+/// line of the same stream (another stream's lines may come in between).
 pub fn strip_cri(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
+    let mut partial: std::collections::BTreeMap<&str, String> = std::collections::BTreeMap::new();
     for line in text.lines() {
         let mut parts = line.splitn(4, ' ');
-        let (_time, _stream, tag) = (parts.next(), parts.next(), parts.next());
+        let (_time, stream, tag) = (parts.next(), parts.next().unwrap_or(""), parts.next());
         let msg = parts.next().unwrap_or("");
-        out.push_str(msg);
+        let buf = partial.entry(stream).or_default();
+        buf.push_str(msg);
         if tag != Some("P") {
+            out.push_str(buf);
             out.push('\n');
+            buf.clear();
         }
     }
     out
@@ -123,7 +128,8 @@ mod tests {
 
     #[test]
     fn strips_cri_prefixes() {
-        let raw = "2026-01-01T00:00:00.1Z stdout F hello world\n2026-01-01T00:00:00.2Z stderr P part\n2026-01-01T00:00:00.3Z stderr F  two\n";
-        assert_eq!(strip_cri(raw), "hello world\npart two\n");
+        let raw = "2026-01-01T00:00:00.1Z stdout F hello world\n2026-01-01T00:00:00.2Z stderr P part\n\
+                   2026-01-01T00:00:00.25Z stdout F between\n2026-01-01T00:00:00.3Z stderr F  two\n";
+        assert_eq!(strip_cri(raw), "hello world\nbetween\npart two\n");
     }
 }
