@@ -12,7 +12,7 @@ E2E_TESTS := $(sort $(basename $(notdir $(wildcard e2e/tests/*.rs))))
 # serves them all and nothing is compiled twice (`-p`, `--exclude` or `cargo build` would each resolve another).
 CARGO_TEST := $(CARGO) test --workspace
 
-.PHONY: golden help build test-build test unit python images e2e-images image-tests e2e e2e-rebalance tools tools-check demo bench ring-report fuzz crds crds-check chart lint fmt clean
+.PHONY: golden help build test-build test unit python images e2e-images image-tests e2e e2e-rebalance tools tools-check demo demo-cluster demo-cluster-note bench ring-report fuzz crds crds-check chart lint fmt clean
 
 help: ## this list
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -65,6 +65,13 @@ tools-check:
 demo: ## the data plane with three local sinks, then a fourth added live
 	$(CARGO) build -p dataplane --bins
 	bash scripts/demo.sh
+
+demo-cluster: demo-cluster-note tools images e2e-images ## the operator on a throwaway local cluster (root): helm install, the tail-sampling sample, traces through its Service, kubectl scale lbc 3 -> 5
+	$(CARGO) build -p e2e --bin otlp-lb-demo-cluster -p dataplane --bin otlp-lb-tools
+	target/debug/otlp-lb-demo-cluster
+
+demo-cluster-note:
+	@echo "demo-cluster: builds what is missing first; from nothing that is the pinned tools (about 35 min on 2 cores) and the images (about 10 min), cached afterwards"
 
 crds: ## regenerate the CRD from the operator's types (crds/ and the chart's copy)
 	$(CARGO) run -q -p operator --bin otlp-lb-operator -- crd > $(CRD_FILE)

@@ -48,11 +48,10 @@ pub const CONTROLLERS: &[&str] = &[
     "pod-garbage-collector-controller",
     // Binds PersistentVolumeClaims (the load balancer's durable queue) to PersistentVolumes.
     "persistentvolume-binder-controller",
+    // Node readiness from the kubelet's heartbeats, and with it the removal of
+    // the `not-ready` taint every new Node is registered with.
+    "node-lifecycle-controller",
 ];
-/// Controllers added for a real node: node readiness from the kubelet's
-/// heartbeats, and with it the removal of the `not-ready` taint every new
-/// Node is registered with.
-pub const NODE_CONTROLLERS: &[&str] = &["node-lifecycle-controller"];
 
 /// A running control plane.
 pub struct ControlPlane {
@@ -92,8 +91,7 @@ fn check_alive(proc: &mut Proc) -> Result<()> {
 impl ControlPlane {
     /// Starts everything and waits for etcd health and apiserver readiness.
     /// `gateway` is the bridge address pods use to reach the apiserver.
-    /// `real_node` adds [`NODE_CONTROLLERS`].
-    pub async fn start(run: &Run, table: &ProcTable, gateway: Ipv4Addr, real_node: bool) -> Result<ControlPlane> {
+    pub async fn start(run: &Run, table: &ProcTable, gateway: Ipv4Addr) -> Result<ControlPlane> {
         let dir = &run.dir;
         let logs = dir.join("logs");
         std::fs::create_dir_all(&logs).context("creating logs dir")?;
@@ -192,10 +190,6 @@ impl ControlPlane {
         let kcm_cert = pki.client_cert("controller-manager", "system:kube-controller-manager", None)?;
         let kcm_kubeconfig = dir.join("controller-manager.kubeconfig");
         kubeconfig::write(&kcm_kubeconfig, &local_server, &pki.ca_pem, &kcm_cert, "system:kube-controller-manager")?;
-        let mut controllers = CONTROLLERS.to_vec();
-        if real_node {
-            controllers.extend(NODE_CONTROLLERS);
-        }
         let kcm_spec = Spec::new(
             "kube-controller-manager",
             tools::tool(tools::KUBE_CONTROLLER_MANAGER)?,
@@ -207,7 +201,7 @@ impl ControlPlane {
             format!("--authorization-kubeconfig={}", p(&kcm_kubeconfig)),
             "--bind-address=127.0.0.1".into(),
             format!("--secure-port={}", free_port(Ipv4Addr::LOCALHOST)?),
-            format!("--controllers={}", controllers.join(",")),
+            format!("--controllers={}", CONTROLLERS.join(",")),
             format!("--root-ca-file={}", p(&pki.ca_cert)),
             format!("--service-account-private-key-file={}", p(&pki.sa_key)),
             "--use-service-account-credentials=true".into(),

@@ -126,9 +126,8 @@ pub async fn balanced_traces(
     let (lb_pod, lb_ip) = ready_pod_ip(cluster, balancer_app).await?;
     tracing::info!("balancer {lb_pod} ready at {lb_ip} after {:.1}s", t0.elapsed().as_secs_f64());
 
-    // Clients send to the balancer's Service, as SDKs in a cluster do (the
-    // stand-in node has no Service IPs: there, to the pod).
-    let target = if cluster.has_real_node() { cluster.service_ip(NAMESPACE, balancer_app).await? } else { lb_ip };
+    // Clients send to the balancer's Service, as SDKs in a cluster do.
+    let target = cluster.service_ip(NAMESPACE, balancer_app).await?;
     let telemetrygen = tools::tool(tools::TELEMETRYGEN)?;
     let out = cluster
         .exec_on_host(&telemetrygen, &load.args(&format!("{target}:4317")), Duration::from_secs(120))

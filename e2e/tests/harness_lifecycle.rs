@@ -21,7 +21,7 @@ use e2e::controlplane::{CLUSTER_DNS, KUBERNETES_SERVICE_IP};
 use e2e::node::{cgroups, cleanup};
 use e2e::scenario::{self, NAMESPACE};
 use e2e::wait::Check;
-use e2e::{Cluster, ClusterOptions, dns, netns, tools};
+use e2e::{Cluster, dns, netns, tools};
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 
@@ -223,7 +223,7 @@ fn leftovers(id: &str, dir: &Path) -> Result<Vec<String>> {
 async fn harness_lifecycle() -> Result<()> {
     e2e::init_logging();
     tools::require(&[tools::KUBECTL])?;
-    let cluster = Cluster::start_with(ClusterOptions::real_node()).await?;
+    let cluster = Cluster::start().await?;
     let id = cluster.run_id().to_string();
     let dir: PathBuf = cluster.run_dir().to_path_buf();
     let res = scenario(&cluster).await;

@@ -23,7 +23,7 @@
 //!
 //! The backends write what they receive to their stdout (OTLP/JSON lines), which the test reads from
 //! their container logs. The test cluster has no registry: LoadBalancedCollectors that name no
-//! Collector image get the one of `make e2e-images` ([`e2e::local_images`]).
+//! Collector image get the one of `make e2e-images` ([`e2e::fit`]).
 //!
 //! * `operator_reports_a_missing_image`: a LoadBalancedCollector whose backend image does not exist
 //!   reports the pod's waiting reason (ErrImageNeverPull) in its conditions and a Warning event.
@@ -36,22 +36,17 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
+use e2e::Cluster;
+use e2e::chart::install_operator;
 use e2e::otlp_json::{self, Distribution};
 use e2e::process::Output;
 use e2e::scenario::{fixture, image_vars};
 use e2e::telemetrygen::Traces;
 use e2e::tools;
 use e2e::wait::Check;
-use e2e::{Cluster, ClusterOptions};
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
 use serde_json::Value;
 
-/// Where the chart is installed, and its release name (objects are named `otlp-lb-operator`).
-const OPERATOR_NS: &str = "otlp-lb-system";
-const RELEASE: &str = "otlp-lb";
-const OPERATOR_DEPLOYMENT: &str = "otlp-lb-operator";
-/// The chart's default `replicaCount` (two replicas, leader election).
-const OPERATOR_REPLICAS: i32 = 2;
 /// Namespace of the LoadBalancedCollectors under test.
 const NS: &str = "default";
 
@@ -71,7 +66,7 @@ where
     e2e::init_logging();
     require()?;
     let t0 = Instant::now();
-    let cluster = Cluster::start_with(ClusterOptions::real_node()).await?;
+    let cluster = Cluster::start().await?;
     let res = match tokio::time::timeout(limit, body(&cluster)).await {
         Ok(r) => r,
         Err(_) => Err(anyhow::anyhow!("{name} did not finish within {limit:?}")),
@@ -104,52 +99,7 @@ fn write_run_file(cluster: &Cluster, name: &str, text: &str) -> Result<PathBuf> 
 /// `yaml` with the test cluster's Collector image wherever a LoadBalancedCollector names none.
 fn local_collector(yaml: &str) -> Result<String> {
     let image = image_vars()?.into_iter().find(|(k, _)| *k == "OTELCOL_IMAGE").context("no Collector image")?.1;
-    e2e::local_images::with_collector_image(yaml, &image)
-}
-
-/// `helm install` of `charts/otlp-lb` with its default values (the operator image `make images`
-/// built and the node imported), then waits for the operator Deployment and checks every
-/// operator pod's `/readyz`.
-async fn install_operator(cluster: &Cluster) -> Result<()> {
-    let t0 = Instant::now();
-    let chart = tools::workspace_root().join("charts/otlp-lb");
-    let args: Vec<String> = [
-        "install",
-        RELEASE,
-        &chart.to_string_lossy(),
-        "--namespace",
-        OPERATOR_NS,
-        "--create-namespace",
-        "--kubeconfig",
-        &cluster.kubeconfig_path().to_string_lossy(),
-        "--set",
-        "logFormat=text",
-        "--timeout",
-        "2m",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    cluster
-        .exec_on_host(&tools::tool(tools::HELM)?, &args, Duration::from_secs(150))
-        .await?
-        .check("helm install charts/otlp-lb")?;
-    cluster.wait_deployment_ready(OPERATOR_NS, OPERATOR_DEPLOYMENT, OPERATOR_REPLICAS, Duration::from_secs(90)).await?;
-    let pods = cluster.pods(OPERATOR_NS, "app.kubernetes.io/name=otlp-lb,app.kubernetes.io/component=operator").await?;
-    ensure!(
-        pods.len() == OPERATOR_REPLICAS as usize,
-        "expected {OPERATOR_REPLICAS} operator pods, found {}",
-        pods.len()
-    );
-    for p in &pods {
-        let name = p.metadata.name.clone().unwrap_or_default();
-        let ip = cluster.pod_ip(OPERATOR_NS, &name)?;
-        let (code, body) =
-            e2e::probe::http_get(SocketAddr::from((ip, 8080)), "/readyz", &[], Duration::from_secs(5)).await?;
-        ensure!(code == 200, "operator {name} /readyz: {code} {body}");
-    }
-    tracing::info!("operator installed and ready after {:.1}s", t0.elapsed().as_secs_f64());
-    Ok(())
+    e2e::fit::for_test_node(yaml, &image)
 }
 
 // ------------------------------------------------------------------ LoadBalancedCollector status

@@ -6,15 +6,15 @@
 //! Needs root, `make tools` and `make images e2e-images`; fails (never
 //! skips) without them.
 
+use e2e::Cluster;
 use e2e::scenario;
 use e2e::telemetrygen::Traces;
-use e2e::{Cluster, ClusterOptions};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn static_pool_traces() -> anyhow::Result<()> {
     e2e::init_logging();
     e2e::tools::require(&[e2e::tools::OTELCOL, e2e::tools::TELEMETRYGEN])?;
-    let cluster = Cluster::start_with(ClusterOptions::real_node()).await?;
+    let cluster = Cluster::start().await?;
     let load = Traces { workers: 2, traces_per_worker: 100, child_spans: 4 };
     let res = scenario::balanced_traces(&cluster, 3, "otlp-lb.yaml", "otlp-lb", load).await;
     cluster.finish(res.map(|d| eprintln!("otlp-lb static pool: {d}"))).await

@@ -1,17 +1,22 @@
-//! The test cluster has no registry: a LoadBalancedCollector that leaves a
-//! Collector image to the operator's default (an upstream image that cannot
-//! be pulled here) gets the Collector image built by `make e2e-images`
-//! instead, for its backends (unless they are a Service of the user's) and
-//! for the load balancer's Collector sidecar. Everything else in the YAML is
-//! kept as written.
+//! Fitting LoadBalancedCollectors written for a production cluster (the
+//! samples) to the test node, and nothing else:
+//!
+//! * the test cluster has no registry: a LoadBalancedCollector that leaves a
+//!   Collector image to the operator's default (an upstream image that cannot
+//!   be pulled here) gets the Collector image built by `make e2e-images`, for
+//!   its backends (unless they are a Service of the user's) and for the load
+//!   balancer's Collector sidecar;
+//! * the node has the few CPUs of this machine: CPU requests (which the
+//!   scheduler sums against them) are left out. Memory requests and every
+//!   limit are kept, and the kubelet enforces them.
 
 use anyhow::{Context, Result};
 use serde_json::Value;
 
 /// `yaml` (one or more documents) with `image` filled in where a
-/// LoadBalancedCollector names no Collector image; as JSON documents, one a
-/// line, which kubectl and the harness read as YAML.
-pub fn with_collector_image(yaml: &str, image: &str) -> Result<String> {
+/// LoadBalancedCollector names no Collector image and without CPU requests;
+/// as JSON documents, one a line, which kubectl and the harness read as YAML.
+pub fn for_test_node(yaml: &str, image: &str) -> Result<String> {
     let mut out = String::new();
     for doc in serde_saphyr::from_multiple::<Value>(yaml).context("parsing YAML documents")? {
         if doc.is_null() {
@@ -41,6 +46,16 @@ fn fill(lbc: &mut Value, image: &str) {
     {
         collector.entry("image").or_insert_with(|| image.into());
     }
+    for path in [&["backends"][..], &["loadBalancer"], &["loadBalancer", "collector"]] {
+        let mut v = lbc.get_mut("spec");
+        for key in path {
+            v = v.and_then(|v| v.get_mut(*key));
+        }
+        let requests = v.and_then(|v| v.get_mut("resources")).and_then(|r| r.get_mut("requests"));
+        if let Some(requests) = requests.and_then(Value::as_object_mut) {
+            requests.remove("cpu");
+        }
+    }
 }
 
 #[cfg(test)]
@@ -48,18 +63,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn fills_only_missing_collector_images() {
+    fn fills_only_missing_collector_images_and_drops_cpu_requests() {
         let yaml = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n---\nkind: LoadBalancedCollector\nspec:\n  \
-                    loadBalancer: {collector: {config: {}}}\n  backends: {replicas: 1}\n---\nkind: LoadBalancedCollector\n\
+                    loadBalancer: {collector: {config: {}}}\n  backends: {replicas: 1, resources: {requests: {cpu: 2, \
+                    memory: 1Gi}, limits: {memory: 2Gi}}}\n---\nkind: LoadBalancedCollector\n\
                     spec:\n  backends: {serviceRef: {name: s, port: 4317}}\n---\nkind: LoadBalancedCollector\nspec:\n  \
                     backends: {image: mine:1}\n";
-        let out = with_collector_image(yaml, "local:1").unwrap();
+        let out = for_test_node(yaml, "local:1").unwrap();
         let docs: Vec<Value> = serde_saphyr::from_multiple(&out).unwrap();
         let docs: Vec<&Value> = docs.iter().filter(|d| !d.is_null()).collect();
         assert_eq!(docs.len(), 4);
         assert_eq!(docs[0]["kind"], "ConfigMap");
         assert_eq!(docs[1]["spec"]["backends"]["image"], "local:1");
         assert_eq!(docs[1]["spec"]["loadBalancer"]["collector"]["image"], "local:1");
+        assert_eq!(
+            docs[1]["spec"]["backends"]["resources"],
+            serde_json::json!({"requests": {"memory": "1Gi"}, "limits": {"memory": "2Gi"}})
+        );
         assert!(docs[2]["spec"]["backends"].get("image").is_none());
         assert_eq!(docs[3]["spec"]["backends"]["image"], "mine:1");
     }
