@@ -5,7 +5,8 @@
 //!   Collector image to the operator's default (an upstream image that cannot
 //!   be pulled here) gets the Collector image built by `make e2e-images`, for
 //!   its backends (unless they are a Service of the user's) and for the load
-//!   balancer's Collector sidecar;
+//!   balancer's Collector sidecar; so does a workload (a sample's own
+//!   Collector Deployment) that names an upstream Collector image;
 //! * the node has the few CPUs of this machine: CPU requests (which the
 //!   scheduler sums against them) are left out. Memory requests and every
 //!   limit are kept, and the kubelet enforces them.
@@ -25,6 +26,9 @@ pub fn for_test_node(yaml: &str, image: &str) -> Result<String> {
         let mut doc = doc;
         if doc["kind"] == "LoadBalancedCollector" {
             fill(&mut doc, image);
+        }
+        if ["Deployment", "StatefulSet", "DaemonSet"].iter().any(|k| doc["kind"] == *k) {
+            fit_workload(&mut doc, image);
         }
         out.push_str(&serde_json::to_string(&doc).context("serializing a document")?);
         out.push_str("\n---\n");
@@ -58,6 +62,19 @@ fn fill(lbc: &mut Value, image: &str) {
     }
 }
 
+/// Where a Deployment's containers name an upstream Collector image, the local one; no CPU requests.
+fn fit_workload(workload: &mut Value, image: &str) {
+    let containers = workload.pointer_mut("/spec/template/spec/containers").and_then(Value::as_array_mut);
+    for c in containers.into_iter().flatten() {
+        if c["image"].as_str().is_some_and(|i| i.contains("opentelemetry-collector")) {
+            c["image"] = image.into();
+        }
+        if let Some(requests) = c.pointer_mut("/resources/requests").and_then(Value::as_object_mut) {
+            requests.remove("cpu");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -68,11 +85,17 @@ mod tests {
                     loadBalancer: {collector: {config: {}}}\n  backends: {replicas: 1, resources: {requests: {cpu: 2, \
                     memory: 1Gi}, limits: {memory: 2Gi}}}\n---\nkind: LoadBalancedCollector\n\
                     spec:\n  backends: {serviceRef: {name: s, port: 4317}}\n---\nkind: LoadBalancedCollector\nspec:\n  \
-                    backends: {image: mine:1}\n";
+                    backends: {image: mine:1}\n---\nkind: Deployment\nspec: {template: {spec: {containers: [{name: c, \
+                    image: 'otel/opentelemetry-collector-contrib:0.160.0', resources: {requests: {cpu: 1}}}]}}}\n";
         let out = for_test_node(yaml, "local:1").unwrap();
         let docs: Vec<Value> = serde_saphyr::from_multiple(&out).unwrap();
         let docs: Vec<&Value> = docs.iter().filter(|d| !d.is_null()).collect();
-        assert_eq!(docs.len(), 4);
+        assert_eq!(docs.len(), 5);
+        assert_eq!(docs[4]["spec"]["template"]["spec"]["containers"][0]["image"], "local:1");
+        assert_eq!(
+            docs[4]["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"],
+            serde_json::json!({})
+        );
         assert_eq!(docs[0]["kind"], "ConfigMap");
         assert_eq!(docs[1]["spec"]["backends"]["image"], "local:1");
         assert_eq!(docs[1]["spec"]["loadBalancer"]["collector"]["image"], "local:1");
