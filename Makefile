@@ -66,8 +66,7 @@ demo: ## the data plane with three local sinks, then a fourth added live
 	$(CARGO) build -p dataplane --bins
 	bash scripts/demo.sh
 
-demo-cluster: demo-cluster-note tools images e2e-images ## the operator on a throwaway local cluster (root): helm install, the tail-sampling sample, traces through its Service, kubectl scale lbc 3 -> 5
-	$(CARGO) build -p e2e --bin otlp-lb-demo-cluster -p dataplane --bin otlp-lb-tools
+demo-cluster: demo-cluster-note tools images e2e-images test-build ## the operator on a throwaway local cluster (root): helm install, the tail-sampling sample, traces through its Service, kubectl scale lbc 3 -> 5
 	target/debug/otlp-lb-demo-cluster
 
 demo-cluster-note:
