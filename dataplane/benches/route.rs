@@ -84,7 +84,7 @@ fn split_traces(c: &mut Criterion) {
                 .expect("split")
         })
     });
-    // The same with only the last key's answer remembered (how the pipeline called it before `Owners`).
+    // The same with only the last key's answer remembered, for comparison with `Owners`.
     g.bench_function("traces_by_traceid_with_affinity_last_key", |b| {
         b.iter(|| {
             next = (next + 1) % bodies.len();

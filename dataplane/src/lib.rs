@@ -6,12 +6,14 @@
 //! - [`export`]: one client per backend; concurrent delivery that retries only what failed.
 //! - [`resolve`]: where the pool's members come from.
 //! - [`config`], [`telemetry`]: the configuration file; metrics, health, `/debug/pool` and the status page.
+//! - [`fixtures`]: OTLP requests built with prost, for the tests, benches, fuzz seeds and `otlp-lb-tools loadgen`.
 #![forbid(unsafe_code)]
 
 pub mod app;
 pub mod codec;
 pub mod config;
 pub mod export;
+pub mod fixtures;
 pub mod pem;
 pub mod pipeline;
 pub mod pool;
