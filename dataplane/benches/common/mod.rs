@@ -13,8 +13,6 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 
 use dataplane::route::ring::{Member, Ring};
 
-pub use dataplane::fixtures::mix;
-
 pub const SPANS: u32 = 100;
 pub const SPANS_PER_TRACE: u32 = 10;
 pub const SERVICES: u32 = 5;
