@@ -7,6 +7,7 @@
 //! - [`export`]: one client per backend; concurrent delivery that retries only what failed.
 //! - [`resolve`]: where the pool's members come from.
 //! - [`config`], [`telemetry`]: the configuration file; metrics, health, `/debug/pool` and the status page.
+//! - [`fixtures`]: OTLP requests built with prost, for the tests, benches, fuzz seeds and `otlp-lb-tools loadgen`.
 #![forbid(unsafe_code)]
 
 pub mod app;
@@ -15,6 +16,7 @@ pub mod config;
 pub mod delivery;
 pub mod durable;
 pub mod export;
+pub mod fixtures;
 pub mod pem;
 pub mod pipeline;
 pub mod pool;

@@ -41,7 +41,7 @@ fn members(n: usize) -> Vec<Member> {
 /// Routes one request holding span `span` of trace `trace` as the pipeline does: the number of the backend it
 /// goes to.
 fn route(pipeline: &Pipeline, trace: u64, span: u64) -> u8 {
-    let body = Bytes::from(common::otlp::traces(trace..trace + 1, span..span + 1, 1).encode_to_vec());
+    let body = Bytes::from(dataplane::fixtures::traces(trace..trace + 1, span..span + 1, 1).encode_to_vec());
     let pool = pipeline.pools().borrow().clone();
     let (pool, split) = pipeline.route(Signal::Traces, pool, &body).expect("a valid request");
     assert_eq!(split.parts.len(), 1, "one span goes to one backend");

@@ -1,4 +1,4 @@
-//! The k8s resolver through an API server outage (issue 5 §1): otlp-lb watches the EndpointSlices of three
+//! The k8s resolver through an API server outage: otlp-lb watches the EndpointSlices of three
 //! Collector backends (the `rebalance` fixtures); kube-apiserver is killed and stays down for 6 s while loadgen
 //! sends 5000 spans through otlp-lb. Asserted: the watch failure is logged, the last good pool stays in use (same
 //! ring version and backends on `/debug/pool`), every span is acknowledged and written by a backend; once the API

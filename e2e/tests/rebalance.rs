@@ -1,4 +1,4 @@
-//! Rebalancing under load (issue 5 §5): otlp-lb with the k8s resolver in front
+//! Rebalancing under load: otlp-lb with the k8s resolver in front
 //! of a Deployment of Collector backends that is scaled 3 → 5 → 2 while a
 //! steady load of traces, each sent in several requests over several seconds,
 //! runs through it.
