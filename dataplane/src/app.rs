@@ -14,6 +14,7 @@ use tokio::sync::watch;
 
 use crate::config::{AckMode, Config};
 use crate::durable::DurableAck;
+use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
 use crate::pool::PoolManager;
 use crate::receive::auth::Bearer;
@@ -23,7 +24,7 @@ use crate::receive::tls;
 use crate::resolve;
 use crate::route::affinity::Affinity;
 use crate::telemetry::status::Status;
-use crate::telemetry::{self, Health, Metrics};
+use crate::telemetry::{self, Health};
 
 async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
     TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr} ({what})"))

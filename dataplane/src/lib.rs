@@ -6,7 +6,8 @@
 //! - [`route`]: routing keys, the hash ring, the per-backend splitter.
 //! - [`export`]: one client per backend; concurrent delivery that retries only what failed.
 //! - [`resolve`]: where the pool's members come from.
-//! - [`config`], [`telemetry`]: the configuration file; metrics, health, `/debug/pool` and the status page.
+//! - [`config`]: the configuration file; [`metrics`]: the Prometheus metrics; [`telemetry`]: health,
+//!   `/debug/pool`, the status page and the server that shows them with the metrics.
 //! - [`fixtures`]: OTLP requests built with prost, for the tests, benches, fuzz seeds and `otlp-lb-tools loadgen`.
 #![forbid(unsafe_code)]
 
@@ -17,6 +18,7 @@ pub mod delivery;
 pub mod durable;
 pub mod export;
 pub mod fixtures;
+pub mod metrics;
 pub mod pem;
 pub mod pipeline;
 pub mod pool;

@@ -13,13 +13,13 @@ use crate::config::Retry;
 use crate::delivery::Delivery;
 use crate::durable::DurableAck;
 use crate::export::Delivered;
+use crate::metrics::Metrics;
 use crate::pool::Pool;
 pub use crate::refusal::{RETRY_AFTER, Refusal};
 use crate::route::affinity::Affinity;
 use crate::route::key::RoutingPolicy;
 use crate::route::split::{Split, SplitError};
 use crate::signal::Signal;
-use crate::telemetry::Metrics;
 
 /// The front of the data plane: what receivers hand every request to.
 pub struct Pipeline {

@@ -11,13 +11,13 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use dataplane::config::{ClientTls, HealthCheck, OtlpExporter, Retry};
+use dataplane::metrics::Metrics;
 use dataplane::pipeline::Pipeline;
 use dataplane::pool::PoolManager;
 use dataplane::route::affinity::Affinity;
 use dataplane::route::key::RoutingPolicy;
 use dataplane::route::ring::Member;
 use dataplane::signal::Signal;
-use dataplane::telemetry::Metrics;
 use prost::Message;
 
 /// Pool changes: 3 backends, then 4 and 3 in turn, ending with 4 (so every backend a trace met is in the final

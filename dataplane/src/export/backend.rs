@@ -22,8 +22,8 @@ use super::grpc;
 use super::health::{Health, Transition};
 use super::reply::{Reply, parse_reply};
 use crate::config::{HealthCheck, OtlpExporter, Sizer};
+use crate::metrics::Metrics;
 use crate::signal::Signal;
-use crate::telemetry::Metrics;
 
 /// A backend of the pool.
 pub struct Backend {

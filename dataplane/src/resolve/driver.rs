@@ -8,8 +8,8 @@ use futures::StreamExt;
 use tokio::sync::watch;
 
 use super::{Resolve, Update, Updates, Wording};
+use crate::metrics::Metrics;
 use crate::pool::{PoolChange, PoolManager};
-use crate::telemetry::Metrics;
 
 /// Starts `resolver` and drives its updates into `pool` until `shutdown`. Fails when the resolver cannot be set
 /// up, or when it requires its first update to apply and that update fails.

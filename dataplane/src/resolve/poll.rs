@@ -33,9 +33,9 @@ where
 mod tests {
     use super::*;
     use crate::config::{ClientTls, HealthCheck, OtlpExporter};
+    use crate::metrics::Metrics;
     use crate::pool::PoolManager;
     use crate::resolve::{Resolve, driver};
-    use crate::telemetry::Metrics;
     use futures::future::BoxFuture;
     use std::collections::VecDeque;
     use std::sync::{Arc, Mutex};

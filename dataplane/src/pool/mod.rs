@@ -11,10 +11,12 @@ use tokio::sync::{Mutex, Notify, watch};
 
 use crate::config::{HealthCheck, OtlpExporter};
 use crate::export::Backend;
+use crate::metrics::Metrics;
 use crate::route::affinity::Affinity;
 use crate::route::ring::{Member, Ring};
-use crate::telemetry::Metrics;
-use crate::telemetry::status::changes::{ChangeLog, ChangeRecord};
+
+pub mod changes;
+use changes::{ChangeLog, ChangeRecord};
 
 /// What a resolver hands to the pool: the members that take new keys, and those that drain (they keep the keys
 /// trace affinity gives them, and take no new one).
@@ -378,5 +380,4 @@ impl PoolManager {
 }
 
 #[cfg(test)]
-#[path = "pool_tests.rs"]
 mod tests;
