@@ -12,7 +12,7 @@ E2E_TESTS := $(sort $(basename $(notdir $(wildcard e2e/tests/*.rs))))
 # serves them all and nothing is compiled twice (`-p`, `--exclude` or `cargo build` would each resolve another).
 CARGO_TEST := $(CARGO) test --workspace
 
-.PHONY: golden help build test-build test unit python images e2e-images image-tests e2e e2e-rebalance tools tools-check demo bench ring-report fuzz crds crds-check chart lint fmt clean
+.PHONY: golden help build test-build test unit python images e2e-images image-tests e2e e2e-rebalance tools tools-check demo demo-cluster demo-cluster-note bench ring-report fuzz crds crds-check chart lint fmt clean
 
 help: ## this list
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -40,10 +40,10 @@ e2e-images: tools-check ## the test images of the end-to-end node: otelcol-lb (f
 image-tests: images e2e-images ## run each image as a kubelet would (user 65532, read-only root, volumes); prints sizes
 	bash images/test.sh
 
-e2e: test-build tools-check ## end-to-end tests on a real control plane (root, network namespaces)
+e2e: test-build tools-check images e2e-images ## end-to-end tests on a real control plane and node (root; containerd, kubelet, kube-proxy, CoreDNS)
 	$(CARGO_TEST) $(E2E_TESTS:%=--test %) -- --test-threads=1
 
-e2e-rebalance: test-build tools-check ## scale a backend pool 3->5->2 under load; ring update latency, split traces, lost spans
+e2e-rebalance: test-build tools-check images e2e-images ## scale a backend pool 3->5->2 under load; ring update latency, split traces, lost spans
 	$(CARGO_TEST) --test rebalance -- --nocapture --test-threads=1
 
 bench: tools-check ## otlp-lb vs the Collector's loadbalancing exporter, pass-through, criterion, profile, flame graphs; writes bench/results.md (~15 min)
@@ -56,7 +56,7 @@ ring-report: tools-check ## per-sink shares and keys moved, the Collector's load
 fuzz: ## fuzz decoding and splitting for a bounded time (FUZZ_SECONDS per target, default 60)
 	bash scripts/fuzz.sh
 
-tools: ## build the pinned tools (kube-apiserver, etcd, otelcol, telemetrygen, helm, kubectl) into $(TOOLS_DIR)
+tools: ## build the pinned tools (kube-apiserver, kubelet, kube-proxy, etcd, CoreDNS, otelcol, telemetrygen, helm, kubectl, crictl) into $(TOOLS_DIR)
 	bash e2e/tools/build-tools.sh
 
 tools-check:
@@ -65,6 +65,12 @@ tools-check:
 demo: ## the data plane with three local sinks, then a fourth added live
 	$(CARGO) build -p dataplane --bins
 	bash scripts/demo.sh
+
+demo-cluster: demo-cluster-note tools images e2e-images test-build ## the operator on a throwaway local cluster (root): helm install, the tail-sampling sample, traces through its Service, kubectl scale lbc 3 -> 5
+	target/debug/otlp-lb-demo-cluster
+
+demo-cluster-note:
+	@echo "demo-cluster: builds what is missing first; from nothing that is the pinned tools (about 35 min on 2 cores) and the images (about 10 min), cached afterwards"
 
 crds: ## regenerate the CRD from the operator's types (crds/ and the chart's copy)
 	$(CARGO) run -q -p operator --bin otlp-lb-operator -- crd > $(CRD_FILE)

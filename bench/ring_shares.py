@@ -30,8 +30,10 @@ import tempfile
 import time
 import urllib.request
 
-import macro
-from macro import PROCS, ROOT, free_port, http_get, log, read_line, wait_http_ok
+from macrobench.balancers import otelcol_config, otlp_lb_config
+from macrobench.measure import machine_facts
+from macrobench.procs import PROCS, ROOT, free_port, http_get, log, on_sigterm, read_line, target_dir, tools_env
+from macrobench.procs import wait_http_ok
 
 MAX_Z = 5.0
 
@@ -61,10 +63,10 @@ def start_balancer(args, kind, backends, workdir, label):
     path = os.path.join(workdir, f"{label}.yaml")
     grpc, port_a, port_b = free_port(), free_port(), free_port()
     if kind == "collector":
-        text = macro.otelcol_config("traces", grpc, port_a, port_b, backends, "none")
+        text = otelcol_config("traces", grpc, port_a, port_b, backends, "none")
         argv, ready = [args.otelcol, "--config", path], f"http://127.0.0.1:{port_a}/"
     else:
-        text = macro.otlp_lb_config(grpc, port_a, port_b, backends, "none")
+        text = otlp_lb_config(grpc, port_a, port_b, backends, "none")
         argv, ready = [args.otlp_lb, "-c", path], f"http://127.0.0.1:{port_b}/readyz"
     with open(path, "w") as f:
         f.write(text)
@@ -162,7 +164,7 @@ def moved(ids, before, after, joined):
 
 def table(args, results, facts, took):
     kinds = (("collector", "Collector"), ("otlp-lb", "otlp-lb"))
-    env = macro.tools_env()
+    env = tools_env()
     L = ["# Ring shares: the Collector's loadbalancing exporter and otlp-lb, measured", ""]
     L.append(f"`make ring-report` (`python3 bench/ring_shares.py`), {datetime.date.today()}, commit "
              f"{facts['commit']}{' (dirty)' if facts['dirty'] else ''}, {took:.0f} s. Collector `otelcol-lb` from "
@@ -198,7 +200,7 @@ def table(args, results, facts, took):
 
 def parse_args():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    target = os.path.join(macro.target_dir(), "release")
+    target = os.path.join(target_dir(), "release")
     p.add_argument("--otelcol", default=os.path.join(os.environ.get("TOOLS_DIR", os.path.expanduser(
         "~/.cache/otlp-lb/tools")), "bin", "otelcol-lb"), help="the Collector binary (make tools)")
     p.add_argument("--otlp-lb", default=os.path.join(target, "otlp-lb"))
@@ -220,7 +222,7 @@ def parse_args():
 
 def main():
     args = parse_args()
-    signal.signal(signal.SIGTERM, macro.on_sigterm)
+    signal.signal(signal.SIGTERM, on_sigterm)
     if not args.no_build:
         argv = ["cargo", "build", "--release", "-p", "dataplane", "--bins", "--example", "ring_report"]
         log(" ".join(argv))
@@ -229,7 +231,7 @@ def main():
     for path in (args.otelcol, args.otlp_lb, args.tools, args.ring_report):
         if not os.access(path, os.X_OK):
             raise SystemExit(f"missing {path} (make tools builds otelcol-lb; drop --no-build to build the rest)")
-    started, facts = time.monotonic(), macro.machine_facts()
+    started, facts = time.monotonic(), machine_facts()
     workdir = tempfile.mkdtemp(prefix="ring-shares-")
     problems, results = [], {"collector": {}, "otlp-lb": {}}
     try:

@@ -1,5 +1,5 @@
 //! Writes the seed inputs of the fuzz targets into `fuzz/seeds/<target>/` (checked in, a few KB in all):
-//! small valid OTLP requests of each signal, framed for each target's input layout.
+//! small valid OTLP requests of each signal (from `dataplane::fixtures`), framed for each target's input layout.
 //!
 //! `CARGO_TARGET_DIR=target cargo run --manifest-path fuzz/Cargo.toml --example seeds` from the workspace root (a
 //! plain build, not instrumented; the main workspace's target/ already holds most dependencies).
@@ -7,175 +7,35 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use dataplane::fixtures::{self, kv};
 use dataplane::signal::Signal;
 use flate2::Compression;
 use flate2::write::GzEncoder;
 use fuzz_support::{Request, signal_keys};
-use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
-use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
-use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
-use opentelemetry_proto::tonic::metrics::v1::{
-    ExponentialHistogram, ExponentialHistogramDataPoint, Gauge, Histogram, HistogramDataPoint, Metric, NumberDataPoint,
-    ResourceMetrics, ScopeMetrics, Sum, Summary, SummaryDataPoint, exponential_histogram_data_point, metric,
-    number_data_point,
-};
-use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 
-fn kv(k: &str, v: &str) -> KeyValue {
-    KeyValue {
-        key: k.into(),
-        value: Some(AnyValue { value: Some(any_value::Value::StringValue(v.into())) }),
-        ..Default::default()
-    }
-}
-
-fn resource(service: &str, tenant: Option<&str>) -> Option<Resource> {
-    let mut attributes = vec![kv("service.name", service)];
-    attributes.extend(tenant.map(|t| kv("tenant", t)));
-    Some(Resource { attributes, ..Default::default() })
-}
-
-fn scope(name: &str) -> Option<InstrumentationScope> {
-    Some(InstrumentationScope { name: name.into(), version: "1".into(), ..Default::default() })
-}
-
-fn trace_id(t: u8) -> Vec<u8> {
-    let mut id = vec![0u8; 16];
-    id[0] = t;
-    id[15] = 1;
-    id
-}
-
+/// Two resources × two scopes × 3 traces of one span, with a `tenant` on the first resource and on every span of
+/// trace 2 (for the `attributes` key's lookup order).
 fn traces() -> ExportTraceServiceRequest {
-    let resource_spans = [("checkout", Some("t1")), ("cart", None)]
-        .into_iter()
-        .enumerate()
-        .map(|(r, (svc, tenant))| ResourceSpans {
-            resource: resource(svc, tenant),
-            scope_spans: ["http", "db"]
-                .into_iter()
-                .map(|sc| ScopeSpans {
-                    scope: scope(sc),
-                    spans: (0..3u8)
-                        .map(|i| Span {
-                            trace_id: trace_id(i),
-                            span_id: vec![r as u8, i, 0, 0, 0, 0, 0, 1],
-                            name: format!("{sc}{i}"),
-                            attributes: if i == 2 { vec![kv("tenant", "t2")] } else { vec![] },
-                            ..Default::default()
-                        })
-                        .collect(),
-                    schema_url: String::new(),
-                })
-                .collect(),
-            schema_url: String::new(),
-        })
-        .collect();
-    ExportTraceServiceRequest { resource_spans }
-}
-
-fn logs() -> ExportLogsServiceRequest {
-    let log_records = (0..4u8)
-        .map(|i| LogRecord {
-            trace_id: match i {
-                0 => vec![],
-                1 => vec![0; 16],
-                _ => trace_id(i),
-            },
-            body: Some(AnyValue { value: Some(any_value::Value::StringValue(format!("log {i}"))) }),
-            attributes: if i == 3 { vec![kv("tenant", "t1")] } else { vec![] },
-            ..Default::default()
-        })
-        .collect();
-    ExportLogsServiceRequest {
-        resource_logs: vec![ResourceLogs {
-            resource: resource("cart", None),
-            scope_logs: vec![ScopeLogs { scope: scope("app"), log_records, schema_url: String::new() }],
-            schema_url: String::new(),
-        }],
+    let mut req = fixtures::mixed_traces(3, 1);
+    for (r, rs) in req.resource_spans.iter_mut().enumerate() {
+        if r == 0 {
+            rs.resource.get_or_insert_default().attributes.push(kv("tenant", "t1"));
+        }
+        for span in rs.scope_spans.iter_mut().flat_map(|ss| &mut ss.spans) {
+            if span.name.ends_with("-2-0") {
+                span.attributes.push(kv("tenant", "t2"));
+            }
+        }
     }
-}
-
-fn point(path: &str, v: i64) -> NumberDataPoint {
-    NumberDataPoint {
-        attributes: vec![kv("path", path)],
-        value: Some(number_data_point::Value::AsInt(v)),
-        ..Default::default()
-    }
-}
-
-fn metrics() -> ExportMetricsServiceRequest {
-    let m = |name: &str, data: metric::Data| Metric {
-        name: name.into(),
-        unit: "1".into(),
-        data: Some(data),
-        ..Default::default()
-    };
-    let metrics = vec![
-        m(
-            "requests",
-            metric::Data::Sum(Sum {
-                data_points: vec![point("/a", 1), point("/b", 2), point("/c", 3)],
-                aggregation_temporality: 2,
-                is_monotonic: true,
-            }),
-        ),
-        m("queue", metric::Data::Gauge(Gauge { data_points: vec![point("/q", 1)] })),
-        m(
-            "latency",
-            metric::Data::Histogram(Histogram {
-                data_points: vec![HistogramDataPoint {
-                    attributes: vec![kv("tenant", "t1")],
-                    count: 2,
-                    bucket_counts: vec![1, 1],
-                    explicit_bounds: vec![1.0],
-                    ..Default::default()
-                }],
-                aggregation_temporality: 1,
-            }),
-        ),
-        m(
-            "size",
-            metric::Data::ExponentialHistogram(ExponentialHistogram {
-                data_points: vec![ExponentialHistogramDataPoint {
-                    attributes: vec![kv("path", "/e")],
-                    count: 1,
-                    positive: Some(exponential_histogram_data_point::Buckets { offset: 0, bucket_counts: vec![1] }),
-                    ..Default::default()
-                }],
-                aggregation_temporality: 1,
-            }),
-        ),
-        m(
-            "rt",
-            metric::Data::Summary(Summary {
-                data_points: vec![SummaryDataPoint {
-                    attributes: vec![kv("path", "/s")],
-                    count: 1,
-                    sum: 2.0,
-                    ..Default::default()
-                }],
-            }),
-        ),
-        Metric { name: "empty".into(), ..Default::default() },
-    ];
-    ExportMetricsServiceRequest {
-        resource_metrics: vec![ResourceMetrics {
-            resource: resource("cart", Some("t1")),
-            scope_metrics: vec![ScopeMetrics { scope: scope("m"), metrics, schema_url: String::new() }],
-            schema_url: String::new(),
-        }],
-    }
+    req
 }
 
 fn requests() -> Vec<(Signal, Request)> {
     vec![
         (Signal::Traces, Request::Traces(traces())),
-        (Signal::Metrics, Request::Metrics(metrics())),
-        (Signal::Logs, Request::Logs(logs())),
+        (Signal::Metrics, Request::Metrics(fixtures::every_metric_type())),
+        (Signal::Logs, Request::Logs(fixtures::varied_logs())),
     ]
 }
 

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use dataplane::fixtures::mix;
 use dataplane::route::affinity::Affinity;
 use dataplane::route::key::{RoutingKey, RoutingPolicy};
 use dataplane::route::owners::Owners;
@@ -20,7 +21,7 @@ mod common;
 
 fn ring_lookup(c: &mut Criterion) {
     let ring = common::ring(common::BACKENDS);
-    let keys: Vec<u64> = (0..4096u64).map(common::mix).collect();
+    let keys: Vec<u64> = (0..4096u64).map(mix).collect();
     let mut g = c.benchmark_group("ring");
     g.throughput(Throughput::Elements(keys.len() as u64));
     g.bench_function("lookup", |b| {
@@ -39,7 +40,7 @@ fn ring_lookup(c: &mut Criterion) {
         b.iter(|| {
             let mut acc = 0usize;
             for _ in 0..keys.len() {
-                acc = acc.wrapping_add(ring.lookup(common::mix(next)));
+                acc = acc.wrapping_add(ring.lookup(mix(next)));
                 next += 1;
             }
             acc
@@ -90,7 +91,7 @@ fn split_traces(c: &mut Criterion) {
         [("traces_by_traceid_with_affinity_and_peers", 0u64), ("traces_by_traceid_after_a_peer_exchange", 500_000)]
     {
         let peers = affinity.peers();
-        peers.adopt((0..told).map(|k| (common::mix(k ^ 0x5555_5555), std::sync::Arc::from("10.0.0.1:4317"))));
+        peers.adopt((0..told).map(|k| (mix(k ^ 0x5555_5555), std::sync::Arc::from("10.0.0.1:4317"))));
         g.bench_function(name, |b| {
             b.iter(|| {
                 next = (next + 1) % bodies.len();
@@ -106,7 +107,7 @@ fn split_traces(c: &mut Criterion) {
             })
         });
     }
-    // The same with only the last key's answer remembered (how the pipeline called it before `Owners`).
+    // The same with only the last key's answer remembered, for comparison with `Owners`.
     g.bench_function("traces_by_traceid_with_affinity_last_key", |b| {
         b.iter(|| {
             next = (next + 1) % bodies.len();
@@ -151,7 +152,7 @@ fn affinity_new_traces(c: &mut Criterion) {
     let mut next = 0u64;
     // Fill both generations first: the steady state of a saturated balancer.
     for _ in 0..1_500_000 {
-        affinity.first_routed(common::mix(next), 1, 0);
+        affinity.first_routed(mix(next), 1, 0);
         next += 1;
     }
     let mut g = c.benchmark_group("affinity");
@@ -159,7 +160,7 @@ fn affinity_new_traces(c: &mut Criterion) {
     g.bench_function("first_seen_new_trace", |b| {
         b.iter(|| {
             for _ in 0..BATCH {
-                black_box(affinity.first_routed(common::mix(next), 1, 0));
+                black_box(affinity.first_routed(mix(next), 1, 0));
                 next += 1;
             }
         })

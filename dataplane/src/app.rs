@@ -7,13 +7,14 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
 use crate::config::{AckMode, Config};
-use crate::export::queued::{self, Durable};
+use crate::durable::DurableAck;
+use crate::metrics::Metrics;
 use crate::peer::{Coordinator, PeerSwitch};
 use crate::pipeline::Pipeline;
 use crate::pool::PoolManager;
@@ -24,7 +25,7 @@ use crate::receive::tls;
 use crate::resolve;
 use crate::route::affinity::Affinity;
 use crate::telemetry::status::Status;
-use crate::telemetry::{self, Health, Metrics};
+use crate::telemetry::{self, Health};
 
 async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
     TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr} ({what})"))
@@ -39,10 +40,11 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
     let health = Arc::new(Health::default());
     let (stop_tx, stop) = watch::channel(false);
     let lb = &config.loadbalancing;
-    let resolver = resolve::name(&lb.resolver);
+    let resolver = resolve::from_config(&config, &config_path)?;
+    let resolver_name = resolver.name();
     let window = config.routing.affinity_window.0;
     let (pool, pools) =
-        PoolManager::new(lb.protocol.otlp.clone(), lb.health_check.clone(), metrics.clone(), resolver, window);
+        PoolManager::new(lb.protocol.otlp.clone(), lb.health_check.clone(), metrics.clone(), resolver_name, window);
     let _prober = tokio::spawn(Arc::clone(&pool).probe_ejected(stop.clone()));
     let affinity = Arc::new(Affinity::new(window, config.routing.affinity_max_traces));
     metrics.affinity_capacity(affinity.capacity());
@@ -66,16 +68,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let r = &lb.resolver;
-    let _resolver_task = match (&r.static_, &r.dns, &r.k8s, &r.aws_cloud_map) {
-        (Some(s), ..) => {
-            resolve::static_pool::start(config_path, s, Arc::clone(&pool), metrics.clone(), stop.clone()).await?
-        }
-        (_, Some(d), ..) => resolve::dns::start(d, Arc::clone(&pool), metrics.clone(), stop.clone()),
-        (_, _, Some(k), _) => resolve::k8s::start(k, Arc::clone(&pool), metrics.clone(), stop.clone()).await?,
-        (.., Some(c)) => resolve::aws_cloud_map::start(c, Arc::clone(&pool), metrics.clone(), stop.clone()).await,
-        _ => bail!("loadbalancing.resolver: configure one resolver"),
-    };
+    let _resolver_task = resolve::driver::start(resolver, Arc::clone(&pool), metrics.clone(), stop.clone()).await?;
 
     let policy = config.routing_policy()?;
     let mut pipeline = Pipeline::new(
@@ -86,21 +79,16 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
         config.limits.memory_limit_mib,
         metrics.clone(),
     );
-    let mut replay = None;
     if lb.sending_queue.ack == AckMode::Queued {
-        let queue = lb.sending_queue.clone();
-        let (durable, records) = tokio::task::spawn_blocking(move || Durable::open(&queue))
+        let (cfg, delivery) = (lb.sending_queue.clone(), Arc::clone(pipeline.delivery()));
+        let (durable, backlog) = tokio::task::spawn_blocking(move || DurableAck::open(&cfg, delivery))
             .await?
             .map_err(|e| anyhow::anyhow!("loadbalancing.sending_queue: {e}"))?;
         tracing::info!(storage = ?lb.sending_queue.storage, pending = durable.pending(), "requests are acknowledged once written to the queue");
-        pipeline = pipeline.with_durable_queue(Arc::clone(&durable));
-        replay = Some((durable, records));
+        pipeline = pipeline.with_durable_ack(Arc::clone(&durable));
+        tokio::spawn(durable.run(backlog));
     }
     let pipeline = Arc::new(pipeline);
-    if let Some((durable, records)) = replay {
-        let p = Arc::clone(&pipeline);
-        tokio::spawn(queued::run(durable, records, move |r| Arc::clone(&p).deliver_record(r)));
-    }
     let _affinity_gauge = tokio::spawn(report_affinity(affinity, metrics.clone(), stop.clone()));
     let grace = config.drain_timeout.0;
     let auth = Bearer::from_config(config.receivers.otlp.auth.as_ref()).map_err(anyhow::Error::msg)?;
@@ -136,7 +124,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
         servers.push(server::spawn(listener, router, opts, stop.clone()));
     }
     health.receivers_bound.store(true, Ordering::Relaxed);
-    tracing::info!(telemetry = %telemetry_addr, resolver, "otlp-lb started");
+    tracing::info!(telemetry = %telemetry_addr, resolver = resolver_name, "otlp-lb started");
 
     wait_for_termination().await?;
     tracing::info!(drain_timeout = ?grace, "shutting down: no new connections; finishing requests in flight");

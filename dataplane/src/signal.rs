@@ -1,71 +1,7 @@
-//! The three OTLP signals and what differs between them on the wire: gRPC method paths, HTTP paths, and the field
-//! numbers of the resource → scope → item nesting that routing walks.
+//! The three OTLP signals ([`Signal`], defined with the configuration) and the field numbers of the resource →
+//! scope → item nesting that routing walks.
 
-use std::fmt;
-
-/// An OTLP signal.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Signal {
-    Traces,
-    Metrics,
-    Logs,
-}
-
-impl Signal {
-    pub const ALL: [Signal; 3] = [Signal::Traces, Signal::Metrics, Signal::Logs];
-
-    /// The signal's position in [`Signal::ALL`], for per-signal arrays.
-    pub fn index(self) -> usize {
-        self as usize
-    }
-
-    /// The gRPC method a request of this signal is exported with.
-    pub fn grpc_path(self) -> &'static str {
-        match self {
-            Signal::Traces => "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
-            Signal::Metrics => "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
-            Signal::Logs => "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
-        }
-    }
-
-    /// The OTLP/HTTP path.
-    pub fn http_path(self) -> &'static str {
-        match self {
-            Signal::Traces => "/v1/traces",
-            Signal::Metrics => "/v1/metrics",
-            Signal::Logs => "/v1/logs",
-        }
-    }
-
-    pub fn from_grpc_path(path: &str) -> Option<Signal> {
-        Signal::ALL.into_iter().find(|s| s.grpc_path() == path)
-    }
-
-    /// Lower-case name used in configuration keys and metric labels.
-    pub fn name(self) -> &'static str {
-        match self {
-            Signal::Traces => "traces",
-            Signal::Metrics => "metrics",
-            Signal::Logs => "logs",
-        }
-    }
-
-    /// Name of the items this signal carries, as used in the Collector's metric names
-    /// (`otelcol_receiver_accepted_spans`, `..._metric_points`, `..._log_records`).
-    pub fn item_name(self) -> &'static str {
-        match self {
-            Signal::Traces => "spans",
-            Signal::Metrics => "metric_points",
-            Signal::Logs => "log_records",
-        }
-    }
-}
-
-impl fmt::Display for Signal {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
+pub use otlp_lb_config::Signal;
 
 /// Field numbers shared by every signal's request: `Export*ServiceRequest.resource_* = 1`,
 /// `Resource* { resource = 1; scope_* = 2 }`, `Scope* { scope = 1; items = 2 }`.
@@ -87,6 +23,7 @@ pub mod fields {
     pub const LOG_TRACE_ID: u32 = 9;
     pub const LOG_ATTRIBUTES: u32 = 6;
     pub const METRIC_NAME: u32 = 1;
+    pub const METRIC_UNIT: u32 = 3;
     pub const METRIC_GAUGE: u32 = 5;
     pub const METRIC_SUM: u32 = 7;
     pub const METRIC_HISTOGRAM: u32 = 9;
@@ -94,13 +31,21 @@ pub mod fields {
     pub const METRIC_SUMMARY: u32 = 11;
     /// `data_points = 1` in Gauge, Sum, Histogram, ExponentialHistogram and Summary.
     pub const DATA_POINTS: u32 = 1;
+    /// `attributes` of NumberDataPoint (Gauge, Sum) and SummaryDataPoint.
+    pub const NUMBER_POINT_ATTRIBUTES: u32 = 7;
+    pub const HISTOGRAM_POINT_ATTRIBUTES: u32 = 9;
+    pub const EXP_HISTOGRAM_POINT_ATTRIBUTES: u32 = 1;
     /// Data-point attributes field for each metric data kind, by the Metric field that holds the kind.
     pub fn data_point_attributes(kind: u32) -> Option<u32> {
         match kind {
-            METRIC_GAUGE | METRIC_SUM | METRIC_SUMMARY => Some(7),
-            METRIC_HISTOGRAM => Some(9),
-            METRIC_EXP_HISTOGRAM => Some(1),
+            METRIC_GAUGE | METRIC_SUM | METRIC_SUMMARY => Some(NUMBER_POINT_ATTRIBUTES),
+            METRIC_HISTOGRAM => Some(HISTOGRAM_POINT_ATTRIBUTES),
+            METRIC_EXP_HISTOGRAM => Some(EXP_HISTOGRAM_POINT_ATTRIBUTES),
             _ => None,
         }
     }
+    /// `Export*ServiceResponse.partial_success = 1`, and its `rejected_* = 1` and `error_message = 2`.
+    pub const RESPONSE_PARTIAL_SUCCESS: u32 = 1;
+    pub const PARTIAL_SUCCESS_REJECTED: u32 = 1;
+    pub const PARTIAL_SUCCESS_ERROR_MESSAGE: u32 = 2;
 }

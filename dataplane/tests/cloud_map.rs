@@ -16,8 +16,8 @@ use aws_sdk_servicediscovery::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_servicediscovery::types::{CustomHealthStatus, HealthCheckCustomConfig};
 use common::backend::Backend;
 use common::lb::{Lb, free_port};
-use common::otlp;
 use common::procs::Guard;
+use dataplane::fixtures as otlp;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 
 const REGION: &str = "us-east-1";

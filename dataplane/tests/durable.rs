@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::backend::Backend;
 use common::lb::{Lb, Opts};
-use common::otlp;
+use dataplane::fixtures as otlp;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 
 fn queued(dir: &std::path::Path, extra: &str) -> String {

@@ -7,7 +7,7 @@ mod common;
 
 use common::backend::Backend;
 use common::lb::{Lb, Opts};
-use common::otlp;
+use dataplane::fixtures as otlp;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use tonic::Code;

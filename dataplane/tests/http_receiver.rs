@@ -6,7 +6,7 @@ use std::io::Write;
 
 use common::backend::Backend;
 use common::lb::{Lb, Opts};
-use common::otlp;
+use dataplane::fixtures as otlp;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 use prost::Message;
 

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common::backend::Backend;
 use dataplane::config::{ClientTls, HealthCheck, OtlpExporter, Retry};
+use dataplane::metrics::Metrics;
 use dataplane::pipeline::Pipeline;
 use dataplane::pool::PoolManager;
 use dataplane::route::affinity::Affinity;
@@ -17,11 +18,10 @@ use dataplane::route::key::RoutingPolicy;
 use dataplane::route::ring::Member;
 use dataplane::route::split::split;
 use dataplane::signal::Signal;
-use dataplane::telemetry::Metrics;
 use prost::Message;
 
 fn request(trace: u64) -> Bytes {
-    Bytes::from(common::otlp::traces(trace..trace + 1, 0..1, 1).encode_to_vec())
+    Bytes::from(dataplane::fixtures::traces(trace..trace + 1, 0..1, 1).encode_to_vec())
 }
 
 /// The routing key of `trace`, as the splitter computes it.
@@ -72,7 +72,10 @@ async fn only_requests_with_unknown_traces_wait_for_the_peers_tables() {
     held.adopt([(key_of(2), Arc::from(backends[0].address().as_str()))]);
     let told = export(&pipeline, 2).await.expect("trace 2");
     assert!(told < Duration::from_secs(5), "a trace a peer told of goes on: {told:?}");
-    assert!(backends[0].spans().iter().any(|(id, _)| *id == common::otlp::trace_id(2)), "to the backend the peer said");
+    assert!(
+        backends[0].spans().iter().any(|(id, _)| *id == dataplane::fixtures::trace_id(2)),
+        "to the backend the peer said"
+    );
     let unknown = export(&pipeline, 3);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!unknown.is_finished(), "a trace nobody knows waits for the peers' tables");

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use common::backend::Backend;
 use common::lb::{Lb, free_port};
-use common::otlp;
+use dataplane::fixtures as otlp;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use opentelemetry_proto::tonic::trace::v1::{Status, status};
 use pools::{Collectors, Pool, Recorders, has_error, parse_name};

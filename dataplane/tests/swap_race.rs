@@ -11,13 +11,13 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use dataplane::config::{ClientTls, HealthCheck, OtlpExporter, Retry};
+use dataplane::metrics::Metrics;
 use dataplane::pipeline::Pipeline;
 use dataplane::pool::PoolManager;
 use dataplane::route::affinity::Affinity;
 use dataplane::route::key::RoutingPolicy;
 use dataplane::route::ring::Member;
 use dataplane::signal::Signal;
-use dataplane::telemetry::Metrics;
 use prost::Message;
 
 /// Pool changes: 3 backends, then 4 and 3 in turn, ending with 4 (so every backend a trace met is in the final
@@ -41,7 +41,7 @@ fn members(n: usize) -> Vec<Member> {
 /// Routes one request holding span `span` of trace `trace` as the pipeline does: the number of the backend it
 /// goes to.
 fn route(pipeline: &Pipeline, trace: u64, span: u64) -> u8 {
-    let body = Bytes::from(common::otlp::traces(trace..trace + 1, span..span + 1, 1).encode_to_vec());
+    let body = Bytes::from(dataplane::fixtures::traces(trace..trace + 1, span..span + 1, 1).encode_to_vec());
     let pool = pipeline.pools().borrow().clone();
     let (pool, split) = pipeline.route(Signal::Traces, pool, &body).expect("a valid request");
     assert_eq!(split.parts.len(), 1, "one span goes to one backend");

@@ -1,18 +1,19 @@
 //! The test-facing API: one throwaway cluster per test.
 //!
 //! `Cluster::start()` checks the prerequisites (root, iproute2, the pinned
-//! tools), begins a run (host-wide lock, stale sweep, run directory), creates
-//! the pod bridge, starts the control plane and the node agent, and waits
-//! until pods can run (the `default` service account exists). Tests then use
-//! the admin `kube::Client`, `apply_yaml`, bounded waits, pod IPs, logs and
-//! commands run inside pod network namespaces.
+//! tools, the images), begins a run (host-wide lock, stale sweep, run
+//! directory), creates the pod bridge, starts the control plane and the node
+//! (containerd, kubelet, kube-proxy, CoreDNS), and waits until pods can run
+//! (the Node is Ready, the `default` service account exists). Tests then use
+//! the admin `kube::Client`, `apply_yaml`, bounded waits, Service IPs, and
+//! what the node holds of a pod: its IP, volumes, logs, network namespace.
 //!
-//! Teardown kills every process of the run, removes every namespace,
-//! interface and mount point it created, and happens on `finish`, or in
-//! `Drop` on early return or panic. On failure the tails of every log are
-//! printed and the run directory is kept (its path is printed).
+//! Teardown stops the node (its pods, cgroups, mounts and iptables rules),
+//! kills every process of the run, removes every namespace and interface it
+//! created, and happens on `finish`, or in `Drop` on early return or panic.
+//! On failure the tails of every log are printed and the run directory is
+//! kept (its path is printed).
 
-use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -27,10 +28,9 @@ use kube::api::{DynamicObject, ListParams, Patch, PatchParams, PostParams};
 
 use crate::apply;
 use crate::controlplane::ControlPlane;
-use crate::images::ImageTable;
 use crate::netns::{self, Bridge};
-use crate::node_agent::NodeAgent;
-use crate::pod_worker::{AgentShared, PodRecord, PodRegistry};
+use crate::node::Node;
+use crate::node::pods::{self, PodFiles};
 use crate::process::{Output, ProcTable, Spec, run_captured, tail_file};
 use crate::run::Run;
 use crate::tools;
@@ -42,22 +42,12 @@ const DUMP_LINES: usize = 40;
 /// Knobs for [`Cluster::start_with`].
 #[derive(Debug, Clone)]
 pub struct ClusterOptions {
-    /// Image → binary table (built-in rules plus any test rules).
-    pub images: ImageTable,
     pub node_name: String,
 }
 
 impl Default for ClusterOptions {
     fn default() -> Self {
-        ClusterOptions { images: ImageTable::default(), node_name: "otlp-lb-e2e-node".into() }
-    }
-}
-
-impl ClusterOptions {
-    /// Maps image repository `repo` to `binary` (takes precedence).
-    pub fn image(mut self, repo: impl Into<String>, binary: impl Into<PathBuf>) -> ClusterOptions {
-        self.images = self.images.with_rule(repo, binary);
-        self
+        ClusterOptions { node_name: "otlp-lb-e2e-node".into() }
     }
 }
 
@@ -67,8 +57,7 @@ pub struct Cluster {
     table: ProcTable,
     bridge: Option<Bridge>,
     control_plane: Option<Mutex<ControlPlane>>,
-    agent: Option<NodeAgent>,
-    registry: PodRegistry,
+    node: Option<Mutex<Node>>,
     client: Option<kube::Client>,
     api_port: u16,
     torn_down: bool,
@@ -83,6 +72,8 @@ impl Cluster {
     /// Starts a cluster.
     pub async fn start_with(opts: ClusterOptions) -> Result<Cluster> {
         tools::require(tools::CONTROL_PLANE_TOOLS)?;
+        tools::require(tools::NODE_TOOLS)?;
+        crate::node::images::all()?;
         let started = std::time::Instant::now();
         let run = Arc::new(Run::begin().await?);
         tracing::info!("e2e run {} in {}", run.id, run.dir.display());
@@ -91,8 +82,7 @@ impl Cluster {
             table: ProcTable::default(),
             bridge: None,
             control_plane: None,
-            agent: None,
-            registry: Arc::new(Mutex::new(BTreeMap::new())),
+            node: None,
             client: None,
             api_port: 0,
             torn_down: false,
@@ -117,19 +107,10 @@ impl Cluster {
         let cp = ControlPlane::start(&self.run, &self.table, gateway).await?;
         let client = cp.admin.clone();
         self.api_port = cp.api_port;
+        let node = Node::start(&self.run, &self.table, &cp, &bridge, &opts.node_name).await;
         self.control_plane = Some(Mutex::new(cp));
-        self.client = Some(client.clone());
-        let shared = Arc::new(AgentShared {
-            client: client.clone(),
-            node_name: opts.node_name,
-            bridge,
-            api_port: self.api_port,
-            run: self.run.clone(),
-            images: opts.images,
-            table: self.table.clone(),
-            registry: self.registry.clone(),
-        });
-        self.agent = Some(NodeAgent::start(shared).await?);
+        self.client = Some(client);
+        self.node = Some(Mutex::new(node?));
         self.wait_for_service_account("default", Duration::from_secs(90)).await?;
         Ok(())
     }
@@ -168,12 +149,58 @@ impl Cluster {
         self.api_port
     }
 
-    /// Fails if a control-plane process has exited.
+    /// Fails if a control-plane or node process has exited.
     pub fn check_alive(&self) -> Result<()> {
         match &self.control_plane {
-            Some(cp) => cp.lock().map_err(|_| anyhow::anyhow!("control plane lock poisoned"))?.check_alive(),
+            Some(cp) => cp.lock().map_err(|_| anyhow::anyhow!("control plane lock poisoned"))?.check_alive()?,
             None => bail!("no control plane"),
         }
+        match &self.node {
+            Some(node) => node.lock().map_err(|_| anyhow::anyhow!("node lock poisoned"))?.check_alive(),
+            None => bail!("no node"),
+        }
+    }
+
+    fn with_node<T>(&self, f: impl FnOnce(&Node) -> Result<T>) -> Result<T> {
+        let node = self.node.as_ref().context("the cluster has no node")?;
+        f(&*node.lock().map_err(|_| anyhow::anyhow!("node lock poisoned"))?)
+    }
+
+    /// The node's files of pod `namespace/name` (its latest incarnation).
+    pub fn pod_files(&self, namespace: &str, name: &str) -> Result<PodFiles> {
+        self.with_node(|n| pods::find(&n.kubelet_root, &n.pod_logs, namespace, name))
+    }
+
+    /// The node's cgroup directory of pod `uid` (`pids` hierarchy), while it exists.
+    pub fn pod_cgroup(&self, uid: &str) -> Option<PathBuf> {
+        self.with_node(|n| Ok(n.pod_cgroup(uid))).ok().flatten()
+    }
+
+    /// The apiserver address pods use: the `kubernetes` Service (through kube-proxy).
+    pub fn api_server_for_pods(&self) -> String {
+        format!("https://{}:443", crate::controlplane::KUBERNETES_SERVICE_IP)
+    }
+
+    /// The host directory of the pod's service-account volume (`kube-api-access-*`: token, ca.crt, namespace).
+    pub fn service_account_dir(&self, namespace: &str, pod: &str) -> Result<PathBuf> {
+        let volumes = self.pod_files(namespace, pod)?.dir.join("volumes/kubernetes.io~projected");
+        std::fs::read_dir(&volumes)
+            .with_context(|| format!("reading {}", volumes.display()))?
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("kube-api-access-")))
+            .with_context(|| format!("pod {namespace}/{pod} has no kube-api-access volume"))
+    }
+
+    /// The ClusterIP of Service `namespace/name`.
+    pub async fn service_ip(&self, namespace: &str, name: &str) -> Result<Ipv4Addr> {
+        let api: Api<k8s_openapi::api::core::v1::Service> = Api::namespaced(self.client(), namespace);
+        let svc = api.get(name).await.with_context(|| format!("reading service {namespace}/{name}"))?;
+        let ip = svc
+            .spec
+            .and_then(|s| s.cluster_ip)
+            .with_context(|| format!("service {namespace}/{name} has no clusterIP"))?;
+        ip.parse().with_context(|| format!("service {namespace}/{name} has clusterIP {ip:?}"))
     }
 
     /// Polls `check` (bounded by `timeout`), failing early if the control
@@ -344,34 +371,21 @@ impl Cluster {
         Ok(api.list(&ListParams::default().labels(label_selector)).await.context("listing pods")?.items)
     }
 
-    /// What the node agent knows of pod `namespace/name` (latest incarnation).
-    pub fn pod_record(&self, namespace: &str, name: &str) -> Result<PodRecord> {
-        let reg = self.registry.lock().map_err(|_| anyhow::anyhow!("pod registry lock poisoned"))?;
-        reg.get(&(namespace.to_string(), name.to_string()))
-            .cloned()
-            .with_context(|| format!("the node agent never ran pod {namespace}/{name}"))
-    }
-
     /// The pod's IP.
     pub fn pod_ip(&self, namespace: &str, name: &str) -> Result<Ipv4Addr> {
-        Ok(self.pod_record(namespace, name)?.ip)
+        self.pod_files(namespace, name)?.ip()
     }
 
     /// The host directory behind the pod's volume `volume` (emptyDir,
     /// ConfigMap, ...): tests read what the pod wrote there.
     pub fn pod_volume_dir(&self, namespace: &str, pod: &str, volume: &str) -> Result<PathBuf> {
-        Ok(self.pod_record(namespace, pod)?.dir.join("volumes").join(volume))
+        self.pod_files(namespace, pod)?.volume_dir(volume)
     }
 
-    /// All container logs of the pod (stdout and stderr, every restart).
+    /// All container logs of the pod on the node (stdout and stderr, every
+    /// restart), as long as the pod exists.
     pub fn logs(&self, namespace: &str, pod: &str) -> Result<String> {
-        let rec = self.pod_record(namespace, pod)?;
-        let mut out = String::new();
-        for (c, path) in &rec.logs {
-            let text = std::fs::read(path).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
-            out.push_str(&format!("==> {namespace}/{pod}/{c} <==\n{text}"));
-        }
-        Ok(out)
+        Ok(self.pod_files(namespace, pod)?.logs(&format!("{namespace}/{pod}")))
     }
 
     /// Runs `program args` to completion inside the pod's network namespace
@@ -384,13 +398,13 @@ impl Cluster {
         args: &[String],
         timeout: Duration,
     ) -> Result<Output> {
-        let rec = self.pod_record(namespace, pod)?;
-        if !rec.active {
-            bail!("pod {namespace}/{pod} is no longer running");
-        }
+        let uid = self.pod_files(namespace, pod)?.uid;
+        let cgroup = self
+            .with_node(|n| n.pod_cgroup(&uid).with_context(|| format!("pod {namespace}/{pod} is no longer running")))?;
+        let ns_path = pods::netns_of_cgroup(&cgroup)?;
         let spec = Spec::new(format!("exec in {namespace}/{pod}"), program, PathBuf::new())
             .args(args.iter().cloned())
-            .netns(netns::ns_path(&rec.netns));
+            .netns(ns_path);
         run_captured(&spec, &self.table, timeout).await
     }
 
@@ -407,9 +421,6 @@ impl Cluster {
         let ok = result.is_ok();
         if !ok {
             self.dump_logs().await;
-        }
-        if let Some(agent) = self.agent.as_mut() {
-            agent.stop().await;
         }
         self.teardown(ok);
         result
@@ -460,7 +471,7 @@ impl Cluster {
     fn dump_log_files(&self) {
         let mut files = Vec::new();
         collect_logs(&self.run.dir.join("logs"), &mut files);
-        collect_logs(&self.run.dir.join("pods"), &mut files);
+        collect_logs(&self.run.dir.join("node/pod-logs"), &mut files);
         for f in files {
             eprintln!("----- {} (last {DUMP_LINES} lines) -----\n{}", f.display(), tail_file(&f, DUMP_LINES));
         }
@@ -474,8 +485,12 @@ impl Cluster {
             return;
         }
         self.torn_down = true;
-        // Stops the agent's workers (they would otherwise restart pods).
-        drop(self.agent.take());
+        if let Some(node) = self.node.take() {
+            match node.into_inner() {
+                Ok(mut n) => n.teardown(),
+                Err(poisoned) => poisoned.into_inner().teardown(),
+            }
+        }
         self.table.kill_all();
         netns::sweep(&self.run.id);
         if let Some(b) = self.bridge.take() {

@@ -21,8 +21,12 @@ use crate::wait::{self, Check};
 
 /// The service-account token issuer (and default audience).
 pub const ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
-/// Virtual Service IPs (never routed: there is no kube-proxy).
+/// Virtual Service IPs (kube-proxy on the real node DNATs them).
 pub const SERVICE_CIDR: &str = "10.214.0.0/24";
+/// The `kubernetes` Service's IP (the first of [`SERVICE_CIDR`]).
+pub const KUBERNETES_SERVICE_IP: Ipv4Addr = Ipv4Addr::new(10, 214, 0, 1);
+/// The cluster DNS address (CoreDNS on the real node), in [`SERVICE_CIDR`].
+pub const CLUSTER_DNS: Ipv4Addr = Ipv4Addr::new(10, 214, 0, 10);
 /// Controllers the controller-manager runs.
 pub const CONTROLLERS: &[&str] = &[
     "deployment-controller",
@@ -44,6 +48,9 @@ pub const CONTROLLERS: &[&str] = &[
     "pod-garbage-collector-controller",
     // Binds PersistentVolumeClaims (the load balancer's durable queue) to PersistentVolumes.
     "persistentvolume-binder-controller",
+    // Node readiness from the kubelet's heartbeats, and with it the removal of
+    // the `not-ready` taint every new Node is registered with.
+    "node-lifecycle-controller",
 ];
 
 /// A running control plane.
@@ -59,6 +66,8 @@ pub struct ControlPlane {
     /// Admin kubeconfig (client certificate in `system:masters`).
     pub admin_kubeconfig: PathBuf,
     pub admin: kube::Client,
+    /// The run's PKI (the node's certificates are issued from it).
+    pub pki: Pki,
 }
 
 /// A free TCP port on `ip` (bound then released; a small race is accepted).
@@ -86,7 +95,11 @@ impl ControlPlane {
         let dir = &run.dir;
         let logs = dir.join("logs");
         std::fs::create_dir_all(&logs).context("creating logs dir")?;
-        let pki = Pki::generate(&dir.join("pki"), &["127.0.0.1".parse()?, gateway.into(), "10.214.0.1".parse()?])?;
+        let pki =
+            Pki::generate(&dir.join("pki"), &["127.0.0.1".parse()?, gateway.into(), KUBERNETES_SERVICE_IP.into()])?;
+        // The apiserver's identity towards kubelets (logs, exec, port-forward).
+        let kubelet_client =
+            pki.client_cert("apiserver-kubelet-client", "kube-apiserver-kubelet-client", Some("system:masters"))?;
 
         // etcd
         let etcd_client = free_port(Ipv4Addr::LOCALHOST)?;
@@ -145,6 +158,9 @@ impl ControlPlane {
                 format!("--service-account-signing-key-file={}", p(&pki.sa_key)),
                 format!("--service-cluster-ip-range={SERVICE_CIDR}"),
                 "--allow-privileged=true".into(),
+                format!("--kubelet-client-certificate={}", p(&kubelet_client.cert)),
+                format!("--kubelet-client-key={}", p(&kubelet_client.key)),
+                "--kubelet-preferred-address-types=InternalIP".into(),
                 "--profiling=false".into(),
                 "--v=1".into(),
             ]);
@@ -212,7 +228,17 @@ impl ControlPlane {
             ]);
         let scheduler = Proc::spawn(&sched_spec, table)?;
 
-        Ok(ControlPlane { etcd, apiserver, api_spec, controller_manager, scheduler, api_port, admin_kubeconfig, admin })
+        Ok(ControlPlane {
+            etcd,
+            apiserver,
+            api_spec,
+            controller_manager,
+            scheduler,
+            api_port,
+            admin_kubeconfig,
+            admin,
+            pki,
+        })
     }
 
     /// Kills kube-apiserver (SIGKILL, as a crash would) and waits for it to exit: every client's connection

@@ -1,32 +1,35 @@
 //! End-to-end harness for otlp-lb.
 //!
-//! Each test run gets a throwaway Kubernetes control plane on this machine
-//! (etcd, kube-apiserver, kube-controller-manager, kube-scheduler), one fake
-//! Node, and a small node agent (in Rust, in this crate) that plays the
-//! kubelet: every pod bound to the node runs as a local process in its own
-//! network namespace with its own pod IP, with its ConfigMaps, service-account
-//! token and env handed to it, and its readiness taken from its real probe.
+//! Each test run gets a throwaway Kubernetes cluster on this machine: a
+//! control plane (etcd, kube-apiserver, kube-controller-manager,
+//! kube-scheduler) and one real node ([`node`]: containerd with runc and the
+//! CNI bridge, the kubelet, kube-proxy and CoreDNS), whose pods run from the
+//! images `make images` and `make e2e-images` build, imported into
+//! containerd.
 //!
 //! Tests use [`Cluster`]: `Cluster::start().await?`, then the Kubernetes API
-//! through [`Cluster::client`] and helpers for waiting, pod IPs, logs and
-//! running commands inside pod network namespaces. Everything is torn down when
+//! through [`Cluster::client`] and helpers for waiting, Service and pod IPs,
+//! pod logs and volumes on the node, and running commands inside pod network
+//! namespaces. Everything is torn down when
 //! the `Cluster` is dropped (also on failure and panic); logs stay in the run
 //! directory and are printed (tails) on failure.
 //!
-//! Requirements: root (network namespaces, bind mounts) and the pinned tools
-//! built by `make tools`. A missing requirement is a test failure, never a skip.
+//! Requirements: root (network namespaces, cgroups, mounts, iptables), the
+//! pinned tools built by `make tools`, the images, and containerd, runc, the
+//! CNI plugins and iptables from the system's packages. A missing requirement
+//! is a test failure, never a skip.
 
 pub mod apply;
+pub mod chart;
 pub mod cluster;
 pub mod controlplane;
-pub mod images;
+pub mod dns;
+pub mod fit;
 pub mod kubeconfig;
 pub mod netns;
-pub mod node_agent;
+pub mod node;
 pub mod otlp_json;
 pub mod pki;
-pub mod pod_spec;
-pub mod pod_worker;
 pub mod probe;
 pub mod process;
 pub mod run;

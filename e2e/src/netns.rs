@@ -1,15 +1,15 @@
-//! Pod networking with iproute2.
+//! The run's network with iproute2.
 //!
 //! One Linux bridge per run in the root namespace, holding the gateway
 //! address (`.1` of a private /24 from 10.213.0.0/16 that no interface on the
-//! host uses yet); per pod a named network namespace with a veth pair (host
-//! end on the bridge, pod end renamed `eth0`), the pod IP, `lo` up and a
-//! default route via the gateway. The root namespace reaches pod IPs through
+//! host uses yet); the node's CNI bridge plugin attaches pods to it (see
+//! [`crate::node::containerd`]). The root namespace reaches pod IPs through
 //! the bridge, and pods reach the apiserver on the gateway address.
 //!
-//! Every name carries the run id (`olb<id>br`, `olb<id>v<n>`, netns
-//! `olb<id>-<n>`), so two runs cannot collide and a later run can find and
-//! remove what a dead run left ([`sweep`]).
+//! Every name carries the run id (`olb<id>br`; older layouts also used
+//! `olb<id>v<n>` veths and `olb<id>-<n>` namespaces), so two runs cannot
+//! collide and a later run can find and remove what a dead run left
+//! ([`sweep`]).
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
@@ -28,14 +28,6 @@ pub const ID_LEN: usize = 5;
 
 pub fn bridge_name(run_id: &str) -> String {
     format!("{PREFIX}{run_id}br")
-}
-
-fn host_veth_name(run_id: &str, n: u32) -> String {
-    format!("{PREFIX}{run_id}v{n}")
-}
-
-fn peer_veth_name(run_id: &str, n: u32) -> String {
-    format!("{PREFIX}{run_id}p{n}")
 }
 
 pub fn netns_name(run_id: &str, n: u32) -> String {
@@ -95,36 +87,6 @@ impl Bridge {
         Ipv4Addr::new(self.subnet[0], self.subnet[1], self.subnet[2], host)
     }
 
-    /// Creates pod network `n` (netns, veth pair, address `ip`, routes).
-    pub fn add_pod(&self, n: u32, ip: Ipv4Addr) -> Result<PodNet> {
-        let net = PodNet { ns: netns_name(&self.run_id, n), ip, host_veth: host_veth_name(&self.run_id, n) };
-        let res = (|| -> Result<()> {
-            run_sync("ip", &["netns", "add", &net.ns])?;
-            let peer = peer_veth_name(&self.run_id, n);
-            run_sync("ip", &["link", "add", &net.host_veth, "type", "veth", "peer", "name", &peer, "netns", &net.ns])?;
-            run_sync("ip", &["link", "set", &net.host_veth, "master", &self.name, "up"])?;
-            let addr = format!("{ip}/24");
-            let gw = self.gateway().to_string();
-            for args in [
-                vec!["link", "set", "lo", "up"],
-                vec!["link", "set", peer.as_str(), "name", "eth0"],
-                vec!["addr", "add", addr.as_str(), "dev", "eth0"],
-                vec!["link", "set", "eth0", "up"],
-                vec!["route", "add", "default", "via", gw.as_str()],
-            ] {
-                let mut full = vec!["-n", net.ns.as_str()];
-                full.extend(args);
-                run_sync("ip", &full)?;
-            }
-            Ok(())
-        })();
-        if let Err(e) = res {
-            net.delete();
-            return Err(e.context(format!("creating pod network {}", net.ns)));
-        }
-        Ok(net)
-    }
-
     /// Deletes the bridge (pod networks first: see [`sweep`]).
     pub fn delete(&self) {
         let _ = run_sync("ip", &["link", "del", &self.name]);
@@ -137,27 +99,6 @@ fn pick_free_subnet(ip_addr_output: &str, start: u8) -> Option<u8> {
     (0..=255u16)
         .map(|i| ((u16::from(start) + i) % 256) as u8)
         .find(|x| !ip_addr_output.contains(&format!(" 10.213.{x}.")))
-}
-
-/// One pod's network.
-#[derive(Debug, Clone)]
-pub struct PodNet {
-    pub ns: String,
-    pub ip: Ipv4Addr,
-    pub host_veth: String,
-}
-
-impl PodNet {
-    pub fn ns_path(&self) -> PathBuf {
-        ns_path(&self.ns)
-    }
-
-    /// Kills whatever still runs in the namespace, then deletes it (which
-    /// deletes the veth pair too).
-    pub fn delete(&self) {
-        delete_netns(&self.ns);
-        let _ = run_sync("ip", &["link", "del", &self.host_veth]);
-    }
 }
 
 fn delete_netns(ns: &str) {
@@ -236,7 +177,6 @@ mod tests {
         assert_eq!(owner_id("olbAB12cbr"), None);
         assert_eq!(owner_id("olbab12cv"), None);
         assert_eq!(owner_id("eth0"), None);
-        assert!(host_veth_name("ab12c", 9999).len() <= 15);
     }
 
     #[test]

@@ -40,6 +40,16 @@ pub fn spans_in_text(text: &str) -> Result<Vec<SpanKey>> {
     Ok(out)
 }
 
+/// The spans of the OTLP/JSON lines in a container's log; other lines (the
+/// process's own log messages) and an unfinished last line are skipped.
+pub fn spans_in_log(log: &str) -> Vec<SpanKey> {
+    log.lines()
+        .filter(|l| l.starts_with('{') && l.contains("resourceSpans"))
+        .filter_map(|l| spans_in_text(l).ok())
+        .flatten()
+        .collect()
+}
+
 /// Spans in every regular file under `dir` (recursively).
 pub fn spans_in_dir(dir: &Path) -> Result<Vec<SpanKey>> {
     let mut out = Vec::new();

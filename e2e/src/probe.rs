@@ -1,14 +1,11 @@
-//! Probes, as the kubelet runs them from the host: HTTP GET (status 200–399
-//! is success) and TCP connect against the pod IP, each with a timeout. Also
-//! the tiny HTTP/1.1 client the harness uses for plain-HTTP health endpoints
-//! (etcd's `/health`, the components' `/readyz`).
+//! The tiny HTTP/1.1 client the harness uses for plain-HTTP endpoints
+//! (etcd's `/health`, the components' `/readyz`, the data plane's
+//! `/metrics` and `/debug/pool`), with a timeout.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use k8s_openapi::api::core::v1::{Container, Probe};
-use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 /// Most bytes of a response read.
@@ -53,95 +50,6 @@ fn parse_response(buf: &[u8]) -> Result<(u16, String)> {
     Ok((code, body))
 }
 
-/// Result of one probe.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Outcome {
-    Success,
-    Failure(String),
-}
-
-impl Outcome {
-    pub fn ok(&self) -> bool {
-        matches!(self, Outcome::Success)
-    }
-}
-
-/// Resolves an int-or-named port against the container's ports.
-pub fn resolve_port(port: &IntOrString, container: &Container) -> Result<u16> {
-    match port {
-        IntOrString::Int(p) => u16::try_from(*p).with_context(|| format!("port {p} out of range")),
-        IntOrString::String(name) => {
-            if let Ok(p) = name.parse::<u16>() {
-                return Ok(p);
-            }
-            container
-                .ports
-                .iter()
-                .flatten()
-                .find(|p| p.name.as_deref() == Some(name.as_str()))
-                .and_then(|p| u16::try_from(p.container_port).ok())
-                .with_context(|| format!("container {} has no port named {name:?}", container.name))
-        }
-    }
-}
-
-/// Runs `probe` once against `pod_ip`. Exec probes run the image's own
-/// tools, which the harness does not have: they count as success while the
-/// process runs (logged by the caller). gRPC and HTTPS probes are checked as
-/// TCP connects.
-pub async fn run(probe: &Probe, pod_ip: IpAddr, container: &Container) -> Outcome {
-    let timeout = Duration::from_secs(probe.timeout_seconds.unwrap_or(1).clamp(1, 60) as u64);
-    let res: Result<Outcome> = async {
-        if let Some(h) = &probe.http_get {
-            let port = resolve_port(&h.port, container)?;
-            let host: IpAddr = match h.host.as_deref() {
-                Some(host) if !host.is_empty() => {
-                    host.parse().with_context(|| format!("probe host {host:?} is not an IP"))?
-                }
-                _ => pod_ip,
-            };
-            let addr = SocketAddr::new(host, port);
-            if h.scheme.as_deref().is_some_and(|s| s.eq_ignore_ascii_case("HTTPS")) {
-                tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr))
-                    .await
-                    .context("timeout")?
-                    .with_context(|| format!("connecting to {addr}"))?;
-                return Ok(Outcome::Success);
-            }
-            let path = h.path.as_deref().filter(|p| !p.is_empty()).unwrap_or("/");
-            let headers: Vec<(String, String)> =
-                h.http_headers.iter().flatten().map(|x| (x.name.clone(), x.value.clone())).collect();
-            let (code, body) = http_get(addr, path, &headers, timeout).await?;
-            return Ok(if (200..400).contains(&code) {
-                Outcome::Success
-            } else {
-                Outcome::Failure(format!(
-                    "HTTP probe failed with statuscode: {code} {}",
-                    body.chars().take(200).collect::<String>()
-                ))
-            });
-        }
-        let tcp_port = if let Some(t) = &probe.tcp_socket {
-            Some(resolve_port(&t.port, container)?)
-        } else if let Some(g) = &probe.grpc {
-            Some(u16::try_from(g.port).context("grpc probe port")?)
-        } else {
-            None
-        };
-        if let Some(port) = tcp_port {
-            let addr = SocketAddr::new(pod_ip, port);
-            tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr))
-                .await
-                .with_context(|| format!("dial tcp {addr}: i/o timeout"))?
-                .with_context(|| format!("dial tcp {addr}"))?;
-            return Ok(Outcome::Success);
-        }
-        Ok(Outcome::Success)
-    }
-    .await;
-    res.unwrap_or_else(|e| Outcome::Failure(format!("{e:#}")))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -152,33 +60,16 @@ mod tests {
         assert!(parse_response(b"garbage").is_err());
     }
 
-    #[test]
-    fn named_ports() {
-        let c: Container = serde_json::from_value(serde_json::json!({
-            "name": "c", "ports": [{"name": "health", "containerPort": 13133}]
-        }))
-        .unwrap();
-        assert_eq!(resolve_port(&IntOrString::String("health".into()), &c).unwrap(), 13133);
-        assert_eq!(resolve_port(&IntOrString::Int(8888), &c).unwrap(), 8888);
-        assert!(resolve_port(&IntOrString::String("nope".into()), &c).is_err());
-    }
-
     #[tokio::test]
-    async fn http_probe_against_local_server() {
+    async fn http_get_against_local_server() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move {
-            for code in [200u16, 503] {
-                let (mut s, _) = listener.accept().await.unwrap();
-                let mut buf = [0u8; 1024];
-                let _ = s.read(&mut buf).await;
-                let _ = s.write_all(format!("HTTP/1.1 {code} X\r\nContent-Length: 0\r\n\r\n").as_bytes()).await;
-            }
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf).await;
+            let _ = s.write_all(b"HTTP/1.1 503 X\r\nContent-Length: 4\r\n\r\nbusy").await;
         });
-        let probe: Probe =
-            serde_json::from_value(serde_json::json!({"httpGet": {"path": "/readyz", "port": addr.port()}})).unwrap();
-        let c = Container { name: "c".into(), ..Default::default() };
-        assert_eq!(run(&probe, addr.ip(), &c).await, Outcome::Success);
-        assert!(!run(&probe, addr.ip(), &c).await.ok());
+        assert_eq!(http_get(addr, "/readyz", &[], Duration::from_secs(5)).await.unwrap(), (503, "busy".to_string()));
     }
 }

@@ -1,19 +1,16 @@
 //! Child processes of the harness.
 //!
 //! Every child runs in its own session/process group, with stdout and stderr
-//! appended to a log file, optionally inside a named network namespace and a
-//! private mount namespace with bind mounts (that is how pods get their own IP
-//! and their files), and with `PR_SET_PDEATHSIG=SIGKILL` so the kernel kills it
-//! if the harness dies. A [`Proc`] kills its whole process group when dropped,
+//! appended to a log file, optionally inside a network namespace (a pod's,
+//! to run a command from inside it), and with `PR_SET_PDEATHSIG=SIGKILL` so
+//! the kernel kills it if the harness dies. A [`Proc`] kills its whole process group when dropped,
 //! and every live group is listed in a [`ProcTable`] so the cluster can kill
 //! them all synchronously from `Drop`.
 
 use std::collections::BTreeSet;
-use std::ffi::CString;
 use std::fs::File;
 use std::io::Write as _;
 use std::os::fd::AsFd as _;
-use std::os::unix::ffi::OsStrExt as _;
 use std::os::unix::process::ExitStatusExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
@@ -21,7 +18,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use nix::mount::MsFlags;
 use nix::sched::CloneFlags;
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
@@ -56,14 +52,6 @@ impl ProcTable {
     }
 }
 
-/// A bind mount made inside the child's private mount namespace.
-#[derive(Debug, Clone)]
-pub struct BindMount {
-    pub src: PathBuf,
-    pub dst: PathBuf,
-    pub read_only: bool,
-}
-
 /// What to run and where.
 #[derive(Debug, Clone, Default)]
 pub struct Spec {
@@ -76,9 +64,8 @@ pub struct Spec {
     pub cwd: Option<PathBuf>,
     /// stdout and stderr are appended here.
     pub log: PathBuf,
-    /// A network namespace file (`/run/netns/NAME`) to join.
+    /// A network namespace file (`/run/netns/NAME`, `/proc/PID/ns/net`) to join.
     pub netns: Option<PathBuf>,
-    pub mounts: Vec<BindMount>,
 }
 
 impl Spec {
@@ -124,21 +111,13 @@ impl Spec {
             Some(p) => Some(File::open(p).with_context(|| format!("opening network namespace {}", p.display()))?),
             None => None,
         };
-        let mut mounts = Vec::new();
-        for m in &self.mounts {
-            mounts.push((cstring(&m.src)?, cstring(&m.dst)?, m.read_only));
-        }
-        // SAFETY: the closure only makes raw syscalls (setsid, prctl, setns,
-        // unshare, mount) on data prepared before fork; nothing allocates.
+        // SAFETY: the closure only makes raw syscalls (setsid, prctl, setns)
+        // on data prepared before fork; nothing allocates.
         unsafe {
-            cmd.pre_exec(move || child_setup(netns.as_ref(), &mounts));
+            cmd.pre_exec(move || child_setup(netns.as_ref()));
         }
         Ok(cmd)
     }
-}
-
-fn cstring(p: &Path) -> Result<CString> {
-    CString::new(p.as_os_str().as_bytes()).with_context(|| format!("path with NUL byte: {}", p.display()))
 }
 
 fn errno(e: nix::errno::Errno) -> std::io::Error {
@@ -146,43 +125,11 @@ fn errno(e: nix::errno::Errno) -> std::io::Error {
 }
 
 /// Runs in the child between fork and exec.
-fn child_setup(netns: Option<&File>, mounts: &[(CString, CString, bool)]) -> std::io::Result<()> {
+fn child_setup(netns: Option<&File>) -> std::io::Result<()> {
     nix::unistd::setsid().map_err(errno)?;
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(errno)?;
     if let Some(ns) = netns {
         nix::sched::setns(ns.as_fd(), CloneFlags::CLONE_NEWNET).map_err(errno)?;
-    }
-    if !mounts.is_empty() {
-        nix::sched::unshare(CloneFlags::CLONE_NEWNS).map_err(errno)?;
-        // Nothing mounted here may propagate back to the host.
-        nix::mount::mount(
-            None::<&std::ffi::CStr>,
-            c"/",
-            None::<&std::ffi::CStr>,
-            MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-            None::<&std::ffi::CStr>,
-        )
-        .map_err(errno)?;
-        for (src, dst, ro) in mounts {
-            nix::mount::mount(
-                Some(src.as_c_str()),
-                dst.as_c_str(),
-                None::<&std::ffi::CStr>,
-                MsFlags::MS_BIND | MsFlags::MS_REC,
-                None::<&std::ffi::CStr>,
-            )
-            .map_err(errno)?;
-            if *ro {
-                nix::mount::mount(
-                    None::<&std::ffi::CStr>,
-                    dst.as_c_str(),
-                    None::<&std::ffi::CStr>,
-                    MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
-                    None::<&std::ffi::CStr>,
-                )
-                .map_err(errno)?;
-            }
-        }
     }
     Ok(())
 }

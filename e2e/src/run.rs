@@ -207,6 +207,7 @@ pub fn sweep_stale() {
         tracing::warn!("sweeping leftovers of dead e2e run {id} (owner pid {pid}, dir {dir})");
         if !dir.is_empty() {
             kill_processes_mentioning(&format!("{dir}/"));
+            crate::node::cleanup::sweep(id, &Path::new(&dir).join(crate::node::DIR));
             if dir.ends_with(&format!("otlp-lb-e2e-{id}")) {
                 let _ = std::fs::remove_dir_all(Path::new(&dir).join("etcd"));
             }
@@ -228,7 +229,7 @@ pub fn sweep_stale() {
 }
 
 /// SIGKILLs every process whose command line mentions `needle`.
-fn kill_processes_mentioning(needle: &str) {
+pub fn kill_processes_mentioning(needle: &str) {
     let me = std::process::id() as i32;
     let Ok(procs) = std::fs::read_dir("/proc") else {
         return;

@@ -36,6 +36,25 @@ pub fn substitute(text: &str, vars: &[(&str, String)]) -> String {
     vars.iter().fold(text.to_string(), |t, (k, v)| t.replace(&format!("${{{k}}}"), v))
 }
 
+/// The image references fixtures name as `${OTELCOL_IMAGE}`, `${OTLP_LB_IMAGE}`
+/// and `${OTLP_LB_OPERATOR_IMAGE}`: the images `make images e2e-images` built.
+pub fn image_vars() -> Result<Vec<(&'static str, String)>> {
+    let images = crate::node::images::all()?;
+    let r = |name| crate::node::images::reference(&images, name);
+    Ok(vec![
+        ("OTELCOL_IMAGE", r("otelcol-lb")?),
+        ("OTLP_LB_IMAGE", r("otlp-lb")?),
+        ("OTLP_LB_OPERATOR_IMAGE", r("otlp-lb-operator")?),
+    ])
+}
+
+/// A fixture with `vars` and the [`image_vars`] substituted.
+pub fn fixture_with(name: &str, vars: &[(&str, String)]) -> Result<String> {
+    let mut all = image_vars()?;
+    all.extend(vars.iter().cloned());
+    Ok(substitute(&fixture(name)?, &all))
+}
+
 /// `["ip:4317", ...]` as a YAML flow sequence.
 pub fn hostnames(ips: &[Ipv4Addr], port: u16) -> String {
     let items: Vec<String> = ips.iter().map(|ip| format!("\"{ip}:{port}\"")).collect();
@@ -45,7 +64,7 @@ pub fn hostnames(ips: &[Ipv4Addr], port: u16) -> String {
 /// Deploys `replicas` backends and waits for them to be ready endpoints of
 /// their Service; returns their pod IPs.
 pub async fn deploy_backends(cluster: &Cluster, replicas: usize) -> Result<Vec<Ipv4Addr>> {
-    let yaml = substitute(&fixture("backends.yaml")?, &[("REPLICAS", replicas.to_string())]);
+    let yaml = fixture_with("backends.yaml", &[("REPLICAS", replicas.to_string())])?;
     cluster.apply_yaml_in(NAMESPACE, &yaml).await?;
     cluster.wait_deployment_ready(NAMESPACE, BACKENDS, replicas as i32, Duration::from_secs(120)).await?;
     cluster.wait_ready_endpoints(NAMESPACE, BACKENDS, replicas, Duration::from_secs(60)).await
@@ -101,15 +120,17 @@ pub async fn balanced_traces(
     let ips = deploy_backends(cluster, backends).await?;
     tracing::info!("{backends} backends ready at {ips:?} after {:.1}s", t0.elapsed().as_secs_f64());
 
-    let yaml = substitute(&fixture(balancer_fixture)?, &[("BACKEND_HOSTNAMES", hostnames(&ips, 4317))]);
+    let yaml = fixture_with(balancer_fixture, &[("BACKEND_HOSTNAMES", hostnames(&ips, 4317))])?;
     cluster.apply_yaml_in(NAMESPACE, &yaml).await?;
     cluster.wait_deployment_ready(NAMESPACE, balancer_app, 1, Duration::from_secs(90)).await?;
     let (lb_pod, lb_ip) = ready_pod_ip(cluster, balancer_app).await?;
     tracing::info!("balancer {lb_pod} ready at {lb_ip} after {:.1}s", t0.elapsed().as_secs_f64());
 
+    // Clients send to the balancer's Service, as SDKs in a cluster do.
+    let target = cluster.service_ip(NAMESPACE, balancer_app).await?;
     let telemetrygen = tools::tool(tools::TELEMETRYGEN)?;
     let out = cluster
-        .exec_on_host(&telemetrygen, &load.args(&format!("{lb_ip}:4317")), Duration::from_secs(120))
+        .exec_on_host(&telemetrygen, &load.args(&format!("{target}:4317")), Duration::from_secs(120))
         .await?
         .check("telemetrygen")?;
     load.check_output(&format!("{}\n{}", out.stdout, out.stderr))?;
@@ -153,7 +174,12 @@ mod tests {
 
     #[test]
     fn fixtures_parse_after_substitution() {
-        let vars = [("REPLICAS", "3".to_string()), ("BACKEND_HOSTNAMES", hostnames(&[Ipv4Addr::LOCALHOST], 4317))];
+        let vars = [
+            ("REPLICAS", "3".to_string()),
+            ("BACKEND_HOSTNAMES", hostnames(&[Ipv4Addr::LOCALHOST], 4317)),
+            ("OTELCOL_IMAGE", "otelcol-lb:1".to_string()),
+            ("OTLP_LB_IMAGE", "otlp-lb:1".to_string()),
+        ];
         for f in ["backends.yaml", "collector-lb.yaml", "otlp-lb.yaml"] {
             let objs = crate::apply::parse_yaml(&substitute(&fixture(f).unwrap(), &vars)).unwrap();
             assert!(!objs.is_empty(), "{f}");

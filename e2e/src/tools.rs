@@ -2,10 +2,11 @@
 //!
 //! Two kinds: the pinned tools built by `make tools` (`e2e/tools/build-tools.sh`)
 //! into `$TOOLS_DIR/bin` (default `$HOME/.cache/otlp-lb/tools/bin`), with their
-//! versions in `e2e/tools.env`; and this workspace's own binaries in the cargo
-//! target directory (`target/debug/otlp-lb`, ...), each overridable by an env
-//! variable. A missing binary is an error that says how to get it: the e2e
-//! tests fail, they never skip.
+//! versions in `e2e/tools.env`; and the workspace's load generator the tests
+//! run on the host (`target/debug/otlp-lb-tools`, overridable by an env
+//! variable). What runs in pods comes from the images (see
+//! [`crate::node::images`]). A missing binary is an error that says how to get
+//! it: the e2e tests fail, they never skip.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
@@ -25,9 +26,15 @@ pub const OTELCOL: &str = "otelcol-lb";
 pub const TELEMETRYGEN: &str = "telemetrygen";
 pub const KUBECTL: &str = "kubectl";
 pub const HELM: &str = "helm";
+pub const KUBELET: &str = "kubelet";
+pub const KUBE_PROXY: &str = "kube-proxy";
+pub const COREDNS: &str = "coredns";
+pub const CRICTL: &str = "crictl";
 
 /// Tools every cluster needs.
 pub const CONTROL_PLANE_TOOLS: &[&str] = &[ETCD, KUBE_APISERVER, KUBE_CONTROLLER_MANAGER, KUBE_SCHEDULER];
+/// Tools the real node needs.
+pub const NODE_TOOLS: &[&str] = &[KUBELET, KUBE_PROXY, COREDNS];
 
 /// The workspace root (parent of this crate's directory).
 pub fn workspace_root() -> PathBuf {
@@ -116,19 +123,9 @@ pub fn workspace_bin(name: &str, env_override: &str, build_cmd: &str) -> Result<
     Ok(path)
 }
 
-/// The otlp-lb data plane (`OTLP_LB_BIN` overrides).
-pub fn otlp_lb_bin() -> Result<PathBuf> {
-    workspace_bin("otlp-lb", "OTLP_LB_BIN", "cargo build -p dataplane --bin otlp-lb")
-}
-
-/// `otlp-lb-tools` (loadgen, sink; `OTLP_LB_TOOLS_BIN` overrides).
+/// `otlp-lb-tools` (loadgen, sink; `OTLP_LB_TOOLS_BIN` overrides), run on the host.
 pub fn otlp_lb_tools_bin() -> Result<PathBuf> {
     workspace_bin("otlp-lb-tools", "OTLP_LB_TOOLS_BIN", "cargo build -p dataplane --bin otlp-lb-tools")
-}
-
-/// The otlp-lb operator (`OTLP_LB_OPERATOR_BIN` overrides).
-pub fn operator_bin() -> Result<PathBuf> {
-    workspace_bin("otlp-lb-operator", "OTLP_LB_OPERATOR_BIN", "cargo build -p operator --bin otlp-lb-operator")
 }
 
 #[cfg(test)]

@@ -1,10 +1,10 @@
-//! The k8s resolver through an API server outage (issue 5 §1): otlp-lb watches the EndpointSlices of three
+//! The k8s resolver through an API server outage: otlp-lb watches the EndpointSlices of three
 //! Collector backends (the `rebalance` fixtures); kube-apiserver is killed and stays down for 6 s while loadgen
 //! sends 5000 spans through otlp-lb. Asserted: the watch failure is logged, the last good pool stays in use (same
 //! ring version and backends on `/debug/pool`), every span is acknowledged and written by a backend; once the API
 //! server is back, the watch recovers and a scale-out to 4 backends reaches the ring.
 //!
-//! Needs root, `make tools` and `make test-build`; fails (never skips) without them.
+//! Needs root, `make tools`, `make images e2e-images` and `make test-build`; fails (never skips) without them.
 
 use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -12,7 +12,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, ensure};
-use e2e::scenario::{fixture, ready_pod_ip, substitute};
+use e2e::scenario::{fixture_with, ready_pod_ip};
 use e2e::wait::Check;
 use e2e::{Cluster, otlp_json, probe, tools};
 use serde_json::Value;
@@ -24,8 +24,6 @@ const DOWN: Duration = Duration::from_secs(6);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn apiserver_outage() -> Result<()> {
     e2e::init_logging();
-    tools::require(&[tools::OTELCOL])?;
-    tools::otlp_lb_bin()?;
     let loadgen = tools::otlp_lb_tools_bin()?;
     let cluster = Cluster::start().await?;
     let res = scenario(&cluster, &loadgen).await;
@@ -78,14 +76,16 @@ fn spans_written(dir: &Path) -> Result<usize> {
 async fn scenario(cluster: &Cluster, loadgen: &Path) -> Result<()> {
     let data_dir = cluster.run_dir().join("backend-data");
     std::fs::create_dir_all(&data_dir)?;
-    let yaml = substitute(
-        &fixture("rebalance/backends.yaml")?,
+    // The backends run as the Collector image's user: their hostPath must be writable to it.
+    std::fs::set_permissions(&data_dir, std::os::unix::fs::PermissionsExt::from_mode(0o777))?;
+    let yaml = fixture_with(
+        "rebalance/backends.yaml",
         &[("REPLICAS", "3".into()), ("DATA_DIR", data_dir.display().to_string())],
-    );
+    )?;
     cluster.apply_yaml_in(NS, &yaml).await?;
     cluster.wait_deployment_ready(NS, "backends", 3, Duration::from_secs(120)).await?;
     let ips = cluster.wait_ready_endpoints(NS, "backends", 3, Duration::from_secs(60)).await?;
-    let yaml = substitute(&fixture("rebalance/otlp-lb.yaml")?, &[("NAMESPACE", NS.into()), ("LB_LOG", "info".into())]);
+    let yaml = fixture_with("rebalance/otlp-lb.yaml", &[("NAMESPACE", NS.into()), ("LB_LOG", "info".into())])?;
     cluster.apply_yaml_in(NS, &yaml).await?;
     cluster.wait_deployment_ready(NS, "otlp-lb", 1, Duration::from_secs(90)).await?;
     let (lb_pod, lb_ip) = ready_pod_ip(cluster, "otlp-lb").await?;

@@ -3,7 +3,8 @@
 //! 3 Collector backends. Shows the harness serves both balancers with the
 //! same scenario, and pins what "correct" looks like for otlp-lb.
 //!
-//! Needs root and `make tools`; fails (never skips) without them.
+//! Needs root, `make tools` and `make e2e-images`; fails (never skips)
+//! without them.
 
 use e2e::Cluster;
 use e2e::scenario;

@@ -1,33 +1,46 @@
-//! The node agent behaves like a kubelet where the otlp-lb tests rely on it:
-//! pod status (IPs, conditions, container statuses) with readiness from the
-//! real probe; env and ConfigMap/emptyDir/service-account mounts inside the
-//! pod's own mount namespace; a working in-cluster identity (TokenRequest
-//! token + CA, checked with `kubectl auth whoami` from the pod's network
-//! namespace); restart after the process dies; graceful deletion that stops
-//! the process, frees the network and lets the ReplicaSet replace the pod;
-//! and a teardown that leaves nothing behind.
+//! The e2e cluster's node is a real one: the kubelet runs pods from the
+//! imported images under containerd and reports their status (IPs,
+//! conditions, container statuses) with readiness from its probes; the
+//! container runs as the image's user with env, ConfigMap, emptyDir and
+//! service-account mounts in its own mount namespace and the cluster DNS in
+//! its resolv.conf; Service IPs work through kube-proxy (the `kubernetes`
+//! Service from a pod and from the host), CoreDNS answers for a headless
+//! Service; a killed container is restarted; a deleted pod is stopped and
+//! replaced; `kubectl logs` reaches the kubelet; and teardown leaves no
+//! process, cgroup, mount, network namespace, interface or iptables chain.
 //!
-//! Needs root and `make tools`; fails (never skips) without them.
+//! Needs root, `make tools` and `make images e2e-images`; fails (never skips)
+//! without them.
 
-use std::path::PathBuf;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail, ensure};
+use e2e::controlplane::{CLUSTER_DNS, KUBERNETES_SERVICE_IP};
+use e2e::node::{cgroups, cleanup};
 use e2e::scenario::{self, NAMESPACE};
 use e2e::wait::Check;
-use e2e::{Cluster, netns, tools};
+use e2e::{Cluster, dns, netns, tools};
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 
-fn pid_of(pod: &Pod) -> Result<i32> {
-    let id = pod
-        .status
-        .as_ref()
-        .and_then(|s| s.container_statuses.as_ref())
-        .and_then(|cs| cs.first())
-        .and_then(|c| c.container_id.clone())
-        .context("no containerID")?;
-    id.trim_start_matches("e2e://").parse().context("containerID is not e2e://PID")
+/// The pid of the (only) container process of pod `name`: a process of its
+/// cgroup other than the sandbox's pause.
+fn container_pid(cluster: &Cluster, name: &str) -> Result<i32> {
+    let files = cluster.pod_files(NAMESPACE, name)?;
+    let cgroup = cluster.pod_cgroup(&files.uid).with_context(|| format!("no cgroup for pod {name}"))?;
+    let mut dirs = vec![cgroup];
+    while let Some(d) = dirs.pop() {
+        for pid in std::fs::read_to_string(d.join("cgroup.procs")).unwrap_or_default().split_whitespace() {
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            if comm.trim() == "otelcol-lb" {
+                return pid.parse().context("pid");
+            }
+        }
+        dirs.extend(std::fs::read_dir(&d)?.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.is_dir()));
+    }
+    bail!("no otelcol-lb process in pod {name}'s cgroup")
 }
 
 fn alive(pid: i32) -> bool {
@@ -35,7 +48,14 @@ fn alive(pid: i32) -> bool {
     !stat.is_empty() && !stat.rsplit_once(')').is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
 }
 
+fn kubectl_args(cluster: &Cluster, rest: &[&str]) -> Vec<String> {
+    let mut v = vec![format!("--kubeconfig={}", cluster.kubeconfig_path().display())];
+    v.extend(rest.iter().map(|s| s.to_string()));
+    v
+}
+
 async fn scenario(cluster: &Cluster) -> Result<()> {
+    let kubectl = tools::tool(tools::KUBECTL)?;
     let pods_api: Api<Pod> = Api::namespaced(cluster.client(), NAMESPACE);
     let ips = scenario::deploy_backends(cluster, 2).await?;
     let pods = cluster.pods(NAMESPACE, "app=otlp-backend").await?;
@@ -43,11 +63,11 @@ async fn scenario(cluster: &Cluster) -> Result<()> {
     let pod = &pods[0];
     let name = pod.metadata.name.clone().context("pod name")?;
 
-    // Status as a kubelet reports it.
+    // Status as the kubelet reports it.
     let st = pod.status.clone().context("no status")?;
     let ip = st.pod_ip.clone().context("no podIP")?;
     ensure!(ips.iter().any(|i| i.to_string() == ip), "podIP {ip} not among endpoints {ips:?}");
-    ensure!(st.pod_ips.as_ref().is_some_and(|v| v.len() == 1 && v[0].ip == ip), "podIPs {:?}", st.pod_ips);
+    ensure!(cluster.pod_ip(NAMESPACE, &name)?.to_string() == ip, "the node's pod IP differs from podIP {ip}");
     ensure!(st.phase.as_deref() == Some("Running"), "phase {:?}", st.phase);
     for ty in ["PodScheduled", "Initialized", "ContainersReady", "Ready"] {
         let c = st.conditions.iter().flatten().find(|c| c.type_ == ty);
@@ -55,40 +75,47 @@ async fn scenario(cluster: &Cluster) -> Result<()> {
     }
     let cs = &st.container_statuses.clone().context("no containerStatuses")?[0];
     ensure!(cs.ready && cs.started == Some(true) && cs.restart_count == 0, "container status {cs:?}");
-    ensure!(cs.state.as_ref().is_some_and(|s| s.running.is_some()), "state {:?}", cs.state);
+    ensure!(cs.container_id.as_deref().is_some_and(|id| id.starts_with("containerd://")), "containerID {cs:?}");
+    ensure!(cs.image.contains("otlp-lb-e2e/otelcol-lb"), "image {}", cs.image);
 
-    // Env and mounts live in the process, not on the host.
-    let pid = pid_of(pod)?;
-    let environ = std::fs::read(format!("/proc/{pid}/environ"))?;
-    let environ = String::from_utf8_lossy(&environ);
-    let gw = cluster.gateway().to_string();
-    for want in [format!("KUBERNETES_SERVICE_HOST={gw}"), "GOMEMLIMIT=200MiB".to_string(), format!("HOSTNAME={name}")] {
+    // The container process: the image's user, the pod's env, mounts and resolv.conf.
+    let pid = container_pid(cluster, &name)?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    ensure!(status.lines().any(|l| l.starts_with("Uid:") && l.contains("65532")), "not user 65532:\n{status}");
+    let environ = String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/environ"))?).into_owned();
+    for want in [
+        format!("KUBERNETES_SERVICE_HOST={KUBERNETES_SERVICE_IP}"),
+        "GOMEMLIMIT=200MiB".into(),
+        format!("HOSTNAME={name}"),
+    ] {
         ensure!(environ.split('\0').any(|e| e == want), "missing {want} in the process env");
     }
     let mountinfo = std::fs::read_to_string(format!("/proc/{pid}/mountinfo"))?;
     for mp in [" /conf ", " /data ", "/secrets/kubernetes.io/serviceaccount "] {
         ensure!(mountinfo.contains(mp), "{mp} is not mounted in the pod");
     }
-    ensure!(!PathBuf::from("/conf/config.yaml").exists(), "the ConfigMap leaked onto the host's /conf");
+    let resolv = std::fs::read_to_string(format!("/proc/{pid}/root/etc/resolv.conf"))?;
+    ensure!(resolv.contains(&format!("nameserver {CLUSTER_DNS}")), "resolv.conf:\n{resolv}");
+    ensure!(
+        resolv.contains("search default.svc.cluster.local svc.cluster.local cluster.local"),
+        "resolv.conf:\n{resolv}"
+    );
 
-    // In-cluster identity from the pod's network namespace.
-    let rec = cluster.pod_record(NAMESPACE, &name)?;
-    let vols = std::fs::read_dir(rec.dir.join("volumes"))?;
-    let api_vol = vols
-        .filter_map(|e| e.ok())
-        .map(|e| e.path())
-        .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("kube-api-access-")))
-        .context("no kube-api-access volume")?;
+    // The cluster DNS answers for the headless Service with the pods' IPs.
+    let dns_server = SocketAddr::from((CLUSTER_DNS, 53));
+    let name_ips = dns::lookup_a(dns_server, "otlp-backend.default.svc.cluster.local", Duration::from_secs(5)).await?;
+    ensure!(name_ips == ips, "DNS answered {name_ips:?} for the headless Service, endpoints are {ips:?}");
+
+    // In-cluster identity through the `kubernetes` Service IP (kube-proxy), from the pod's network namespace.
+    let api_vol = cluster.service_account_dir(NAMESPACE, &name)?;
     let token = std::fs::read_to_string(api_vol.join("token"))?;
-    let ns = std::fs::read_to_string(api_vol.join("namespace"))?;
-    ensure!(ns == NAMESPACE, "namespace file {ns:?}");
     let out = cluster
         .exec_in_pod_netns(
             NAMESPACE,
             &name,
-            &tools::tool(tools::KUBECTL)?,
+            &kubectl,
             &[
-                format!("--server=https://{gw}:{}", cluster.api_port()),
+                format!("--server=https://{KUBERNETES_SERVICE_IP}:443"),
                 format!("--certificate-authority={}", api_vol.join("ca.crt").display()),
                 format!("--token={}", token.trim()),
                 "auth".into(),
@@ -101,11 +128,18 @@ async fn scenario(cluster: &Cluster) -> Result<()> {
         .await?
         .check("kubectl auth whoami from the pod")?;
     ensure!(out.stdout.trim() == "system:serviceaccount:default:default", "whoami: {:?}", out.stdout);
+    // ... and from the host, as a client outside the pod network.
+    let server = format!("--server=https://{KUBERNETES_SERVICE_IP}:443");
+    let out = cluster
+        .exec_on_host(&kubectl, &kubectl_args(cluster, &[&server, "get", "--raw", "/readyz"]), Duration::from_secs(30))
+        .await?
+        .check("kubectl get --raw /readyz through the kubernetes Service")?;
+    ensure!(out.stdout.trim() == "ok", "readyz: {:?}", out.stdout);
 
-    // The process dies: restarted, ready again, restartCount 1.
+    // The process dies: the kubelet restarts the container, ready again, restartCount 1.
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL)?;
     cluster
-        .wait_for("the killed container to be restarted and ready", Duration::from_secs(60), || async {
+        .wait_for("the killed container to be restarted and ready", Duration::from_secs(90), || async {
             let p = pods_api.get(&name).await?;
             let cs = p.status.and_then(|s| s.container_statuses).unwrap_or_default();
             Ok(match cs.first() {
@@ -114,9 +148,18 @@ async fn scenario(cluster: &Cluster) -> Result<()> {
             })
         })
         .await?;
-    let pid = pid_of(&pods_api.get(&name).await?)?;
+    let pid = container_pid(cluster, &name)?;
+    let out = cluster
+        .exec_on_host(&kubectl, &kubectl_args(cluster, &["logs", &name, "--previous"]), Duration::from_secs(30))
+        .await?
+        .check("kubectl logs --previous (through the kubelet)")?;
+    ensure!(out.stdout.contains("Everything is ready"), "previous container's logs:\n{}", out.stdout);
 
-    // Deletion: SIGTERM, network gone, object gone, replaced by the ReplicaSet.
+    let logs = cluster.logs(NAMESPACE, &name)?;
+    ensure!(logs.matches("Everything is ready").count() == 2, "expected 2 starts in the node's logs:\n{logs}");
+
+    // Deletion: the container stops, the pod's cgroup goes, the ReplicaSet replaces it.
+    let uid = cluster.pod_files(NAMESPACE, &name)?.uid;
     pods_api.delete(&name, &Default::default()).await?;
     cluster
         .wait_for(&format!("pod {name} to be deleted"), Duration::from_secs(60), || async {
@@ -127,58 +170,65 @@ async fn scenario(cluster: &Cluster) -> Result<()> {
         })
         .await?;
     ensure!(!alive(pid), "process {pid} of the deleted pod still runs");
-    ensure!(!netns::ns_path(&rec.netns).exists(), "netns {} of the deleted pod still exists", rec.netns);
-    ensure!(!cluster.pod_record(NAMESPACE, &name)?.active, "the agent still counts the deleted pod active");
-    let logs = cluster.logs(NAMESPACE, &name)?;
-    ensure!(logs.matches("=== otlp-lb e2e: starting").count() == 2, "expected 2 starts in the logs:\n{logs}");
+    cluster
+        .wait_for("the deleted pod's cgroup to be removed", Duration::from_secs(30), || async {
+            Ok(match cluster.pod_cgroup(&uid) {
+                None => Check::Done(()),
+                Some(d) => Check::Pending(d.display().to_string()),
+            })
+        })
+        .await?;
     cluster.wait_deployment_ready(NAMESPACE, scenario::BACKENDS, 2, Duration::from_secs(60)).await?;
     let after = cluster.wait_ready_endpoints(NAMESPACE, scenario::BACKENDS, 2, Duration::from_secs(60)).await?;
     ensure!(!after.iter().any(|i| i.to_string() == ip), "the deleted pod's IP {ip} is still an endpoint: {after:?}");
 
-    // The admin kubeconfig works for external tools.
     let out = cluster
-        .exec_on_host(
-            &tools::tool(tools::KUBECTL)?,
-            &[
-                format!("--kubeconfig={}", cluster.kubeconfig_path().display()),
-                "get".into(),
-                "nodes".into(),
-                "-o".into(),
-                "name".into(),
-            ],
-            Duration::from_secs(30),
-        )
+        .exec_on_host(&kubectl, &kubectl_args(cluster, &["get", "nodes", "-o", "name"]), Duration::from_secs(30))
         .await?
         .check("kubectl get nodes")?;
-    if !out.stdout.contains("node/otlp-lb-e2e-node") {
-        bail!("kubectl get nodes: {}", out.stdout);
-    }
+    ensure!(out.stdout.trim() == "node/otlp-lb-e2e-node", "kubectl get nodes: {}", out.stdout);
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn harness_lifecycle() -> Result<()> {
-    e2e::init_logging();
-    tools::require(&[tools::OTELCOL, tools::KUBECTL])?;
-    let cluster = Cluster::start().await?;
-    let id = cluster.run_id().to_string();
-    let dir = cluster.run_dir().to_path_buf();
-    let res = scenario(&cluster).await;
-    cluster.finish(res).await?;
-
-    // Teardown left nothing: no netns/interfaces, no process from the run.
-    ensure!(!netns::owner_ids().contains(&id), "leftover network resources of run {id}");
-    let needle = format!("{}/", dir.display());
+/// What of the run is still on the host.
+fn leftovers(id: &str, dir: &Path) -> Result<Vec<String>> {
     let mut left = Vec::new();
+    if netns::owner_ids().contains(id) {
+        left.push(format!("network namespaces or interfaces of run {id}"));
+    }
+    let needle = format!("{}/", dir.display());
     for e in std::fs::read_dir("/proc")?.filter_map(|e| e.ok()) {
         if let Ok(cmd) = std::fs::read(e.path().join("cmdline"))
             && String::from_utf8_lossy(&cmd).contains(&needle)
             && e.file_name().to_str().and_then(|p| p.parse::<i32>().ok()).is_some_and(alive)
         {
-            left.push(String::from_utf8_lossy(&cmd).replace('\0', " "));
+            left.push(format!("process {}", String::from_utf8_lossy(&cmd).replace('\0', " ")));
         }
     }
-    ensure!(left.is_empty(), "processes of the run still alive: {left:?}");
-    ensure!(!PathBuf::from("/var/run/secrets/kubernetes.io").exists(), "mount point left on the host");
+    let cgroup = cgroups::cgroup_root(id);
+    for h in std::fs::read_dir("/sys/fs/cgroup")?.filter_map(|e| e.ok()) {
+        let d = h.path().join(cgroup.trim_start_matches('/'));
+        if d.exists() {
+            left.push(format!("cgroup {}", d.display()));
+        }
+    }
+    left.extend(cleanup::mounts_under(dir).into_iter().map(|m| format!("mount {}", m.display())));
+    let rules = std::process::Command::new("iptables-save").output().context("iptables-save")?;
+    let rules = String::from_utf8_lossy(&rules.stdout);
+    left.extend(rules.lines().filter(|l| l.starts_with(":KUBE-")).map(|l| format!("iptables chain {l}")));
+    Ok(left)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn harness_lifecycle() -> Result<()> {
+    e2e::init_logging();
+    tools::require(&[tools::KUBECTL])?;
+    let cluster = Cluster::start().await?;
+    let id = cluster.run_id().to_string();
+    let dir: PathBuf = cluster.run_dir().to_path_buf();
+    let res = scenario(&cluster).await;
+    cluster.finish(res).await?;
+    let left = leftovers(&id, &dir)?;
+    ensure!(left.is_empty(), "the run left on the host: {left:#?}");
     Ok(())
 }

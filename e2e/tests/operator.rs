@@ -1,11 +1,11 @@
-//! The operator on the real control plane: the Helm chart (`charts/otlp-lb`) installs the
-//! CRD, RBAC and the operator Deployment (image `otlp-lb-operator` → `target/debug/otlp-lb-operator`,
-//! two replicas with leader election, talking to the apiserver with its ServiceAccount token);
+//! The operator on the real control plane and node: the Helm chart (`charts/otlp-lb`) installs the
+//! CRD, RBAC and the operator Deployment (the `otlp-lb-operator` image of `make images`, two
+//! replicas with leader election, talking to the apiserver with its ServiceAccount token);
 //! LoadBalancedCollectors then become a backend pool, the otlp-lb data plane with the k8s
 //! resolver, and the RBAC between them.
 //!
 //! * `operator_helm_install_and_traces`: install, Ready status, telemetrygen's traces through the
-//!   load balancer: every span once, each trace on exactly one backend, every backend used.
+//!   load balancer's Service: every span once, each trace on exactly one backend, every backend used.
 //! * `operator_scale_and_garbage_collection`: `kubectl scale lbc --replicas 5` → 5 backends
 //!   desired/ready/inRing, `/debug/pool` of every load-balancer pod lists 5; deleting the resource
 //!   lets kube-controller-manager's garbage collector remove every child.
@@ -21,8 +21,14 @@
 //!   replacement replays the same claim; once backends are back, every acknowledged span is
 //!   in a backend's file.
 //!
-//! Needs root, `make tools` and `cargo build -p dataplane --bin otlp-lb` plus
-//! `cargo build -p operator --bin otlp-lb-operator` (`make build`); fails (never skips) without them.
+//! The backends write what they receive to their stdout (OTLP/JSON lines), which the test reads from
+//! their container logs. The test cluster has no registry: LoadBalancedCollectors that name no
+//! Collector image get the one of `make e2e-images` ([`e2e::fit`]).
+//!
+//! * `operator_reports_a_missing_image`: a LoadBalancedCollector whose backend image does not exist
+//!   reports the pod's waiting reason (ErrImageNeverPull) in its conditions and a Warning event.
+//!
+//! Needs root, `make tools` and `make images e2e-images`; fails (never skips) without them.
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -31,29 +37,24 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use e2e::Cluster;
+use e2e::chart::install_operator;
 use e2e::otlp_json::{self, Distribution};
 use e2e::process::Output;
-use e2e::scenario::{fixture, substitute};
+use e2e::scenario::{fixture, image_vars};
 use e2e::telemetrygen::Traces;
 use e2e::tools;
 use e2e::wait::Check;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
 use serde_json::Value;
 
-/// Where the chart is installed, and its release name (objects are named `otlp-lb-operator`).
-const OPERATOR_NS: &str = "otlp-lb-system";
-const RELEASE: &str = "otlp-lb";
-const OPERATOR_DEPLOYMENT: &str = "otlp-lb-operator";
-/// The chart's default `replicaCount` (two replicas, leader election).
-const OPERATOR_REPLICAS: i32 = 2;
 /// Namespace of the LoadBalancedCollectors under test.
 const NS: &str = "default";
 
 /// Every binary these tests run; a missing one fails the test with what to run.
 fn require() -> Result<()> {
-    tools::require(&[tools::OTELCOL, tools::TELEMETRYGEN, tools::KUBECTL, tools::HELM])?;
-    tools::otlp_lb_bin()?;
-    tools::operator_bin()?;
+    tools::require(&[tools::TELEMETRYGEN, tools::KUBECTL, tools::HELM])?;
+    tools::otlp_lb_tools_bin()?;
+    image_vars()?;
     Ok(())
 }
 
@@ -95,49 +96,10 @@ fn write_run_file(cluster: &Cluster, name: &str, text: &str) -> Result<PathBuf> 
     Ok(path)
 }
 
-/// `helm install` of `charts/otlp-lb` with its default values (the operator image's repository,
-/// `otlp-lb-operator`, maps to `target/debug/otlp-lb-operator`), then waits for the operator
-/// Deployment and checks every operator pod's `/readyz`.
-async fn install_operator(cluster: &Cluster) -> Result<()> {
-    let t0 = Instant::now();
-    let chart = tools::workspace_root().join("charts/otlp-lb");
-    let args: Vec<String> = [
-        "install",
-        RELEASE,
-        &chart.to_string_lossy(),
-        "--namespace",
-        OPERATOR_NS,
-        "--create-namespace",
-        "--kubeconfig",
-        &cluster.kubeconfig_path().to_string_lossy(),
-        "--set",
-        "logFormat=text",
-        "--timeout",
-        "2m",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    cluster
-        .exec_on_host(&tools::tool(tools::HELM)?, &args, Duration::from_secs(150))
-        .await?
-        .check("helm install charts/otlp-lb")?;
-    cluster.wait_deployment_ready(OPERATOR_NS, OPERATOR_DEPLOYMENT, OPERATOR_REPLICAS, Duration::from_secs(90)).await?;
-    let pods = cluster.pods(OPERATOR_NS, "app.kubernetes.io/name=otlp-lb,app.kubernetes.io/component=operator").await?;
-    ensure!(
-        pods.len() == OPERATOR_REPLICAS as usize,
-        "expected {OPERATOR_REPLICAS} operator pods, found {}",
-        pods.len()
-    );
-    for p in &pods {
-        let name = p.metadata.name.clone().unwrap_or_default();
-        let ip = cluster.pod_ip(OPERATOR_NS, &name)?;
-        let (code, body) =
-            e2e::probe::http_get(SocketAddr::from((ip, 8080)), "/readyz", &[], Duration::from_secs(5)).await?;
-        ensure!(code == 200, "operator {name} /readyz: {code} {body}");
-    }
-    tracing::info!("operator installed and ready after {:.1}s", t0.elapsed().as_secs_f64());
-    Ok(())
+/// `yaml` with the test cluster's Collector image wherever a LoadBalancedCollector names none.
+fn local_collector(yaml: &str) -> Result<String> {
+    let image = image_vars()?.into_iter().find(|(k, _)| *k == "OTELCOL_IMAGE").context("no Collector image")?.1;
+    e2e::fit::for_test_node(yaml, &image)
 }
 
 // ------------------------------------------------------------------ LoadBalancedCollector status
@@ -252,11 +214,10 @@ async fn wait_pool_size(cluster: &Cluster, name: &str, n: usize, timeout: Durati
         .await
 }
 
-/// Applies the `traces` fixture (backends writing to `out_dir`) with the real kubectl and waits
-/// for it to be Ready with 3 backends.
-async fn apply_traces_fixture(cluster: &Cluster, out_dir: &Path) -> Result<()> {
-    std::fs::create_dir_all(out_dir)?;
-    let yaml = substitute(&fixture("operator/traces.yaml")?, &[("OUT_DIR", out_dir.display().to_string())]);
+/// Applies the `traces` fixture (backends writing what they receive to their stdout) with the
+/// real kubectl and waits for it to be Ready with 3 backends.
+async fn apply_traces_fixture(cluster: &Cluster) -> Result<()> {
+    let yaml = local_collector(&fixture("operator/traces.yaml")?)?;
     let file = write_run_file(cluster, "traces.yaml", &yaml)?;
     kubectl_ok(cluster, &["apply", "-n", NS, "-f", &file.to_string_lossy()]).await?;
     let t0 = Instant::now();
@@ -265,16 +226,21 @@ async fn apply_traces_fixture(cluster: &Cluster, out_dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Spans each backend wrote so far (file stem = backend pod name).
-fn received(out_dir: &Path) -> Result<Distribution> {
+/// Spans each running backend pod of `traces` wrote to its stdout so far, by pod name.
+async fn backend_spans(cluster: &Cluster) -> Result<BTreeMap<String, Vec<otlp_json::SpanKey>>> {
+    let pods = cluster.pods(NS, "app.kubernetes.io/instance=traces,app.kubernetes.io/component=backends").await?;
     let mut spans = BTreeMap::new();
-    for e in std::fs::read_dir(out_dir)?.filter_map(|e| e.ok()) {
-        let path = e.path();
-        let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-        let text = String::from_utf8_lossy(&std::fs::read(&path)?).into_owned();
-        spans.insert(name, otlp_json::spans_in_text(&text).with_context(|| format!("parsing {}", path.display()))?);
+    for p in pods.into_iter().filter(|p| p.metadata.deletion_timestamp.is_none()) {
+        let name = p.metadata.name.unwrap_or_default();
+        let Ok(log) = cluster.logs(NS, &name) else { continue };
+        spans.insert(name, otlp_json::spans_in_log(&log));
     }
-    Ok(Distribution::of(&spans))
+    Ok(spans)
+}
+
+/// What the backends of `traces` received so far.
+async fn received(cluster: &Cluster) -> Result<Distribution> {
+    Ok(Distribution::of(&backend_spans(cluster).await?))
 }
 
 // ------------------------------------------------------------------ tests
@@ -283,13 +249,13 @@ fn received(out_dir: &Path) -> Result<Distribution> {
 async fn operator_helm_install_and_traces() -> Result<()> {
     with_cluster("operator_helm_install_and_traces", Duration::from_secs(360), async |cluster| {
         install_operator(cluster).await?;
-        let out_dir = cluster.run_dir().join("operator-out");
-        apply_traces_fixture(cluster, &out_dir).await?;
+        apply_traces_fixture(cluster).await?;
 
         // The ring must be complete before sending, or the first traces go to fewer backends.
         wait_pool_size(cluster, "traces", 3, Duration::from_secs(30)).await?;
         let lb_pod = lb_pods(cluster, "traces").await?.into_iter().next().context("no load-balancer pod")?;
-        let lb_ip = cluster.pod_ip(NS, &lb_pod)?;
+        // Clients send to the load balancer's Service, as SDKs in the cluster do.
+        let lb_ip = cluster.service_ip(NS, "traces").await?;
 
         let load = Traces { workers: 2, traces_per_worker: 100, child_spans: 4 };
         let out = cluster
@@ -304,17 +270,14 @@ async fn operator_helm_install_and_traces() -> Result<()> {
 
         let expected = load.expected_spans();
         cluster
-            .wait_for(&format!("{expected} spans to reach the backends"), Duration::from_secs(60), || {
-                let d = received(&out_dir);
-                async move {
-                    let d = d?;
-                    Ok(if d.total_spans >= expected { Check::Done(()) } else { Check::Pending(d.to_string()) })
-                }
+            .wait_for(&format!("{expected} spans to reach the backends"), Duration::from_secs(60), || async {
+                let d = received(cluster).await?;
+                Ok(if d.total_spans >= expected { Check::Done(()) } else { Check::Pending(d.to_string()) })
             })
             .await
             .with_context(|| cluster.logs(NS, &lb_pod).map(|l| e2e::process::tail(&l, 30)).unwrap_or_default())?;
         tokio::time::sleep(Duration::from_secs(2)).await;
-        let d = received(&out_dir)?;
+        let d = received(cluster).await?;
         eprintln!("operator-managed pool: {d}");
         d.check(expected, load.expected_traces(), 3)?;
         Ok(())
@@ -340,7 +303,7 @@ async fn children(cluster: &Cluster, name: &str) -> Result<Vec<String>> {
 async fn operator_scale_and_garbage_collection() -> Result<()> {
     with_cluster("operator_scale_and_garbage_collection", Duration::from_secs(360), async |cluster| {
         install_operator(cluster).await?;
-        apply_traces_fixture(cluster, &cluster.run_dir().join("operator-out")).await?;
+        apply_traces_fixture(cluster).await?;
 
         // Scale through the scale subresource with the real kubectl.
         let t0 = Instant::now();
@@ -480,7 +443,7 @@ async fn operator_validation_and_rbac() -> Result<()> {
             }
 
             // The data plane's identity: EndpointSlices yes, Secrets no.
-            let file = write_run_file(cluster, "small.yaml", SMALL)?;
+            let file = write_run_file(cluster, "small.yaml", &local_collector(SMALL)?)?;
             kubectl_ok(cluster, &["apply", "-n", NS, "-f", &file.to_string_lossy()]).await?;
             wait_lbc_ready(cluster, NS, "small", Some(1), Duration::from_secs(120)).await?;
             let sa = format!("--as=system:serviceaccount:{NS}:small-load-balancer");
@@ -501,21 +464,14 @@ async fn operator_validation_and_rbac() -> Result<()> {
                 );
             }
 
-            // The same from inside the load-balancer pod, with the token the node agent mounted.
+            // The same from inside the load-balancer pod, with the token the kubelet mounted, through the
+            // `kubernetes` Service.
             let pod = lb_pods(cluster, "small")
                 .await?
                 .into_iter()
                 .next()
                 .context("no load-balancer pod")?;
-            let rec = cluster.pod_record(NS, &pod)?;
-            let api_vol = std::fs::read_dir(rec.dir.join("volumes"))?
-                .filter_map(|e| e.ok())
-                .map(|e| e.path())
-                .find(|p| {
-                    p.file_name()
-                        .is_some_and(|n| n.to_string_lossy().starts_with("kube-api-access-"))
-                })
-                .context("no kube-api-access volume in the load-balancer pod")?;
+            let api_vol = cluster.service_account_dir(NS, &pod)?;
             let token = std::fs::read_to_string(api_vol.join("token"))?;
             let kubectl_bin = tools::tool(tools::KUBECTL)?;
             for (verb, resource, want) in [
@@ -523,7 +479,7 @@ async fn operator_validation_and_rbac() -> Result<()> {
                 ("get", "secrets", "no"),
             ] {
                 let args = vec![
-                    format!("--server=https://{}:{}", cluster.gateway(), cluster.api_port()),
+                    format!("--server={}", cluster.api_server_for_pods()),
                     format!("--certificate-authority={}", api_vol.join("ca.crt").display()),
                     format!("--token={}", token.trim()),
                     "auth".into(),
@@ -546,7 +502,7 @@ async fn operator_validation_and_rbac() -> Result<()> {
             // And the real thing: the pod's token lists EndpointSlices and is refused Secrets.
             let get = |what: &'static str| {
                 vec![
-                    format!("--server=https://{}:{}", cluster.gateway(), cluster.api_port()),
+                    format!("--server={}", cluster.api_server_for_pods()),
                     format!("--certificate-authority={}", api_vol.join("ca.crt").display()),
                     format!("--token={}", token.trim()),
                     "get".to_string(),
@@ -628,9 +584,10 @@ async fn operator_samples() -> Result<()> {
         for sample in &samples {
             let t0 = Instant::now();
             let file = sample.file_name().unwrap_or_default().to_string_lossy().into_owned();
-            let names = lbc_names(&std::fs::read_to_string(sample)?)?;
+            let text = std::fs::read_to_string(sample)?;
+            let names = lbc_names(&text)?;
             ensure!(!names.is_empty(), "{file} has no LoadBalancedCollector");
-            let path = sample.to_string_lossy().into_owned();
+            let path = write_run_file(cluster, &file, &local_collector(&text)?)?.to_string_lossy().into_owned();
             kubectl_ok(cluster, &["apply", "-n", NS, "-f", &path]).await?;
             let mut ok = true;
             for (name, min) in &names {
@@ -710,13 +667,11 @@ fn recorded(path: &Path) -> Result<BTreeMap<String, usize>> {
         .collect()
 }
 
-/// Distinct spans per trace id that the backends wrote to `out_dir` (complete lines only).
-fn spans_per_trace(out_dir: &Path) -> Result<BTreeMap<String, usize>> {
+/// Distinct spans per trace id that the backends of `traces` wrote so far.
+async fn spans_per_trace(cluster: &Cluster) -> Result<BTreeMap<String, usize>> {
     let mut spans = std::collections::BTreeSet::new();
-    for entry in std::fs::read_dir(out_dir)?.filter_map(|e| e.ok()) {
-        let text = String::from_utf8_lossy(&std::fs::read(entry.path())?).into_owned();
-        let complete = text.rfind('\n').map_or("", |end| &text[..=end]);
-        spans.extend(otlp_json::spans_in_text(complete)?.into_iter().map(|s| (s.trace_id, s.span_id)));
+    for keys in backend_spans(cluster).await?.into_values() {
+        spans.extend(keys.into_iter().map(|s| (s.trace_id, s.span_id)));
     }
     let mut per_trace = BTreeMap::new();
     for (trace, _) in spans {
@@ -725,15 +680,19 @@ fn spans_per_trace(out_dir: &Path) -> Result<BTreeMap<String, usize>> {
     Ok(per_trace)
 }
 
-/// A hostPath PersistentVolume of 1Gi in the run directory, for the durable queue's claim.
-fn wal_volume(cluster: &Cluster) -> String {
+/// A hostPath PersistentVolume of 1Gi in the run directory, for the durable queue's claim; the
+/// directory is writable by the data plane's user, as a provisioned volume would be.
+fn wal_volume(cluster: &Cluster) -> Result<String> {
+    use std::os::unix::fs::PermissionsExt as _;
     let path = cluster.run_dir().join("wal-volume");
-    format!(
+    std::fs::create_dir_all(&path)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o777))?;
+    Ok(format!(
         "apiVersion: v1\nkind: PersistentVolume\nmetadata: {{name: wal-volume}}\nspec:\n  capacity: {{storage: 1Gi}}\n  \
          accessModes: [ReadWriteOnce]\n  persistentVolumeReclaimPolicy: Retain\n  storageClassName: manual\n  \
          hostPath: {{path: {}, type: DirectoryOrCreate}}\n",
         path.display()
-    )
+    ))
 }
 
 /// The load-balancer pod of `traces` once it runs with the durable queue's volume and `backends` in its pool.
@@ -743,8 +702,8 @@ async fn durable_pod(cluster: &Cluster, backends: usize) -> Result<String> {
         .wait_for(&what, Duration::from_secs(120), || async {
             let pods = lb_pods(cluster, "traces").await?;
             let [pod] = pods.as_slice() else { return Ok(Check::Pending(format!("pods {pods:?}"))) };
-            let Ok(record) = cluster.pod_record(NS, pod) else { return Ok(Check::Pending(format!("{pod} not run"))) };
-            Ok(match debug_pool(record.ip).await {
+            let Ok(ip) = cluster.pod_ip(NS, pod) else { return Ok(Check::Pending(format!("{pod} not run"))) };
+            Ok(match debug_pool(ip).await {
                 Ok(b) if b.len() == backends => Check::Done(pod.clone()),
                 Ok(b) => Check::Pending(format!("{pod}: pool {b:?}")),
                 Err(e) => Check::Pending(format!("{pod}: {e:#}")),
@@ -758,9 +717,8 @@ async fn operator_durable_queue_survives_sigkill() -> Result<()> {
     const SPANS: u64 = 5000;
     with_cluster("operator_durable_queue_survives_sigkill", Duration::from_secs(420), async |cluster| {
         install_operator(cluster).await?;
-        let out_dir = cluster.run_dir().join("durable-out");
-        apply_traces_fixture(cluster, &out_dir).await?;
-        cluster.apply_yaml(&wal_volume(cluster)).await?;
+        apply_traces_fixture(cluster).await?;
+        cluster.apply_yaml(&wal_volume(cluster)?).await?;
         let claim = r#"{"storageClassName":"manual","accessModes":["ReadWriteOnce"],"resources":{"requests":{"storage":"1Gi"}}}"#;
         let patch = format!(
             r#"{{"spec":{{"loadBalancer":{{"replicas":1,"durableQueue":{{"enabled":true,"fsync":"always","storage":{{"volumeClaimTemplate":{claim}}}}}}}}}}}"#
@@ -844,7 +802,7 @@ async fn operator_durable_queue_survives_sigkill() -> Result<()> {
         let want: usize = acknowledged.values().sum();
         cluster
             .wait_for(&format!("the {want} acknowledged spans to reach the backends"), Duration::from_secs(120), || async {
-                let got = spans_per_trace(&out_dir)?;
+                let got = spans_per_trace(cluster).await?;
                 let missing: Vec<_> =
                     acknowledged.iter().filter(|(id, n)| got.get(*id).copied().unwrap_or(0) < **n).take(3).collect();
                 Ok(if missing.is_empty() {
@@ -860,6 +818,86 @@ async fn operator_durable_queue_survives_sigkill() -> Result<()> {
              pod (claim wal-traces-0): every one delivered once backends returned",
             acknowledged.len()
         );
+        Ok(())
+    })
+    .await
+}
+
+/// A LoadBalancedCollector whose backend image is not on the node (and, the test cluster having no
+/// registry, cannot be pulled).
+const MISSING_IMAGE: &str = r#"
+apiVersion: otlp-lb.dev/v1alpha1
+kind: LoadBalancedCollector
+metadata:
+  name: missing-image
+spec:
+  loadBalancer: {replicas: 1}
+  backends:
+    replicas: 1
+    image: localhost/otlp-lb-e2e/no-such-collector:0.0.0
+    config:
+      exporters:
+        nop: {}
+      service:
+        pipelines:
+          traces: {receivers: [otlp], exporters: [nop]}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_reports_a_missing_image() -> Result<()> {
+    with_cluster("operator_reports_a_missing_image", Duration::from_secs(300), async |cluster| {
+        install_operator(cluster).await?;
+        let file = write_run_file(cluster, "missing-image.yaml", &local_collector(MISSING_IMAGE)?)?;
+        kubectl_ok(cluster, &["apply", "-n", NS, "-f", &file.to_string_lossy()]).await?;
+        // The kubelet reports ErrImageNeverPull for an image with a `localhost/` name it does not have
+        // (ImagePullBackOff or ErrImagePull for a registry it cannot reach): any of them names the cause.
+        let reasons = ["ErrImageNeverPull", "ImagePullBackOff", "ErrImagePull"];
+        let api = lbc_api(cluster, NS);
+        let conditions = cluster
+            .wait_for("missing-image's conditions to name the pod's waiting reason", Duration::from_secs(120), || {
+                let api = api.clone();
+                async move {
+                    let lbc = api.get("missing-image").await?;
+                    let conds = lbc.data["status"]["conditions"].as_array().cloned().unwrap_or_default();
+                    let reason = |t: &str| {
+                        conds
+                            .iter()
+                            .find(|c| c["type"] == t)
+                            .and_then(|c| c["reason"].as_str())
+                            .unwrap_or_default()
+                            .to_string()
+                    };
+                    Ok(
+                        if reasons.contains(&reason("BackendsReady").as_str())
+                            && reasons.contains(&reason("Ready").as_str())
+                        {
+                            Check::Done(conds)
+                        } else {
+                            Check::Pending(format!("{conds:?}"))
+                        },
+                    )
+                }
+            })
+            .await?;
+        let backends = conditions.iter().find(|c| c["type"] == "BackendsReady").context("no BackendsReady")?;
+        ensure!(backends["status"] == "False", "{backends}");
+        let message = backends["message"].as_str().unwrap_or_default();
+        ensure!(
+            message.contains("no-such-collector:0.0.0") && message.contains("missing-image-backends-"),
+            "{message}"
+        );
+
+        let events = kubectl_ok(
+            cluster,
+            &["get", "events", "-n", NS, "--field-selector", "type=Warning,involvedObject.name=missing-image"],
+        )
+        .await?;
+        ensure!(
+            reasons.iter().any(|r| events.contains(r)) && events.contains("no-such-collector"),
+            "no Warning event names the missing image:\n{events}"
+        );
+        let wide = kubectl_ok(cluster, &["get", "lbc", "missing-image", "-n", NS]).await?;
+        eprintln!("missing image reported:\n{wide}\nBackendsReady: {message}\n{events}");
         Ok(())
     })
     .await

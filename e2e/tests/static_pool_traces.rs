@@ -1,10 +1,10 @@
-//! otlp-lb with a static pool: the data plane (as a Deployment pod, image
-//! `otlp-lb` → `target/debug/otlp-lb`) in front of 3 Collector backends,
+//! otlp-lb with a static pool: the data plane (a Deployment pod of the
+//! `otlp-lb` image, behind its Service) in front of 3 Collector backends,
 //! configured with their pod IPs. Every trace's spans must land on exactly
 //! one backend, no span lost or duplicated, every backend used.
 //!
-//! Needs root, `make tools` and `cargo build -p dataplane --bin otlp-lb`;
-//! fails (never skips) without them.
+//! Needs root, `make tools` and `make images e2e-images`; fails (never
+//! skips) without them.
 
 use e2e::Cluster;
 use e2e::scenario;
@@ -14,7 +14,6 @@ use e2e::telemetrygen::Traces;
 async fn static_pool_traces() -> anyhow::Result<()> {
     e2e::init_logging();
     e2e::tools::require(&[e2e::tools::OTELCOL, e2e::tools::TELEMETRYGEN])?;
-    e2e::tools::otlp_lb_bin()?;
     let cluster = Cluster::start().await?;
     let load = Traces { workers: 2, traces_per_worker: 100, child_spans: 4 };
     let res = scenario::balanced_traces(&cluster, 3, "otlp-lb.yaml", "otlp-lb", load).await;

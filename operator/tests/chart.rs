@@ -86,10 +86,13 @@ fn rendered_chart_grants_what_the_operator_needs_and_nothing_broad() {
     }
     assert!(has("otlp-lb.dev", "loadbalancedcollectors/status", "patch"));
     assert!(has("events.k8s.io", "events", "create"));
+    // The tiers' pods, to explain one that is not ready.
+    assert!(has("", "pods", "list"));
 
     // Escalation prevention: the operator holds everything the data plane Role it creates grants.
     let lbc = common::lbc(common::MINIMAL);
-    let role = operator::build::rbac::role(&operator::build::Owner::new(&lbc).expect("owner"));
+    let cluster = operator::validate::validate(&lbc).expect("valid");
+    let role = operator::build::rbac::role(&operator::build::Owner::new(&cluster));
     for rule in role.rules.iter().flatten() {
         for group in rule.api_groups.iter().flatten() {
             for resource in rule.resources.iter().flatten() {

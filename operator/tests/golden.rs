@@ -1,6 +1,8 @@
 //! Golden tests of the pure builders: every child object of each fixture and each sample in
 //! config/samples, compared with `tests/golden/<name>.json`. After an intended change, regenerate
-//! with `UPDATE_GOLDEN=1 cargo test -p operator --test golden` and review the diff.
+//! with `UPDATE_GOLDEN=1 cargo test -p operator --test golden` and review the diff. The data plane's
+//! configuration is also checked for meaning: the data plane's loader accepts it without warnings and reads
+//! back exactly the configuration the operator wrote.
 
 mod common;
 
@@ -16,8 +18,8 @@ fn golden_path(name: &str) -> PathBuf {
 }
 
 fn check(name: &str, lbc: &LoadBalancedCollector) {
-    validate(lbc).unwrap_or_else(|e| panic!("{name}: {e}"));
-    let children = build(lbc).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let cluster = validate(lbc).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let children = build(&cluster).unwrap_or_else(|e| panic!("{name}: {e}"));
     // The data plane must accept what the operator writes (its configuration rejects unknown keys).
     let config =
         children.lb_config_map.data.as_ref().and_then(|d| d.get(lb_configmap::DATA_PLANE_KEY)).expect("config.yaml");
@@ -25,6 +27,8 @@ fn check(name: &str, lbc: &LoadBalancedCollector) {
         .unwrap_or_else(|e| panic!("{name}: the data plane rejects its configuration: {e}\n{config}"));
     let warnings = parsed.warnings();
     assert!(warnings.is_empty(), "{name}: data plane warnings {warnings:?}");
+    let read_back = parsed.to_yaml().expect("writes");
+    assert_eq!(&read_back, config, "{name}: the data plane reads another configuration than the operator wrote");
 
     let actual = serde_json::to_string_pretty(&children.to_json().expect("serializes")).expect("serializes") + "\n";
     let path = golden_path(name);
@@ -91,7 +95,7 @@ fn every_sample_file_is_covered() {
 #[test]
 fn config_edits_change_the_pod_template_hash() {
     let hash = |lbc: &LoadBalancedCollector| {
-        let children = build(lbc).expect("builds");
+        let children = build(&validate(lbc).expect("valid")).expect("builds");
         let annotations = |t: Option<&k8s_openapi::api::core::v1::PodTemplateSpec>| {
             t.and_then(|t| t.metadata.as_ref()).and_then(|m| m.annotations.clone()).unwrap_or_default()
         };

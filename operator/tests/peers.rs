@@ -6,6 +6,7 @@ mod common;
 
 use common::{MINIMAL, lbc};
 use operator::build::{self, LoadBalancerWorkload};
+use operator::validate::validate;
 
 /// MINIMAL with `load_balancer` (YAML lines under `loadBalancer:`).
 fn with_load_balancer(load_balancer: &str) -> String {
@@ -14,7 +15,8 @@ fn with_load_balancer(load_balancer: &str) -> String {
 
 /// (peer Service name, the data plane's peers block, the pod's peer port, the token's volume).
 fn peer_parts(yaml: &str) -> (Option<String>, Option<dataplane::config::Peers>, bool, Option<String>) {
-    let children = build::build(&lbc(yaml)).expect("builds");
+    let lbc = lbc(yaml);
+    let children = build::build(&validate(&lbc).expect("valid")).expect("builds");
     let service = children.lb_peer_service.as_ref().and_then(|s| s.metadata.name.clone());
     if let Some(spec) = children.lb_peer_service.as_ref().and_then(|s| s.spec.as_ref()) {
         assert_eq!(spec.cluster_ip.as_deref(), Some("None"), "headless");

@@ -159,7 +159,8 @@ fn events(requests: &[Recorded]) -> Vec<(String, String)> {
 async fn happy_path_applies_every_child_with_one_field_manager_then_writes_status() {
     let (result, requests, _) = run(lbc(MINIMAL), Box::new(|_| None)).await;
     let action = result.expect("reconciles");
-    assert_eq!(action, kube::runtime::controller::Action::requeue(Duration::from_secs(300)));
+    // Not Ready yet (no backend is): looked at again soon.
+    assert_eq!(action, kube::runtime::controller::Action::requeue(Duration::from_secs(15)));
 
     let applied: Vec<_> = requests
         .iter()
@@ -197,7 +198,7 @@ async fn happy_path_applies_every_child_with_one_field_manager_then_writes_statu
     }
     // Children are looked up by the instance's labels before anything is written.
     let lists = requests.iter().filter(|r| r.method == Method::GET && r.uri.contains("labelSelector=")).count();
-    assert_eq!(lists, 10, "9 child kinds + the backend EndpointSlices");
+    assert_eq!(lists, 11, "9 child kinds + the backend EndpointSlices + the instance's pods");
     assert!(requests.iter().any(|r| {
         r.uri.contains("endpointslices?") && r.uri.contains("kubernetes.io%2Fservice-name%3Ddemo-backends")
     }));

@@ -181,3 +181,37 @@ fn a_durable_queue_needs_a_volume_that_holds_its_log() {
     // A disabled queue is not checked: it builds nothing.
     validate(&with(json!({"enabled": false, "maxSizeMiB": 8}))).expect("disabled");
 }
+
+#[test]
+fn a_valid_spec_is_read_into_the_data_planes_types() {
+    use operator::crd::Backends;
+    use otlp_lb_config::{Compression, Dur, RoutingKey};
+
+    let full = lbc(FULL);
+    let cluster = validate(&full).expect("valid");
+    let lb = &cluster.load_balancer;
+    assert_eq!((lb.exporter.timeout, lb.max_connection_age), (Dur::secs(10), Dur::secs(600)));
+    assert_eq!((lb.exporter.compression, lb.exporter.compression_params.level), (Compression::Zstd, Some(9)));
+    assert_eq!(
+        (lb.retry.initial_interval, lb.retry.max_interval, lb.retry.max_elapsed_time),
+        (Dur::millis(100), Dur::secs(2), Dur::secs(30))
+    );
+    let queue = &lb.exporter.sending_queue;
+    assert_eq!((queue.enabled, queue.num_consumers, queue.queue_size), (false, 4, 100));
+    assert_eq!(
+        (lb.routing.traces, lb.routing.metrics, lb.routing.logs),
+        (RoutingKey::Attributes, RoutingKey::StreamId, RoutingKey::Service)
+    );
+    assert_eq!(lb.routing.attributes, ["tenant.id"]);
+    assert_eq!(lb.memory_limit_mib, 512);
+    assert!(matches!(cluster.backends, Backends::Pool { .. }), "{:?}", cluster.backends);
+
+    let service_ref = lbc(SERVICE_REF);
+    let cluster = validate(&service_ref).expect("valid");
+    assert_eq!(cluster.backends, Backends::Service { name: "external-gateway", port: 4317 });
+    let routing = &cluster.load_balancer.routing;
+    assert_eq!(
+        (routing.traces, routing.metrics, routing.logs),
+        (RoutingKey::Service, RoutingKey::Resource, RoutingKey::Resource)
+    );
+}

@@ -16,22 +16,14 @@ use http::{HeaderName, HeaderValue};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, oneshot};
 use tonic::{Code, Status};
 
-use super::coalesce::{self, Queue, Waiting};
+use super::coalesce::{self, Line, Waiting};
 use super::connection::Connection;
 use super::grpc;
 use super::health::{Health, Transition};
+use super::reply::{Reply, parse_reply};
 use crate::config::{HealthCheck, OtlpExporter, Sizer};
+use crate::metrics::Metrics;
 use crate::signal::Signal;
-use crate::telemetry::Metrics;
-use crate::wire;
-
-/// A backend's answer to one export.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Reply {
-    /// Items the backend rejected for good (OTLP partial success).
-    pub rejected: u64,
-    pub message: String,
-}
 
 /// A backend of the pool.
 pub struct Backend {
@@ -49,8 +41,8 @@ pub struct Backend {
     probe_timeout: Duration,
     /// `num_consumers` permits; `None` when the queue is disabled.
     slots: Option<Arc<Semaphore>>,
-    /// Parts waiting for a slot, per signal.
-    queues: [Mutex<Queue>; 3],
+    /// Parts waiting for a slot: the sending queue, one line per signal.
+    lines: [Mutex<Line>; 3],
     coalesce_max_bytes: usize,
     /// Waiting parts, in `sizer` units.
     waiting: AtomicUsize,
@@ -126,7 +118,7 @@ impl Backend {
             health: Health::new(health.clone(), Arc::clone(ejections)),
             probe_timeout: health.probe_timeout.0,
             slots,
-            queues: Default::default(),
+            lines: Default::default(),
             coalesce_max_bytes: if queue.coalesce.enabled { queue.coalesce.max_bytes } else { 0 },
             waiting: AtomicUsize::new(0),
             queue_size,
@@ -166,7 +158,7 @@ impl Backend {
         }
         self.report_queue(before + units);
         let (reply, outcome) = oneshot::channel();
-        let start = self.queue(signal).push(Waiting { body, items, units, deadline, reply });
+        let start = self.line(signal).push(Waiting { body, items, units, deadline, reply });
         if start {
             tokio::spawn(Arc::clone(self).flush(signal));
         }
@@ -190,9 +182,9 @@ impl Backend {
         }
     }
 
-    fn queue(&self, signal: Signal) -> std::sync::MutexGuard<'_, Queue> {
-        // A panic while holding the lock leaves the queue consistent (every method completes its change first).
-        self.queues[signal.index()].lock().unwrap_or_else(|e| e.into_inner())
+    fn line(&self, signal: Signal) -> std::sync::MutexGuard<'_, Line> {
+        // A panic while holding the lock leaves the line consistent (every method completes its change first).
+        self.lines[signal.index()].lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn report_queue(&self, waiting: usize) {
@@ -206,7 +198,7 @@ impl Backend {
         self.report_queue(waiting);
     }
 
-    /// Sends what waits for this backend, one request per free slot, until the queue is empty. Runs once the
+    /// Sends what waits in the signal's line, one request per free slot, until the line is empty. Runs once the
     /// tasks that are ready now have run, so that parts routed at the same moment leave together.
     async fn flush(self: Arc<Self>, signal: Signal) {
         tokio::task::yield_now().await;
@@ -223,9 +215,9 @@ impl Backend {
                 return self.hand_back(signal);
             }
             let (batch, units, more) = {
-                let mut queue = self.queue(signal);
-                let (batch, units) = queue.take(self.coalesce_max_bytes);
-                (batch, units, !queue.is_empty())
+                let mut line = self.line(signal);
+                let (batch, units) = line.take(self.coalesce_max_bytes);
+                (batch, units, !line.is_empty())
             };
             self.dequeued(units);
             if !more {
@@ -243,7 +235,7 @@ impl Backend {
 
     /// Fails every waiting part with UNAVAILABLE: the backend left the pool, delivery re-routes them.
     fn hand_back(&self, signal: Signal) {
-        let (parts, units) = self.queue(signal).take_all();
+        let (parts, units) = self.line(signal).take_all();
         self.dequeued(units);
         coalesce::answer_all(parts, &Err(self.left_pool()));
     }
@@ -337,64 +329,4 @@ impl Backend {
 
 fn annotate(status: Status, address: &str) -> Status {
     Status::new(status.code(), format!("backend {address}: {}", status.message()))
-}
-
-/// Reads `partial_success` (field 1: `rejected_*` = 1, `error_message` = 2) of any Export*ServiceResponse.
-pub fn parse_reply(body: &[u8]) -> Reply {
-    let mut reply = Reply::default();
-    let partial = wire::fields(body).filter_map(Result::ok).find(|f| f.number == 1);
-    if let Some(Ok(p)) = partial.map(|f| f.bytes()) {
-        for f in wire::fields(p).filter_map(Result::ok) {
-            match f.number {
-                1 => reply.rejected = f.varint().unwrap_or(0),
-                2 => reply.message = f.str().unwrap_or_default().to_string(),
-                _ => {}
-            }
-        }
-    }
-    reply
-}
-
-/// Whether a failed export may succeed if tried again: the OTLP specification's retryable codes, plus UNKNOWN,
-/// which is what the client reports when the connection breaks mid-request (a backend killed while answering) —
-/// treating it as a rejection would drop data the backend never took.
-pub fn retryable(code: Code) -> bool {
-    matches!(
-        code,
-        Code::Unavailable
-            | Code::ResourceExhausted
-            | Code::DeadlineExceeded
-            | Code::Aborted
-            | Code::Cancelled
-            | Code::OutOfRange
-            | Code::DataLoss
-            | Code::Unknown
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use opentelemetry_proto::tonic::collector::trace::v1::{ExportTracePartialSuccess, ExportTraceServiceResponse};
-    use prost::Message;
-
-    #[test]
-    fn reads_partial_success() {
-        let r = ExportTraceServiceResponse {
-            partial_success: Some(ExportTracePartialSuccess { rejected_spans: 7, error_message: "bad span".into() }),
-        };
-        assert_eq!(parse_reply(&r.encode_to_vec()), Reply { rejected: 7, message: "bad span".into() });
-        assert_eq!(parse_reply(&[]), Reply::default());
-    }
-
-    #[test]
-    fn retryable_codes_follow_the_otlp_specification() {
-        assert!(
-            retryable(Code::Unavailable) && retryable(Code::ResourceExhausted) && retryable(Code::DeadlineExceeded)
-        );
-        assert!(retryable(Code::Unknown), "a broken connection mid-request");
-        assert!(
-            !retryable(Code::InvalidArgument) && !retryable(Code::Unauthenticated) && !retryable(Code::Unimplemented)
-        );
-    }
 }

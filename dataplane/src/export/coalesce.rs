@@ -15,7 +15,7 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 use tonic::Status;
 
-use super::backend::Reply;
+use super::reply::Reply;
 
 /// A part waiting to be sent, and where its outcome goes.
 pub struct Waiting {
@@ -27,15 +27,16 @@ pub struct Waiting {
     pub reply: oneshot::Sender<Result<Reply, Status>>,
 }
 
-/// The parts of one signal waiting for a backend, oldest first.
+/// The parts of one signal waiting for a backend's sending slot, oldest first: a backend's sending queue is one
+/// line per signal.
 #[derive(Default)]
-pub struct Queue {
+pub struct Line {
     parts: VecDeque<Waiting>,
     /// Whether a task is on its way to send what waits; parts added meanwhile join its next request.
     flushing: bool,
 }
 
-impl Queue {
+impl Line {
     /// Adds a part; true when no task is on its way to send it yet and the caller must start one.
     pub fn push(&mut self, part: Waiting) -> bool {
         self.parts.push_back(part);
@@ -161,7 +162,7 @@ mod tests {
 
     #[test]
     fn takes_parts_in_order_within_the_size_bound_and_a_large_part_alone() {
-        let mut q = Queue::default();
+        let mut q = Line::default();
         let mut receivers = Vec::new();
         for len in [40, 40, 30, 100, 10] {
             let (w, rx) = part(Bytes::from(vec![0u8; len]), 1);
@@ -186,7 +187,7 @@ mod tests {
 
     #[test]
     fn parts_nobody_awaits_are_dropped_and_their_units_freed() {
-        let mut q = Queue::default();
+        let mut q = Line::default();
         let (a, ra) = part(Bytes::from_static(b"a"), 1);
         let (b, _rb) = part(Bytes::from_static(b"b"), 1);
         q.push(a);

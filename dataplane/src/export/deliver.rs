@@ -1,21 +1,21 @@
 //! Delivery of one request's parts: all backends concurrently; only the parts that failed are tried again, after
-//! a backoff, re-routed against the pool as it is by then (so a part for a backend that left the pool goes to the
-//! key's new owner). A part handed back unsent by a backend that left the pool is re-routed at once, without a
+//! a backoff, re-routed by the caller against the pool as it is by then (so a part for a backend that left the
+//! pool goes to the key's new owner). A part handed back unsent by a backend that left the pool is re-routed at once, without a
 //! backoff. The request is acknowledged only when every part was accepted; a part still failing at the
 //! deadline makes the whole request fail with UNAVAILABLE, never a silent success.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use futures::future::join_all;
 use rand::Rng;
-use tokio::sync::watch;
 use tonic::Code;
 
-use super::backend::{Backend, retryable};
+use super::backend::Backend;
+use super::reply::retryable;
 use crate::config::Retry;
-use crate::pool::Pool;
-use crate::route::split::{Part, Split, SplitError};
+use crate::route::split::{Part, SplitError};
 use crate::signal::Signal;
 
 /// Every part was accepted (some items may have been rejected for good by a backend: OTLP partial success).
@@ -29,7 +29,7 @@ pub struct Delivered {
 
 /// Some part could not be delivered.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Failure {
+pub struct Undelivered {
     pub code: Code,
     pub message: String,
     /// Items not delivered.
@@ -39,22 +39,42 @@ pub struct Failure {
 /// Upper bound on sending rounds, whatever the deadline.
 const MAX_ROUNDS: u32 = 64;
 
-/// Delivers `parts` (split against `pool`) by `deadline`; `resplit` routes a failed part again against the pool
-/// current at the time of the retry, giving the pool its parts were split against.
+/// A part and the backend it goes to.
+pub type Routed = (Arc<Backend>, Part);
+
+/// Why a part could not be routed again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unroutable {
+    /// The pool has no backend.
+    NoBackends,
+    /// A part names a backend its pool does not have.
+    PoolChanged,
+    /// The part does not split.
+    Invalid(SplitError),
+}
+
+impl Unroutable {
+    /// The outcome of a request whose `undelivered` items cannot be routed; `last` is the last failure's message.
+    pub fn undelivered(self, undelivered: u64, last: &str) -> Undelivered {
+        let (code, message) = match self {
+            Unroutable::NoBackends => (Code::Unavailable, format!("no backends in the pool: {last}")),
+            Unroutable::PoolChanged => (Code::Unavailable, "backend pool changed under the request".to_string()),
+            Unroutable::Invalid(e) => (Code::Internal, e.to_string()),
+        };
+        Undelivered { code, message, undelivered }
+    }
+}
+
+/// Delivers `parts` by `deadline`; `reroute` routes a failed part's body again against the pool current at the
+/// time of the retry.
 pub async fn deliver(
     signal: Signal,
-    pools: &watch::Receiver<Arc<Pool>>,
-    pool: &Pool,
-    parts: Vec<Part>,
+    parts: Vec<Routed>,
     retry: &Retry,
     deadline: Instant,
-    resplit: impl Fn(Arc<Pool>, &bytes::Bytes) -> Result<(Arc<Pool>, Split), SplitError>,
-) -> Result<Delivered, Failure> {
-    let mut pending: Vec<(Arc<Backend>, Part)> = Vec::with_capacity(parts.len());
-    for part in parts {
-        let backend = pool.backends.get(part.backend).cloned().ok_or_else(|| no_backend(part.items))?;
-        pending.push((backend, part));
-    }
+    reroute: impl Fn(&Bytes) -> Result<Vec<Routed>, Unroutable>,
+) -> Result<Delivered, Undelivered> {
+    let mut pending = parts;
     let mut out = Delivered::default();
     let mut backoff = retry.initial_interval.0;
     let mut permanent: Option<(Code, u64)> = None;
@@ -98,7 +118,7 @@ pub async fn deliver(
         if failed.is_empty() {
             return match permanent {
                 Some((code, _)) if !delivered_any => {
-                    Err(Failure { code, message: out.messages.join("; "), undelivered: out.rejected })
+                    Err(Undelivered { code, message: out.messages.join("; "), undelivered: out.rejected })
                 }
                 _ => Ok(out),
             };
@@ -106,7 +126,7 @@ pub async fn deliver(
         let undelivered: u64 = failed.iter().map(|p| p.items).sum();
         let message = last.map(|s| s.message().to_string()).unwrap_or_default();
         let give_up =
-            |why: &str| Failure { code: Code::Unavailable, message: format!("{why}: {message}"), undelivered };
+            |why: &str| Undelivered { code: Code::Unavailable, message: format!("{why}: {message}"), undelivered };
         let wait = jittered(backoff, retry.randomization_factor);
         // A part handed back was never sent: routing it again is no retry.
         if !retry.enabled && handed_back < failed.len() {
@@ -120,27 +140,11 @@ pub async fn deliver(
             tokio::time::sleep(wait).await;
             backoff = retry.max_interval.0.min(backoff.mul_f64(retry.multiplier.max(1.0)));
         }
-        let current = pools.borrow().clone();
-        if current.ring.is_none() {
-            return Err(give_up("no backends in the pool"));
-        }
         pending = Vec::new();
         for part in failed {
-            let (routed, again) = resplit(Arc::clone(&current), &part.body).map_err(|e| Failure {
-                code: Code::Internal,
-                message: e.to_string(),
-                undelivered,
-            })?;
-            for p in again.parts {
-                let backend = routed.backends.get(p.backend).cloned().ok_or_else(|| no_backend(p.items))?;
-                pending.push((backend, p));
-            }
+            pending.extend(reroute(&part.body).map_err(|e| e.undelivered(undelivered, &message))?);
         }
     }
-}
-
-fn no_backend(items: u64) -> Failure {
-    Failure { code: Code::Unavailable, message: "backend pool changed under the request".into(), undelivered: items }
 }
 
 fn jittered(d: Duration, factor: f64) -> Duration {

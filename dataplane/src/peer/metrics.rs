@@ -3,7 +3,7 @@
 
 use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts};
 
-use crate::telemetry::{Metrics, registered};
+use crate::metrics::{Metrics, registered};
 
 #[derive(Clone)]
 pub struct PeerMetrics {

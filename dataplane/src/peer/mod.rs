@@ -35,10 +35,10 @@ use prost::Message;
 use tokio::sync::watch;
 
 use crate::config::Peers;
+use crate::metrics::Metrics;
 use crate::pool::{Pool, Switch};
 use crate::receive::auth::Bearer;
 use crate::route::affinity::Affinity;
-use crate::telemetry::Metrics;
 use exchange::Exchange;
 use metrics::PeerMetrics;
 use schedule::{Agreed, Schedule};

@@ -33,9 +33,9 @@ mod tests {
 
     use super::*;
     use crate::config::{ClientTls, HealthCheck, OtlpExporter};
+    use crate::metrics::Metrics;
     use crate::pool::PoolManager;
     use crate::route::ring::Member;
-    use crate::telemetry::Metrics;
 
     fn members(n: usize) -> Vec<Member> {
         (1..=n).map(|i| Member { address: format!("10.0.0.{i}:4317"), weight: 1 }).collect()

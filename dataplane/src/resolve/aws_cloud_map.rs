@@ -9,7 +9,6 @@
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::Arc;
 use std::time::Duration;
 
 use aws_config::BehaviorVersion;
@@ -22,12 +21,11 @@ use aws_sdk_servicediscovery::types::{self, HttpInstanceSummary};
 use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
 use aws_smithy_runtime_api::client::endpoint::EndpointPrefix;
 use aws_types::endpoint_config::EndpointUrl;
-use tokio::sync::watch;
+use futures::future::BoxFuture;
 
+use super::{Resolve, Updates};
 use crate::config::{AwsCloudMapResolver, HealthStatusFilter};
-use crate::pool::PoolManager;
 use crate::route::ring::Member;
-use crate::telemetry::Metrics;
 
 /// The resolver's name in metric labels and `/debug/pool`, as the Collector labels it.
 pub const NAME: &str = "aws";
@@ -42,34 +40,48 @@ const IPV4: &str = "AWS_INSTANCE_IPV4";
 const IPV6: &str = "AWS_INSTANCE_IPV6";
 const PORT: &str = "AWS_INSTANCE_PORT";
 
-/// Loads the AWS configuration and starts periodic discovery; the first call happens at once.
-pub async fn start(
-    cfg: &AwsCloudMapResolver,
-    pool: Arc<PoolManager>,
-    metrics: Metrics,
-    shutdown: watch::Receiver<bool>,
-) -> tokio::task::JoinHandle<()> {
-    let interval = Some(cfg.interval.map_or(DEFAULT_INTERVAL, |d| d.0))
-        .filter(|d| !d.is_zero())
-        .unwrap_or(DEFAULT_INTERVAL)
-        .max(Duration::from_millis(100));
-    let timeout =
-        Some(cfg.timeout.map_or(DEFAULT_TIMEOUT, |d| d.0)).filter(|d| !d.is_zero()).unwrap_or(DEFAULT_TIMEOUT);
-    let client = client(timeout).await;
-    tracing::info!(
-        namespace = %cfg.namespace,
-        service_name = %cfg.service_name,
-        health_status = ?cfg.health_status,
-        ?interval,
-        ?timeout,
-        "discovering backends in AWS Cloud Map"
-    );
-    let cfg = cfg.clone();
-    let lookup = move || {
-        let (client, cfg) = (client.clone(), cfg.clone());
-        async move { discover(&client, &cfg).await }
-    };
-    tokio::spawn(super::poll::run(NAME, lookup, interval, pool, metrics, shutdown))
+/// The aws_cloud_map resolver, as configured.
+pub struct CloudMap {
+    cfg: AwsCloudMapResolver,
+}
+
+impl CloudMap {
+    pub fn new(cfg: &AwsCloudMapResolver) -> CloudMap {
+        CloudMap { cfg: cfg.clone() }
+    }
+}
+
+impl Resolve for CloudMap {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    /// Loads the AWS configuration, then discovers periodically; the first call happens at once.
+    fn updates(self: Box<Self>) -> BoxFuture<'static, anyhow::Result<Updates>> {
+        let cfg = self.cfg;
+        Box::pin(async move {
+            let interval = Some(cfg.interval.map_or(DEFAULT_INTERVAL, |d| d.0))
+                .filter(|d| !d.is_zero())
+                .unwrap_or(DEFAULT_INTERVAL)
+                .max(Duration::from_millis(100));
+            let timeout =
+                Some(cfg.timeout.map_or(DEFAULT_TIMEOUT, |d| d.0)).filter(|d| !d.is_zero()).unwrap_or(DEFAULT_TIMEOUT);
+            let client = client(timeout).await;
+            tracing::info!(
+                namespace = %cfg.namespace,
+                service_name = %cfg.service_name,
+                health_status = ?cfg.health_status,
+                ?interval,
+                ?timeout,
+                "discovering backends in AWS Cloud Map"
+            );
+            let lookup = move || {
+                let (client, cfg) = (client.clone(), cfg.clone());
+                async move { discover(&client, &cfg).await }
+            };
+            Ok(super::poll::updates(lookup, interval))
+        })
+    }
 }
 
 /// A Cloud Map client from the standard AWS configuration chain, each call bounded by `timeout`.

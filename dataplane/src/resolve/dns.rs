@@ -2,32 +2,50 @@
 //! addresses to the pool. A failed or empty lookup keeps the last good pool.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
+use futures::future::BoxFuture;
 
+use super::{Resolve, Updates};
 use crate::config::DnsResolver;
-use crate::pool::PoolManager;
 use crate::route::ring::Member;
-use crate::telemetry::Metrics;
 
-/// Starts periodic resolution; the first lookup happens at once.
-pub fn start(
-    cfg: &DnsResolver,
-    pool: Arc<PoolManager>,
-    metrics: Metrics,
-    shutdown: watch::Receiver<bool>,
-) -> tokio::task::JoinHandle<()> {
-    let hostname = cfg.hostname.clone();
-    let port = cfg.port.unwrap_or(4317);
-    let interval = cfg.interval.map(|d| d.0).unwrap_or(Duration::from_secs(5)).max(Duration::from_millis(100));
-    let timeout = cfg.timeout.map(|d| d.0).unwrap_or(Duration::from_secs(1));
-    let lookup = move || {
-        let hostname = hostname.clone();
-        async move { resolve(&hostname, port, timeout).await.map_err(|e| format!("{hostname}: {e}")) }
-    };
-    tokio::spawn(super::poll::run("dns", lookup, interval, pool, metrics, shutdown))
+/// The resolver's name in metric labels and `/debug/pool`.
+pub const NAME: &str = "dns";
+
+/// The dns resolver, as configured.
+pub struct Dns {
+    hostname: String,
+    port: u16,
+    interval: Duration,
+    timeout: Duration,
+}
+
+impl Dns {
+    pub fn new(cfg: &DnsResolver) -> Dns {
+        Dns {
+            hostname: cfg.hostname.clone(),
+            port: cfg.port.unwrap_or(4317),
+            interval: cfg.interval.map(|d| d.0).unwrap_or(Duration::from_secs(5)).max(Duration::from_millis(100)),
+            timeout: cfg.timeout.map(|d| d.0).unwrap_or(Duration::from_secs(1)),
+        }
+    }
+}
+
+impl Resolve for Dns {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    /// Periodic resolution; the first lookup happens at once.
+    fn updates(self: Box<Self>) -> BoxFuture<'static, anyhow::Result<Updates>> {
+        let Dns { hostname, port, interval, timeout } = *self;
+        let lookup = move || {
+            let hostname = hostname.clone();
+            async move { resolve(&hostname, port, timeout).await.map_err(|e| format!("{hostname}: {e}")) }
+        };
+        Box::pin(async move { Ok(super::poll::updates(lookup, interval)) })
+    }
 }
 
 /// The addresses `hostname` resolves to, as members on `port`.

@@ -1,21 +1,24 @@
 //! The k8s resolver: watches the `discovery.k8s.io/v1` EndpointSlices of a Service (label
-//! `kubernetes.io/service-name`) with kube-runtime, feeds them to a [`SliceIndex`] and hands the member set (active and draining)
-//! to the pool on every change. Watch errors back off and recover; the last good pool stays in use meanwhile.
+//! `kubernetes.io/service-name`) with kube-runtime, feeds them to a [`SliceIndex`] and gives the member set
+//! (active and draining) on every change. Watch errors back off and recover; the last good pool stays in use
+//! meanwhile.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
+use futures::future::BoxFuture;
+use futures::stream::BoxStream;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client};
-use tokio::sync::watch;
 
 use super::endpointslice::{SliceIndex, Target};
+use super::{Resolve, Update, Updates, Wording};
 use crate::config::K8sResolver;
-use crate::pool::PoolManager;
-use crate::telemetry::Metrics;
+
+/// The resolver's name in metric labels and `/debug/pool`.
+pub const NAME: &str = "k8s";
 
 const NAMESPACE_FILE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
 
@@ -38,81 +41,84 @@ fn target_with(cfg: &K8sResolver, namespace_file: &std::path::Path) -> Target {
     Target { service, namespace, ports, return_hostnames: cfg.return_hostnames }
 }
 
-/// Connects to the API server (in-cluster configuration or KUBECONFIG) and starts the watch.
-pub async fn start(
-    cfg: &K8sResolver,
-    pool: Arc<PoolManager>,
-    metrics: Metrics,
-    shutdown: watch::Receiver<bool>,
-) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    let target = target(cfg);
-    let mut config = kube::Config::infer()
-        .await
-        .map_err(|e| anyhow::anyhow!("loadbalancing.resolver.k8s: no Kubernetes configuration: {e}"))?;
-    config.connect_timeout =
-        Some(cfg.timeout.map(|d| d.0).unwrap_or(Duration::from_secs(1)).max(Duration::from_millis(100)));
-    let client = Client::try_from(config)?;
-    tracing::info!(service = %target.service, namespace = %target.namespace, ports = ?target.ports, "watching EndpointSlices");
-    Ok(tokio::spawn(run(client, target, pool, metrics, shutdown)))
+/// The k8s resolver, as configured.
+pub struct K8s {
+    target: Target,
+    connect_timeout: Duration,
 }
 
-async fn run(
-    client: Client,
+impl K8s {
+    pub fn new(cfg: &K8sResolver) -> K8s {
+        let connect_timeout =
+            cfg.timeout.map(|d| d.0).unwrap_or(Duration::from_secs(1)).max(Duration::from_millis(100));
+        K8s { target: target(cfg), connect_timeout }
+    }
+}
+
+impl Resolve for K8s {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn wording(&self) -> Wording {
+        Wording {
+            failed: "EndpointSlice watch failed; keeping the current pool and retrying",
+            recovered: "EndpointSlice watch recovered",
+        }
+    }
+
+    /// Connects to the API server (in-cluster configuration or KUBECONFIG) and starts the watch.
+    fn updates(self: Box<Self>) -> BoxFuture<'static, anyhow::Result<Updates>> {
+        let K8s { target, connect_timeout } = *self;
+        Box::pin(async move {
+            let mut config = kube::Config::infer()
+                .await
+                .map_err(|e| anyhow::anyhow!("loadbalancing.resolver.k8s: no Kubernetes configuration: {e}"))?;
+            config.connect_timeout = Some(connect_timeout);
+            let client = Client::try_from(config)?;
+            tracing::info!(service = %target.service, namespace = %target.namespace, ports = ?target.ports, "watching EndpointSlices");
+            let api: Api<EndpointSlice> = Api::namespaced(client, &target.namespace);
+            let selector = format!("kubernetes.io/service-name={}", target.service);
+            let events = watcher::watcher(api, watcher::Config::default().labels(&selector)).default_backoff().boxed();
+            let watch = Watch { events, target, index: SliceIndex::default(), listing: Vec::new() };
+            Ok(futures::stream::unfold(watch, |mut w| async move { Some((w.next_update().await?, w)) }).boxed())
+        })
+    }
+}
+
+/// The watch of one Service's EndpointSlices and what it has seen.
+struct Watch {
+    events: BoxStream<'static, Result<Event<EndpointSlice>, watcher::Error>>,
     target: Target,
-    pool: Arc<PoolManager>,
-    metrics: Metrics,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let api: Api<EndpointSlice> = Api::namespaced(client, &target.namespace);
-    let selector = format!("kubernetes.io/service-name={}", target.service);
-    let events = watcher::watcher(api, watcher::Config::default().labels(&selector)).default_backoff();
-    tokio::pin!(events);
-    let mut index = SliceIndex::default();
-    let mut listing: Vec<EndpointSlice> = Vec::new();
-    let mut healthy = true;
-    loop {
-        let event = tokio::select! {
-            e = events.next() => e,
-            _ = shutdown.wait_for(|s| *s) => return,
-        };
-        let changed = match event {
-            None => {
-                tracing::error!("EndpointSlice watch ended");
-                return;
-            }
-            Some(Err(e)) => {
-                if healthy {
-                    tracing::warn!(error = %e, "EndpointSlice watch failed; keeping the current pool and retrying");
+    index: SliceIndex,
+    /// Slices of an initial listing (or relist) not yet complete.
+    listing: Vec<EndpointSlice>,
+}
+
+impl Watch {
+    /// The member set at its next change, or the next watch error; `None` when the watch ends.
+    async fn next_update(&mut self) -> Option<Update> {
+        loop {
+            let changed = match self.events.next().await? {
+                Err(e) => return Some(Update::Failed(e.to_string())),
+                Ok(Event::Init) => {
+                    self.listing.clear();
+                    false
                 }
-                healthy = false;
-                metrics.resolution("k8s", false);
-                false
-            }
-            Some(Ok(Event::Init)) => {
-                listing.clear();
-                false
-            }
-            Some(Ok(Event::InitApply(s))) => {
-                listing.push(s);
-                false
-            }
-            Some(Ok(Event::InitDone)) => {
-                index.reset(&target, &listing);
-                listing.clear();
-                true
-            }
-            Some(Ok(Event::Apply(s))) => index.apply(&target, &s),
-            Some(Ok(Event::Delete(s))) => index.delete(&s),
-        };
-        if changed {
-            if !healthy {
-                tracing::info!("EndpointSlice watch recovered");
-                healthy = true;
-            }
-            let outcome = pool.apply_members(index.members()).await;
-            metrics.resolution("k8s", outcome.is_ok());
-            if let Err(e) = outcome {
-                tracing::error!(error = %e, "cannot apply the EndpointSlice members");
+                Ok(Event::InitApply(s)) => {
+                    self.listing.push(s);
+                    false
+                }
+                Ok(Event::InitDone) => {
+                    self.index.reset(&self.target, &self.listing);
+                    self.listing.clear();
+                    true
+                }
+                Ok(Event::Apply(s)) => self.index.apply(&self.target, &s),
+                Ok(Event::Delete(s)) => self.index.delete(&s),
+            };
+            if changed {
+                return Some(Update::Reset(self.index.members()));
             }
         }
     }

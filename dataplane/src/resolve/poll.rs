@@ -1,59 +1,61 @@
-//! Polling resolvers (dns, aws_cloud_map): ask for the member set every `interval`, apply each answer to the pool,
-//! and keep the pool in use when a lookup fails.
+//! Polling resolvers (dns, aws_cloud_map): ask for the member set every `interval`; each answer is an update, a
+//! failed lookup an [`Update::Failed`] (the pool in use stays).
 
-use std::sync::Arc;
+use std::future::Future;
 use std::time::Duration;
 
-use tokio::sync::watch;
+use futures::StreamExt;
 
-use crate::pool::PoolManager;
+use super::{Update, Updates};
+use crate::pool::Members;
 use crate::route::ring::Member;
-use crate::telemetry::Metrics;
 
-/// Looks up the members every `interval` until `shutdown`, and applies each successful answer to the pool. Each
-/// lookup is counted in `otelcol_loadbalancer_num_resolutions{resolver}`; the first happens at once.
-pub async fn run<F, Fut>(
-    resolver: &'static str,
-    mut lookup: F,
-    interval: Duration,
-    pool: Arc<PoolManager>,
-    metrics: Metrics,
-    mut shutdown: watch::Receiver<bool>,
-) where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<Vec<Member>, String>>,
+/// The answers of `lookup`, asked at once and then every `interval`.
+pub fn updates<F, Fut>(lookup: F, interval: Duration) -> Updates
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: Future<Output = Result<Vec<Member>, String>> + Send + 'static,
 {
-    loop {
-        match lookup().await {
-            Ok(members) => {
-                let outcome = pool.apply(members).await;
-                metrics.resolution(resolver, outcome.is_ok());
-                if let Err(e) = outcome {
-                    tracing::error!(resolver, error = %e, "cannot apply the resolved members");
-                }
-            }
-            Err(e) => {
-                metrics.resolution(resolver, false);
-                tracing::warn!(resolver, error = %e, "resolution failed; keeping the current pool");
-            }
+    futures::stream::unfold((lookup, true), move |(mut lookup, first)| async move {
+        if !first {
+            tokio::time::sleep(interval).await;
         }
-        tokio::select! {
-            _ = tokio::time::sleep(interval) => {}
-            _ = shutdown.wait_for(|s| *s) => return,
-        }
-    }
+        let update = match lookup().await {
+            Ok(members) => Update::Reset(Members::all_active(members)),
+            Err(e) => Update::Failed(e),
+        };
+        Some((update, (lookup, false)))
+    })
+    .boxed()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{ClientTls, HealthCheck, OtlpExporter};
+    use crate::metrics::Metrics;
+    use crate::pool::PoolManager;
+    use crate::resolve::{Resolve, driver};
+    use futures::future::BoxFuture;
+    use std::collections::VecDeque;
+    use std::sync::{Arc, Mutex};
+    use tokio::sync::watch;
+
+    /// A polling resolver whose lookups answer from a script.
+    struct Scripted(Updates);
+
+    impl Resolve for Scripted {
+        fn name(&self) -> &'static str {
+            "dns"
+        }
+
+        fn updates(self: Box<Self>) -> BoxFuture<'static, anyhow::Result<Updates>> {
+            Box::pin(async move { Ok(self.0) })
+        }
+    }
 
     #[tokio::test]
     async fn a_failed_lookup_keeps_the_last_good_pool() {
-        use crate::config::{ClientTls, HealthCheck, OtlpExporter};
-        use std::collections::VecDeque;
-        use std::sync::Mutex;
-
         let member = |a: &str| Member { address: a.to_string(), weight: 1 };
         let answers = Arc::new(Mutex::new(VecDeque::from([
             Ok(vec![member("127.0.0.1:4317"), member("127.0.0.2:4317")]),
@@ -77,7 +79,8 @@ mod tests {
             let _ = seen_tx.send(next.is_some());
             async move { next.unwrap_or_else(|| Err("script over".into())) }
         };
-        let task = tokio::spawn(run("dns", lookup, Duration::from_millis(10), pool, metrics.clone(), shutdown));
+        let resolver = Box::new(Scripted(updates(lookup, Duration::from_millis(10))));
+        let task = driver::start(resolver, pool, metrics.clone(), shutdown).await.expect("started");
         let members = |p: &crate::pool::Pool| p.ring.as_ref().map(|r| r.members().len()).unwrap_or(0);
         let mut versions = Vec::new();
         // Each lookup is reported before it answers; look at the pool when the next one starts.

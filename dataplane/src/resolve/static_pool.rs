@@ -2,17 +2,20 @@
 //! changes on disk, the file is read again and the pool replaced in place; an invalid file is reported and the
 //! running pool kept.
 
-use std::path::PathBuf;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
+use futures::StreamExt;
+use futures::future::BoxFuture;
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::watch;
 
-use crate::config::{Config, ConfigError, StaticResolver};
-use crate::pool::{Members, PoolManager};
+use super::{Resolve, Update, Updates, Wording};
+use crate::config::{Config, ConfigError, Resolver, StaticResolver};
+use crate::pool::Members;
 use crate::route::ring::Member;
-use crate::telemetry::Metrics;
+
+/// The resolver's name in metric labels and `/debug/pool`.
+pub const NAME: &str = "static";
 
 /// How often the file's modification time is checked.
 const POLL: Duration = Duration::from_secs(2);
@@ -24,57 +27,72 @@ pub fn members(cfg: &StaticResolver) -> Result<Members, ConfigError> {
     Ok(Members { active, draining })
 }
 
-/// Applies the configured pool, then watches for SIGHUP and file changes until `shutdown`.
-pub async fn start(
+/// The static resolver: the pool configured at start, and the file to read again.
+pub struct StaticPool {
     path: PathBuf,
-    initial: &StaticResolver,
-    pool: Arc<PoolManager>,
-    metrics: Metrics,
-    shutdown: watch::Receiver<bool>,
-) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    let applied = pool.apply_members(members(initial)?).await;
-    metrics.resolution("static", applied.is_ok());
-    applied.map_err(anyhow::Error::msg)?;
-    let mut hup = signal(SignalKind::hangup())?;
-    Ok(tokio::spawn(async move {
-        let mut shutdown = shutdown;
-        let mut seen = modified(&path);
-        loop {
-            tokio::select! {
-                _ = hup.recv() => tracing::info!(path = %path.display(), "SIGHUP: reloading the static pool"),
-                _ = tokio::time::sleep(POLL) => {
-                    let now = modified(&path);
-                    if now == seen { continue; }
-                    tracing::info!(path = %path.display(), "configuration file changed: reloading the static pool");
-                }
-                _ = shutdown.wait_for(|s| *s) => return,
-            }
-            seen = modified(&path);
-            reload(&path, &pool, &metrics).await;
-        }
-    }))
+    initial: Members,
 }
 
-async fn reload(path: &std::path::Path, pool: &PoolManager, metrics: &Metrics) {
-    let result = match Config::load(path) {
-        Ok(cfg) => match cfg.loadbalancing.resolver.static_.as_ref() {
-            Some(s) => members(s).map_err(|e| e.to_string()),
-            None => Err("the resolver is no longer static; restart to change resolvers".to_string()),
-        },
-        Err(e) => Err(e.to_string()),
-    };
-    let outcome = match result {
-        Ok(m) => pool.apply_members(m).await,
-        Err(e) => Err(e),
-    };
-    metrics.resolution("static", outcome.is_ok());
-    match outcome {
-        Ok(Some(_)) => {}
-        Ok(None) => tracing::info!("static pool unchanged"),
-        Err(e) => tracing::error!(error = %e, "invalid configuration; keeping the running pool"),
+impl StaticPool {
+    pub fn new(path: &Path, cfg: &StaticResolver) -> anyhow::Result<StaticPool> {
+        Ok(StaticPool { path: path.to_path_buf(), initial: members(cfg)? })
     }
 }
 
-fn modified(path: &std::path::Path) -> Option<SystemTime> {
+impl Resolve for StaticPool {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn wording(&self) -> Wording {
+        Wording { failed: "invalid configuration; keeping the running pool", recovered: "configuration valid again" }
+    }
+
+    /// The configured pool is known before start: it must apply.
+    fn first_update_required(&self) -> bool {
+        true
+    }
+
+    /// The configured pool, then the file's pool at each SIGHUP or change on disk.
+    fn updates(self: Box<Self>) -> BoxFuture<'static, anyhow::Result<Updates>> {
+        let StaticPool { path, initial } = *self;
+        Box::pin(async move {
+            let hup = signal(SignalKind::hangup())?;
+            let seen = modified(&path);
+            let first = Update::Reset(initial);
+            let reloads = futures::stream::unfold((path, hup, seen), |(path, mut hup, mut seen)| async move {
+                loop {
+                    tokio::select! {
+                        _ = hup.recv() => tracing::info!(path = %path.display(), "SIGHUP: reloading the static pool"),
+                        _ = tokio::time::sleep(POLL) => {
+                            if modified(&path) == seen { continue; }
+                            tracing::info!(path = %path.display(), "configuration file changed: reloading the static pool");
+                        }
+                    }
+                    seen = modified(&path);
+                    return Some((reload(&path), (path, hup, seen)));
+                }
+            });
+            Ok(futures::stream::once(async { first }).chain(reloads).boxed())
+        })
+    }
+}
+
+/// The pool the file lists now.
+fn reload(path: &Path) -> Update {
+    let cfg = match Config::load(path) {
+        Ok(cfg) => cfg,
+        Err(e) => return Update::Failed(e.to_string()),
+    };
+    match &cfg.loadbalancing.resolver {
+        Resolver::Static(s) => match members(s) {
+            Ok(m) => Update::Reset(m),
+            Err(e) => Update::Failed(e.to_string()),
+        },
+        _ => Update::Failed("the resolver is no longer static; restart to change resolvers".to_string()),
+    }
+}
+
+fn modified(path: &Path) -> Option<SystemTime> {
     std::fs::metadata(path).and_then(|m| m.modified()).ok()
 }

@@ -1,14 +1,12 @@
 //! Routing keys: which part of a resource, scope or item decides the backend it goes to, and the stable 64-bit
 //! hash of that part that the ring maps to a backend.
 //!
-//! Keys follow the Collector's loadbalancing exporter: `traceID`, `service`, `resource`, `metric`, `streamID`,
-//! `attributes`. The same key hashes the same way for every signal, so a trace's logs sit with its spans.
-
-use std::fmt;
+//! The keys, their names and the signals they apply to are the configuration's table ([`KEYS`]). The same key
+//! hashes the same way for every signal, so a trace's logs sit with its spans.
 
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
-use crate::signal::{Signal, fields};
+use crate::signal::fields;
 use crate::wire::{self, WireError};
 
 /// Seed of the key hash; part of the wire contract between load-balancer replicas, never change it.
@@ -20,90 +18,7 @@ pub fn hash_key(bytes: &[u8]) -> u64 {
     xxh3_64_with_seed(bytes, KEY_SEED)
 }
 
-/// What a signal is routed by.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum RoutingKey {
-    TraceId,
-    Service,
-    Resource,
-    Metric,
-    StreamId,
-    Attributes,
-}
-
-impl RoutingKey {
-    /// The name used in configuration (the Collector's spelling).
-    pub fn name(self) -> &'static str {
-        match self {
-            RoutingKey::TraceId => "traceID",
-            RoutingKey::Service => "service",
-            RoutingKey::Resource => "resource",
-            RoutingKey::Metric => "metric",
-            RoutingKey::StreamId => "streamID",
-            RoutingKey::Attributes => "attributes",
-        }
-    }
-
-    pub fn parse(name: &str) -> Option<RoutingKey> {
-        [Self::TraceId, Self::Service, Self::Resource, Self::Metric, Self::StreamId, Self::Attributes]
-            .into_iter()
-            .find(|k| k.name() == name)
-    }
-
-    /// The keys valid for a signal.
-    pub fn valid_for(signal: Signal) -> &'static [RoutingKey] {
-        use RoutingKey::*;
-        match signal {
-            Signal::Traces => &[TraceId, Service, Attributes],
-            Signal::Metrics => &[Service, Resource, Metric, StreamId, Attributes],
-            Signal::Logs => &[TraceId, Service, Resource, Attributes],
-        }
-    }
-
-    /// The default key of a signal: trace id for spans and logs, service for metrics.
-    pub fn default_for(signal: Signal) -> RoutingKey {
-        match signal {
-            Signal::Traces | Signal::Logs => RoutingKey::TraceId,
-            Signal::Metrics => RoutingKey::Service,
-        }
-    }
-}
-
-impl fmt::Display for RoutingKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// The routing keys of all three signals plus the attribute names the `attributes` key looks up.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RoutingPolicy {
-    pub traces: RoutingKey,
-    pub metrics: RoutingKey,
-    pub logs: RoutingKey,
-    pub attributes: Vec<String>,
-}
-
-impl Default for RoutingPolicy {
-    fn default() -> Self {
-        RoutingPolicy {
-            traces: RoutingKey::default_for(Signal::Traces),
-            metrics: RoutingKey::default_for(Signal::Metrics),
-            logs: RoutingKey::default_for(Signal::Logs),
-            attributes: Vec::new(),
-        }
-    }
-}
-
-impl RoutingPolicy {
-    pub fn key(&self, signal: Signal) -> RoutingKey {
-        match signal {
-            Signal::Traces => self.traces,
-            Signal::Metrics => self.metrics,
-            Signal::Logs => self.logs,
-        }
-    }
-}
+pub use otlp_lb_config::key::{KEYS, KeySpec, RoutingKey, RoutingPolicy};
 
 /// An attribute of an encoded message: its key and its raw `AnyValue`.
 pub type Attribute<'a> = (&'a [u8], &'a [u8]);
@@ -171,17 +86,6 @@ pub fn collect_attribute_values(names: &[String], sets: &[&[(&[u8], &[u8])]], ou
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn key_names_round_trip_and_validity() {
-        for k in [RoutingKey::TraceId, RoutingKey::Service, RoutingKey::StreamId] {
-            assert_eq!(RoutingKey::parse(k.name()), Some(k));
-        }
-        assert_eq!(RoutingKey::parse("traceid"), None);
-        assert!(!RoutingKey::valid_for(Signal::Traces).contains(&RoutingKey::Metric));
-        assert!(RoutingKey::valid_for(Signal::Metrics).contains(&RoutingKey::StreamId));
-        assert!(!RoutingKey::valid_for(Signal::Logs).contains(&RoutingKey::StreamId));
-    }
 
     #[test]
     fn attribute_hash_ignores_order_but_not_values() {

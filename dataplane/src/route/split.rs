@@ -12,6 +12,7 @@ use bytes::Bytes;
 use thiserror::Error;
 
 use super::key::{self, RoutingKey, RoutingPolicy, hash_key};
+use super::keyed::{KeyReader, Keyed, ResourceKeys, ScopeKeys};
 use crate::signal::{Signal, fields};
 use crate::wire::{self, WireError};
 
@@ -43,15 +44,20 @@ pub struct SplitError {
     pub source: WireError,
 }
 
-const RAW: u32 = u32::MAX;
+/// Where an item's bytes are.
+#[derive(Clone, Copy)]
+enum ItemBytes {
+    /// The item's whole field, unchanged: this byte range of the request.
+    Request { start: usize, end: usize },
+    /// The item's whole field, rewritten: this index into `Splitter::owned`.
+    Owned(usize),
+}
 
 #[derive(Clone, Copy)]
 struct Item {
-    /// Byte range of the item's whole field in the request, or an index into `owned` when `owned != RAW`.
-    start: usize,
-    end: usize,
-    owned: u32,
+    bytes: ItemBytes,
     backend: u32,
+    /// Spans, data points or log records in the item.
     count: u32,
 }
 
@@ -63,58 +69,8 @@ struct Group {
     children: (usize, usize),
 }
 
-/// Per-resource values that items' keys are derived from; computed once per resource, on demand.
-struct ResourceKeys<'a> {
-    msg: &'a [u8],
-    attrs: Option<Vec<(&'a [u8], &'a [u8])>>,
-    service: Option<u64>,
-    resource: Option<u64>,
-}
-
-impl<'a> ResourceKeys<'a> {
-    fn new(msg: &'a [u8]) -> Self {
-        ResourceKeys { msg, attrs: None, service: None, resource: None }
-    }
-
-    fn attrs(&mut self) -> Result<&[key::Attribute<'a>], WireError> {
-        if self.attrs.is_none() {
-            self.attrs = Some(key::attributes(self.msg, fields::RESOURCE_ATTRIBUTES)?);
-        }
-        Ok(self.attrs.as_deref().unwrap_or_default())
-    }
-
-    /// Hash of the resource's `service.name` (of the empty string when it has none).
-    fn service(&mut self) -> Result<u64, WireError> {
-        if let Some(h) = self.service {
-            return Ok(h);
-        }
-        let name = self
-            .attrs()?
-            .iter()
-            .find(|(k, _)| *k == b"service.name")
-            .and_then(|(_, v)| key::any_value_str(v))
-            .unwrap_or_default();
-        let h = hash_key(name);
-        self.service = Some(h);
-        Ok(h)
-    }
-
-    /// Order-independent hash of all resource attributes.
-    fn resource(&mut self) -> Result<u64, WireError> {
-        if let Some(h) = self.resource {
-            return Ok(h);
-        }
-        let mut attrs = self.attrs()?.to_vec();
-        let h = key::hash_attributes(&mut attrs);
-        self.resource = Some(h);
-        Ok(h)
-    }
-}
-
 struct Splitter<'a, F> {
-    signal: Signal,
-    key: RoutingKey,
-    policy: &'a RoutingPolicy,
+    keys: KeyReader<'a>,
     owner: F,
     base: usize,
     chunks: Vec<(usize, usize)>,
@@ -133,9 +89,7 @@ pub fn split(
     owner: impl FnMut(u64) -> usize,
 ) -> Result<Split, SplitError> {
     let mut s = Splitter {
-        signal,
-        key: policy.key(signal),
-        policy,
+        keys: KeyReader::new(signal, policy),
         owner,
         base: body.as_ptr() as usize,
         chunks: Vec::new(),
@@ -210,63 +164,25 @@ impl<'a, F: FnMut(u64) -> usize> Splitter<'a, F> {
             }
         }
         let fixed = (fixed_start, self.chunks.len());
-        let mut scope_attrs: Option<Vec<(&[u8], &[u8])>> = None;
+        let mut sk = ScopeKeys::new(scope_msg);
         for item in item_fields {
-            let canonical = if self.signal == Signal::Metrics { canonical_metric(item.bytes()?)? } else { None };
+            let canonical = if self.keys.signal == Signal::Metrics { canonical_metric(item.bytes()?)? } else { None };
             let msg = canonical.as_deref().map_or(item.bytes(), Ok)?;
             // A rewritten metric is carried as owned bytes, not as a range of the request.
             let raw = if canonical.is_some() { None } else { Some(item.raw) };
-            let (start, end) = self.range(item.raw);
-            match (self.signal, self.key) {
-                (Signal::Metrics, RoutingKey::StreamId | RoutingKey::Attributes) => {
-                    if scope_attrs.is_none() {
-                        scope_attrs = Some(key::attributes(scope_msg, fields::SCOPE_ATTRIBUTES)?);
-                    }
-                    let sattrs = scope_attrs.as_deref().unwrap_or_default();
-                    self.walk_metric_points(raw, msg, rk, scope_msg, sattrs)?;
-                }
-                _ => {
-                    let hash = match self.key {
-                        RoutingKey::Service => rk.service()?,
-                        RoutingKey::Resource => rk.resource()?,
-                        RoutingKey::Metric => hash_key(first_bytes(msg, fields::METRIC_NAME)?),
-                        RoutingKey::TraceId => self.trace_key(msg, rk)?,
-                        RoutingKey::Attributes | RoutingKey::StreamId => {
-                            if scope_attrs.is_none() {
-                                scope_attrs = Some(key::attributes(scope_msg, fields::SCOPE_ATTRIBUTES)?);
-                            }
-                            let item_attr_field = match self.signal {
-                                Signal::Logs => fields::LOG_ATTRIBUTES,
-                                _ => fields::SPAN_ATTRIBUTES,
-                            };
-                            let iattrs = key::attributes(msg, item_attr_field)?;
-                            let sets = [rk.attrs()?, scope_attrs.as_deref().unwrap_or_default(), &iattrs[..]];
-                            let mut buf = Vec::new();
-                            if key::collect_attribute_values(&self.policy.attributes, &sets, &mut buf) {
-                                hash_key(&buf)
-                            } else {
-                                self.trace_key(msg, rk)?
-                            }
-                        }
-                    };
-                    let count = if self.signal == Signal::Metrics { count_points(msg)? } else { 1 };
-                    let backend = (self.owner)(hash) as u32;
-                    self.push_item(raw.map(|_| (start, end)), msg, backend, count);
-                }
+            if self.keys.signal == Signal::Metrics
+                && matches!(self.keys.key, RoutingKey::StreamId | RoutingKey::Attributes)
+            {
+                self.walk_metric_points(raw, msg, rk, &mut sk)?;
+                continue;
             }
+            let hash = self.keys.key_of(Keyed::Item(msg), rk, &mut sk)?;
+            let count = if self.keys.signal == Signal::Metrics { count_points(msg)? } else { 1 };
+            let backend = (self.owner)(hash) as u32;
+            self.push_item(raw.map(|r| self.range(r)), msg, backend, count);
         }
         self.scopes.push(Group { fixed, children: (items_start, self.items.len()) });
         Ok(())
-    }
-
-    /// Key of a span or log record by trace id; a log record without one goes by its service.
-    fn trace_key(&mut self, msg: &[u8], rk: &mut ResourceKeys<'_>) -> Result<u64, WireError> {
-        let field = if self.signal == Signal::Logs { fields::LOG_TRACE_ID } else { fields::SPAN_TRACE_ID };
-        let id = first_bytes(msg, field)?;
-        if self.signal == Signal::Logs && id.iter().all(|b| *b == 0) {
-            return rk.service();
-        }
-        Ok(hash_key(id))
     }
 
     /// Routes each data point of a metric; rebuilds the metric per backend when its points go to several.
@@ -275,27 +191,28 @@ impl<'a, F: FnMut(u64) -> usize> Splitter<'a, F> {
         raw: Option<&[u8]>,
         metric: &[u8],
         rk: &mut ResourceKeys<'_>,
-        scope_msg: &[u8],
-        scope_attrs: &[(&[u8], &[u8])],
+        sk: &mut ScopeKeys<'_>,
     ) -> Result<(), WireError> {
         let range = raw.map(|r| self.range(r));
         let mut ident = Vec::new();
-        let mut kind: Option<wire::Field<'_>> = None;
+        let mut kind: Option<(wire::Field<'_>, u32)> = None;
         for f in wire::fields(metric) {
             let f = f?;
             match f.number {
-                fields::METRIC_NAME | 3 => wire::put_len_field(&mut ident, f.number, f.bytes()?),
-                n if fields::data_point_attributes(n).is_some() => kind = Some(f),
-                _ => {}
+                fields::METRIC_NAME | fields::METRIC_UNIT => wire::put_len_field(&mut ident, f.number, f.bytes()?),
+                n => {
+                    if let Some(a) = fields::data_point_attributes(n) {
+                        kind = Some((f, a));
+                    }
+                }
             }
         }
-        let Some(kind) = kind else {
+        let Some((kind, attr_field)) = kind else {
             // A metric with no data: it goes with its service.
             let backend = (self.owner)(rk.service()?) as u32;
             self.push_item(range, metric, backend, 0);
             return Ok(());
         };
-        let attr_field = fields::data_point_attributes(kind.number).unwrap_or(7);
         let mut points: Vec<(&[u8], u32)> = Vec::new();
         let mut kind_fixed: Vec<&[u8]> = Vec::new();
         for f in wire::fields(kind.bytes()?) {
@@ -310,25 +227,11 @@ impl<'a, F: FnMut(u64) -> usize> Splitter<'a, F> {
         for k in &kind_fixed {
             ident.extend_from_slice(k);
         }
-        let stream_prefix = [rk.resource()?, hash_key(scope_msg), hash_key(&ident)];
+        let stream = [rk.resource()?, hash_key(sk.msg()), hash_key(&ident)];
         for (raw_point, backend) in points.iter_mut() {
             let point = wire::fields(raw_point).next().transpose()?.map(|f| f.bytes()).transpose()?.unwrap_or(&[]);
             let mut attrs = key::attributes(point, attr_field)?;
-            let hash = if self.key == RoutingKey::StreamId {
-                let mut buf = [0u8; 32];
-                for (i, h) in stream_prefix.iter().chain([&key::hash_attributes(&mut attrs)]).enumerate() {
-                    buf[i * 8..i * 8 + 8].copy_from_slice(&h.to_le_bytes());
-                }
-                hash_key(&buf)
-            } else {
-                let mut buf = Vec::new();
-                let sets = [rk.attrs()?, scope_attrs, &attrs[..]];
-                if key::collect_attribute_values(&self.policy.attributes, &sets, &mut buf) {
-                    hash_key(&buf)
-                } else {
-                    rk.service()?
-                }
-            };
+            let hash = self.keys.key_of(Keyed::Point { attrs: &mut attrs, stream }, rk, sk)?;
             *backend = (self.owner)(hash) as u32;
         }
         let first = points.first().map(|p| p.1);
@@ -356,28 +259,31 @@ impl<'a, F: FnMut(u64) -> usize> Splitter<'a, F> {
             let mut item = Vec::with_capacity(m.len() + 6);
             wire::put_len_field(&mut item, fields::SCOPE_ITEMS, &m);
             self.owned.push(item);
-            let owned = (self.owned.len() - 1) as u32;
-            self.items.push(Item { start: 0, end: 0, owned, backend: b, count: mine.len() as u32 });
+            let bytes = ItemBytes::Owned(self.owned.len() - 1);
+            self.items.push(Item { bytes, backend: b, count: mine.len() as u32 });
         }
         Ok(())
     }
 
     /// Records an item: a range of the request when it is carried unchanged, else owned bytes of `msg`.
     fn push_item(&mut self, range: Option<(usize, usize)>, msg: &[u8], backend: u32, count: u32) {
-        match range {
-            Some((start, end)) => self.items.push(Item { start, end, owned: RAW, backend, count }),
+        let bytes = match range {
+            Some((start, end)) => ItemBytes::Request { start, end },
             None => {
                 let mut item = Vec::with_capacity(msg.len() + 6);
                 wire::put_len_field(&mut item, fields::SCOPE_ITEMS, msg);
                 self.owned.push(item);
-                let owned = (self.owned.len() - 1) as u32;
-                self.items.push(Item { start: 0, end: 0, owned, backend, count });
+                ItemBytes::Owned(self.owned.len() - 1)
             }
-        }
+        };
+        self.items.push(Item { bytes, backend, count });
     }
 
     fn item_bytes<'b>(&'b self, body: &'b [u8], item: &Item) -> &'b [u8] {
-        if item.owned == RAW { &body[item.start..item.end] } else { &self.owned[item.owned as usize] }
+        match item.bytes {
+            ItemBytes::Request { start, end } => &body[start..end],
+            ItemBytes::Owned(i) => &self.owned[i],
+        }
     }
 
     fn fixed_len(&self, fixed: (usize, usize)) -> usize {
@@ -486,17 +392,6 @@ fn canonical_metric(metric: &[u8]) -> Result<Option<Vec<u8>>, WireError> {
     Ok(Some(out))
 }
 
-/// The first length-delimited field `number` of `msg`, or empty.
-fn first_bytes(msg: &[u8], number: u32) -> Result<&[u8], WireError> {
-    for f in wire::fields(msg) {
-        let f = f?;
-        if f.number == number {
-            return f.bytes();
-        }
-    }
-    Ok(&[])
-}
-
 /// Data points in an encoded `Metric`.
 fn count_points(metric: &[u8]) -> Result<u32, WireError> {
     for f in wire::fields(metric) {
@@ -517,3 +412,7 @@ fn count_points(metric: &[u8]) -> Result<u32, WireError> {
 #[cfg(test)]
 #[path = "split_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "split_key_tests.rs"]
+mod key_tests;

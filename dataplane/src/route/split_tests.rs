@@ -2,65 +2,21 @@
 //! and scope, on the backend its key maps to.
 
 use super::*;
+use crate::fixtures::{self, kv, scope, service, string, trace_id};
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
-use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
-use opentelemetry_proto::tonic::metrics::v1::{
-    Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum, metric, number_data_point,
-};
-use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use opentelemetry_proto::tonic::common::v1::any_value;
+use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs};
+use opentelemetry_proto::tonic::metrics::v1::{NumberDataPoint, metric};
 use prost::Message;
 use std::collections::{BTreeMap, BTreeSet};
 
 const N: usize = 4;
 
-fn kv(k: &str, v: &str) -> KeyValue {
-    KeyValue {
-        key: k.into(),
-        value: Some(AnyValue { value: Some(any_value::Value::StringValue(v.into())) }),
-        ..Default::default()
-    }
-}
-
-fn resource(service: &str) -> Option<Resource> {
-    Some(Resource { attributes: vec![kv("service.name", service), kv("host", "h1")], ..Default::default() })
-}
-
-fn scope(name: &str) -> Option<InstrumentationScope> {
-    Some(InstrumentationScope { name: name.into(), version: "1.0".into(), ..Default::default() })
-}
-
-fn trace_id(t: u32) -> Vec<u8> {
-    let mut id = vec![0u8; 16];
-    id[..4].copy_from_slice(&t.to_be_bytes());
-    id[15] = 1;
-    id
-}
-
 /// Two services × two scopes × 10 traces × 3 spans, traces interleaved across scopes.
 fn traces_request() -> ExportTraceServiceRequest {
-    let mut rs = Vec::new();
-    for svc in ["checkout", "cart"] {
-        let mut ss = Vec::new();
-        for sc in ["http", "db"] {
-            let spans = (0..10u32)
-                .flat_map(|t| {
-                    (0..3u32).map(move |i| Span {
-                        trace_id: trace_id(t),
-                        span_id: vec![t as u8, i as u8, sc.len() as u8, svc.len() as u8, 0, 0, 0, 1],
-                        name: format!("{svc}-{sc}-{t}-{i}"),
-                        ..Default::default()
-                    })
-                })
-                .collect();
-            ss.push(ScopeSpans { scope: scope(sc), spans, schema_url: "s".into() });
-        }
-        rs.push(ResourceSpans { resource: resource(svc), scope_spans: ss, schema_url: "r".into() });
-    }
-    ExportTraceServiceRequest { resource_spans: rs }
+    fixtures::mixed_traces(10, 3)
 }
 
 fn owner(h: u64) -> usize {
@@ -173,19 +129,15 @@ fn attributes_key_looks_up_resource_then_scope_then_span() {
 }
 
 fn log_request() -> ExportLogsServiceRequest {
-    let records = (0..40u32)
+    let records = (0..40u64)
         .map(|i| LogRecord {
             trace_id: if i % 4 == 0 { vec![] } else { trace_id(i % 10) },
-            body: Some(AnyValue { value: Some(any_value::Value::StringValue(format!("log {i}"))) }),
+            body: string(&format!("log {i}")),
             ..Default::default()
         })
         .collect();
     ExportLogsServiceRequest {
-        resource_logs: vec![ResourceLogs {
-            resource: resource("cart"),
-            scope_logs: vec![ScopeLogs { scope: scope("app"), log_records: records, schema_url: String::new() }],
-            schema_url: String::new(),
-        }],
+        resource_logs: vec![fixtures::resource_logs(service("cart"), scope("app", "1.0"), records)],
     }
 }
 
@@ -206,39 +158,14 @@ fn logs_follow_their_trace_and_fall_back_to_service() {
 }
 
 fn point(attr: &str, v: i64) -> NumberDataPoint {
-    NumberDataPoint {
-        attributes: vec![kv("path", attr)],
-        value: Some(number_data_point::Value::AsInt(v)),
-        ..Default::default()
-    }
+    fixtures::int_point(vec![kv("path", attr)], v)
 }
 
 fn metrics_request() -> ExportMetricsServiceRequest {
-    let sum = Metric {
-        name: "requests".into(),
-        unit: "1".into(),
-        data: Some(metric::Data::Sum(Sum {
-            data_points: (0..12).map(|i| point(&format!("/p{i}"), i)).collect(),
-            aggregation_temporality: 2,
-            is_monotonic: true,
-        })),
-        ..Default::default()
-    };
-    let gauge = Metric {
-        name: "queue".into(),
-        data: Some(metric::Data::Gauge(Gauge { data_points: vec![point("/q", 1), point("/r", 2)] })),
-        ..Default::default()
-    };
+    let sum = fixtures::counter("requests", "1", (0..12).map(|i| point(&format!("/p{i}"), i)).collect());
+    let gauge = fixtures::gauge("queue", "", vec![point("/q", 1), point("/r", 2)]);
     ExportMetricsServiceRequest {
-        resource_metrics: vec![ResourceMetrics {
-            resource: resource("cart"),
-            scope_metrics: vec![ScopeMetrics {
-                scope: scope("m"),
-                metrics: vec![sum, gauge],
-                schema_url: String::new(),
-            }],
-            schema_url: String::new(),
-        }],
+        resource_metrics: vec![fixtures::resource_metrics(service("cart"), scope("m", "1.0"), vec![sum, gauge])],
     }
 }
 
@@ -334,7 +261,7 @@ fn repeated_oneof_request() -> (Bytes, usize) {
     put_len_field(&mut scope, 2, &merged);
     put_len_field(&mut scope, 2, &replaced);
     let mut rm = Vec::new();
-    put_len_field(&mut rm, 1, &resource("cart").expect("resource").encode_to_vec());
+    put_len_field(&mut rm, 1, &service("cart").expect("resource").encode_to_vec());
     put_len_field(&mut rm, 2, &scope);
     let mut req = Vec::new();
     put_len_field(&mut req, 1, &rm);
@@ -385,27 +312,14 @@ fn a_repeated_data_oneof_is_read_as_protobuf_parsers_read_it() {
 fn logs_of_resources() -> ExportLogsServiceRequest {
     let attrs = |i: usize| vec![kv("service.name", &format!("svc{}", i % 4)), kv("host", &format!("h{}", i / 4))];
     let records = |i: usize, n: usize| {
-        (0..n)
-            .map(|r| LogRecord {
-                body: Some(AnyValue { value: Some(any_value::Value::StringValue(format!("{i}/{r}"))) }),
-                ..Default::default()
-            })
-            .collect()
+        (0..n).map(|r| LogRecord { body: string(&format!("{i}/{r}")), ..Default::default() }).collect()
     };
     let mut rl: Vec<ResourceLogs> = (0..12)
-        .map(|i| ResourceLogs {
-            resource: Some(Resource { attributes: attrs(i), ..Default::default() }),
-            scope_logs: vec![ScopeLogs { scope: scope("app"), log_records: records(i, 3), schema_url: String::new() }],
-            schema_url: String::new(),
-        })
+        .map(|i| fixtures::resource_logs(fixtures::resource(attrs(i)), scope("app", "1.0"), records(i, 3)))
         .collect();
     let mut reversed = attrs(0);
     reversed.reverse();
-    rl.push(ResourceLogs {
-        resource: Some(Resource { attributes: reversed, ..Default::default() }),
-        scope_logs: vec![ScopeLogs { scope: scope("app"), log_records: records(0, 2), schema_url: String::new() }],
-        schema_url: String::new(),
-    });
+    rl.push(fixtures::resource_logs(fixtures::resource(reversed), scope("app", "1.0"), records(0, 2)));
     ExportLogsServiceRequest { resource_logs: rl }
 }
 

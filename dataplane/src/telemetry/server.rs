@@ -14,8 +14,8 @@ use axum::routing::get;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use super::Metrics;
 use super::status::{self, Status};
+use crate::metrics::Metrics;
 
 /// Readiness inputs shared by the parts of the process.
 #[derive(Debug, Default)]

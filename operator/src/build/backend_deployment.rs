@@ -15,15 +15,16 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::collector_config::HEALTH_CHECK_PORT;
 use super::labels::{CONFIG_HASH, Component, labels, selector_labels};
-use super::{Owner, backend_configmap, config_hash, container_security_context, drain, pod_security_context};
+use super::{Owner, backend_configmap, config_hash, container_security_context, pod_security_context};
 use crate::crd::{DEFAULT_COLLECTOR_IMAGE, OTLP_GRPC_PORT};
 
 const CONFIG_DIR: &str = "/etc/otelcol";
 
-/// The Deployment running the Collectors with the configuration of `config_map`.
-pub fn build(owner: &Owner<'_>, config_map: &ConfigMap) -> Deployment {
+/// The Deployment running the Collectors with the configuration of `config_map`; each pod's preStop sleep and
+/// termination grace period are `lifetime` ([`super::drain::pod_lifetime`]), in seconds.
+pub fn build(owner: &Owner<'_>, config_map: &ConfigMap, lifetime: (i64, i64)) -> Deployment {
     let spec = &owner.lbc.spec.backends;
-    let (drain_seconds, grace_seconds) = drain::pod_lifetime(spec.config.as_ref().unwrap_or(&Default::default()));
+    let (drain_seconds, grace_seconds) = lifetime;
     let health_probe = |period: i32, failures: i32| Probe {
         http_get: Some(HTTPGetAction {
             path: Some("/".into()),

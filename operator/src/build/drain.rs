@@ -4,10 +4,11 @@
 //! covers that window plus the time its Collector waits before deciding on a trace (`tail_sampling`'s
 //! `decision_wait`); its termination grace period adds the time the Collector needs to shut down and flush.
 
+use otlp_lb_config::DEFAULT_AFFINITY_WINDOW;
 use serde_json::{Map, Value};
 
-/// The data plane's trace affinity window (`routing.affinity_window`), in seconds.
-pub const AFFINITY_WINDOW_SECONDS: i64 = 30;
+/// The data plane's trace affinity window (`routing.affinity_window`), in seconds: its default.
+pub const AFFINITY_WINDOW_SECONDS: i64 = DEFAULT_AFFINITY_WINDOW.0.as_secs() as i64;
 /// The Collector's `tail_sampling.decision_wait` when the processor does not set it, in milliseconds.
 pub const DEFAULT_DECISION_WAIT_MS: u64 = 30_000;
 /// Time the Collector gets to shut down and flush after the preStop sleep (SIGTERM to SIGKILL), in seconds.

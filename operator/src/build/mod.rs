@@ -29,18 +29,19 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
-use kube::Resource;
 use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::crd::LoadBalancedCollector;
+use crate::crd::{Backends, LoadBalancedCollector, ValidatedCluster};
 use crate::error::{Error, Result};
 use labels::{Component, Names};
 
 /// The LoadBalancedCollector as its children see it: where they live and who owns them.
 #[derive(Clone, Debug)]
 pub struct Owner<'a> {
+    /// What validation read from the resource.
+    pub cluster: &'a ValidatedCluster<'a>,
     /// The resource being built for.
     pub lbc: &'a LoadBalancedCollector,
     /// Its name (the `instance` label).
@@ -54,12 +55,16 @@ pub struct Owner<'a> {
 }
 
 impl<'a> Owner<'a> {
-    /// Reads name, namespace and uid, which the API server always sets.
-    pub fn new(lbc: &'a LoadBalancedCollector) -> Result<Self> {
-        let name = lbc.metadata.name.as_deref().ok_or(Error::MissingObjectKey("metadata.name"))?;
-        let namespace = lbc.metadata.namespace.as_deref().ok_or(Error::MissingObjectKey("metadata.namespace"))?;
-        let owner_ref = lbc.controller_owner_ref(&()).ok_or(Error::MissingObjectKey("metadata.uid"))?;
-        Ok(Self { lbc, name, namespace, names: Names::new(name), owner_ref })
+    /// The owner of a validated resource's children.
+    pub fn new(cluster: &'a ValidatedCluster<'a>) -> Self {
+        Self {
+            cluster,
+            lbc: cluster.lbc,
+            name: cluster.name,
+            namespace: cluster.namespace,
+            names: Names::new(cluster.name),
+            owner_ref: cluster.owner_ref.clone(),
+        }
     }
 
     /// Metadata of a child named `name` of `component`.
@@ -167,19 +172,19 @@ fn to_json<K: Serialize>(object: &K) -> Result<Value> {
     serde_json::to_value(object).map_err(|e| Error::Render { what: "child object", reason: e.to_string() })
 }
 
-/// Builds every child of `lbc`. Call [`crate::validate::validate`] first.
-pub fn build(lbc: &LoadBalancedCollector) -> Result<Children> {
-    let owner = Owner::new(lbc)?;
-    let backends = match &lbc.spec.backends.config {
-        Some(config) if lbc.spec.backends.service_ref.is_none() => {
+/// Builds every child of a validated resource.
+pub fn build(cluster: &ValidatedCluster<'_>) -> Result<Children> {
+    let owner = Owner::new(cluster);
+    let backends = match &cluster.backends {
+        Backends::Pool { config, lifetime } => {
             let config_map = backend_configmap::build(&owner, config)?;
             Some(BackendPool {
                 service: backend_service::build(&owner),
-                deployment: backend_deployment::build(&owner, &config_map),
+                deployment: backend_deployment::build(&owner, &config_map, *lifetime),
                 config_map,
             })
         }
-        _ => None,
+        Backends::Service { .. } => None,
     };
     let lb_config_map = lb_configmap::build(&owner)?;
     Ok(Children {

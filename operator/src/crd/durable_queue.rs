@@ -6,11 +6,10 @@ use kube::KubeSchema;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::rules::{self, MAX_DURABLE_QUEUE_MIB, MIN_DURABLE_QUEUE_MIB};
+
 /// Directory of the write-ahead log in the data plane container.
 pub const DURABLE_QUEUE_DIR: &str = "/var/lib/otlp-lb";
-
-/// Smallest log: one segment of the data plane's write-ahead log (16 MiB).
-pub const MIN_DURABLE_QUEUE_MIB: i32 = 16;
 
 /// Durable acknowledgement: each load-balancer replica acknowledges a request once it is in an on-disk
 /// write-ahead log, delivers it from there in the background, and replays what was not delivered after a
@@ -20,7 +19,7 @@ pub const MIN_DURABLE_QUEUE_MIB: i32 = 16;
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(
-    validation = Rule::new("!has(self.storage) || !(has(self.storage.emptyDir) && has(self.storage.volumeClaimTemplate))").message("loadBalancer.durableQueue.storage takes emptyDir or volumeClaimTemplate, not both")
+    validation = Rule::new("!has(self.storage) || !(has(self.storage.emptyDir) && has(self.storage.volumeClaimTemplate))").message(rules::DURABLE_STORAGE_ONE_OF)
 )]
 pub struct DurableQueueSpec {
     /// Acknowledge requests once they are in the write-ahead log rather than once the backends accepted them.
@@ -30,7 +29,7 @@ pub struct DurableQueueSpec {
     /// Bound of the log, on disk and in memory, in MiB. A full log refuses requests with RESOURCE_EXHAUSTED /
     /// HTTP 429, which clients retry. The volume must hold at least this much.
     #[serde(default = "default_max_size_mib", rename = "maxSizeMiB")]
-    #[schemars(range(min = 16, max = 1048576))]
+    #[schemars(range(min = MIN_DURABLE_QUEUE_MIB, max = MAX_DURABLE_QUEUE_MIB))]
     pub max_size_mib: i32,
 
     /// When appends reach the disk before the request is acknowledged: `always` (each batch is fsynced;
@@ -97,5 +96,15 @@ impl DurableQueueSpec {
     /// Whether the log lives on a PersistentVolumeClaim per replica (and so the tier is a StatefulSet).
     pub fn persistent(&self) -> bool {
         self.enabled && self.storage.volume_claim_template.is_some()
+    }
+}
+
+impl From<Fsync> for otlp_lb_config::FsyncMode {
+    fn from(fsync: Fsync) -> Self {
+        match fsync {
+            Fsync::Always => otlp_lb_config::FsyncMode::Always,
+            Fsync::Interval => otlp_lb_config::FsyncMode::Interval,
+            Fsync::Never => otlp_lb_config::FsyncMode::Never,
+        }
     }
 }

@@ -3,7 +3,6 @@
 //! changes; items accepted and refused per signal per second. The page (HTML, CSS and JavaScript) is compiled
 //! into the binary and loads nothing from elsewhere.
 
-mod changes;
 mod rates;
 mod view;
 
@@ -16,12 +15,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tokio::sync::watch;
 
-pub use changes::{ChangeLog, ChangeRecord};
+pub use crate::pool::changes::{ChangeLog, ChangeRecord};
 pub use view::{API_VERSION, StatusView};
 
+use crate::metrics::Metrics;
 use crate::pool::Pool;
 use crate::route::affinity::Affinity;
-use crate::telemetry::Metrics;
 
 /// Where the status comes from.
 pub struct Status {

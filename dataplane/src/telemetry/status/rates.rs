@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
+use crate::metrics::{LatencyHistogram, Metrics};
 use crate::signal::Signal;
-use crate::telemetry::{LatencyHistogram, Metrics};
 
 /// The span rates are measured over (at least; at most one sampling period more).
 pub const WINDOW: Duration = Duration::from_secs(5);

@@ -5,10 +5,10 @@ use std::time::{Instant, SystemTime};
 
 use serde::Serialize;
 
-use super::changes::ChangeRecord;
 use super::rates::{BackendRate, WINDOW, Window};
 use crate::config::Sizer;
 use crate::pool::Pool;
+use crate::pool::changes::ChangeRecord;
 use crate::route::affinity::Affinity;
 use crate::signal::Signal;
 
