@@ -3,11 +3,11 @@
 //! mounted. The replicas agree on ring switches and exchange the traces they hold over it, so a trace whose
 //! requests reach several replicas keeps one backend through pool changes. One replica needs none of it.
 
-use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
-use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use k8s_openapi::api::core::v1::Service;
 
 use super::Owner;
-use super::labels::{Component, selector_labels};
+use super::headless::{self, Port};
+use super::labels::Component;
 
 /// Port of the data plane's peer API.
 pub const PEER_PORT: i32 = 4319;
@@ -34,23 +34,7 @@ pub fn hostname(owner: &Owner<'_>) -> String {
 
 /// The headless Service of the load-balancer pods, when the tier can have more than one replica.
 pub fn build(owner: &Owner<'_>) -> Option<Service> {
-    wanted(owner).then(|| Service {
-        metadata: owner.meta(&name(owner), Component::LoadBalancer),
-        spec: Some(ServiceSpec {
-            cluster_ip: Some("None".into()),
-            // A starting replica is a peer before it is ready: it pulls the others' tables to become ready.
-            publish_not_ready_addresses: Some(true),
-            selector: Some(selector_labels(owner.name, Component::LoadBalancer)),
-            ports: Some(vec![ServicePort {
-                name: Some("peers".into()),
-                port: PEER_PORT,
-                target_port: Some(IntOrString::Int(PEER_PORT)),
-                protocol: Some("TCP".into()),
-                app_protocol: Some("http".into()),
-                ..ServicePort::default()
-            }]),
-            ..ServiceSpec::default()
-        }),
-        ..Service::default()
-    })
+    // A starting replica is a peer before it is ready: it pulls the others' tables to become ready.
+    let port = Port { name: "peers", number: PEER_PORT, app_protocol: "http" };
+    wanted(owner).then(|| headless::service(owner, &name(owner), Component::LoadBalancer, true, port))
 }

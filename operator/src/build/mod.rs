@@ -8,6 +8,7 @@ pub mod backend_deployment;
 pub mod backend_service;
 pub mod collector_config;
 pub mod drain;
+pub mod headless;
 pub mod hpa;
 pub mod labels;
 pub mod lb_configmap;
