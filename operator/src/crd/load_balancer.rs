@@ -20,7 +20,10 @@ use super::{Compression, DurableQueueSpec, QueueSpec, RetrySpec, RoutingSpec, Tl
     validation = Rule::new(rules::compression_level_rule()).message(rules::compression_level().as_str())
 )]
 pub struct LoadBalancerSpec {
-    /// Number of load-balancer replicas. Ignored when `autoscaling` is set.
+    /// Number of load-balancer replicas. Ignored when `autoscaling` is set. With two or more (or autoscaling that
+    /// can reach two), the operator also makes a headless Service `<name>-peers` and a token Secret, through
+    /// which the replicas agree when a new ring takes effect and exchange the traces they hold, so that a trace
+    /// whose requests reach several replicas keeps one backend.
     #[serde(default = "default_lb_replicas")]
     #[schemars(range(min = 0))]
     pub replicas: i32,
