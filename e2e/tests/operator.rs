@@ -31,20 +31,21 @@
 //! Needs root, `make tools` and `make images e2e-images`; fails (never skips) without them.
 
 use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use e2e::Cluster;
 use e2e::chart::install_operator;
+use e2e::lbc::{
+    debug_pool, kubectl, kubectl_ok, lb_pods, lbc_api, local_collector, wait_lbc_ready, wait_pool_size, write_run_file,
+};
 use e2e::otlp_json::{self, Distribution};
-use e2e::process::Output;
 use e2e::scenario::{fixture, image_vars};
 use e2e::telemetrygen::Traces;
 use e2e::tools;
 use e2e::wait::Check;
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
 use serde_json::Value;
 
 /// Namespace of the LoadBalancedCollectors under test.
@@ -74,144 +75,6 @@ where
     let res = cluster.finish(res).await;
     eprintln!("{name}: {:.1}s", t0.elapsed().as_secs_f64());
     res
-}
-
-// ------------------------------------------------------------------ kubectl, helm
-
-async fn kubectl(cluster: &Cluster, args: &[&str]) -> Result<Output> {
-    let mut argv = vec![format!("--kubeconfig={}", cluster.kubeconfig_path().display())];
-    argv.extend(args.iter().map(|s| s.to_string()));
-    cluster.exec_on_host(&tools::tool(tools::KUBECTL)?, &argv, Duration::from_secs(90)).await
-}
-
-/// `kubectl ARGS` that must succeed; returns stdout.
-async fn kubectl_ok(cluster: &Cluster, args: &[&str]) -> Result<String> {
-    Ok(kubectl(cluster, args).await?.check(&format!("kubectl {}", args.join(" ")))?.stdout)
-}
-
-/// Writes `text` into the run directory and returns its path (for `kubectl apply -f`).
-fn write_run_file(cluster: &Cluster, name: &str, text: &str) -> Result<PathBuf> {
-    let path = cluster.run_dir().join(name);
-    std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
-    Ok(path)
-}
-
-/// `yaml` with the test cluster's Collector image wherever a LoadBalancedCollector names none.
-fn local_collector(yaml: &str) -> Result<String> {
-    let image = image_vars()?.into_iter().find(|(k, _)| *k == "OTELCOL_IMAGE").context("no Collector image")?.1;
-    e2e::fit::for_test_node(yaml, &image)
-}
-
-// ------------------------------------------------------------------ LoadBalancedCollector status
-
-fn lbc_api(cluster: &Cluster, ns: &str) -> Api<DynamicObject> {
-    let gvk = GroupVersionKind::gvk("otlp-lb.dev", "v1alpha1", "LoadBalancedCollector");
-    let ar = ApiResource::from_gvk_with_plural(&gvk, "loadbalancedcollectors");
-    Api::namespaced_with(cluster.client(), ns, &ar)
-}
-
-/// `Ok` when `lbc` is Ready for its current generation with every backend desired ready and in
-/// the ring (`want_backends` of them, if given) and every load-balancer replica ready; else why not.
-fn ready_state(lbc: &DynamicObject, want_backends: Option<i64>) -> std::result::Result<(), String> {
-    let status = &lbc.data["status"];
-    let generation = lbc.metadata.generation.unwrap_or(0);
-    let observed = status["observedGeneration"].as_i64().unwrap_or(-1);
-    let ready = status["conditions"].as_array().into_iter().flatten().find(|c| c["type"] == "Ready");
-    let b = &status["backends"];
-    let lb = &status["loadBalancer"];
-    let n = |v: &Value| v.as_i64().unwrap_or(-1);
-    let ok = observed == generation
-        && ready.is_some_and(|c| c["status"] == "True")
-        && n(&b["desired"]) > 0
-        && want_backends.is_none_or(|w| n(&b["desired"]) == w)
-        && n(&b["ready"]) == n(&b["desired"])
-        && n(&b["inRing"]) == n(&b["desired"])
-        && n(&lb["desired"]) > 0
-        && n(&lb["ready"]) == n(&lb["desired"]);
-    if ok {
-        Ok(())
-    } else {
-        Err(format!("generation {generation}, status {}", serde_json::to_string(status).unwrap_or_default()))
-    }
-}
-
-/// Waits until LoadBalancedCollector `ns/name` is Ready (see [`ready_state`]); returns its status.
-async fn wait_lbc_ready(
-    cluster: &Cluster,
-    ns: &str,
-    name: &str,
-    want_backends: Option<i64>,
-    timeout: Duration,
-) -> Result<Value> {
-    let api = lbc_api(cluster, ns);
-    let what = match want_backends {
-        Some(n) => format!("LoadBalancedCollector {ns}/{name} Ready with {n} backends in the ring"),
-        None => format!("LoadBalancedCollector {ns}/{name} Ready"),
-    };
-    cluster
-        .wait_for(&what, timeout, || {
-            let api = api.clone();
-            async move {
-                Ok(match api.get_opt(name).await {
-                    Ok(Some(o)) => match ready_state(&o, want_backends) {
-                        Ok(()) => Check::Done(o.data["status"].clone()),
-                        Err(state) => Check::Pending(state),
-                    },
-                    Ok(None) => Check::Pending("not found".into()),
-                    Err(e) => Check::Pending(e.to_string()),
-                })
-            }
-        })
-        .await
-}
-
-/// Names of the load-balancer pods of `name` that are running.
-async fn lb_pods(cluster: &Cluster, name: &str) -> Result<Vec<String>> {
-    let pods = cluster
-        .pods(NS, &format!("app.kubernetes.io/instance={name},app.kubernetes.io/component=load-balancer"))
-        .await?;
-    Ok(pods
-        .into_iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_none())
-        .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
-        .filter_map(|p| p.metadata.name)
-        .collect())
-}
-
-/// The backend addresses in a load-balancer pod's `/debug/pool`.
-async fn debug_pool(ip: Ipv4Addr) -> Result<Vec<String>> {
-    let (code, body) =
-        e2e::probe::http_get(SocketAddr::from((ip, 8888)), "/debug/pool", &[], Duration::from_secs(5)).await?;
-    ensure!(code == 200, "/debug/pool: {code} {body}");
-    let v: Value = serde_json::from_str(&body).with_context(|| format!("/debug/pool: {body}"))?;
-    Ok(v["backends"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|b| b["address"].as_str().map(str::to_string))
-        .collect())
-}
-
-/// Waits until every load-balancer pod of `name` lists `n` backends in `/debug/pool`.
-async fn wait_pool_size(cluster: &Cluster, name: &str, n: usize, timeout: Duration) -> Result<()> {
-    cluster
-        .wait_for(&format!("/debug/pool of every {name} load-balancer pod to list {n} backends"), timeout, || async {
-            let pods = lb_pods(cluster, name).await?;
-            if pods.is_empty() {
-                return Ok(Check::Pending("no load-balancer pod".into()));
-            }
-            let mut seen = Vec::new();
-            for pod in &pods {
-                let ip = cluster.pod_ip(NS, pod)?;
-                match debug_pool(ip).await {
-                    Ok(b) if b.len() == n => {}
-                    Ok(b) => seen.push(format!("{pod}: {b:?}")),
-                    Err(e) => seen.push(format!("{pod}: {e:#}")),
-                }
-            }
-            Ok(if seen.is_empty() { Check::Done(()) } else { Check::Pending(seen.join("; ")) })
-        })
-        .await
 }
 
 /// Applies the `traces` fixture (backends writing what they receive to their stdout) with the
@@ -252,8 +115,8 @@ async fn operator_helm_install_and_traces() -> Result<()> {
         apply_traces_fixture(cluster).await?;
 
         // The ring must be complete before sending, or the first traces go to fewer backends.
-        wait_pool_size(cluster, "traces", 3, Duration::from_secs(30)).await?;
-        let lb_pod = lb_pods(cluster, "traces").await?.into_iter().next().context("no load-balancer pod")?;
+        wait_pool_size(cluster, NS, "traces", 3, Duration::from_secs(30)).await?;
+        let lb_pod = lb_pods(cluster, NS, "traces").await?.into_iter().next().context("no load-balancer pod")?;
         // Clients send to the load balancer's Service, as SDKs in the cluster do.
         let lb_ip = cluster.service_ip(NS, "traces").await?;
 
@@ -310,7 +173,7 @@ async fn operator_scale_and_garbage_collection() -> Result<()> {
         kubectl_ok(cluster, &["scale", "-n", NS, "lbc", "traces", "--replicas", "5"]).await?;
         let status = wait_lbc_ready(cluster, NS, "traces", Some(5), Duration::from_secs(120)).await?;
         tracing::info!("scaled to 5 in {:.1}s: {status}", t0.elapsed().as_secs_f64());
-        wait_pool_size(cluster, "traces", 5, Duration::from_secs(30)).await?;
+        wait_pool_size(cluster, NS, "traces", 5, Duration::from_secs(30)).await?;
         eprintln!("scale 3 -> 5: status and /debug/pool at 5 after {:.1}s", t0.elapsed().as_secs_f64());
         check_rebalance_is_reported(cluster).await?;
 
@@ -466,7 +329,7 @@ async fn operator_validation_and_rbac() -> Result<()> {
 
             // The same from inside the load-balancer pod, with the token the kubelet mounted, through the
             // `kubernetes` Service.
-            let pod = lb_pods(cluster, "small")
+            let pod = lb_pods(cluster, NS, "small")
                 .await?
                 .into_iter()
                 .next()
@@ -700,7 +563,7 @@ async fn durable_pod(cluster: &Cluster, backends: usize) -> Result<String> {
     let what = format!("one load-balancer pod with the durable queue's volume and {backends} backends");
     cluster
         .wait_for(&what, Duration::from_secs(120), || async {
-            let pods = lb_pods(cluster, "traces").await?;
+            let pods = lb_pods(cluster, NS, "traces").await?;
             let [pod] = pods.as_slice() else { return Ok(Check::Pending(format!("pods {pods:?}"))) };
             let Ok(ip) = cluster.pod_ip(NS, pod) else { return Ok(Check::Pending(format!("{pod} not run"))) };
             Ok(match debug_pool(ip).await {

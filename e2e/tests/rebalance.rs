@@ -78,14 +78,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail, ensure};
+use e2e::ring_watch::{self, RingStats, Set, SliceUpdate};
 use e2e::scenario::{fixture, fixture_with, ready_pod_ip, substitute};
 use e2e::wait::{self, Check};
 use e2e::{Cluster, otlp_json, tools};
 use futures::StreamExt as _;
 use futures::stream::FuturesUnordered;
-use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::Api;
-use kube::runtime::watcher;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::sync::{mpsc, watch};
@@ -122,15 +120,6 @@ const DRAIN_LIMIT: Duration = Duration::from_secs(90);
 const POOL_POLL: Duration = Duration::from_millis(10);
 const TAIL_EVERY: Duration = Duration::from_millis(200);
 const RING_P99_LIMIT_MS: u64 = 1000;
-
-type Set = BTreeSet<String>;
-
-/// A change of the ready set seen by the test's own EndpointSlice watch.
-struct SliceUpdate {
-    at: Instant,
-    ready: Set,
-    previous: Option<Set>,
-}
 
 /// One ring update measured.
 struct RingDelay {
@@ -261,7 +250,14 @@ async fn scenario(cluster: &Cluster, loadgen: &Path) -> Result<()> {
     // Monitors: the EndpointSlice watch, the /debug/pool poller, the file tailer.
     let (updates_tx, updates_rx) = mpsc::unbounded_channel();
     let slice_events = Arc::new(AtomicU64::new(0));
-    let watch_task = tokio::spawn(watch_slices(cluster.client(), updates_tx, slice_events.clone()));
+    let watch_task = tokio::spawn(ring_watch::watch_ready(
+        cluster.client(),
+        NS,
+        BACKENDS,
+        OTLP_PORT,
+        updates_tx,
+        slice_events.clone(),
+    ));
     let (stop_tx, stop_rx) = watch::channel(false);
     let (pool_tx, pool_rx) = watch::channel(first.clone());
     let poll_task = tokio::spawn(poll_pool(pool_addr, updates_rx, pool_tx, stop_rx));
@@ -332,7 +328,7 @@ async fn scenario(cluster: &Cluster, loadgen: &Path) -> Result<()> {
         cluster.pods(NS, &format!("app={BACKENDS}")).await?.into_iter().filter_map(|p| p.metadata.name).collect();
 
     let analysis = Analysis::new(&per_backend, &survivors, &batches, &steps, &monitor);
-    let ring = RingStats::of(&monitor.delays);
+    let ring = RingStats::of(monitor.delays.iter().map(|d| d.delay.as_millis() as u64).collect());
 
     // Details (stderr).
     let rel = |t: Instant| t.saturating_duration_since(t0).as_secs_f64();
@@ -650,68 +646,6 @@ fn addresses(ips: &[Ipv4Addr]) -> Set {
     ips.iter().map(|ip| format!("{ip}:{OTLP_PORT}")).collect()
 }
 
-/// The addresses otlp-lb should use: ready, serving, not terminating
-/// endpoints of all slices, on the OTLP port.
-fn ready_set(slices: &BTreeMap<String, EndpointSlice>) -> Set {
-    slices
-        .values()
-        .flat_map(|s| s.endpoints.iter())
-        .filter(|ep| {
-            let c = ep.conditions.as_ref();
-            let ready = c.and_then(|c| c.ready).unwrap_or(true);
-            let serving = c.and_then(|c| c.serving).unwrap_or(ready);
-            let terminating = c.and_then(|c| c.terminating).unwrap_or(false);
-            ready && serving && !terminating
-        })
-        .flat_map(|ep| ep.addresses.iter().map(|a| format!("{a}:{OTLP_PORT}")))
-        .collect()
-}
-
-/// Watches the backends' EndpointSlices; sends every change of the ready set.
-async fn watch_slices(client: kube::Client, tx: mpsc::UnboundedSender<SliceUpdate>, events: Arc<AtomicU64>) {
-    let api: Api<EndpointSlice> = Api::namespaced(client, NS);
-    let cfg = watcher::Config::default().labels(&format!("kubernetes.io/service-name={BACKENDS}"));
-    let mut stream = watcher::watcher(api, cfg).boxed();
-    let mut slices: BTreeMap<String, EndpointSlice> = BTreeMap::new();
-    let mut listing: BTreeMap<String, EndpointSlice> = BTreeMap::new();
-    let mut last: Option<Set> = None;
-    let name = |s: &EndpointSlice| s.metadata.name.clone().unwrap_or_default();
-    // Ends when the test aborts the task.
-    while let Some(ev) = stream.next().await {
-        let at = Instant::now();
-        match ev {
-            Ok(watcher::Event::Init) => {
-                listing.clear();
-                continue;
-            }
-            Ok(watcher::Event::InitApply(s)) => {
-                listing.insert(name(&s), s);
-                continue;
-            }
-            Ok(watcher::Event::InitDone) => slices = std::mem::take(&mut listing),
-            Ok(watcher::Event::Apply(s)) => {
-                slices.insert(name(&s), s);
-            }
-            Ok(watcher::Event::Delete(s)) => {
-                slices.remove(&name(&s));
-            }
-            Err(e) => {
-                eprintln!("rebalance: EndpointSlice watch error (retrying): {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        }
-        events.fetch_add(1, Ordering::SeqCst);
-        let ready = ready_set(&slices);
-        if last.as_ref() != Some(&ready) {
-            let previous = last.replace(ready.clone());
-            if tx.send(SliceUpdate { at, ready, previous }).is_err() {
-                return;
-            }
-        }
-    }
-}
-
 /// Polls `/debug/pool` every 10 ms until stopped: publishes what it shows and
 /// times how long each ready-set change takes to show.
 async fn poll_pool(
@@ -867,35 +801,6 @@ fn read_record(path: &Path) -> Result<HashMap<String, u64>> {
         out.insert(id.to_ascii_lowercase(), n.trim().parse()?);
     }
     Ok(out)
-}
-
-struct RingStats {
-    sorted_ms: Vec<u64>,
-    p50_ms: u64,
-    p99_ms: u64,
-    max_ms: u64,
-}
-
-impl RingStats {
-    fn of(delays: &[RingDelay]) -> RingStats {
-        let mut sorted_ms: Vec<u64> = delays.iter().map(|d| d.delay.as_millis() as u64).collect();
-        sorted_ms.sort_unstable();
-        RingStats {
-            p50_ms: nearest_rank(&sorted_ms, 0.50),
-            p99_ms: nearest_rank(&sorted_ms, 0.99),
-            max_ms: sorted_ms.last().copied().unwrap_or(0),
-            sorted_ms,
-        }
-    }
-}
-
-/// The nearest-rank percentile of sorted values (0 when empty).
-fn nearest_rank(sorted: &[u64], q: f64) -> u64 {
-    if sorted.is_empty() {
-        return 0;
-    }
-    let rank = (q * sorted.len() as f64).ceil().max(1.0) as usize;
-    sorted[rank.min(sorted.len()) - 1]
 }
 
 /// The outcome in numbers.
@@ -1084,13 +989,4 @@ fn fixtures_parse_after_substitution() {
         role,
         &serde_json::json!([{"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["get", "list", "watch"]}])
     );
-}
-
-#[test]
-fn percentiles() {
-    assert_eq!(nearest_rank(&[], 0.99), 0);
-    assert_eq!(nearest_rank(&[5], 0.99), 5);
-    let v: Vec<u64> = (1..=200).collect();
-    assert_eq!(nearest_rank(&v, 0.99), 198);
-    assert_eq!(nearest_rank(&v, 0.50), 100);
 }
