@@ -26,8 +26,9 @@ impl PeerMetrics {
                 IntCounterVec::new(
                     Opts::new(
                         "otlp_lb_peer_switches_total",
-                        "Ring switches: at the time agreed with the peers (on_time), or at once because this replica \
-                         saw the change after that time (late)",
+                        "Ring switches: at the time agreed with the peers (on_time), at once because this replica \
+                         saw the change after that time (late), or given up before that time for a newer member set \
+                         (superseded)",
                     ),
                     &["timing"],
                 ),
@@ -61,6 +62,11 @@ impl PeerMetrics {
 
     pub fn switched(&self, late: bool) {
         self.switches.with_label_values(&[if late { "late" } else { "on_time" }]).inc();
+    }
+
+    /// A ring given up before its switch time for a newer member set.
+    pub fn superseded(&self) {
+        self.switches.with_label_values(&["superseded"]).inc();
     }
 
     pub fn unanswered(&self, request: &str) {

@@ -241,8 +241,11 @@ impl Coordinator {
         }
     }
 
-    /// Waits for the agreed time of `ring`, then closes the gate until the peers' tables are in.
-    async fn activate(&self, ring: u64) {
+    /// Waits for the agreed time of `ring`, then closes the gate until the peers' tables are in; `true`. Gives way
+    /// (`false`) when `superseded()` turns true while the agreed time is at least half the switch delay away: the
+    /// newer member set is then agreed on and switched to in its place, and every replica, seeing the same changes
+    /// within that time, gives way too. Later, the agreed switch goes ahead and the newer set follows it.
+    async fn activate(&self, ring: u64, superseded: &(dyn Fn() -> bool + Send + Sync)) -> bool {
         let peers = self.peers().await;
         let now = unix_ms();
         let agreed = self.lock_schedule().agree(ring, now, self.cfg.switch_delay.0.as_millis() as u64);
@@ -275,19 +278,28 @@ impl Coordinator {
             }
         };
         // Wait for the agreed time, which an earlier proposal may still bring forward.
+        let delay_ms = self.cfg.switch_delay.0.as_millis() as u64;
         let wait = async {
-            let bound = self.cfg.switch_delay.0.as_millis() as u64 / STEP.as_millis() as u64 + 2;
-            for _ in 0..bound {
+            for _ in 0..delay_ms / STEP.as_millis() as u64 + 2 {
                 let at = self.lock_schedule().at(ring).unwrap_or(0);
                 let now = unix_ms();
                 if late || now >= at {
                     break;
                 }
+                if superseded() && at - now >= delay_ms / 2 {
+                    return false;
+                }
                 tokio::time::sleep(Duration::from_millis(at - now).min(STEP)).await;
             }
+            true
         };
-        tokio::join!(announce, wait);
+        let ((), go) = tokio::join!(announce, wait);
         self.lock_schedule().switched(ring);
+        if !go {
+            tracing::info!(ring = %name, "a newer member set came before the switch time: switching to that one instead");
+            self.metrics.superseded();
+            return false;
+        }
         self.metrics.switched(late);
         let expected = self.known_peers().len();
         let mut ex = self.lock_exchange();
@@ -296,6 +308,7 @@ impl Coordinator {
         } else {
             self.affinity.peers().close(Instant::now() + self.timeout());
         }
+        true
     }
 
     /// After the switch: sends this replica's table to every peer, and reports peers whose table did not come.
@@ -360,8 +373,12 @@ impl Coordinator {
 pub struct PeerSwitch(pub Arc<Coordinator>);
 
 impl Switch for PeerSwitch {
-    fn activation(&self, ring: u64) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
-        Box::pin(self.0.activate(ring))
+    fn activation<'a>(
+        &'a self,
+        ring: u64,
+        superseded: &'a (dyn Fn() -> bool + Send + Sync),
+    ) -> Pin<Box<dyn Future<Output = bool> + Send + 'a>> {
+        Box::pin(self.0.activate(ring, superseded))
     }
 
     fn switched(&self, pool: &Arc<Pool>) {

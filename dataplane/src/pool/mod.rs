@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -194,8 +195,14 @@ pub struct PoolChange {
 /// When a new ring takes effect: agreed with the other load-balancer replicas by the peer exchange. Without one,
 /// a new ring takes effect as soon as it is built.
 pub trait Switch: Send + Sync {
-    /// Returns when the ring with fingerprint `ring` may take effect.
-    fn activation(&self, ring: u64) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
+    /// Returns `true` when the ring with fingerprint `ring` may take effect, or `false` when it never will: a newer
+    /// member set waits (`superseded()` turned true) while the switch time is still far enough away for the newer
+    /// set to take its place.
+    fn activation<'a>(
+        &'a self,
+        ring: u64,
+        superseded: &'a (dyn Fn() -> bool + Send + Sync),
+    ) -> Pin<Box<dyn Future<Output = bool> + Send + 'a>>;
     /// `pool`, with a new ring, is in use.
     fn switched(&self, pool: &Arc<Pool>);
 }
@@ -215,6 +222,9 @@ pub struct PoolManager {
     /// The recent changes, for the status page.
     changes: Arc<ChangeLog>,
     switch: OnceLock<Arc<dyn Switch>>,
+    /// The number of the latest member set applied, and that of one a newer set waits behind.
+    applying: AtomicU64,
+    newer_behind: AtomicU64,
 }
 
 impl PoolManager {
@@ -238,6 +248,8 @@ impl PoolManager {
                 ejections: Arc::new(Notify::new()),
                 changes: Arc::default(),
                 switch: OnceLock::new(),
+                applying: AtomicU64::new(0),
+                newer_behind: AtomicU64::new(0),
             }),
             rx,
         )
@@ -284,15 +296,23 @@ impl PoolManager {
         self.tx.subscribe()
     }
 
+    /// A newer member set has come while the one being applied waits for its switch time: that one gives way if it
+    /// is still early enough ([`Switch::activation`]).
+    pub fn newer_waiting(&self) {
+        self.newer_behind.store(self.applying.load(Ordering::SeqCst), Ordering::SeqCst);
+    }
+
     /// Replaces the pool's members, all active. Returns `None` when nothing changed.
     pub async fn apply(&self, members: Vec<Member>) -> Result<Option<PoolChange>, String> {
         self.apply_members(Members::all_active(members)).await
     }
 
     /// Replaces the pool's members. The ring holds the active ones (the draining ones when none is active, rather
-    /// than refuse everything); a draining member keeps its client. Returns `None` when nothing changed.
+    /// than refuse everything); a draining member keeps its client. Returns `None` when nothing changed, or when a
+    /// newer member set ([`PoolManager::newer_waiting`]) took the place of this one's new ring before its switch.
     pub async fn apply_members(&self, members: Members) -> Result<Option<PoolChange>, String> {
         let _serial = self.apply_lock.lock().await;
+        let number = self.applying.fetch_add(1, Ordering::SeqCst) + 1;
         let started = Instant::now();
         let old = self.tx.borrow().clone();
         let Members { active, mut draining } = members;
@@ -365,7 +385,10 @@ impl PoolManager {
             old.ring.is_some() && ring.is_some() && old.ring.as_ref().map(|r| r.fingerprint()) != Some(fingerprint);
         let switch = self.switch.get().filter(|_| new_ring);
         if let Some(switch) = switch {
-            switch.activation(fingerprint).await;
+            let superseded = || self.newer_behind.load(Ordering::SeqCst) == number;
+            if !switch.activation(fingerprint, &superseded).await {
+                return Ok(None);
+            }
         }
         let size = ring.as_ref().map_or(0, |r| r.members().len());
         let now = Instant::now();

@@ -40,17 +40,52 @@ struct Driver {
 
 impl Driver {
     async fn run(mut self, mut updates: Updates, mut shutdown: watch::Receiver<bool>) {
+        let mut next: Option<Update> = None;
+        let mut ended = false;
         loop {
-            let update = tokio::select! {
-                u = updates.next() => u,
-                _ = shutdown.wait_for(|s| *s) => return,
+            let update = match next.take() {
+                Some(u) => Some(u),
+                None if ended => None,
+                None => tokio::select! {
+                    u = updates.next() => u,
+                    _ = shutdown.wait_for(|s| *s) => return,
+                },
             };
             let Some(update) = update else {
                 tracing::error!(resolver = self.name, "the resolver's source ended; the pool no longer follows it");
                 return;
             };
-            // A failure is counted and logged; the driver goes on with the next update.
-            let _ = self.apply(update).await;
+            // While a new ring waits for its switch time, the updates that come are read: the latest member set
+            // waits behind it, and may take its place; a failure is reported after it.
+            let (pool, metrics, name) = (Arc::clone(&self.pool), self.metrics.clone(), self.name);
+            // An update that never applies is counted still, as a resolution.
+            let skipped = |u: &Update| metrics.resolution(name, matches!(u, Update::Reset(_)));
+            let apply = self.apply(update);
+            tokio::pin!(apply);
+            loop {
+                tokio::select! {
+                    biased;
+                    // A failure is counted and logged; the driver goes on with the next update.
+                    _ = &mut apply => break,
+                    u = updates.next(), if !ended => match u {
+                        Some(u @ Update::Reset(_)) => {
+                            if let Some(replaced) = next.replace(u) {
+                                skipped(&replaced);
+                            }
+                            pool.newer_waiting();
+                        }
+                        // The member set waiting is the last one resolved: a failure after it changes nothing.
+                        Some(failed) if matches!(next, Some(Update::Reset(_))) => skipped(&failed),
+                        Some(failed) => {
+                            if let Some(replaced) = next.replace(failed) {
+                                skipped(&replaced);
+                            }
+                        }
+                        None => ended = true,
+                    },
+                    _ = shutdown.wait_for(|s| *s) => return,
+                }
+            }
         }
     }
 
@@ -169,5 +204,88 @@ mod tests {
         ] {
             assert!(rendered.lines().any(|l| l == line), "{line}:\n{rendered}");
         }
+    }
+
+    /// A switch that waits up to 2 s for each new ring, giving way as soon as a newer member set waits.
+    #[derive(Default)]
+    struct GivesWay {
+        asked: std::sync::Mutex<Vec<(u64, bool)>>,
+    }
+
+    impl crate::pool::Switch for GivesWay {
+        fn activation<'a>(
+            &'a self,
+            ring: u64,
+            superseded: &'a (dyn Fn() -> bool + Send + Sync),
+        ) -> std::pin::Pin<Box<dyn Future<Output = bool> + Send + 'a>> {
+            Box::pin(async move {
+                let mut go = true;
+                for _ in 0..200 {
+                    if superseded() {
+                        go = false;
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                self.asked.lock().expect("lock").push((ring, go));
+                go
+            })
+        }
+
+        fn switched(&self, _: &Arc<crate::pool::Pool>) {}
+    }
+
+    #[tokio::test]
+    async fn a_member_set_that_comes_while_a_ring_waits_for_its_switch_takes_its_place() {
+        let metrics = Metrics::new();
+        let (_stop, shutdown) = watch::channel(false);
+        let (manager, mut pools) = pool(&metrics);
+        let switch = Arc::new(GivesWay::default());
+        manager.set_switch(switch.clone());
+        let (one, two, three) = ("127.0.0.1:4317", "127.0.0.2:4317", "127.0.0.3:4317");
+        let timed = vec![(0, members(&[one])), (0, members(&[one, two])), (300, members(&[one, two, three]))];
+        let updates = futures::stream::iter(timed)
+            .then(|(ms, u)| async move {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                u
+            })
+            .chain(futures::stream::pending())
+            .boxed();
+        let started = std::time::Instant::now();
+        let _task = tokio::spawn(
+            Driver {
+                name: "static",
+                wording: crate::resolve::RESOLUTION,
+                pool: manager,
+                metrics: metrics.clone(),
+                failure: None,
+            }
+            .run(updates, shutdown),
+        );
+        let mut seen = Vec::new();
+        let last = tokio::time::timeout(
+            Duration::from_secs(10),
+            pools.wait_for(|p| {
+                seen.push(p.backends.len());
+                p.backends.len() == 3
+            }),
+        )
+        .await
+        .expect("the last member set applies")
+        .expect("open")
+        .clone();
+        assert!(!seen.contains(&2), "the ring of two backends never took effect: {seen:?}");
+        assert!(
+            started.elapsed() < Duration::from_millis(2_900),
+            "not one switch wait after the other: {:?}",
+            started.elapsed()
+        );
+        let asked = switch.asked.lock().expect("lock").clone();
+        assert_eq!(asked.len(), 2, "{asked:?}");
+        assert!(!asked[0].1 && asked[1].1, "the first new ring gave way, the second switched: {asked:?}");
+        assert_eq!(asked[1].0, last.ring.as_ref().map(|r| r.fingerprint()).unwrap_or(0));
+        let rendered = metrics.render();
+        let line = "otelcol_loadbalancer_num_resolutions{resolver=\"static\",success=\"true\"} 3";
+        assert!(rendered.lines().any(|l| l == line), "every member set is counted:\n{rendered}");
     }
 }
