@@ -43,8 +43,8 @@ image-tests: images e2e-images ## run each image as a kubelet would (user 65532,
 e2e: test-build tools-check images e2e-images ## end-to-end tests on a real control plane and node (root; containerd, kubelet, kube-proxy, CoreDNS)
 	$(CARGO_TEST) $(E2E_TESTS:%=--test %) -- --test-threads=1
 
-e2e-rebalance: test-build tools-check images e2e-images ## scale a backend pool 3->5->2 under load; ring update latency, split traces, lost spans
-	$(CARGO_TEST) --test rebalance -- --nocapture --test-threads=1
+e2e-rebalance: test-build tools-check images e2e-images ## scale a backend pool 3->5->2 under load (one load-balancer replica, then two with rollout restarts); ring update latency, split traces, lost spans
+	$(CARGO_TEST) --test rebalance --test rebalance_replicas -- --nocapture --test-threads=1
 
 bench: tools-check ## otlp-lb vs the Collector's loadbalancing exporter, pass-through, criterion, profile, flame graphs; writes bench/results.md (~15 min)
 	@test -x $(TOOLS_DIR)/bin/inferno-flamegraph || cargo install --locked --quiet inferno --version 0.12.8 --root $(TOOLS_DIR)
