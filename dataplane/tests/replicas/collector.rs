@@ -1,6 +1,7 @@
 //! The contrast tier of the replicas test: Collectors (`otelcol-lb` from `make tools`) whose `load_balancing`
-//! exporter finds the pool with its `dns` resolver, each as one replica. Every replica runs in a mount namespace of
-//! its own (`unshare -m --propagation private`) with the test's hosts file bind-mounted over `/etc/hosts`, where
+//! exporter finds the pool with its `dns` resolver, each as one replica. Every replica runs in a user and mount
+//! namespace of its own (`unshare --map-root-user --mount --propagation private`, which needs no privileges where
+//! unprivileged user namespaces are allowed) with the test's hosts file bind-mounted over `/etc/hosts`, where
 //! `backends.test` names the active backends' loopback addresses (all on one port). The pool changes by rewriting
 //! that file in place, so the bind mount keeps showing it. Go's resolver re-reads the file when its modification
 //! time changes, checking at most every 5s, and the exporter resolves every second: each replica sees a change on
@@ -91,11 +92,11 @@ impl CollectorTier {
         self.active = active.len();
     }
 
-    /// Starts replica `i` in a new mount namespace; its log grows over restarts.
+    /// Starts replica `i` in a new user and mount namespace; its log grows over restarts.
     fn spawn(&self, i: usize) -> Guard {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.file(i, "log")).expect("log file");
         let child = Command::new("unshare")
-            .args(["-m", "--propagation", "private", "sh", "-c", ENTER])
+            .args(["--map-root-user", "--mount", "--propagation", "private", "sh", "-c", ENTER])
             .arg(&self.hosts)
             .arg(otelcol())
             .arg(self.file(i, "yaml"))
