@@ -5,8 +5,9 @@
 //! `backends.test` names the active backends' loopback addresses (all on one port). The pool changes by rewriting
 //! that file in place, so the bind mount keeps showing it. Go's resolver re-reads the file when its modification
 //! time changes, checking at most every 5s, and the exporter resolves every second: each replica sees a change on
-//! its own, 1–6s after it is written. The Collector has no draining: a backend leaves the ring when it leaves the
-//! file. A replica's namespace, and so its mount, ends with its process, which is killed when the tier is dropped.
+//! its own, within 6s of the write (2–3s in the test's runs), and that delay is printed. The Collector has no
+//! draining: a backend leaves the ring when it leaves the file. A replica's namespace, and so its mount, ends with
+//! its process, which is killed when the tier is dropped.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
