@@ -7,7 +7,7 @@
 //! by name (`replicas/collector.rs`). The backends listen on distinct loopback addresses sharing one port. They
 //! are in-process OTLP/gRPC servers that record every span, or real Collectors (`otelcol-lb` from `make tools`)
 //! whose `tail_sampling` keeps the traces that have an ERROR span and writes them with the file exporter: there a
-//! split trace is also an incomplete one.
+//! split trace shows as an incomplete one, as the part without the error is dropped.
 
 #[path = "replicas/collector.rs"]
 mod collector;
