@@ -3,26 +3,39 @@
 //! backends to 4, then shrinks to 2 (the other two drain), and one replica restarts. Every replica reloads its
 //! configuration file on its own (the file is polled), so they see each change at different times. With `peers:`
 //! every trace must reach exactly one backend and no span may be lost; the same run without `peers:` is printed
-//! for contrast. The backends are in-process OTLP/gRPC servers that record every span, or real Collectors
-//! (`otelcol-lb` from `make tools`) whose `tail_sampling` keeps the traces that have an ERROR span and writes them
-//! with the file exporter: there a split trace is also an incomplete one.
+//! for contrast, and so is the same run through three Collectors whose `loadbalancing` exporter resolves the pool
+//! by name (`replicas/collector.rs`). The backends listen on distinct loopback addresses sharing one port. They
+//! are in-process OTLP/gRPC servers that record every span, or real Collectors (`otelcol-lb` from `make tools`)
+//! whose `tail_sampling` keeps the traces that have an ERROR span and writes them with the file exporter: there a
+//! split trace shows as an incomplete one, as the part without the error is dropped.
 
+#[path = "replicas/collector.rs"]
+mod collector;
 mod common;
+#[path = "replicas/otlp_lb.rs"]
+mod otlp_lb;
+#[path = "replicas/outcome.rs"]
+mod outcome;
 #[path = "replicas/pools.rs"]
 mod pools;
+#[path = "replicas/tier.rs"]
+mod tier;
 
-use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use collector::CollectorTier;
 use common::backend::Backend;
-use common::lb::{Lb, free_port};
+use common::lb::Lb;
 use dataplane::fixtures as otlp;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use opentelemetry_proto::tonic::trace::v1::{Status, status};
+use otlp_lb::{Cluster, PoolFile, TOKEN};
+use outcome::{Outcome, outcome};
 use pools::{Collectors, Pool, Recorders, has_error, parse_name};
+use tier::Tier;
 use tonic::transport::Channel;
 
 const REPLICAS: usize = 3;
@@ -33,75 +46,6 @@ const SPANS: u64 = 4;
 const SPAN_GAP: Duration = Duration::from_millis(200);
 /// A new batch of traces starts every `BATCH_GAP`.
 const BATCH_GAP: Duration = Duration::from_millis(50);
-const TOKEN: &str = "replicas-test-token";
-
-/// What one replica's configuration says of the pool.
-struct PoolFile<'a> {
-    active: &'a [String],
-    draining: &'a [String],
-}
-
-fn quoted(list: &[String]) -> String {
-    list.iter().map(|a| format!("\"{a}\"")).collect::<Vec<_>>().join(", ")
-}
-
-/// The configuration of replica `me`: its own ports, the pool, and (with `peers`) every replica's peer address.
-fn config(addrs: (SocketAddr, SocketAddr, SocketAddr), pool: &PoolFile<'_>, peers: Option<(&[u16], usize)>) -> String {
-    let (grpc, http, telemetry) = addrs;
-    let peers = match peers {
-        Some((ports, me)) => {
-            let all: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
-            format!(
-                "peers:\n  endpoint: \"127.0.0.1:{}\"\n  addresses: [{}]\n  auth: {{bearer_token: \"{TOKEN}\"}}\n  \
-                 switch_delay: 3s\n  exchange_timeout: 2s\n",
-                ports[me],
-                quoted(&all)
-            )
-        }
-        None => String::new(),
-    };
-    format!(
-        "receivers:\n  otlp:\n    protocols:\n      grpc: {{endpoint: \"{grpc}\"}}\n      http: {{endpoint: \"{http}\"}}\n\
-         loadbalancing:\n  protocol:\n    otlp: {{timeout: 2s, tls: {{insecure: true}}}}\n  resolver:\n    \
-         static: {{hostnames: [{}], draining: [{}]}}\n\
-         routing:\n  affinity_window: 20s\n\
-         telemetry:\n  metrics: {{address: \"{telemetry}\"}}\ndrain_timeout: 5s\n{peers}",
-        quoted(pool.active),
-        quoted(pool.draining),
-    )
-}
-
-struct Cluster {
-    lbs: Vec<Lb>,
-    peer_ports: Option<Vec<u16>>,
-}
-
-impl Cluster {
-    fn start(pool: &PoolFile<'_>, with_peers: bool) -> Cluster {
-        Cluster::start_n(REPLICAS, 0, pool, with_peers)
-    }
-
-    /// `replicas` replicas; with peers, their list also names `stopped` replicas that do not run.
-    fn start_n(replicas: usize, stopped: usize, pool: &PoolFile<'_>, with_peers: bool) -> Cluster {
-        let listed = replicas + stopped;
-        let peer_ports: Option<Vec<u16>> = with_peers.then(|| (0..listed).map(|_| free_port()).collect());
-        let lbs = (0..replicas)
-            .map(|me| {
-                let peers = peer_ports.as_deref().map(|p| (p, me));
-                Lb::start_config(|g, h, t| config((g, h, t), pool, peers), &[])
-            })
-            .collect();
-        Cluster { lbs, peer_ports }
-    }
-
-    /// Rewrites every replica's configuration file; each replica notices on its own poll.
-    fn set_pool(&self, pool: &PoolFile<'_>) {
-        for (me, lb) in self.lbs.iter().enumerate() {
-            let peers = self.peer_ports.as_deref().map(|p| (p, me));
-            std::fs::write(&lb.config, config((lb.grpc, lb.http, lb.telemetry), pool, peers)).expect("rewrite config");
-        }
-    }
-}
 
 /// Sends span `span` of the traces of `batch` to replica `first`, or the next one while a replica is down.
 async fn send(clients: &[TraceServiceClient<Channel>], batch: u64, span: u64, first: usize) -> bool {
@@ -125,55 +69,16 @@ async fn send(clients: &[TraceServiceClient<Channel>], batch: u64, span: u64, fi
     false
 }
 
-/// What reached the backends, against what was sent.
-#[derive(Debug, Default)]
-struct Outcome {
-    traces: u64,
-    /// Traces with spans on more than one backend.
-    split: usize,
-    /// Spans of the traces that must be whole that reached no backend.
-    missing: usize,
-    /// Spans that reached a backend more than once.
-    twice: usize,
-    /// Spans of the other traces (sampled out by the Collectors) that reached one.
-    unexpected: usize,
-}
-
-impl std::fmt::Display for Outcome {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let o = self;
-        write!(f, "traces={} split={} lost_spans={} duplicate_spans={}", o.traces, o.split, o.missing, o.twice)?;
-        write!(f, " sampled_out_spans_kept={}", o.unexpected)
-    }
-}
-
-/// `received[b]`: the (trace, span) pairs backend `b` holds; `whole(t)`: whether trace `t` must be whole.
-fn outcome(received: &[Vec<(u64, u64)>], traces: u64, whole: fn(u64) -> bool) -> Outcome {
-    let mut on: HashMap<u64, HashSet<usize>> = HashMap::new();
-    let mut seen: HashMap<(u64, u64), usize> = HashMap::new();
-    for (b, spans) in received.iter().enumerate() {
-        for &(t, s) in spans {
-            on.entry(t).or_default().insert(b);
-            *seen.entry((t, s)).or_default() += 1;
-        }
-    }
-    let split = on.values().filter(|b| b.len() > 1).count();
-    let lost = |t: u64| (0..SPANS).filter(|s| !seen.contains_key(&(t, *s))).count();
-    let missing = (0..traces).filter(|t| whole(*t)).map(lost).sum();
-    let twice = seen.values().filter(|n| **n > 1).count();
-    let unexpected = seen.keys().filter(|(t, _)| !whole(*t)).count();
-    Outcome { traces, split, missing, twice, unexpected }
-}
-
-/// The whole scenario against `pool`, which has 4 backends.
-async fn scenario(pool: &mut impl Pool, with_peers: bool) -> Outcome {
+/// The same traffic through any tier, from one definition: traces start every `BATCH_GAP` for 21s, each request
+/// of a trace going to the next replica. The pool (4 backends) starts with 3, grows to 4 at 2s and shrinks to 2 at
+/// 9s (the other two draining), and replica 2 restarts at 15s. `start` starts the tier on the first pool.
+async fn scenario<T: Tier>(pool: &mut impl Pool, start: impl FnOnce(&[SocketAddr]) -> T) -> (Outcome, T) {
     let address = pool.addresses();
-    let mut cluster = Cluster::start(&PoolFile { active: &address[..3], draining: &[] }, with_peers);
+    let mut tier = tokio::task::block_in_place(|| start(&address[..3]));
     let clients: Arc<Vec<_>> = Arc::new(
-        cluster
-            .lbs
-            .iter()
-            .map(|lb| TraceServiceClient::new(Channel::from_shared(lb.grpc_url()).expect("url").connect_lazy()))
+        tier.urls()
+            .into_iter()
+            .map(|url| TraceServiceClient::new(Channel::from_shared(url).expect("url").connect_lazy()))
             .collect(),
     );
     let failed = Arc::new(AtomicU64::new(0));
@@ -205,35 +110,46 @@ async fn scenario(pool: &mut impl Pool, with_peers: bool) -> Outcome {
     };
     let at = |s: u64| tokio::time::sleep_until((started + Duration::from_secs(s)).into());
     at(2).await;
-    cluster.set_pool(&PoolFile { active: &address[..4], draining: &[] });
+    tokio::task::block_in_place(|| tier.set_pool(&address[..4], &[]));
     at(9).await;
-    cluster.set_pool(&PoolFile { active: &address[..2], draining: &address[2..] });
+    tokio::task::block_in_place(|| tier.set_pool(&address[..2], &address[2..]));
     at(15).await;
-    let restarted = &mut cluster.lbs[2];
-    restarted.signal("TERM");
-    assert!(restarted.wait_exit(Duration::from_secs(10)).is_some(), "replica 2 stops on SIGTERM");
-    restarted.respawn();
+    tokio::task::block_in_place(|| tier.restart(2));
     let batches = load.await.expect("the load runs");
-    assert_eq!(failed.load(Ordering::Relaxed), 0, "every request is accepted by some replica");
-    if with_peers {
-        for (i, lb) in cluster.lbs.iter().enumerate() {
-            let m = lb.metrics();
-            let peer: Vec<&str> = m.lines().filter(|l| l.starts_with("otlp_lb_peer")).collect();
-            eprintln!("replica {i}: {}", peer.join(" | "));
-        }
-    }
     // Everything acknowledged has been delivered: the replicas answer after the backends accept.
     let (received, whole) = pool.received().await;
-    outcome(&received, batches * TRACES_PER_BATCH, whole)
+    let mut o = outcome(&received, batches * TRACES_PER_BATCH, SPANS, whole);
+    o.failed_requests = failed.load(Ordering::Relaxed);
+    (o, tier)
+}
+
+fn otlp_lb(active: &[SocketAddr], with_peers: bool) -> Cluster {
+    Cluster::start(REPLICAS, &PoolFile { active, draining: &[] }, with_peers)
+}
+
+/// The scenario through the Collector's `loadbalancing` exporter, for contrast: its outcome is printed, not
+/// asserted; asserted is only that the scenario ran (every replica used each new pool, the added backend got
+/// spans). Returns the outcome and how long each pool change took to reach every replica.
+async fn through_the_collector(pool: &mut impl Pool) -> (Outcome, String) {
+    let (o, mut tier) = scenario(pool, |active| CollectorTier::start(REPLICAS, active)).await;
+    let changes = tier.pool_changes();
+    assert!(changes.len() == 2 && changes.iter().all(Option::is_some), "each pool change seen: {changes:?}");
+    assert!(o.per_backend[3] > 0, "the added backend got spans: {:?}", o.per_backend);
+    let ms: Vec<String> = changes.iter().flatten().map(|d| d.as_millis().to_string()).collect();
+    (o, ms.join(","))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn traces_stay_whole_across_replicas_through_scale_out_scale_in_and_a_restart() {
     let _serial = SERIAL.lock().await;
-    let off = scenario(&mut Recorders::start(4).await, false).await;
-    eprintln!("replicas: backends=recorders peers=off {off}");
-    let on = scenario(&mut Recorders::start(4).await, true).await;
-    eprintln!("replicas: backends=recorders peers=on {on}");
+    let (off, _) = scenario(&mut Recorders::start(4).await, |p| otlp_lb(p, false)).await;
+    let (on, cluster) = scenario(&mut Recorders::start(4).await, |p| otlp_lb(p, true)).await;
+    cluster.peer_metrics().iter().for_each(|l| eprintln!("{l}"));
+    let (lbx, seen) = through_the_collector(&mut Recorders::start(4).await).await;
+    eprintln!("replicas: backends=recorders balancer=otlp-lb peers=off {off}");
+    eprintln!("replicas: backends=recorders balancer=otlp-lb peers=on {on}");
+    eprintln!("replicas: backends=recorders balancer=collector-loadbalancing-exporter {lbx} pool_seen_ms={seen}");
+    assert_eq!(on.failed_requests, 0, "every request is accepted by some replica");
     assert_eq!(on.missing, 0, "no span lost");
     assert_eq!(on.twice, 0, "no span delivered twice");
     assert_eq!(on.split, 0, "no trace reaches two backends with peers");
@@ -242,9 +158,14 @@ async fn traces_stay_whole_across_replicas_through_scale_out_scale_in_and_a_rest
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sampled_traces_stay_whole_on_real_collectors_with_several_replicas() {
     let _serial = SERIAL.lock().await;
-    let on = scenario(&mut Collectors::start(4), true).await;
-    eprintln!("replicas: backends=collectors peers=on {on}");
+    let (on, cluster) = scenario(&mut Collectors::start(4), |p| otlp_lb(p, true)).await;
+    cluster.peer_metrics().iter().for_each(|l| eprintln!("{l}"));
+    let (lbx, seen) = through_the_collector(&mut Collectors::start(4)).await;
+    eprintln!("replicas: backends=collectors balancer=otlp-lb peers=on {on}");
+    eprintln!("replicas: backends=collectors balancer=collector-loadbalancing-exporter {lbx} pool_seen_ms={seen}");
+    assert_eq!(on.failed_requests, 0, "every request is accepted by some replica");
     assert_eq!(on.missing, 0, "every sampled trace complete");
+    assert_eq!(on.incomplete, 0, "every sampled trace complete");
     assert_eq!(on.twice, 0, "no span delivered twice");
     assert_eq!(on.split, 0, "no trace reaches two Collectors");
     assert_eq!(on.unexpected, 0, "the Collectors kept only the traces with an error");
@@ -256,8 +177,8 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_peer_api_takes_only_the_shared_token() {
     let backend = Backend::start().await;
-    let address = [backend.address()];
-    let cluster = Cluster::start_n(1, 0, &PoolFile { active: &address, draining: &[] }, true);
+    let address = [backend.addr];
+    let cluster = Cluster::start(1, &PoolFile { active: &address, draining: &[] }, true);
     let port = cluster.peer_ports.as_ref().expect("peers")[0];
     let url = format!("http://127.0.0.1:{port}/peer/v1/held");
     let http = reqwest::Client::new();
@@ -279,7 +200,7 @@ async fn a_listed_peer_that_is_not_running_does_not_hold_the_switch() {
     let pool = Recorders::start(3).await;
     let address = pool.addresses();
     let cluster = Cluster::start_n(2, 1, &PoolFile { active: &address[..2], draining: &[] }, true);
-    cluster.set_pool(&PoolFile { active: &address, draining: &[] });
+    cluster.write_pool(&PoolFile { active: &address, draining: &[] });
     let switched = |lb: &Lb| lb.metric("otlp_lb_peer_switches_total{timing=\"on_time\"}") >= 1.0;
     let deadline = Instant::now() + Duration::from_secs(30);
     while !cluster.lbs.iter().all(switched) {

@@ -1,14 +1,17 @@
 //! The backends of the replicas test: in-process OTLP/gRPC servers that record every span, or real Collectors
 //! (`otelcol-lb` from `make tools`) whose tail sampling keeps the traces with an ERROR span and writes them with the
-//! file exporter. Spans are named `t<trace>-s<span>`.
+//! file exporter. Spans are named `t<trace>-s<span>`. The backends of a pool listen on distinct loopback addresses
+//! of a subnet of their own, all on one port, as the addresses a DNS name resolves to do.
 
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use super::common::backend::Backend;
-use super::common::lb::free_port;
-use super::common::procs::Guard;
+use super::common::backend::{Backend, State};
+use super::common::procs::{Guard, stable_port};
 
 /// Whether trace `t` has an ERROR span (its last): the traces the Collectors' tail sampling keeps.
 pub fn has_error(t: u64) -> bool {
@@ -21,9 +24,45 @@ pub fn parse_name(name: &str) -> Option<(u64, u64)> {
     Some((t.parse().ok()?, s.parse().ok()?))
 }
 
+/// Listeners on `n` distinct loopback addresses (127.a.b.1 up, with `a.b` this pool's own) that share one port.
+fn bind_loopback(n: usize) -> Vec<TcpListener> {
+    static POOLS: AtomicU32 = AtomicU32::new(0);
+    let mut last = String::new();
+    for _ in 0..20 {
+        let x = u32::from(std::process::id() as u16) ^ POOLS.fetch_add(1, Ordering::Relaxed).wrapping_mul(0x9e37);
+        let (a, b) = (16 + (x % 200) as u8, (x >> 8) as u8);
+        let port = stable_port();
+        let bound: Result<Vec<_>, _> =
+            (1..=n as u8).map(|c| TcpListener::bind((Ipv4Addr::new(127, a, b, c), port))).collect();
+        match bound {
+            Ok(listeners) => return listeners,
+            Err(e) => last = format!("127.{a}.{b}.x:{port}: {e}"),
+        }
+    }
+    panic!("no port free on {n} loopback addresses: {last}");
+}
+
+/// (IP addresses, the one port) of a pool's backends.
+pub fn hosts_and_port(addresses: &[SocketAddr]) -> (Vec<String>, u16) {
+    let port = addresses.first().map_or(0, SocketAddr::port);
+    assert!(addresses.iter().all(|a| a.port() == port), "one port for every backend: {addresses:?}");
+    (addresses.iter().map(|a| a.ip().to_string()).collect(), port)
+}
+
+/// `otelcol-lb` from `make tools`: `$TOOLS_DIR/bin`, default `$HOME/.cache/otlp-lb/tools/bin`.
+pub fn otelcol() -> PathBuf {
+    let tools = match std::env::var_os("TOOLS_DIR").filter(|d| !d.is_empty()) {
+        Some(dir) => PathBuf::from(dir),
+        None => PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/otlp-lb/tools"),
+    };
+    let bin = tools.join("bin/otelcol-lb");
+    assert!(bin.is_file(), "{} is missing: run `make tools`", bin.display());
+    bin
+}
+
 /// The backends the replicas send to.
 pub trait Pool {
-    fn addresses(&self) -> Vec<String>;
+    fn addresses(&self) -> Vec<SocketAddr>;
     /// Once the load is over: the (trace, span) pairs each backend holds, and which traces must be whole.
     async fn received(&mut self) -> (Vec<Vec<(u64, u64)>>, fn(u64) -> bool);
 }
@@ -33,17 +72,18 @@ pub struct Recorders(Vec<Backend>);
 
 impl Recorders {
     pub async fn start(n: usize) -> Recorders {
-        let mut backends = Vec::new();
-        for _ in 0..n {
-            backends.push(Backend::start().await);
-        }
-        Recorders(backends)
+        let backends = bind_loopback(n).into_iter().map(|l| {
+            l.set_nonblocking(true).expect("a non-blocking listener");
+            let listener = tokio::net::TcpListener::from_std(l).expect("a tokio listener");
+            Backend::serve(listener, Arc::new(State::default()))
+        });
+        Recorders(backends.collect())
     }
 }
 
 impl Pool for Recorders {
-    fn addresses(&self) -> Vec<String> {
-        self.0.iter().map(Backend::address).collect()
+    fn addresses(&self) -> Vec<SocketAddr> {
+        self.0.iter().map(|b| b.addr).collect()
     }
 
     async fn received(&mut self) -> (Vec<Vec<(u64, u64)>>, fn(u64) -> bool) {
@@ -58,23 +98,20 @@ const DECISION_WAIT: Duration = Duration::from_secs(4);
 /// Real Collectors: tail sampling keeps the traces with an ERROR span, and the file exporter writes them.
 pub struct Collectors {
     procs: Vec<Guard>,
-    addresses: Vec<String>,
+    addresses: Vec<SocketAddr>,
     dir: tempfile::TempDir,
 }
 
 impl Collectors {
     pub fn start(n: usize) -> Collectors {
-        let tools = match std::env::var_os("TOOLS_DIR").filter(|d| !d.is_empty()) {
-            Some(dir) => PathBuf::from(dir),
-            None => PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/otlp-lb/tools"),
-        };
-        let bin = tools.join("bin/otelcol-lb");
-        assert!(bin.is_file(), "{} is missing: run `make tools`", bin.display());
+        let bin = otelcol();
         let dir = tempfile::tempdir().expect("temp dir");
         let file = |name: String| dir.path().join(name);
-        let (mut procs, mut addresses) = (Vec::new(), Vec::new());
-        for i in 0..n {
-            let address = format!("127.0.0.1:{}", free_port());
+        // The Collectors bind the addresses found free (the subnet is this pool's own).
+        let addresses: Vec<SocketAddr> =
+            bind_loopback(n).iter().map(|l| l.local_addr().expect("a bound address")).collect();
+        let mut procs = Vec::new();
+        for (i, address) in addresses.iter().enumerate() {
             let config = format!(
                 "receivers:\n  otlp:\n    protocols:\n      grpc: {{endpoint: \"{address}\"}}\n\
                  processors:\n  tail_sampling:\n    decision_wait: {}s\n    policies:\n      - name: errors\n        \
@@ -93,7 +130,6 @@ impl Collectors {
                 .spawn()
                 .expect("start otelcol-lb");
             procs.push(Guard(child));
-            addresses.push(address);
         }
         for (i, a) in addresses.iter().enumerate() {
             let deadline = Instant::now() + Duration::from_secs(30);
@@ -124,7 +160,7 @@ impl Collectors {
 }
 
 impl Pool for Collectors {
-    fn addresses(&self) -> Vec<String> {
+    fn addresses(&self) -> Vec<SocketAddr> {
         self.addresses.clone()
     }
 
