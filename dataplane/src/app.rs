@@ -79,6 +79,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
         config.limits.memory_limit_mib,
         metrics.clone(),
     );
+    let mut log = None;
     if lb.sending_queue.ack == AckMode::Queued {
         let (cfg, delivery) = (lb.sending_queue.clone(), Arc::clone(pipeline.delivery()));
         let (durable, backlog) = tokio::task::spawn_blocking(move || DurableAck::open(&cfg, delivery))
@@ -86,7 +87,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("loadbalancing.sending_queue: {e}"))?;
         tracing::info!(storage = ?lb.sending_queue.storage, pending = durable.pending(), "requests are acknowledged once written to the queue");
         pipeline = pipeline.with_durable_ack(Arc::clone(&durable));
-        tokio::spawn(durable.run(backlog));
+        log = Some((durable, backlog));
     }
     let pipeline = Arc::new(pipeline);
     let _affinity_gauge = tokio::spawn(report_affinity(affinity, metrics.clone(), stop.clone()));
@@ -94,6 +95,10 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
     let auth = Bearer::from_config(config.receivers.otlp.auth.as_ref()).map_err(anyhow::Error::msg)?;
     if let Some(peers) = &peers {
         peers.sync_at_start().await;
+    }
+    // The records replayed from the log are routed as new requests are: once the peers' tables are in.
+    if let Some((durable, backlog)) = log {
+        tokio::spawn(durable.run(backlog));
     }
     let mut servers = Vec::new();
     if let Some(g) = &config.receivers.otlp.protocols.grpc {

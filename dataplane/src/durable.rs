@@ -4,7 +4,8 @@
 //! Each record is delivered like any request ([`Delivery::deliver`]: split, concurrent parts, failed parts retried
 //! and re-routed), with no deadline of its own: it is retried with backoff until every part is accepted, then
 //! committed. Records the backends reject for good are committed with a log line, so they do not block the log.
-//! Records still pending at shutdown or after a crash are replayed on start.
+//! Records still pending at shutdown or after a crash are replayed on start; with `peers:`, once the peers' tables
+//! are in, so that a replayed trace keeps the backend another replica sent it to (the app starts [`DurableAck::run`]).
 //!
 //! A record is walked twice. When it is accepted, [`Delivery::check`] refuses what can never be delivered (and
 //! counts its items) before the client is told it is safe; when it is delivered, it is split against the pool of

@@ -6,13 +6,17 @@
 //! for contrast. The backends are in-process OTLP/gRPC servers that record every span, or real Collectors
 //! (`otelcol-lb` from `make tools`) whose `tail_sampling` keeps the traces that have an ERROR span and writes them
 //! with the file exporter: there a split trace is also an incomplete one.
+//! The `queued` module runs the same scenario with `ack: queued`, where each replica delivers from its log.
 
 mod common;
 #[path = "replicas/pools.rs"]
 mod pools;
+#[path = "replicas/queued.rs"]
+mod queued;
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -45,8 +49,25 @@ fn quoted(list: &[String]) -> String {
     list.iter().map(|a| format!("\"{a}\"")).collect::<Vec<_>>().join(", ")
 }
 
-/// The configuration of replica `me`: its own ports, the pool, and (with `peers`) every replica's peer address.
-fn config(addrs: (SocketAddr, SocketAddr, SocketAddr), pool: &PoolFile<'_>, peers: Option<(&[u16], usize)>) -> String {
+/// How the tier runs: with `peers:` or without, and whether requests are acknowledged once in each replica's log
+/// (`ack: queued`) or once delivered.
+#[derive(Debug, Clone, Copy)]
+struct Tier {
+    peers: bool,
+    queued: bool,
+}
+
+const WITHOUT_PEERS: Tier = Tier { peers: false, queued: false };
+const WITH_PEERS: Tier = Tier { peers: true, queued: false };
+
+/// The configuration of replica `me`: its own ports, the pool, (with `peers`) every replica's peer address, and
+/// (with `queue`) the directory of its log.
+fn config(
+    addrs: (SocketAddr, SocketAddr, SocketAddr),
+    pool: &PoolFile<'_>,
+    peers: Option<(&[u16], usize)>,
+    queue: Option<&Path>,
+) -> String {
     let (grpc, http, telemetry) = addrs;
     let peers = match peers {
         Some((ports, me)) => {
@@ -60,10 +81,13 @@ fn config(addrs: (SocketAddr, SocketAddr, SocketAddr), pool: &PoolFile<'_>, peer
         }
         None => String::new(),
     };
+    let queue = queue.map_or(String::new(), |dir| {
+        format!("  sending_queue: {{ack: queued, storage: \"{}\", fsync: never}}\n", dir.display())
+    });
     format!(
         "receivers:\n  otlp:\n    protocols:\n      grpc: {{endpoint: \"{grpc}\"}}\n      http: {{endpoint: \"{http}\"}}\n\
          loadbalancing:\n  protocol:\n    otlp: {{timeout: 2s, tls: {{insecure: true}}}}\n  resolver:\n    \
-         static: {{hostnames: [{}], draining: [{}]}}\n\
+         static: {{hostnames: [{}], draining: [{}]}}\n{queue}\
          routing:\n  affinity_window: 20s\n\
          telemetry:\n  metrics: {{address: \"{telemetry}\"}}\ndrain_timeout: 5s\n{peers}",
         quoted(pool.active),
@@ -74,31 +98,41 @@ fn config(addrs: (SocketAddr, SocketAddr, SocketAddr), pool: &PoolFile<'_>, peer
 struct Cluster {
     lbs: Vec<Lb>,
     peer_ports: Option<Vec<u16>>,
+    /// With `ack: queued`: replica `i`'s log is in `<queues>/<i>`, kept across its restarts.
+    queues: Option<tempfile::TempDir>,
 }
 
 impl Cluster {
-    fn start(pool: &PoolFile<'_>, with_peers: bool) -> Cluster {
-        Cluster::start_n(REPLICAS, 0, pool, with_peers)
+    fn start(pool: &PoolFile<'_>, tier: Tier) -> Cluster {
+        Cluster::start_n(REPLICAS, 0, pool, tier)
     }
 
     /// `replicas` replicas; with peers, their list also names `stopped` replicas that do not run.
-    fn start_n(replicas: usize, stopped: usize, pool: &PoolFile<'_>, with_peers: bool) -> Cluster {
+    fn start_n(replicas: usize, stopped: usize, pool: &PoolFile<'_>, tier: Tier) -> Cluster {
         let listed = replicas + stopped;
-        let peer_ports: Option<Vec<u16>> = with_peers.then(|| (0..listed).map(|_| free_port()).collect());
-        let lbs = (0..replicas)
-            .map(|me| {
-                let peers = peer_ports.as_deref().map(|p| (p, me));
-                Lb::start_config(|g, h, t| config((g, h, t), pool, peers), &[])
-            })
-            .collect();
-        Cluster { lbs, peer_ports }
+        let peer_ports: Option<Vec<u16>> = tier.peers.then(|| (0..listed).map(|_| free_port()).collect());
+        let queues = tier.queued.then(|| tempfile::tempdir().expect("queue dir"));
+        let mut cluster = Cluster { lbs: Vec::new(), peer_ports, queues };
+        for me in 0..replicas {
+            let (peers, queue) = (cluster.peers(me), cluster.queue(me));
+            cluster.lbs.push(Lb::start_config(|g, h, t| config((g, h, t), pool, peers, queue.as_deref()), &[]));
+        }
+        cluster
+    }
+
+    fn peers(&self, me: usize) -> Option<(&[u16], usize)> {
+        self.peer_ports.as_deref().map(|p| (p, me))
+    }
+
+    fn queue(&self, me: usize) -> Option<std::path::PathBuf> {
+        self.queues.as_ref().map(|d| d.path().join(me.to_string()))
     }
 
     /// Rewrites every replica's configuration file; each replica notices on its own poll.
     fn set_pool(&self, pool: &PoolFile<'_>) {
         for (me, lb) in self.lbs.iter().enumerate() {
-            let peers = self.peer_ports.as_deref().map(|p| (p, me));
-            std::fs::write(&lb.config, config((lb.grpc, lb.http, lb.telemetry), pool, peers)).expect("rewrite config");
+            let text = config((lb.grpc, lb.http, lb.telemetry), pool, self.peers(me), self.queue(me).as_deref());
+            std::fs::write(&lb.config, text).expect("rewrite config");
         }
     }
 }
@@ -166,9 +200,9 @@ fn outcome(received: &[Vec<(u64, u64)>], traces: u64, whole: fn(u64) -> bool) ->
 }
 
 /// The whole scenario against `pool`, which has 4 backends.
-async fn scenario(pool: &mut impl Pool, with_peers: bool) -> Outcome {
+async fn scenario(pool: &mut impl Pool, tier: Tier) -> Outcome {
     let address = pool.addresses();
-    let mut cluster = Cluster::start(&PoolFile { active: &address[..3], draining: &[] }, with_peers);
+    let mut cluster = Cluster::start(&PoolFile { active: &address[..3], draining: &[] }, tier);
     let clients: Arc<Vec<_>> = Arc::new(
         cluster
             .lbs
@@ -215,14 +249,23 @@ async fn scenario(pool: &mut impl Pool, with_peers: bool) -> Outcome {
     restarted.respawn();
     let batches = load.await.expect("the load runs");
     assert_eq!(failed.load(Ordering::Relaxed), 0, "every request is accepted by some replica");
-    if with_peers {
+    if tier.queued {
+        // Acknowledged once logged: wait (bounded) for the logs to be delivered.
+        let sent = (batches * TRACES_PER_BATCH * SPANS) as usize;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while pool.delivered().is_some_and(|n| n < sent) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    if tier.peers {
         for (i, lb) in cluster.lbs.iter().enumerate() {
             let m = lb.metrics();
             let peer: Vec<&str> = m.lines().filter(|l| l.starts_with("otlp_lb_peer")).collect();
             eprintln!("replica {i}: {}", peer.join(" | "));
         }
     }
-    // Everything acknowledged has been delivered: the replicas answer after the backends accept.
+    // Everything acknowledged has been delivered: the replicas answer after the backends accept, or (queued) the
+    // logs were waited for.
     let (received, whole) = pool.received().await;
     outcome(&received, batches * TRACES_PER_BATCH, whole)
 }
@@ -230,9 +273,9 @@ async fn scenario(pool: &mut impl Pool, with_peers: bool) -> Outcome {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn traces_stay_whole_across_replicas_through_scale_out_scale_in_and_a_restart() {
     let _serial = SERIAL.lock().await;
-    let off = scenario(&mut Recorders::start(4).await, false).await;
+    let off = scenario(&mut Recorders::start(4).await, WITHOUT_PEERS).await;
     eprintln!("replicas: backends=recorders peers=off {off}");
-    let on = scenario(&mut Recorders::start(4).await, true).await;
+    let on = scenario(&mut Recorders::start(4).await, WITH_PEERS).await;
     eprintln!("replicas: backends=recorders peers=on {on}");
     assert_eq!(on.missing, 0, "no span lost");
     assert_eq!(on.twice, 0, "no span delivered twice");
@@ -242,7 +285,7 @@ async fn traces_stay_whole_across_replicas_through_scale_out_scale_in_and_a_rest
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sampled_traces_stay_whole_on_real_collectors_with_several_replicas() {
     let _serial = SERIAL.lock().await;
-    let on = scenario(&mut Collectors::start(4), true).await;
+    let on = scenario(&mut Collectors::start(4), WITH_PEERS).await;
     eprintln!("replicas: backends=collectors peers=on {on}");
     assert_eq!(on.missing, 0, "every sampled trace complete");
     assert_eq!(on.twice, 0, "no span delivered twice");
@@ -257,7 +300,7 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 async fn the_peer_api_takes_only_the_shared_token() {
     let backend = Backend::start().await;
     let address = [backend.address()];
-    let cluster = Cluster::start_n(1, 0, &PoolFile { active: &address, draining: &[] }, true);
+    let cluster = Cluster::start_n(1, 0, &PoolFile { active: &address, draining: &[] }, WITH_PEERS);
     let port = cluster.peer_ports.as_ref().expect("peers")[0];
     let url = format!("http://127.0.0.1:{port}/peer/v1/held");
     let http = reqwest::Client::new();
@@ -278,7 +321,7 @@ async fn a_listed_peer_that_is_not_running_does_not_hold_the_switch() {
     let _serial = SERIAL.lock().await;
     let pool = Recorders::start(3).await;
     let address = pool.addresses();
-    let cluster = Cluster::start_n(2, 1, &PoolFile { active: &address[..2], draining: &[] }, true);
+    let cluster = Cluster::start_n(2, 1, &PoolFile { active: &address[..2], draining: &[] }, WITH_PEERS);
     cluster.set_pool(&PoolFile { active: &address, draining: &[] });
     let switched = |lb: &Lb| lb.metric("otlp_lb_peer_switches_total{timing=\"on_time\"}") >= 1.0;
     let deadline = Instant::now() + Duration::from_secs(30);

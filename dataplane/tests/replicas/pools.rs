@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::common::backend::Backend;
@@ -26,6 +27,8 @@ pub trait Pool {
     fn addresses(&self) -> Vec<String>;
     /// Once the load is over: the (trace, span) pairs each backend holds, and which traces must be whole.
     async fn received(&mut self) -> (Vec<Vec<(u64, u64)>>, fn(u64) -> bool);
+    /// Spans received so far, where the backends keep every span (not the Collectors, which sample).
+    fn delivered(&self) -> Option<usize>;
 }
 
 /// In-process OTLP/gRPC servers that record every span.
@@ -39,6 +42,14 @@ impl Recorders {
         }
         Recorders(backends)
     }
+
+    /// Every backend refuses exports with UNAVAILABLE (`true`), or takes them again.
+    pub fn refuse(&self, refuse: bool) {
+        let code = if refuse { tonic::Code::Unavailable as u32 } else { 0 };
+        for b in &self.0 {
+            b.state.fail_code.store(code, Ordering::SeqCst);
+        }
+    }
 }
 
 impl Pool for Recorders {
@@ -49,6 +60,10 @@ impl Pool for Recorders {
     async fn received(&mut self) -> (Vec<Vec<(u64, u64)>>, fn(u64) -> bool) {
         let spans = self.0.iter().map(|b| b.spans().iter().filter_map(|(_, n)| parse_name(n)).collect()).collect();
         (spans, |_| true)
+    }
+
+    fn delivered(&self) -> Option<usize> {
+        Some(self.0.iter().map(|b| b.spans().len()).sum())
     }
 }
 
@@ -136,5 +151,9 @@ impl Pool for Collectors {
             assert!(p.wait_exit(Duration::from_secs(20)).is_some(), "the Collector stops on SIGTERM");
         }
         ((0..self.procs.len()).map(|i| self.spans(i)).collect(), has_error)
+    }
+
+    fn delivered(&self) -> Option<usize> {
+        None
     }
 }
