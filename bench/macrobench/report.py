@@ -67,7 +67,8 @@ def workload(args):
            args.compression != "none" else "."),
     ] + ([
         f"- `peers:`: traces through otlp-lb without `peers:` and with it, {args.peers_rounds} "
-        f"pair{'' if args.peers_rounds == 1 else 's'} of runs alternated (off, on, on, off, …), each a fresh process with the same sweep and common-rate step. With "
+        f"pair{'' if args.peers_rounds == 1 else 's'} of runs alternated (off, on, on, off, …), each a fresh "
+        f"process with the same sweep and common-rate step. With "
         f"it, two replicas are peered with each other (static `addresses`, a bearer token from a file, the "
         f"default `switch_delay` and `exchange_timeout`); the load goes to the one measured, on the balancer's "
         f"core, and the other idles on the load core. The pool does not change during a run, so this is the "

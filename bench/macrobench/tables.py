@@ -143,8 +143,8 @@ def peers_rows(runs):
         ("peak RSS, VmHWM (MiB), mean", mean([r["vm_hwm_kib"] / 1024 for r in off]),
          mean([r["vm_hwm_kib"] / 1024 for r in on]), 1),
     ]
-    lines = [f"| {on[0]['signal']}: {item}, {plural(len(off), 'run')} without `peers:` and {len(on)} with, alternated | "
-             f"peers off | peers on | on / off |", "|---|---:|---:|---:|"]
+    lines = [f"| {on[0]['signal']}: {item}, {plural(len(off), 'run')} without `peers:` and {len(on)} with, "
+             f"alternated | peers off | peers on | on / off |", "|---|---:|---:|---:|"]
     for name, a, b, digits in rows:
         lines.append(f"| {name} | {fmt_num(a, digits)} | {fmt_num(b, digits)} | {fmt_num(ratio(b, a), 3)} |")
     rounds = sorted({r["round"] for r in on} & {r["round"] for r in off})
