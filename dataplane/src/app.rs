@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use tokio::net::TcpListener;
@@ -97,9 +97,10 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
         peers.sync_at_start().await;
     }
     // The records replayed from the log are routed as new requests are: once the peers' tables are in.
-    if let Some((durable, backlog)) = log {
-        tokio::spawn(durable.run(backlog));
-    }
+    let queue = log.map(|(durable, backlog)| {
+        tokio::spawn(Arc::clone(&durable).run(backlog));
+        durable
+    });
     let mut servers = Vec::new();
     if let Some(g) = &config.receivers.otlp.protocols.grpc {
         let tls = g
@@ -133,11 +134,19 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
 
     wait_for_termination().await?;
     tracing::info!(drain_timeout = ?grace, "shutting down: no new connections; finishing requests in flight");
+    let drain_by = Instant::now() + grace;
     health.draining.store(true, Ordering::Relaxed);
     let _ = stop_tx.send(true);
     let drained = tokio::time::timeout(grace + Duration::from_secs(2), futures::future::join_all(servers)).await;
     if drained.is_err() {
         tracing::warn!("requests still in flight after the drain timeout");
+    }
+    // What the log acknowledged is delivered before the process leaves, within the same bound; the rest is
+    // replayed at the next start.
+    if let Some(queue) = &queue
+        && !queue.drained(drain_by).await
+    {
+        tracing::warn!(records = queue.pending(), "queued records not delivered by the drain timeout: kept in the log");
     }
     let _ = telemetry_stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(2), telemetry).await;

@@ -19,6 +19,7 @@ async fn traces_stay_whole_across_replicas_that_acknowledge_once_logged() {
     let on = scenario(&mut Recorders::start(4).await, QUEUED_PEERS).await;
     eprintln!("replicas: backends=recorders peers=on ack=queued {on}");
     assert_eq!(on.missing, 0, "no span lost");
+    assert_eq!(on.twice, 0, "no span delivered twice: the restarted replica delivered its log before it stopped");
     assert_eq!(on.split, 0, "no trace reaches two backends");
 }
 
