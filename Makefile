@@ -46,7 +46,7 @@ e2e: test-build tools-check images e2e-images ## end-to-end tests on a real cont
 e2e-rebalance: test-build tools-check images e2e-images ## scale a backend pool 3->5->2 under load (one load-balancer replica, then two with rollout restarts); ring update latency, split traces, lost spans
 	$(CARGO_TEST) --test rebalance --test rebalance_replicas -- --nocapture --test-threads=1
 
-bench: tools-check ## otlp-lb vs the Collector's loadbalancing exporter, pass-through, criterion, profile, flame graphs; writes bench/results.md (~15 min)
+bench: tools-check ## otlp-lb vs the Collector's loadbalancing exporter, pass-through, peers on/off, criterion, profile, flame graphs; writes bench/results.md (~18 min)
 	@test -x $(TOOLS_DIR)/bin/inferno-flamegraph || cargo install --locked --quiet inferno --version 0.12.8 --root $(TOOLS_DIR)
 	$(PYTHON) bench/macro.py --otelcol $(TOOLS_DIR)/bin/otelcol-lb
 

@@ -1,9 +1,11 @@
 """The processes under test and their backends: counting sinks (`otlp-lb-tools sink`), otlp-lb and the Collector
-with the configurations the bench generates for them.
+with the configurations the bench generates for them, and the peer API ports and token of two otlp-lb replicas
+peered with each other.
 """
 
 import json
 import os
+import secrets
 import subprocess
 
 from .measure import cpu_seconds
@@ -56,7 +58,24 @@ class Sinks:
         return sum(cpu_seconds(pid) for pid in self.pids())
 
 
-def otlp_lb_config(grpc, http, telemetry, backends, compression, coalesce=True, level=None):
+class PeerSet:
+    """Two otlp-lb replicas of one tier: their peer API ports and the bearer token they share (in a file of the
+    work directory). `block(me)` is replica `me`'s `peers:` block, with the default `switch_delay` and
+    `exchange_timeout`."""
+
+    def __init__(self, workdir, replicas=2):
+        self.ports = [free_port() for _ in range(replicas)]
+        self.token_file = os.path.join(workdir, "peer-token")
+        with open(self.token_file, "w") as f:
+            f.write(secrets.token_hex(32))
+
+    def block(self, me):
+        listed = ", ".join(f"127.0.0.1:{p}" for p in self.ports)
+        return (f"peers:\n  endpoint: 127.0.0.1:{self.ports[me]}\n  addresses: [{listed}]\n"
+                f"  auth: {{bearer_token_file: {self.token_file}}}\n")
+
+
+def otlp_lb_config(grpc, http, telemetry, backends, compression, coalesce=True, level=None, peers=""):
     hosts = ", ".join(backends)
     queue = "" if coalesce else ", sending_queue: {coalesce: {enabled: false}}"
     queue += "" if level is None else f", compression_params: {{level: {level}}}"
@@ -76,7 +95,7 @@ routing:
   metrics: service
 telemetry:
   metrics: {{address: 127.0.0.1:{telemetry}}}
-"""
+{peers}"""
 
 
 def otelcol_config(signal_name, grpc, health, metrics_port, backends, compression):
@@ -124,8 +143,15 @@ service:
 class Balancer:
     """A balancer process under test: otlp-lb or the Collector."""
 
-    def __init__(self, kind, label, proc, endpoint, config_text):
+    def __init__(self, kind, label, proc, endpoint, config_text, telemetry=None):
         self.kind, self.label, self.proc, self.endpoint, self.config_text = kind, label, proc, endpoint, config_text
+        self.telemetry = telemetry
+
+    def metric_sum(self, name):
+        """The sum of every series of the Prometheus metric `name` (otlp-lb's telemetry), 0 when it has none."""
+        _, body = http_get(f"http://{self.telemetry}/metrics", timeout=5.0)
+        series = [ln for ln in body.decode().splitlines() if ln.startswith(name + "{") or ln.startswith(name + " ")]
+        return sum(float(ln.rsplit(" ", 1)[1]) for ln in series)
 
     @property
     def pid(self):
@@ -136,19 +162,20 @@ class Balancer:
 
 
 def start_otlp_lb(args, workdir, label, backends, wrap=None, ready_s=30, compression=None, coalesce=True,
-                  level=None):
+                  level=None, peers="", cpu=None):
+    """otlp-lb pinned to `cpu` (default: the balancer's core); `peers` is its `peers:` block, if any."""
     grpc, http, tele = free_port(), free_port(), free_port()
-    text = otlp_lb_config(grpc, http, tele, backends, compression or args.compression, coalesce, level)
+    text = otlp_lb_config(grpc, http, tele, backends, compression or args.compression, coalesce, level, peers)
     path = os.path.join(workdir, f"{label}.yaml")
     with open(path, "w") as f:
         f.write(text)
     argv = (wrap or []) + [args.otlp_lb, "-c", path]
     err = open(os.path.join(workdir, f"{label}.log"), "wb")
-    p = PROCS.start_pinned(label, args.lb_cpu, argv, nice=args.nice, stdout=err, stderr=subprocess.STDOUT,
-                           stdin=subprocess.DEVNULL,
+    p = PROCS.start_pinned(label, args.lb_cpu if cpu is None else cpu, argv, nice=args.nice, stdout=err,
+                           stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                            env=dict(os.environ, RUST_LOG=os.environ.get("BENCH_RUST_LOG", "warn")))
     wait_http_ok(f"http://127.0.0.1:{tele}/readyz", p, label, ready_s)
-    return Balancer("otlp-lb", label, p, f"127.0.0.1:{grpc}", text)
+    return Balancer("otlp-lb", label, p, f"127.0.0.1:{grpc}", text, telemetry=f"127.0.0.1:{tele}")
 
 
 def start_otelcol(args, workdir, label, signal_name, backends, compression=None):

@@ -17,7 +17,7 @@ from .measure import machine_facts
 from .procs import PROCS, ROOT, log, on_sigterm, target_dir
 from .profiles import criterion, flamegraphs, perf_profile, profile
 from .report import write_report
-from .workload import run_balancer
+from .workload import compare_peers, run_balancer
 
 
 DEFAULT_RATES = "5000,10000,20000,40000,80000,160000,320000,0"
@@ -72,6 +72,10 @@ def parse_args():
                    help="skip the traces run of otlp-lb with sending_queue.coalesce off")
     p.add_argument("--compare-level", type=int, default=1,
                    help="also run traces through otlp-lb at this gzip level (0: skip)")
+    p.add_argument("--no-compare-peers", dest="compare_peers", action="store_false",
+                   help="skip the traces runs of otlp-lb with `peers:` (two replicas) against without")
+    p.add_argument("--peers-rounds", type=int, default=2,
+                   help="pairs of peers runs, alternated off, on, on, off, ... (default 2)")
     p.add_argument("--no-compare-none", dest="compare_none", action="store_false",
                    help="skip the traces comparison of both balancers without exporter compression")
     p.add_argument("--skip-criterion", action="store_true")
@@ -137,6 +141,9 @@ def main():
             if args.compare_level and args.compression == "gzip" and signal_name == "traces":
                 runs.append(run_balancer(args, workdir, sinks, signal_name, "otlp-lb", args.rate_list,
                                          latency_rate=col["latency_rate"] or None, level=args.compare_level))
+            if args.compare_peers and args.peers_rounds > 0 and signal_name == "traces":
+                runs += compare_peers(args, workdir, sinks, signal_name, args.rate_list, col["latency_rate"] or None,
+                                      args.peers_rounds)
         for signal_name in args.signal_list if args.compare_none and args.compression != "none" else []:
             if signal_name != "traces":
                 continue

@@ -7,7 +7,7 @@ from .fmt import fmt_num, fmt_rate, ratio
 from .measure import load_average
 from .procs import ROOT, tools_env
 from .profiles import annotate_rows, attribution, top_functions
-from .tables import observations, perf_section, step_table, summary_rows
+from .tables import observations, peers_rows, perf_section, step_table, summary_rows
 
 
 def header(args, facts, started):
@@ -65,8 +65,15 @@ def workload(args):
         f"also go through otlp-lb at level {args.compare_level})"
         + ("; traces are run again with `compression: none` on both." if args.compare_none and
            args.compression != "none" else "."),
-        "",
-    ]
+    ] + ([
+        f"- `peers:`: traces through otlp-lb without `peers:` and with it, {args.peers_rounds} "
+        f"pair{'' if args.peers_rounds == 1 else 's'} of runs alternated (off, on, on, off, …), each a fresh "
+        f"process with the same sweep and common-rate step. With "
+        f"it, two replicas are peered with each other (static `addresses`, a bearer token from a file, the "
+        f"default `switch_delay` and `exchange_timeout`); the load goes to the one measured, on the balancer's "
+        f"core, and the other idles on the load core. The pool does not change during a run, so this is the "
+        f"steady state."
+    ] if args.compare_peers and args.peers_rounds > 0 and "traces" in args.signal_list else []) + [""]
 
 
 def definitions():
@@ -119,10 +126,15 @@ def summary(args, runs):
               f"(`compression_params: {{level: {other['level']}}}`), in the same run:", ""]
         L += summary_rows(runs, other["signal"], other["compression"], peer=other,
                           names=("default level", f"level {other['level']}"))[0] + [""]
+    peer_lines, ratio_peers = peers_rows(runs)
+    if peer_lines:
+        L += ["otlp-lb with `peers:` (two replicas of a tier, the load to one) against otlp-lb without, in the same "
+              "run; on / off of items per CPU-second below 1 (of CPU per item above 1) is what the peer exchange "
+              "costs in the steady state:", ""] + peer_lines + [""]
     notes = observations(runs)
     if notes:
         L += ["### Observations", ""] + notes + [""]
-    return L, ratio_traces
+    return L, ratio_traces, ratio_peers
 
 
 def findings():
@@ -214,12 +226,14 @@ def configurations(runs):
     ]
     seen = set()
     for r in runs:
-        key = (r["kind"], r["signal"], r["backends"], r["compression"], r.get("coalesce", True), r.get("level"))
+        key = (r["kind"], r["signal"], r["backends"], r["compression"], r.get("coalesce", True), r.get("level"),
+               r.get("peers") == "on")
         if key in seen:
             continue
         seen.add(key)
         text = re.sub(r"127\.0\.0\.1:\d+", "127.0.0.1:PORT", r["config"])
         text = re.sub(r"(port: )\d+", r"\1PORT", text)
+        text = re.sub(r"(bearer_token_file: )\S+/", r"\1WORKDIR/", text)
         L += [f"{r['label']}:", "", "```yaml", text.rstrip(), "```", ""]
     return L + [
         "Collector defaults that matter here (v0.160 source): the loadbalancing exporter's own "
@@ -236,7 +250,7 @@ def configurations(runs):
 
 def write_report(args, facts, runs, crit, prof, started, path, perf=None):
     """Writes bench/results.md (`path`) and returns its text."""
-    summary_lines, ratio_traces = summary(args, runs)
+    summary_lines, ratio_traces, ratio_peers = summary(args, runs)
     profs = [p for p in (prof or []) if p]
     L = header(args, facts, started) + workload(args) + definitions() + summary_lines + findings() + steps(runs)
     if crit:
@@ -246,6 +260,8 @@ def write_report(args, facts, runs, crit, prof, started, path, perf=None):
     if perf:
         L += perf_section(perf)
     L += configurations(runs)
+    if ratio_peers == ratio_peers:
+        L.append(f"ratio spans/cpu-s otlp-lb peers on/off: {ratio_peers:.3f}")
     L.append(f"ratio spans/cpu-s otlp-lb/otelcol: {ratio_traces:.2f}")
     text = "\n".join(L) + "\n"
     with open(path, "w") as f:

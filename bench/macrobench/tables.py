@@ -1,5 +1,5 @@
-"""The report's tables: one balancer against another, each run's steps, what went wrong in a step, and the perf
-profile.
+"""The report's tables: one balancer against another, otlp-lb with `peers:` against without, each run's steps,
+what went wrong in a step, and the perf profile.
 """
 
 from .fmt import ITEM, fmt_num, fmt_rate, ratio
@@ -10,7 +10,7 @@ def pick(runs, kind, signal_name, backends=4, compression=None, coalesce=True, l
     for r in runs:
         if r["kind"] == kind and r["signal"] == signal_name and r["backends"] == backends and \
                 (compression is None or r.get("compression") == compression) and r.get("coalesce", True) == coalesce \
-                and r.get("level") == level:
+                and r.get("level") == level and r.get("peers") is None:
             return r
     return None
 
@@ -90,6 +90,80 @@ def summary_rows(runs, signal_name, compression, peer=None, names=("otlp-lb", "C
         lines.append(f"| routing {item}/CPU-s ÷ pass-through {item}/CPU-s (highest clean steps) "
                      f"| {fmt_num(ratio(sat(lb), sat(pt)), 2)} | | |")
     return lines, pooled(lb), pooled(col)
+
+
+def plural(n, word):
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def peers_rows(runs):
+    """otlp-lb with `peers:` against without, over the alternated runs of the comparison: per offered rate that
+    every one of them passed, and at the common rate, items per CPU-second pooled over the runs of each side.
+    Returns (lines, pooled on/off ratio)."""
+    on = [r for r in runs if r.get("peers") == "on"]
+    off = [r for r in runs if r.get("peers") == "off"]
+    if not on or not off:
+        return [], float("nan")
+    item = ITEM[on[0]["signal"]]
+    passed = [{s["offered"] for s in r["steps"] if s["pass"] and s["offered"] > 0} for r in on + off]
+    common = sorted(set.intersection(*passed))
+
+    def at(r, rate):
+        return [s for s in r["steps"] if s["offered"] == rate]
+
+    def lat(r):
+        return [r["latency"]] if r.get("latency") else []
+
+    def pooled(steps):
+        cpu = sum(s["lb_cpu_s"] for s in steps)
+        return sum(s["delivered"] for s in steps) / cpu if cpu > 0 else float("nan")
+
+    def mean(xs):
+        xs = [x for x in xs if x == x]
+        return sum(xs) / len(xs) if xs else float("nan")
+
+    def every(r):
+        return [s for rate in common for s in at(r, rate)] + lat(r)
+
+    rows = [(f"{item} per CPU-second at {fmt_rate(rate)}/s", pooled([s for r in off for s in at(r, rate)]),
+             pooled([s for r in on for s in at(r, rate)]), 0) for rate in common]
+    rate = on[0]["latency_rate"]
+    if rate:
+        rows.append((f"{item} per CPU-second at the common rate, {fmt_rate(rate)}/s",
+                     pooled([s for r in off for s in lat(r)]), pooled([s for r in on for s in lat(r)]), 0))
+    all_off, all_on = pooled([s for r in off for s in every(r)]), pooled([s for r in on for s in every(r)])
+    rows += [
+        (f"{item} per CPU-second, pooled over all of the above", all_off, all_on, 0),
+        (f"CPU µs per {item[:-1]}, pooled", 1e6 / all_off if all_off else float("nan"),
+         1e6 / all_on if all_on else float("nan"), 3),
+        ("client p50 latency at the common rate (ms), mean", mean([s["p50_ms"] for r in off for s in lat(r)]),
+         mean([s["p50_ms"] for r in on for s in lat(r)]), 2),
+        ("client p99 latency at the common rate (ms), mean", mean([s["p99_ms"] for r in off for s in lat(r)]),
+         mean([s["p99_ms"] for r in on for s in lat(r)]), 2),
+        ("peak RSS, VmHWM (MiB), mean", mean([r["vm_hwm_kib"] / 1024 for r in off]),
+         mean([r["vm_hwm_kib"] / 1024 for r in on]), 1),
+    ]
+    lines = [f"| {on[0]['signal']}: {item}, {plural(len(off), 'run')} without `peers:` and {len(on)} with, "
+             f"alternated | peers off | peers on | on / off |", "|---|---:|---:|---:|"]
+    for name, a, b, digits in rows:
+        lines.append(f"| {name} | {fmt_num(a, digits)} | {fmt_num(b, digits)} | {fmt_num(ratio(b, a), 3)} |")
+    rounds = sorted({r["round"] for r in on} & {r["round"] for r in off})
+    per_round = []
+    for n in rounds:
+        a = pooled([s for r in off if r["round"] == n for s in every(r)])
+        b = pooled([s for r in on if r["round"] == n for s in every(r)])
+        per_round.append(f"{fmt_num(ratio(b, a), 3)}")
+    partner = [r for r in on if "partner_cpu_s" in r]
+    lines += ["", f"On / off of each round alone (the same steps, pooled): {', '.join(per_round)}."]
+    if partner:
+        answered = sum(1 for r in partner if r.get("peer_pulled"))
+        lines.append(f"The idle replica (peered, no load) used {mean([r['partner_cpu_s'] for r in partner]):.2f} "
+                     f"CPU-s over a whole run and peaked at "
+                     f"{mean([r['partner_vm_hwm_kib'] / 1024 for r in partner]):.1f} MiB. In {answered} of "
+                     f"{plural(len(partner), 'run')} with `peers:` the measured replica ran the peer exchange and all "
+                     f"its peer requests were answered (`otlp_lb_peer_held_capacity` > 0, "
+                     f"`otlp_lb_peer_unanswered_total` 0: it pulled the other's table at start).")
+    return lines, ratio(all_on, all_off)
 
 
 def step_table(run):

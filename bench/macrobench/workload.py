@@ -1,5 +1,5 @@
-"""The load and its measurement: loadgen runs, one measured step at an offered rate, the sweep of rates and a
-balancer's whole run (warm-up, sweep, latency step).
+"""The load and its measurement: loadgen runs, one measured step at an offered rate, the sweep of rates, a
+balancer's whole run (warm-up, sweep, latency step), and otlp-lb with `peers:` against without, alternated.
 """
 
 import json
@@ -8,7 +8,7 @@ import select
 import subprocess
 import time
 
-from .balancers import start_otelcol, start_otlp_lb
+from .balancers import PeerSet, start_otelcol, start_otlp_lb
 from .fmt import ITEM, fmt_rate
 from .measure import core_busy, cpu_seconds, cpu_ticks, vm_hwm_kib, written_bytes
 from .procs import PROCS, log
@@ -181,14 +181,23 @@ def capacity(steps):
 
 
 def run_balancer(args, workdir, sinks, signal_name, kind, rates, latency_rate=None, backends=4, compression=None,
-                 coalesce=True, level=None):
+                 coalesce=True, level=None, peers=None):
+    """One balancer's run. `peers` ("off" or "on", with the round: `("on", 2)`) marks a run of the peers
+    comparison; with "on" a second otlp-lb replica, peered with the measured one and idle, runs on the load core."""
     compression = compression or args.compression
     label = f"{kind}-{signal_name}" + ("-passthrough" if backends == 1 else "") + \
         ("" if compression == args.compression else f"-{compression}") + ("" if coalesce else "-no-coalescing") + \
-        ("" if level is None else f"-level-{level}")
+        ("" if level is None else f"-level-{level}") + ("" if peers is None else f"-peers-{peers[0]}-{peers[1]}")
     log(f"{label}: start ({backends} backend{'s' if backends > 1 else ''}, exporter compression {compression})")
+    partner = None
     if kind == "otelcol":
         bal = start_otelcol(args, workdir, label, signal_name, sinks.addresses(backends), compression)
+    elif peers is not None and peers[0] == "on":
+        tier = PeerSet(workdir)
+        partner = start_otlp_lb(args, workdir, f"{label}-partner", sinks.addresses(backends), compression=compression,
+                                peers=tier.block(1), cpu=args.load_cpu)
+        bal = start_otlp_lb(args, workdir, label, sinks.addresses(backends), compression=compression,
+                            peers=tier.block(0))
     else:
         bal = start_otlp_lb(args, workdir, label, sinks.addresses(backends), compression=compression, coalesce=coalesce,
                             level=level)
@@ -204,9 +213,32 @@ def run_balancer(args, workdir, sinks, signal_name, kind, rates, latency_rate=No
             lat = step(args, bal, sinks, signal_name, latency_rate, args.latency_seconds, kind="latency",
                        connections=args.latency_connections)
         hwm = vm_hwm_kib(bal.pid)
-        return {"label": label, "kind": kind, "signal": signal_name, "backends": backends, "steps": steps,
-                "compression": compression, "coalesce": coalesce, "level": level,
-                "capacity": cap, "latency": lat, "latency_rate": latency_rate, "vm_hwm_kib": hwm,
-                "config": bal.config_text}
+        run = {"label": label, "kind": kind, "signal": signal_name, "backends": backends, "steps": steps,
+               "compression": compression, "coalesce": coalesce, "level": level,
+               "capacity": cap, "latency": lat, "latency_rate": latency_rate, "vm_hwm_kib": hwm,
+               "config": bal.config_text}
+        if peers is not None:
+            run["peers"], run["round"] = peers
+        if partner is not None:
+            if not partner.alive():
+                raise RuntimeError(f"{partner.label} exited with {partner.proc.returncode}")
+            run["partner_cpu_s"], run["partner_vm_hwm_kib"] = cpu_seconds(partner.pid), vm_hwm_kib(partner.pid)
+            # The measured replica runs the peer exchange, and the partner answered it (its table, pulled at start).
+            run["peer_pulled"] = bal.metric_sum("otlp_lb_peer_held_capacity") > 0 and \
+                bal.metric_sum("otlp_lb_peer_unanswered_total") == 0
+        return run
     finally:
         PROCS.stop(bal.proc, grace=25)
+        if partner is not None:
+            PROCS.stop(partner.proc, grace=25)
+
+
+def compare_peers(args, workdir, sinks, signal_name, rates, latency_rate, rounds):
+    """otlp-lb with `peers:` (two replicas, the load to one) against otlp-lb without, `rounds` pairs alternated
+    off, on, on, off, ... so that a drift of the machine's other load weighs on both alike."""
+    runs = []
+    for i in range(rounds):
+        for state in (("off", "on") if i % 2 == 0 else ("on", "off")):
+            runs.append(run_balancer(args, workdir, sinks, signal_name, "otlp-lb", rates, latency_rate=latency_rate,
+                                     peers=(state, i + 1)))
+    return runs

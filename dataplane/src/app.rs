@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use tokio::net::TcpListener;
@@ -79,6 +79,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
         config.limits.memory_limit_mib,
         metrics.clone(),
     );
+    let mut log = None;
     if lb.sending_queue.ack == AckMode::Queued {
         let (cfg, delivery) = (lb.sending_queue.clone(), Arc::clone(pipeline.delivery()));
         let (durable, backlog) = tokio::task::spawn_blocking(move || DurableAck::open(&cfg, delivery))
@@ -86,7 +87,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("loadbalancing.sending_queue: {e}"))?;
         tracing::info!(storage = ?lb.sending_queue.storage, pending = durable.pending(), "requests are acknowledged once written to the queue");
         pipeline = pipeline.with_durable_ack(Arc::clone(&durable));
-        tokio::spawn(durable.run(backlog));
+        log = Some((durable, backlog));
     }
     let pipeline = Arc::new(pipeline);
     let _affinity_gauge = tokio::spawn(report_affinity(affinity, metrics.clone(), stop.clone()));
@@ -95,6 +96,11 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
     if let Some(peers) = &peers {
         peers.sync_at_start().await;
     }
+    // The records replayed from the log are routed as new requests are: once the peers' tables are in.
+    let queue = log.map(|(durable, backlog)| {
+        tokio::spawn(Arc::clone(&durable).run(backlog));
+        durable
+    });
     let mut servers = Vec::new();
     if let Some(g) = &config.receivers.otlp.protocols.grpc {
         let tls = g
@@ -128,11 +134,19 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
 
     wait_for_termination().await?;
     tracing::info!(drain_timeout = ?grace, "shutting down: no new connections; finishing requests in flight");
+    let drain_by = Instant::now() + grace;
     health.draining.store(true, Ordering::Relaxed);
     let _ = stop_tx.send(true);
     let drained = tokio::time::timeout(grace + Duration::from_secs(2), futures::future::join_all(servers)).await;
     if drained.is_err() {
         tracing::warn!("requests still in flight after the drain timeout");
+    }
+    // What the log acknowledged is delivered before the process leaves, within the same bound; the rest is
+    // replayed at the next start.
+    if let Some(queue) = &queue
+        && !queue.drained(drain_by).await
+    {
+        tracing::warn!(records = queue.pending(), "queued records not delivered by the drain timeout: kept in the log");
     }
     let _ = telemetry_stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(2), telemetry).await;

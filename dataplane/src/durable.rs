@@ -4,7 +4,9 @@
 //! Each record is delivered like any request ([`Delivery::deliver`]: split, concurrent parts, failed parts retried
 //! and re-routed), with no deadline of its own: it is retried with backoff until every part is accepted, then
 //! committed. Records the backends reject for good are committed with a log line, so they do not block the log.
-//! Records still pending at shutdown or after a crash are replayed on start.
+//! A stopping process delivers what its log holds within `drain_timeout`. Records still pending then, or after a
+//! crash, are replayed on start; with `peers:`, once the peers' tables are in, so that a replayed trace keeps the
+//! backend another replica sent it to (the app starts [`DurableAck::run`]).
 //!
 //! A record is walked twice. When it is accepted, [`Delivery::check`] refuses what can never be delivered (and
 //! counts its items) before the client is told it is safe; when it is delivered, it is split against the pool of
@@ -15,7 +17,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::sync::{Semaphore, mpsc};
@@ -29,6 +31,9 @@ use crate::signal::Signal;
 
 /// How long the delivery loop waits between attempts at a record, at most.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// How often a stopping process looks whether the log is delivered.
+const DRAIN_POLL: Duration = Duration::from_millis(20);
 
 /// The signal of a record, as stored in the log.
 pub fn signal_code(signal: Signal) -> u8 {
@@ -114,6 +119,18 @@ impl DurableAck {
     /// Records written and not yet delivered.
     pub fn pending(&self) -> u64 {
         self.wal.stats().records_pending
+    }
+
+    /// Waits until every record written has been delivered (or rejected for good), at most until `deadline`:
+    /// whether the log is empty.
+    pub async fn drained(&self, deadline: Instant) -> bool {
+        while self.pending() > 0 {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(DRAIN_POLL).await;
+        }
+        true
     }
 
     /// Delivers one record, retrying until every part is accepted, then commits it.

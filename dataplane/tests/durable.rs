@@ -1,6 +1,6 @@
 //! `ack: queued`: requests acknowledged once they are in the on-disk queue survive a SIGKILL of the load balancer
 //! and are delivered after the restart; malformed requests are refused before they are queued; a full queue
-//! refuses with RESOURCE_EXHAUSTED.
+//! refuses with RESOURCE_EXHAUSTED; a SIGTERM delivers what the queue holds before the process exits.
 
 mod common;
 
@@ -113,4 +113,26 @@ async fn queued_mode_still_refuses_malformed_requests_and_reports_a_full_queue()
         assert!(Instant::now() < deadline, "queue space not reclaimed");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_load_balancer_delivers_its_log_before_it_exits() {
+    let backend = Backend::start().await;
+    // One record at a time, each answered after 150ms: 20 records take 3s of the 5s drain_timeout.
+    backend.state.delay_ms.store(150, Ordering::SeqCst);
+    let storage = tempfile::tempdir().expect("dir");
+    let lb_cfg = queued(storage.path(), ", max_concurrent_deliveries: 1");
+    let mut lb = Lb::start_with(&[backend.address()], Opts { lb: &lb_cfg, ..Opts::default() });
+    let mut client = TraceServiceClient::connect(lb.grpc_url()).await.expect("connect");
+    for batch in 0..20u64 {
+        client.export(otlp::traces(batch * 10..batch * 10 + 10, 0..5, 2)).await.expect("acknowledged once queued");
+    }
+    assert!(backend.spans().len() < 500, "the log holds a backlog when the stop begins");
+    lb.signal("TERM");
+    assert!(lb.wait_exit(Duration::from_secs(10)).is_some_and(|s| s.success()), "exits 0 within the drain timeout");
+    assert_eq!(backend.spans().len(), 1000, "the log delivered before the exit:\n{}", lb.logs());
+    backend.state.delay_ms.store(0, Ordering::SeqCst);
+    lb.respawn();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(backend.spans().len(), 1000, "nothing left to replay, nothing delivered twice");
 }

@@ -7,7 +7,8 @@
 //! by name (`replicas/collector.rs`). The backends listen on distinct loopback addresses sharing one port. They
 //! are in-process OTLP/gRPC servers that record every span, or real Collectors (`otelcol-lb` from `make tools`)
 //! whose `tail_sampling` keeps the traces that have an ERROR span and writes them with the file exporter: there a
-//! split trace shows as an incomplete one, as the part without the error is dropped.
+//! split trace shows as an incomplete one, as the part without the error is dropped. The `queued` module runs the
+//! same scenario with `ack: queued`, where each replica delivers from its log.
 
 #[path = "replicas/collector.rs"]
 mod collector;
@@ -18,6 +19,8 @@ mod otlp_lb;
 mod outcome;
 #[path = "replicas/pools.rs"]
 mod pools;
+#[path = "replicas/queued.rs"]
+mod queued;
 #[path = "replicas/tier.rs"]
 mod tier;
 
@@ -32,7 +35,7 @@ use common::lb::Lb;
 use dataplane::fixtures as otlp;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use opentelemetry_proto::tonic::trace::v1::{Status, status};
-use otlp_lb::{Cluster, PoolFile, TOKEN};
+use otlp_lb::{Cluster, Mode, PoolFile, TOKEN};
 use outcome::{Outcome, outcome};
 use pools::{Collectors, Pool, Recorders, has_error, parse_name};
 use tier::Tier;
@@ -116,15 +119,21 @@ async fn scenario<T: Tier>(pool: &mut impl Pool, start: impl FnOnce(&[SocketAddr
     at(15).await;
     tokio::task::block_in_place(|| tier.restart(2));
     let batches = load.await.expect("the load runs");
-    // Everything acknowledged has been delivered: the replicas answer after the backends accept.
+    // Everything acknowledged has been delivered: the replicas answer after the backends accept, or (`ack:
+    // queued`) once logged, so wait (bounded) for the backends that count what they hold to hold it all.
+    let sent = (batches * TRACES_PER_BATCH * SPANS) as usize;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while pool.delivered().is_some_and(|n| n < sent) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let (received, whole) = pool.received().await;
     let mut o = outcome(&received, batches * TRACES_PER_BATCH, SPANS, whole);
     o.failed_requests = failed.load(Ordering::Relaxed);
     (o, tier)
 }
 
-fn otlp_lb(active: &[SocketAddr], with_peers: bool) -> Cluster {
-    Cluster::start(REPLICAS, &PoolFile { active, draining: &[] }, with_peers)
+fn otlp_lb(active: &[SocketAddr], mode: Mode) -> Cluster {
+    Cluster::start(REPLICAS, &PoolFile { active, draining: &[] }, mode)
 }
 
 /// The scenario through the Collector's `loadbalancing` exporter, for contrast: its outcome is printed, not
@@ -142,8 +151,8 @@ async fn through_the_collector(pool: &mut impl Pool) -> (Outcome, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn traces_stay_whole_across_replicas_through_scale_out_scale_in_and_a_restart() {
     let _serial = SERIAL.lock().await;
-    let (off, _) = scenario(&mut Recorders::start(4).await, |p| otlp_lb(p, false)).await;
-    let (on, cluster) = scenario(&mut Recorders::start(4).await, |p| otlp_lb(p, true)).await;
+    let (off, _) = scenario(&mut Recorders::start(4).await, |p| otlp_lb(p, Mode::WITHOUT_PEERS)).await;
+    let (on, cluster) = scenario(&mut Recorders::start(4).await, |p| otlp_lb(p, Mode::WITH_PEERS)).await;
     cluster.peer_metrics().iter().for_each(|l| eprintln!("{l}"));
     let (lbx, seen) = through_the_collector(&mut Recorders::start(4).await).await;
     eprintln!("replicas: backends=recorders balancer=otlp-lb peers=off {off}");
@@ -158,7 +167,7 @@ async fn traces_stay_whole_across_replicas_through_scale_out_scale_in_and_a_rest
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sampled_traces_stay_whole_on_real_collectors_with_several_replicas() {
     let _serial = SERIAL.lock().await;
-    let (on, cluster) = scenario(&mut Collectors::start(4), |p| otlp_lb(p, true)).await;
+    let (on, cluster) = scenario(&mut Collectors::start(4), |p| otlp_lb(p, Mode::WITH_PEERS)).await;
     cluster.peer_metrics().iter().for_each(|l| eprintln!("{l}"));
     let (lbx, seen) = through_the_collector(&mut Collectors::start(4)).await;
     eprintln!("replicas: backends=collectors balancer=otlp-lb peers=on {on}");
@@ -178,7 +187,7 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 async fn the_peer_api_takes_only_the_shared_token() {
     let backend = Backend::start().await;
     let address = [backend.addr];
-    let cluster = Cluster::start(1, &PoolFile { active: &address, draining: &[] }, true);
+    let cluster = Cluster::start(1, &PoolFile { active: &address, draining: &[] }, Mode::WITH_PEERS);
     let port = cluster.peer_ports.as_ref().expect("peers")[0];
     let url = format!("http://127.0.0.1:{port}/peer/v1/held");
     let http = reqwest::Client::new();
@@ -199,7 +208,7 @@ async fn a_listed_peer_that_is_not_running_does_not_hold_the_switch() {
     let _serial = SERIAL.lock().await;
     let pool = Recorders::start(3).await;
     let address = pool.addresses();
-    let cluster = Cluster::start_n(2, 1, &PoolFile { active: &address[..2], draining: &[] }, true);
+    let cluster = Cluster::start_n(2, 1, &PoolFile { active: &address[..2], draining: &[] }, Mode::WITH_PEERS);
     cluster.write_pool(&PoolFile { active: &address, draining: &[] });
     let switched = |lb: &Lb| lb.metric("otlp_lb_peer_switches_total{timing=\"on_time\"}") >= 1.0;
     let deadline = Instant::now() + Duration::from_secs(30);

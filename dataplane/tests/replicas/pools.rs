@@ -65,6 +65,8 @@ pub trait Pool {
     fn addresses(&self) -> Vec<SocketAddr>;
     /// Once the load is over: the (trace, span) pairs each backend holds, and which traces must be whole.
     async fn received(&mut self) -> (Vec<Vec<(u64, u64)>>, fn(u64) -> bool);
+    /// Spans received so far, where the backends keep every span (not the Collectors, which sample).
+    fn delivered(&self) -> Option<usize>;
 }
 
 /// In-process OTLP/gRPC servers that record every span.
@@ -79,6 +81,14 @@ impl Recorders {
         });
         Recorders(backends.collect())
     }
+
+    /// Every backend refuses exports with UNAVAILABLE (`true`), or takes them again.
+    pub fn refuse(&self, refuse: bool) {
+        let code = if refuse { tonic::Code::Unavailable as u32 } else { 0 };
+        for b in &self.0 {
+            b.state.fail_code.store(code, Ordering::SeqCst);
+        }
+    }
 }
 
 impl Pool for Recorders {
@@ -89,6 +99,10 @@ impl Pool for Recorders {
     async fn received(&mut self) -> (Vec<Vec<(u64, u64)>>, fn(u64) -> bool) {
         let spans = self.0.iter().map(|b| b.spans().iter().filter_map(|(_, n)| parse_name(n)).collect()).collect();
         (spans, |_| true)
+    }
+
+    fn delivered(&self) -> Option<usize> {
+        Some(self.0.iter().map(|b| b.spans().len()).sum())
     }
 }
 
@@ -172,5 +186,9 @@ impl Pool for Collectors {
             assert!(p.wait_exit(Duration::from_secs(20)).is_some(), "the Collector stops on SIGTERM");
         }
         ((0..self.procs.len()).map(|i| self.spans(i)).collect(), has_error)
+    }
+
+    fn delivered(&self) -> Option<usize> {
+        None
     }
 }
