@@ -54,6 +54,16 @@ mod tests {
         }
     }
 
+    /// How many resolutions the driver has counted, failed or not.
+    fn resolutions(metrics: &Metrics) -> u64 {
+        let rendered = metrics.render();
+        rendered
+            .lines()
+            .filter(|l| l.starts_with("otelcol_loadbalancer_num_resolutions{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    }
+
     #[tokio::test]
     async fn a_failed_lookup_keeps_the_last_good_pool() {
         let member = |a: &str| Member { address: a.to_string(), weight: 1 };
@@ -63,6 +73,7 @@ mod tests {
             Err("no answer in 1s".to_string()),
             Ok(vec![member("127.0.0.1:4317"), member("127.0.0.2:4317"), member("127.0.0.3:4317")]),
         ])));
+        let steps = answers.lock().expect("script").len();
         let metrics = Metrics::new();
         let (pool, pools) = PoolManager::new(
             OtlpExporter { tls: ClientTls { insecure: true, ..ClientTls::default() }, ..OtlpExporter::default() },
@@ -72,36 +83,46 @@ mod tests {
             Duration::from_secs(30),
         );
         let (stop, shutdown) = watch::channel(false);
-        let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
-        let script = Arc::clone(&answers);
+        // The driver reads the next answer while it applies one, so each lookup answers only when the test lets
+        // it: one at a time, after the one before was counted.
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let (script, lookups) = (Arc::clone(&answers), Arc::clone(&gate));
         let lookup = move || {
             let next = script.lock().expect("script").pop_front();
-            let _ = seen_tx.send(next.is_some());
-            async move { next.unwrap_or_else(|| Err("script over".into())) }
+            let gate = Arc::clone(&lookups);
+            async move {
+                gate.acquire().await.expect("open").forget();
+                next.unwrap_or_else(|| Err("script over".to_string()))
+            }
         };
         let resolver = Box::new(Scripted(updates(lookup, Duration::from_millis(10))));
         let task = driver::start(resolver, pool, metrics.clone(), shutdown).await.expect("started");
         let members = |p: &crate::pool::Pool| p.ring.as_ref().map(|r| r.members().len()).unwrap_or(0);
-        let mut versions = Vec::new();
-        // Each lookup is reported before it answers; look at the pool when the next one starts.
-        for step in 0..5 {
-            let scripted =
-                tokio::time::timeout(Duration::from_secs(30), seen.recv()).await.expect("the loop runs").expect("open");
+        let seen = |pools: &watch::Receiver<Arc<crate::pool::Pool>>| {
             let p = pools.borrow().clone();
-            versions.push((p.version, members(&p)));
-            if !scripted {
-                assert_eq!(step, 4);
-                break;
-            }
+            (p.version, members(&p))
+        };
+        let mut versions = vec![seen(&pools)];
+        for step in 1..=steps {
+            gate.add_permits(1);
+            let counted = async {
+                while resolutions(&metrics) < step as u64 {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            };
+            tokio::time::timeout(Duration::from_secs(30), counted).await.expect("each answer is counted");
+            versions.push(seen(&pools));
         }
         stop.send(true).expect("stop");
         task.await.expect("the loop ends at shutdown");
-        // Before lookup 1: empty. After the good answer: 2 members, kept through both failures; then 3.
+        // Before any answer: empty. After the good answer: 2 members, kept through both failures; then 3.
         assert_eq!(versions, [(0, 0), (1, 2), (1, 2), (1, 2), (2, 3)]);
-        let failed = metrics
-            .render()
-            .lines()
-            .any(|l| l.starts_with("otelcol_loadbalancer_num_resolutions{resolver=\"dns\",success=\"false\"} 3"));
-        assert!(failed, "two failed lookups and the end of the script are counted:\n{}", metrics.render());
+        let rendered = metrics.render();
+        for line in [
+            "otelcol_loadbalancer_num_resolutions{resolver=\"dns\",success=\"true\"} 2",
+            "otelcol_loadbalancer_num_resolutions{resolver=\"dns\",success=\"false\"} 2",
+        ] {
+            assert!(rendered.lines().any(|l| l == line), "{line}:\n{rendered}");
+        }
     }
 }
